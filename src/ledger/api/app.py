@@ -1,0 +1,53 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from ledger import __version__
+from ledger.api import errors
+from ledger.api.routes import agencies, cases, events, health, tokens
+from ledger.envelope import SCHEMAS
+from ledger.ledger import Ledger
+
+
+def create_app(ledger: Ledger, *, max_body_bytes: int = 1_048_576) -> FastAPI:
+    app = FastAPI(
+        title="Survivor Case Ledger",
+        version=__version__,
+        description="Signed, sealed, consent-gated case events in one verifiable Merkle log.",
+    )
+    app.state.ledger = ledger
+    app.state.max_body_bytes = max_body_bytes
+    errors.install(app)
+    for module in (health, events, cases, agencies, tokens):
+        app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)  # fmt: skip
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        ref = "#/components/schemas/{model}"
+        sub = events.SubmissionDoc.model_json_schema(ref_template=ref)
+        components.update(sub.pop("$defs", {}))
+        components["SubmissionDoc"] = sub
+        per_type: dict[str, Any] = {}
+        for etype, spec in SCHEMAS.items():
+            for part, model in (("facts", spec.facts), ("attrs", spec.attrs)):
+                name = f"{part}.{etype}"
+                model_schema = model.model_json_schema(ref_template=ref)
+                components.update(model_schema.pop("$defs", {}))
+                components[name] = model_schema
+                per_type.setdefault(etype, {})[part] = {"$ref": ref.format(model=name)}
+        schema["x-event-types"] = per_type
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

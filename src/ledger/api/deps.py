@@ -1,0 +1,30 @@
+"""Named dependencies: the ledger and the authenticated caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ledger.ledger import Ledger, Principal
+
+_bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/tokens")
+
+
+def get_ledger(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+
+
+def get_principal(
+    ledger: LedgerDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    return ledger.authenticate(None if credentials is None else credentials.credentials)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from ledger.api.deps import CurrentPrincipal, LedgerDep
+from ledger.envelope import AGENCY_RE
+
+router = APIRouter(tags=["tokens"])
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    agency: Annotated[str, StringConstraints(pattern=AGENCY_RE)] | None = None
+    role: Literal["caseworker", "supervisor", "auditor", "monitor", "admin"]
+    label: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class TokenOut(BaseModel):
+    token: str
+    id: str
+
+
+@router.post("/v1/tokens", status_code=201, response_model=TokenOut)
+def create_token(body: TokenIn, principal: CurrentPrincipal, ledger: LedgerDep) -> TokenOut:
+    """Admin: a token for one person; shown once, stored only as a hash."""
+    return TokenOut(**ledger.create_token(principal, body.agency, body.role, body.label))

@@ -1,0 +1,160 @@
+"""The agency SDK: build, sign and submit events with an agency key file (httpx).
+
+    client = LedgerClient("http://127.0.0.1:8000", token, load_signing_key("keys/ngo.key"))
+    answer = client.submit("case.opened", case_id, facts={"minor": False}, attrs={...})
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger import crypto
+from ledger.envelope import build_submission
+
+
+class LedgerHTTPError(Exception):
+    """The ledger refused a request; `status` and `error` are the server's answer."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+        self.error = str(body.get("error", ""))
+        super().__init__(f"{status} {self.error}: {body.get('message', '')}")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    event_id: str
+    case_id: str
+    index: int
+    case_version: int
+    leaf_hash: bytes
+    extra: dict[str, Any]
+
+
+def load_signing_key(path: Path) -> crypto.SigningKey:
+    """Read a `PRIVATE+KEY+...` signer key file."""
+    return crypto.parse_signing_key(path.read_text())
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class LedgerClient:
+    """One agency's (or one person's) connection to the ledger."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        key: crypto.SigningKey | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retries: int = 3,
+    ) -> None:
+        self.key = key
+        self.retries = retries
+        self.http = httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {token}"},
+            transport=transport,
+            timeout=30.0,
+        )
+        self._origin: str | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> LedgerClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": "not_json", "message": response.text[:200]}
+        if response.status_code >= 400:
+            raise LedgerHTTPError(response.status_code, body)
+        return body
+
+    @property
+    def origin(self) -> str:
+        """The log origin every event must name (from GET /v1/health)."""
+        if self._origin is None:
+            self._origin = str(self._json(self.http.get("/v1/health"))["log"])
+        return self._origin
+
+    def build(
+        self,
+        type: str,
+        case_id: str,
+        facts: dict[str, Any],
+        attrs: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A signed submission body for this agency's key."""
+        if self.key is None:
+            raise ValueError("this client has no signing key")
+        return build_submission(
+            self.key, log=self.origin, case_id=case_id, type=type, facts=facts,
+            attrs=attrs, payload=payload, event_id=event_id or new_id(),
+        )  # fmt: skip
+
+    def submit_body(self, body: dict[str, Any]) -> Answer:
+        """POST a built body; retry identical bodies on write conflicts (409) and 5xx."""
+        for attempt in range(self.retries + 1):
+            response = self.http.post("/v1/events", json=body)
+            retryable = response.status_code >= 500 or (
+                response.status_code == 409 and "write conflict" in response.text
+            )
+            if not retryable or attempt == self.retries:
+                break
+            time.sleep(0.05 * 2**attempt)
+        data = self._json(response)
+        leaf = crypto.b64decode_strict(data["leaf_hash"])
+        if len(leaf) != 32 or data["event_id"] != body["envelope"]["event_id"]:
+            raise LedgerHTTPError(502, {"error": "bad_answer", "message": "malformed answer"})
+        extra = {k: v for k, v in data.items() if k not in Answer.__dataclass_fields__}
+        return Answer(
+            response.status_code, data["event_id"], data["case_id"], data["index"],
+            data["case_version"], leaf, extra,
+        )  # fmt: skip
+
+    def submit(
+        self,
+        type: str,
+        case_id: str,
+        facts: dict[str, Any],
+        attrs: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> Answer:
+        """Build, sign and submit one event."""
+        return self.submit_body(self.build(type, case_id, facts, attrs, payload, event_id=event_id))
+
+    def read_case(self, case_id: str) -> dict[str, Any]:
+        return dict(self._json(self.http.get(f"/v1/cases/{case_id}")))
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def register_agency(self, agency_id: str, name: str, kind: str, verify_key: str) -> dict[str, Any]:
+        body = {"id": agency_id, "name": name, "type": kind, "verify_key": verify_key}
+        return dict(self._json(self.http.post("/v1/agencies", json=body)))
+
+    def create_token(self, role: str, label: str, agency: str | None = None) -> dict[str, Any]:
+        body = {"agency": agency, "role": role, "label": label}
+        return dict(self._json(self.http.post("/v1/tokens", json=body)))

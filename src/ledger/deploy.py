@@ -1,0 +1,99 @@
+"""Set up and open a deployment: key material, stores, origin and the admin token."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger import crypto
+from ledger.keystore import KeyStore, create_kek, write_secret
+from ledger.ledger import Ledger, hash_token
+from ledger.settings import Settings
+from ledger.storage import open_store
+
+DEFAULT_ORIGIN = "ledger.localhost/log"
+
+
+@dataclass(frozen=True)
+class KeyPaths:
+    root: Path
+
+    @property
+    def kek(self) -> Path:
+        return self.root / "kek.key"
+
+    @property
+    def log_key(self) -> Path:
+        return self.root / "log.key"
+
+    @property
+    def log_vkey(self) -> Path:
+        return self.root / "log.vkey"
+
+    @property
+    def receipt_key(self) -> Path:
+        return self.root / "receipt.key"
+
+    @property
+    def receipt_vkey(self) -> Path:
+        return self.root / "receipt.vkey"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.root / "admin.token"
+
+
+def _signing_key(private: Path, public: Path, name: str) -> crypto.SigningKey:
+    """Load a signer key file, creating it (0600) and its verifier key line if missing."""
+    if private.exists():
+        key = crypto.parse_signing_key(private.read_text())
+    else:
+        key = crypto.generate_signing_key(name)
+        write_secret(private, (key.line() + "\n").encode())
+    if not public.exists():
+        public.write_text(key.verify_key.line() + "\n")
+    return key
+
+
+def init(settings: Settings, origin: str | None = None) -> str:
+    """Idempotent: key material, stores, the log origin and an admin token. Returns the origin."""
+    paths = KeyPaths(settings.keys)
+    settings.keys.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.keys, 0o700)
+    if not settings.is_postgres:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    create_kek(paths.kek)
+    store, table = open_store(settings)
+    try:
+        store.setup()
+        table.setup()
+        current = store.get_meta("origin")
+        if current is not None and origin is not None and origin != current:
+            raise SystemExit(f"this ledger's origin is already {current!r}; it cannot change")
+        chosen = current or origin or DEFAULT_ORIGIN
+        if not chosen or any(ch.isspace() or ch == "+" for ch in chosen):
+            raise SystemExit("the origin must be non-empty, without spaces or '+'")
+        store.set_meta("origin", chosen)
+        _signing_key(paths.log_key, paths.log_vkey, chosen)
+        _signing_key(paths.receipt_key, paths.receipt_vkey, chosen + "/receipts")
+        ledger = Ledger(store, KeyStore(table, paths.kek))
+        existing = paths.admin_token.read_text().strip() if paths.admin_token.exists() else None
+        if existing is None or store.token_by_hash(hash_token(existing)) is None:
+            secret, _ = ledger.issue_token("admin", None, "initial admin")
+            if paths.admin_token.exists():
+                paths.admin_token.unlink()
+            write_secret(paths.admin_token, (secret + "\n").encode())
+        return chosen
+    finally:
+        store.close()
+        table.close()
+
+
+def open_ledger(settings: Settings) -> Ledger:
+    """Open an initialised deployment."""
+    paths = KeyPaths(settings.keys)
+    if not paths.kek.exists():
+        raise SystemExit(f"no key-encryption key at {paths.kek}: run `ledger init` first")
+    store, table = open_store(settings)
+    return Ledger(store, KeyStore(table, paths.kek), freshness_s=settings.freshness_s)

@@ -1,0 +1,598 @@
+"""The event contract (ARCHITECTURE.md section 3): types, encoding rules, JCS, digests.
+
+`parse_submission` turns request bytes into a `Submission` or raises `BadRequest` (400);
+`verify_integrity` checks origin, key, freshness, base64, digests and signature (422);
+`validate_content` checks `facts` and `attrs` against the per-type schemas (422).
+`build_submission` is the same contract seen from the client's side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import unicodedata
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+
+import rfc8785
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+
+from ledger import crypto
+from ledger.errors import BadRequest, Invalid, VerificationError
+
+VERSION = 1
+EVENT_DOMAIN = b"ledger-event-v1\n"
+DIGEST_DOMAIN = b"ledger-digest-v1\n"
+SALT_BYTES = 32
+
+CATEGORIES = (
+    "identity", "contact", "health", "legal", "immigration",
+    "location", "employment", "education", "family", "notes",
+)  # fmt: skip
+AGE_BANDS = ("0-5", "6-11", "12-14", "15-17", "adult", "unknown")
+GENDERS = ("female", "male", "non_binary", "other", "undisclosed")
+EXPLOITATIONS = (
+    "sexual", "labour", "forced_criminality", "domestic_servitude",
+    "forced_marriage", "organ_removal", "begging", "other",
+)  # fmt: skip
+PURPOSES = ("assistance", "referral", "data_sharing", "statistics", "prosecution")
+GIVEN_BY = ("survivor", "guardian", "guardian_ad_litem")
+COMPONENTS = (
+    "protection_safety", "documentation_immigration", "justice_reparation",
+    "labour_financial", "education", "health_psychosocial", "housing",
+)  # fmt: skip
+METHODS = ("document", "interview", "medical", "other")
+URGENCIES = ("routine", "urgent")
+GOAL_STATUSES = ("planned", "in_progress", "achieved", "dropped")
+GUARDIAN_ROLES = ("guardian", "guardian_ad_litem")
+WITHDRAWAL_REASONS = ("survivor_request", "guardian_request", "other")
+DECLINE_REASONS = ("no_capacity", "not_eligible", "survivor_declined", "other")
+CLOSE_REASONS = ("services_completed", "survivor_request", "transferred", "lost_contact", "other")
+ERASURE_REASONS = ("survivor_request", "guardian_request", "legal_order")
+
+AGENCY_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+_AGENCY = re.compile(AGENCY_RE)
+_UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_BCP47 = re.compile(r"^(?:[A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3}|[A-Za-z]{4,8})(?:-[A-Za-z0-9]{1,8})*$")
+_MAX_SAFE_INT = 2**53 - 1
+
+BODY_MEMBERS = ("envelope", "attrs", "payload", "salt", "signature")
+ENVELOPE_MEMBERS = (
+    "v", "log", "event_id", "case_id", "type", "agency", "key",
+    "signed_at", "facts", "attrs_digest", "payload_digests",
+)  # fmt: skip
+
+
+# --- scalar rules -------------------------------------------------------------------------------
+
+
+def is_uuid4(value: object) -> bool:
+    return isinstance(value, str) and bool(_UUID4.match(value))
+
+
+def is_agency_id(value: object) -> bool:
+    return isinstance(value, str) and bool(_AGENCY.match(value))
+
+
+def parse_timestamp(value: object) -> datetime:
+    """`YYYY-MM-DDTHH:MM:SSZ` exactly, as an aware UTC datetime; ValueError otherwise."""
+    if not isinstance(value, str) or not _TIMESTAMP.match(value):
+        raise ValueError("timestamps are exactly YYYY-MM-DDTHH:MM:SSZ")
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_uuid4(value: str) -> str:
+    if not is_uuid4(value):
+        raise ValueError("must be a lowercase hyphenated version-4 UUID")
+    return value
+
+
+def _check_timestamp(value: str) -> str:
+    parse_timestamp(value)
+    return value
+
+
+def _check_date(value: str) -> str:
+    if not _DATE.match(value):
+        raise ValueError("dates are exactly YYYY-MM-DD")
+    date.fromisoformat(value)
+    return value
+
+
+def _check_unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise ValueError("list members must not repeat")
+    return values
+
+
+Uuid4 = Annotated[str, AfterValidator(_check_uuid4), Field(json_schema_extra={"format": "uuid"})]
+AgencyId = Annotated[str, StringConstraints(pattern=AGENCY_RE)]
+Timestamp = Annotated[
+    str, AfterValidator(_check_timestamp), Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+]
+Date = Annotated[str, AfterValidator(_check_date), Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+Language = Annotated[str, StringConstraints(pattern=_BCP47.pattern, max_length=35)]
+AgeBand = Literal[AGE_BANDS]  # type: ignore[valid-type]
+Gender = Literal[GENDERS]  # type: ignore[valid-type]
+Exploitation = Literal[EXPLOITATIONS]  # type: ignore[valid-type]
+Purpose = Literal[PURPOSES]  # type: ignore[valid-type]
+Category = Literal[CATEGORIES]  # type: ignore[valid-type]
+Component = Literal[COMPONENTS]  # type: ignore[valid-type]
+
+
+def _set_of(item: Any) -> Any:
+    return Annotated[list[item], Field(min_length=1), AfterValidator(_check_unique)]
+
+
+# --- per-type schemas -------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Empty(_Strict):
+    """No members."""
+
+
+class MinorFacts(_Strict):
+    minor: bool
+
+
+class GuardianFacts(_Strict):
+    role: Literal[GUARDIAN_ROLES]  # type: ignore[valid-type]
+
+
+class ConsentGrantedFacts(_Strict):
+    consent_id: Uuid4
+    purposes: _set_of(Purpose)  # type: ignore[valid-type]
+    recipients: _set_of(AgencyId)  # type: ignore[valid-type]
+    categories: _set_of(Category)  # type: ignore[valid-type]
+    expires_at: Timestamp | None
+    given_by: Literal[GIVEN_BY]  # type: ignore[valid-type]
+    child_assent: bool | None
+    assent_exempt: bool
+
+
+class ConsentRefFacts(_Strict):
+    consent_id: Uuid4
+
+
+class ReferralMadeFacts(_Strict):
+    referral_id: Uuid4
+    to: AgencyId
+    consent_id: Uuid4
+    categories: _set_of(Category)  # type: ignore[valid-type]
+
+
+class ReferralRefFacts(_Strict):
+    referral_id: Uuid4
+
+
+class OptionalReferralFacts(_Strict):
+    referral_id: Uuid4 | None
+
+
+class DataSharedFacts(_Strict):
+    share_id: Uuid4
+    recipient: AgencyId
+    consent_id: Uuid4
+    purpose: Purpose  # type: ignore[valid-type]
+    categories: _set_of(Category)  # type: ignore[valid-type]
+
+
+class GoalFacts(_Strict):
+    goal_id: Uuid4
+
+
+class ErasedFacts(_Strict):
+    request_event_id: Uuid4
+
+
+class CaseOpenedAttrs(_Strict):
+    age_band: AgeBand  # type: ignore[valid-type]
+    gender: Gender  # type: ignore[valid-type]
+    exploitation: _set_of(Exploitation)  # type: ignore[valid-type]
+    identified_at: Date
+
+
+class AgeAssessedAttrs(_Strict):
+    age_band: AgeBand  # type: ignore[valid-type]
+    method: Literal[METHODS]  # type: ignore[valid-type]
+
+
+class ConsentGrantedAttrs(_Strict):
+    language: Language
+    interpreter: bool
+    notice_version: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class WithdrawnAttrs(_Strict):
+    reason: Literal[WITHDRAWAL_REASONS]  # type: ignore[valid-type]
+
+
+class ReferralMadeAttrs(_Strict):
+    component: Component  # type: ignore[valid-type]
+    due_by: Timestamp
+    urgency: Literal[URGENCIES]  # type: ignore[valid-type]
+
+
+class NullReasonAttrs(_Strict):
+    reason: None
+
+
+class DeclinedAttrs(_Strict):
+    reason: Literal[DECLINE_REASONS]  # type: ignore[valid-type]
+
+
+class ComponentAttrs(_Strict):
+    component: Component  # type: ignore[valid-type]
+
+
+class GoalAttrs(_Strict):
+    component: Component  # type: ignore[valid-type]
+    status: Literal[GOAL_STATUSES]  # type: ignore[valid-type]
+
+
+class FeedbackAttrs(_Strict):
+    rating: Annotated[int, Field(ge=1, le=5)]
+
+
+class ClosedAttrs(_Strict):
+    reason: Literal[CLOSE_REASONS]  # type: ignore[valid-type]
+
+
+class ErasureRequestedAttrs(_Strict):
+    reason: Literal[ERASURE_REASONS]  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True)
+class EventSchema:
+    facts: type[_Strict]
+    attrs: type[_Strict]
+
+
+SCHEMAS: dict[str, EventSchema] = {
+    "case.opened": EventSchema(MinorFacts, CaseOpenedAttrs),
+    "age.assessed": EventSchema(MinorFacts, AgeAssessedAttrs),
+    "guardian.appointed": EventSchema(GuardianFacts, Empty),
+    "consent.granted": EventSchema(ConsentGrantedFacts, ConsentGrantedAttrs),
+    "consent.withdrawn": EventSchema(ConsentRefFacts, WithdrawnAttrs),
+    "referral.made": EventSchema(ReferralMadeFacts, ReferralMadeAttrs),
+    "referral.accepted": EventSchema(ReferralRefFacts, NullReasonAttrs),
+    "referral.declined": EventSchema(ReferralRefFacts, DeclinedAttrs),
+    "referral.completed": EventSchema(ReferralRefFacts, NullReasonAttrs),
+    "data.shared": EventSchema(DataSharedFacts, Empty),
+    "service.delivered": EventSchema(OptionalReferralFacts, ComponentAttrs),
+    "plan.goal_set": EventSchema(GoalFacts, GoalAttrs),
+    "plan.goal_updated": EventSchema(GoalFacts, GoalAttrs),
+    "feedback.recorded": EventSchema(OptionalReferralFacts, FeedbackAttrs),
+    "case.closed": EventSchema(Empty, ClosedAttrs),
+    "erasure.requested": EventSchema(Empty, ErasureRequestedAttrs),
+    "case.erased": EventSchema(ErasedFacts, Empty),
+}
+EVENT_TYPES = tuple(SCHEMAS)
+
+
+# --- canonical JSON -----------------------------------------------------------------------------
+
+
+def jcs(value: Any) -> bytes:
+    """RFC 8785 canonical JSON bytes."""
+    return rfc8785.dumps(value)
+
+
+class _DuplicateMember(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise _DuplicateMember(name)
+        result[name] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads_strict(raw: bytes) -> Any:
+    """Parse JSON, refusing duplicate member names, NaN/Infinity and invalid UTF-8 (BadRequest)."""
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except _DuplicateMember as exc:
+        raise BadRequest("JSON has a duplicate member name; send each member once") from exc
+    except RecursionError as exc:
+        raise BadRequest("JSON is nested too deeply") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("body is not valid UTF-8 JSON") from exc
+
+
+def _check_text(value: Any, depth: int = 0) -> None:
+    """Strings NFC without lone surrogates; integers within the JCS-safe range."""
+    if depth > 64:
+        raise BadRequest("JSON is nested too deeply (at most 64 levels)")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRequest("strings must be valid Unicode (no lone surrogates)") from exc
+        if not unicodedata.is_normalized("NFC", value):
+            raise BadRequest("strings must be in Unicode normalisation form C (NFC)")
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if abs(value) > _MAX_SAFE_INT:
+            raise BadRequest("integers must lie within ±(2^53 - 1)")
+    elif isinstance(value, dict):
+        for name, member in value.items():
+            _check_text(name, depth + 1)
+            _check_text(member, depth + 1)
+    elif isinstance(value, list):
+        for member in value:
+            _check_text(member, depth + 1)
+
+
+# --- digests ------------------------------------------------------------------------------------
+
+
+def derived_salt(salt: bytes, name: str) -> bytes:
+    """`salt_x = HMAC-SHA256(key=salt, msg=x)`."""
+    return hmac.new(salt, name.encode("utf-8"), hashlib.sha256).digest()
+
+
+def digest(salt: bytes, name: str, value: Any) -> bytes:
+    """`SHA-256(b"ledger-digest-v1\\n" + salt_x + JCS(v))`."""
+    return hashlib.sha256(DIGEST_DOMAIN + derived_salt(salt, name) + jcs(value)).digest()
+
+
+def signing_input(envelope: Mapping[str, Any]) -> bytes:
+    return EVENT_DOMAIN + jcs(envelope)
+
+
+# --- the submission ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A parsed, structurally valid submission (step 2 passed)."""
+
+    body: dict[str, Any]
+    fingerprint: bytes  # SHA-256 of JCS(body): identical resubmissions match it
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        return self.body["envelope"]  # type: ignore[no-any-return]
+
+    @property
+    def type(self) -> str:
+        return self.envelope["type"]  # type: ignore[no-any-return]
+
+    @property
+    def case_id(self) -> str:
+        return self.envelope["case_id"]  # type: ignore[no-any-return]
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope["event_id"]  # type: ignore[no-any-return]
+
+    @property
+    def agency(self) -> str:
+        return self.envelope["agency"]  # type: ignore[no-any-return]
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.envelope["facts"]  # type: ignore[no-any-return]
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.body["attrs"]  # type: ignore[no-any-return]
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.body["payload"]  # type: ignore[no-any-return]
+
+
+def _members(obj: Any, expected: tuple[str, ...], what: str) -> None:
+    if not isinstance(obj, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    missing = [m for m in expected if m not in obj]
+    unknown = sorted(m for m in obj if m not in expected)
+    if missing:
+        raise BadRequest(f"{what} is missing member(s): {', '.join(missing)}")
+    if unknown:
+        raise BadRequest(f"{what} has unknown member(s); allowed: {', '.join(expected)}")
+
+
+def parse_submission(raw: bytes) -> Submission:
+    """Step 2 of the refusal order: JSON, members, types, version, event type, ids, timestamps."""
+    body = loads_strict(raw)
+    _members(body, BODY_MEMBERS, "body")
+    _check_text(body)
+    env = body["envelope"]
+    _members(env, ENVELOPE_MEMBERS, "envelope")
+    if type(env["v"]) is not int or env["v"] != VERSION:
+        raise BadRequest("envelope.v must be the integer 1")
+    for name in ("log", "key", "attrs_digest"):
+        if not isinstance(env[name], str) or not env[name]:
+            raise BadRequest(f"envelope.{name} must be a non-empty string")
+    for name in ("event_id", "case_id"):
+        if not is_uuid4(env[name]):
+            raise BadRequest(f"envelope.{name} must be a lowercase hyphenated version-4 UUID")
+    if env["type"] not in SCHEMAS:
+        raise BadRequest("envelope.type is not a known event type; see the OpenAPI schema")
+    if not is_agency_id(env["agency"]):
+        raise BadRequest("envelope.agency must match [a-z0-9][a-z0-9._-]{0,62}")
+    try:
+        parse_timestamp(env["signed_at"])
+    except ValueError as exc:
+        raise BadRequest("envelope.signed_at must be exactly YYYY-MM-DDTHH:MM:SSZ") from exc
+    if not isinstance(env["facts"], dict):
+        raise BadRequest("envelope.facts must be a JSON object")
+    _members(env["payload_digests"], CATEGORIES, "envelope.payload_digests")
+    if not all(isinstance(v, str) for v in env["payload_digests"].values()):
+        raise BadRequest("envelope.payload_digests values must be base64 strings")
+    if not isinstance(body["attrs"], dict):
+        raise BadRequest("attrs must be a JSON object")
+    payload = body["payload"]
+    if not isinstance(payload, dict):
+        raise BadRequest("payload must be a JSON object keyed by category")
+    if any(name not in CATEGORIES for name in payload):
+        raise BadRequest(f"payload has unknown categories; allowed: {', '.join(CATEGORIES)}")
+    for name in ("salt", "signature"):
+        if not isinstance(body[name], str):
+            raise BadRequest(f"{name} must be a base64 string")
+    try:
+        canonical = jcs(body)
+    except Exception as exc:  # rfc8785 raises its own types for values JCS cannot encode
+        raise BadRequest("body cannot be encoded as canonical JSON (RFC 8785)") from exc
+    return Submission(body=body, fingerprint=hashlib.sha256(canonical).digest())
+
+
+def _b64(value: str, length: int, what: str) -> bytes:
+    try:
+        raw = crypto.b64decode_strict(value)
+    except ValueError as exc:
+        raise VerificationError(f"{what} is not canonical base64 (RFC 4648 §4, padded)") from exc
+    if len(raw) != length:
+        raise VerificationError(f"{what} must decode to {length} bytes")
+    return raw
+
+
+def verify_integrity(
+    sub: Submission,
+    *,
+    origin: str,
+    verify_key: crypto.VerifyKey | None,
+    now: datetime,
+    freshness_s: int,
+) -> None:
+    """Step 6: origin, key, freshness, base64, signature and digests; VerificationError (422)."""
+    env = sub.envelope
+    # 1. The event is bound to this deployment's log.
+    if env["log"] != origin:
+        raise VerificationError("envelope.log is not this ledger's origin; GET /v1/health tells it")
+    # 2. The key is a registered, unrevoked key of the envelope's agency.
+    if verify_key is None:
+        raise VerificationError(
+            "envelope.key is not a registered, unrevoked key of envelope.agency"
+        )
+    # 3. Freshness: signed within the window around the server clock.
+    skew = abs((parse_timestamp(env["signed_at"]) - now).total_seconds())
+    if skew > freshness_s:
+        raise VerificationError(
+            f"envelope.signed_at is more than {freshness_s} s from the server clock; "
+            "sign again with the current time"
+        )
+    # 4. Encodings of salt, signature and digests.
+    salt = _b64(sub.body["salt"], SALT_BYTES, "salt")
+    signature = _b64(sub.body["signature"], 64, "signature")
+    attrs_digest = _b64(env["attrs_digest"], 32, "envelope.attrs_digest")
+    payload_digests = {
+        c: _b64(env["payload_digests"][c], 32, f"envelope.payload_digests.{c}") for c in CATEGORIES
+    }
+    # 5. The signature over the canonical envelope.
+    try:
+        crypto.verify(verify_key, signing_input(env), signature)
+    except crypto.BadSignature as exc:
+        raise VerificationError("signature does not verify over the envelope") from exc
+    # 6. The digests bind attrs and every payload category to the signed envelope.
+    if not hmac.compare_digest(digest(salt, "attrs", sub.attrs), attrs_digest):
+        raise VerificationError("attrs do not match envelope.attrs_digest")
+    for category in CATEGORIES:
+        calculated = digest(salt, category, sub.payload.get(category))
+        if not hmac.compare_digest(calculated, payload_digests[category]):
+            raise VerificationError(f"payload.{category} does not match its digest")
+
+
+def _describe(exc: ValidationError, where: str) -> str:
+    """A validation message naming locations and rules, never the submitted values."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False)[:5]:
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        parts.append(f"{where}.{loc}: {err['msg']}" if loc else f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def validate_content(sub: Submission) -> tuple[BaseModel, BaseModel]:
+    """Step 8 (schemas): facts and attrs of the event's type, and `minor` against the age band."""
+    schema = SCHEMAS[sub.type]
+    try:
+        facts = schema.facts.model_validate(sub.facts)
+    except ValidationError as exc:
+        raise Invalid(f"invalid facts: {_describe(exc, 'facts')}") from exc
+    try:
+        attrs = schema.attrs.model_validate(sub.attrs)
+    except ValidationError as exc:
+        raise Invalid(f"invalid attrs: {_describe(exc, 'attrs')}") from exc
+    band = getattr(attrs, "age_band", None)
+    if band is not None and facts.minor != (band != "adult"):  # type: ignore[attr-defined]
+        raise Invalid("facts.minor must be true exactly when attrs.age_band is not 'adult'")
+    return facts, attrs
+
+
+# --- the client's side --------------------------------------------------------------------------
+
+
+def build_submission(
+    key: crypto.SigningKey,
+    *,
+    log: str,
+    case_id: str,
+    type: str,
+    facts: dict[str, Any],
+    attrs: dict[str, Any] | None = None,
+    payload: dict[str, Any] | None = None,
+    event_id: str | None = None,
+    signed_at: datetime | None = None,
+    salt: bytes | None = None,
+) -> dict[str, Any]:
+    """Build and sign a submission body with a fresh salt (the agency SDK's core)."""
+    attrs = {} if attrs is None else attrs
+    payload = {} if payload is None else payload
+    salt = crypto.random_bytes(SALT_BYTES) if salt is None else salt
+    envelope = {
+        "v": VERSION,
+        "log": log,
+        "event_id": event_id or str(uuid.uuid4()),
+        "case_id": case_id,
+        "type": type,
+        "agency": key.name,
+        "key": key.verify_key.key_id,
+        "signed_at": format_timestamp(signed_at or datetime.now(UTC)),
+        "facts": facts,
+        "attrs_digest": crypto.b64(digest(salt, "attrs", attrs)),
+        "payload_digests": {
+            c: crypto.b64(digest(salt, c, payload.get(c))) for c in CATEGORIES
+        },
+    }
+    signature = crypto.sign(key, signing_input(envelope))
+    return {
+        "envelope": envelope,
+        "attrs": attrs,
+        "payload": payload,
+        "salt": crypto.b64(salt),
+        "signature": crypto.b64(signature),
+    }

@@ -1,0 +1,58 @@
+"""Typed domain errors. Domain code raises these; `ledger.api.errors` maps them to HTTP once.
+
+Messages say what was wrong and what to do; they never echo personal data, tokens or keys.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every refusal the ledger explains to its caller."""
+
+    status = 500
+    code = "error"
+
+    def __init__(self, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class Unauthorized(LedgerError):
+    status, code = 401, "unauthorized"
+
+
+class BadRequest(LedgerError):
+    status, code = 400, "bad_request"
+
+
+class Forbidden(LedgerError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(LedgerError):
+    status, code = 404, "not_found"
+
+
+class Conflict(LedgerError):
+    status, code = 409, "conflict"
+
+
+class Gone(LedgerError):
+    status, code = 410, "gone"
+
+
+class TooLarge(LedgerError):
+    status, code = 413, "too_large"
+
+
+class Invalid(LedgerError):
+    """422: well-formed but not acceptable (facts, attrs, references)."""
+
+    status, code = 422, "invalid"
+
+
+class VerificationError(Invalid):
+    """422: signature, digest, key, origin or freshness did not check out."""
+
+    code = "verification_failed"

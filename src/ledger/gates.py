@@ -1,0 +1,294 @@
+"""Consent and permission rules as pure functions over a case's cleartext state.
+
+`CaseState` is built from envelopes alone (cleartext facts), in log order, so the ledger
+(before it stores anything) and the auditor (re-checking the whole history without any key)
+apply the same rules. The one sealed input, the latest assessed age band for the assent
+exemption, is passed in as a function; the auditor passes None and can check only that the
+exemption was claimed in a minor case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ledger.envelope import parse_timestamp
+from ledger.errors import Forbidden, Gone, Invalid, NotFound
+
+APPEND_ROLES = frozenset({"caseworker", "supervisor"})
+GUARDIANS = frozenset({"guardian", "guardian_ad_litem"})
+
+# Who may append each type (ARCHITECTURE.md section 3).
+ANYONE, HOLDER, REFERRAL_TO, SUPERVISOR, SECOND_SUPERVISOR = (
+    "any agency", "a holder", "the referral's recipient",
+    "a supervisor of a holder", "another supervisor of a holder",
+)  # fmt: skip
+APPEND_RULES: Mapping[str, str] = {
+    "case.opened": ANYONE,
+    "age.assessed": HOLDER,
+    "guardian.appointed": HOLDER,
+    "consent.granted": HOLDER,
+    "consent.withdrawn": HOLDER,
+    "referral.made": HOLDER,
+    "referral.accepted": REFERRAL_TO,
+    "referral.declined": REFERRAL_TO,
+    "referral.completed": REFERRAL_TO,
+    "data.shared": HOLDER,
+    "service.delivered": HOLDER,
+    "plan.goal_set": HOLDER,
+    "plan.goal_updated": HOLDER,
+    "feedback.recorded": HOLDER,
+    "case.closed": HOLDER,
+    "erasure.requested": SUPERVISOR,
+    "case.erased": SECOND_SUPERVISOR,
+}
+
+AgeBandOf = Callable[[], str | None] | None
+
+
+@dataclass
+class Consent:
+    consent_id: str
+    version: int
+    purposes: frozenset[str]
+    recipients: frozenset[str]
+    categories: frozenset[str]
+    expires_at: datetime | None
+    given_by: str
+    child_assent: bool | None
+    assent_exempt: bool
+    withdrawn: bool = False
+
+    def active(self, now: datetime) -> bool:
+        return not self.withdrawn and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass
+class Referral:
+    referral_id: str
+    to: str
+    consent_id: str
+    categories: frozenset[str]
+    status: str = "pending"  # pending | accepted | declined | completed
+
+
+@dataclass
+class CaseState:
+    """What the gates need, derived from a case's envelopes in log order."""
+
+    case_id: str
+    version: int = 0
+    minor: bool = True  # presumption of minority until the case says otherwise
+    age_version: int = 0  # case version whose sealed attrs hold the latest age band
+    holders: set[str] = field(default_factory=set)
+    related: set[str] = field(default_factory=set)
+    consents: dict[str, Consent] = field(default_factory=dict)
+    referrals: dict[str, Referral] = field(default_factory=dict)
+    goals: set[str] = field(default_factory=set)
+    erasure_requests: dict[str, str] = field(default_factory=dict)  # event id -> actor
+    closed: bool = False
+    erased: bool = False
+    erased_at: str | None = None
+    erased_version: int | None = None
+
+    def apply(self, envelope: Mapping[str, Any], actor: str, recorded_at: str) -> None:
+        """Fold one accepted event into the state."""
+        self.version += 1
+        etype, agency, facts = envelope["type"], envelope["agency"], envelope["facts"]
+        self.related.add(agency)
+        for name in ("recipients",):
+            self.related.update(facts.get(name) or ())
+        for name in ("recipient", "to"):
+            if facts.get(name):
+                self.related.add(facts[name])
+        if etype == "case.opened":
+            self.holders.add(agency)
+        if etype in ("case.opened", "age.assessed"):
+            self.minor = bool(facts["minor"])
+            self.age_version = self.version
+        elif etype == "consent.granted":
+            expires = facts["expires_at"]
+            self.consents[facts["consent_id"]] = Consent(
+                consent_id=facts["consent_id"],
+                version=self.version,
+                purposes=frozenset(facts["purposes"]),
+                recipients=frozenset(facts["recipients"]),
+                categories=frozenset(facts["categories"]),
+                expires_at=None if expires is None else parse_timestamp(expires),
+                given_by=facts["given_by"],
+                child_assent=facts["child_assent"],
+                assent_exempt=facts["assent_exempt"],
+            )
+        elif etype == "consent.withdrawn":
+            self.consents[facts["consent_id"]].withdrawn = True
+        elif etype == "referral.made":
+            self.referrals[facts["referral_id"]] = Referral(
+                facts["referral_id"], facts["to"], facts["consent_id"],
+                frozenset(facts["categories"]),
+            )  # fmt: skip
+        elif etype in ("referral.accepted", "referral.declined", "referral.completed"):
+            referral = self.referrals[facts["referral_id"]]
+            referral.status = etype.split(".")[1]
+            if etype == "referral.accepted":
+                self.holders.add(agency)
+        elif etype == "plan.goal_set":
+            self.goals.add(facts["goal_id"])
+        elif etype == "case.closed":
+            self.closed = True
+        elif etype == "erasure.requested":
+            self.erasure_requests[envelope["event_id"]] = actor
+        elif etype == "case.erased":
+            self.erased = True
+            self.erased_at = recorded_at
+            self.erased_version = self.version
+
+
+# --- step 3 and 4: relation and erasure -------------------------------------------------------
+
+
+def check_visible(state: CaseState | None, agency: str | None) -> CaseState:
+    """404 unless the agency is related to the case; 410 once the case is erased."""
+    if state is None or agency is None or agency not in state.related:
+        raise NotFound("no such case for your agency")
+    if state.erased:
+        raise Gone(
+            "the case was erased", erased_at=state.erased_at, case_version=state.erased_version
+        )
+    return state
+
+
+# --- step 8: references -------------------------------------------------------------------------
+
+
+_REFERRAL_FROM = {
+    "referral.accepted": ("pending",),
+    "referral.declined": ("pending",),
+    "referral.completed": ("accepted",),
+}
+
+
+def check_references(state: CaseState | None, etype: str, facts: Mapping[str, Any]) -> None:
+    """Ids named by the facts must exist in the case (and new ids must be new): Invalid."""
+    if state is None:
+        return  # only case.opened reaches here without a case
+    if etype == "consent.granted" and facts["consent_id"] in state.consents:
+        raise Invalid("facts.consent_id is already used in this case; use a new id")
+    if etype in ("consent.withdrawn", "referral.made", "data.shared"):
+        consent = state.consents.get(facts["consent_id"])
+        if consent is None:
+            raise Invalid("facts.consent_id does not name a consent of this case")
+        if etype == "consent.withdrawn" and consent.withdrawn:
+            raise Invalid("that consent is already withdrawn")
+    if etype == "referral.made" and facts["referral_id"] in state.referrals:
+        raise Invalid("facts.referral_id is already used in this case; use a new id")
+    referral_id = facts.get("referral_id")
+    if etype in _REFERRAL_FROM or (etype in ("service.delivered", "feedback.recorded") and
+                                   referral_id is not None):  # fmt: skip
+        referral = state.referrals.get(referral_id or "")
+        if referral is None:
+            raise Invalid("facts.referral_id does not name a referral of this case")
+        allowed = _REFERRAL_FROM.get(etype)
+        if allowed and referral.status not in allowed:
+            raise Invalid(f"the referral is {referral.status}; {etype} needs it {allowed[0]}")
+    if etype == "plan.goal_set" and facts["goal_id"] in state.goals:
+        raise Invalid("facts.goal_id is already used in this case; use plan.goal_updated")
+    if etype == "plan.goal_updated" and facts["goal_id"] not in state.goals:
+        raise Invalid("facts.goal_id does not name a goal of this case")
+    if etype == "case.erased" and facts["request_event_id"] not in state.erasure_requests:
+        raise Invalid("facts.request_event_id does not name an erasure.requested of this case")
+
+
+# --- step 9: permissions and consent gates ------------------------------------------------------
+
+
+def check_permission(
+    state: CaseState | None,
+    etype: str,
+    facts: Mapping[str, Any],
+    *,
+    agency: str,
+    role: str,
+    actor: str,
+) -> None:
+    """Who may append this type to this case: Forbidden otherwise."""
+    rule = APPEND_RULES[etype]
+    if rule == ANYONE:
+        return
+    assert state is not None
+    if rule == REFERRAL_TO:
+        if state.referrals[facts["referral_id"]].to != agency:
+            raise Forbidden(f"{etype} may be appended only by {rule}")
+        return
+    if agency not in state.holders:
+        raise Forbidden(f"{etype} may be appended only by {rule}")
+    if rule in (SUPERVISOR, SECOND_SUPERVISOR) and role != "supervisor":
+        raise Forbidden(f"{etype} needs a supervisor token")
+    if rule == SECOND_SUPERVISOR and state.erasure_requests[facts["request_event_id"]] == actor:
+        raise Forbidden("case.erased needs a different supervisor from the one who requested it")
+
+
+def consent_counts(
+    state: CaseState, consent: Consent, now: datetime, age_band_of: AgeBandOf
+) -> bool:
+    """Active, and in a minor case given by a guardian with assent or a valid exemption."""
+    if not consent.active(now):
+        return False
+    if not state.minor:
+        return True
+    if consent.given_by not in GUARDIANS:
+        return False
+    if consent.child_assent is True:
+        return True
+    if consent.assent_exempt:
+        # The exemption holds only for the 0-5 band; the auditor, without keys, cannot see it.
+        return age_band_of is None or age_band_of() == "0-5"
+    return False
+
+
+def check_consent_gate(
+    state: CaseState,
+    etype: str,
+    facts: Mapping[str, Any],
+    now: datetime,
+    age_band_of: AgeBandOf,
+) -> None:
+    """No share or referral without a counting consent that covers it: Forbidden."""
+    if etype == "data.shared":
+        recipient, needed = facts["recipient"], {"data_sharing", facts["purpose"]}
+    elif etype == "referral.made":
+        recipient, needed = facts["to"], {"referral"}
+    else:
+        return
+    consent = state.consents[facts["consent_id"]]
+    if consent.withdrawn:
+        raise Forbidden("the consent was withdrawn")
+    if consent.expires_at is not None and consent.expires_at <= now:
+        raise Forbidden("the consent has expired")
+    if recipient not in consent.recipients:
+        raise Forbidden("the consent does not name this recipient")
+    if not needed <= consent.purposes:
+        raise Forbidden(f"the consent does not cover the purpose(s): {', '.join(sorted(needed))}")
+    if not set(facts["categories"]) <= consent.categories:
+        raise Forbidden("the consent does not cover every category sent")
+    if not consent_counts(state, consent, now, age_band_of):
+        raise Forbidden(
+            "in a case of a child or of unknown age a consent counts only if given by a "
+            "guardian or guardian ad litem with the child's assent (or exempt under 6)"
+        )
+
+
+def readable_categories(
+    state: CaseState, agency: str, now: datetime, age_band_of: AgeBandOf
+) -> frozenset[str] | None:
+    """Categories a related agency may unseal; None means all (a holder). Forbidden if none."""
+    if agency in state.holders:
+        return None
+    granted: set[str] = set()
+    for consent in state.consents.values():
+        if agency in consent.recipients and consent_counts(state, consent, now, age_band_of):
+            granted |= consent.categories
+    if not granted:  # consents always name at least one category
+        raise Forbidden("no active consent lets your agency read this case")
+    return frozenset(granted)

@@ -1,0 +1,391 @@
+"""The application: `submit`, `read_case`, agencies and tokens, in the contract's refusal order.
+
+Data flows one way: api -> ledger -> (envelope, gates, case, crypto, keystore) -> storage.
+Nothing here knows about HTTP; refusals are typed errors from `ledger.errors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ledger import crypto
+from ledger.case import Case, Cases
+from ledger.envelope import (
+    AGENCY_RE,
+    CATEGORIES,
+    Submission,
+    format_timestamp,
+    is_agency_id,
+    is_uuid4,
+    jcs,
+    parse_submission,
+    validate_content,
+    verify_integrity,
+)
+from ledger.errors import BadRequest, Conflict, Forbidden, Gone, Invalid, NotFound, Unauthorized
+from ledger.gates import (
+    APPEND_ROLES,
+    CaseState,
+    check_consent_gate,
+    check_permission,
+    check_references,
+    check_visible,
+    readable_categories,
+)
+from ledger.keystore import KeyStore
+from ledger.log.merkle import leaf_hash
+from ledger.storage.base import (
+    AgencyRow,
+    Commit,
+    ConflictError,
+    EventRow,
+    KeyRow,
+    NewEntry,
+    RecordedEvent,
+    Store,
+    Token,
+)
+
+log = logging.getLogger("ledger")
+
+ROLES = ("caseworker", "supervisor", "auditor", "monitor", "admin")
+AGENCY_ROLES = frozenset({"caseworker", "supervisor"})
+_SEAL_DOMAIN = b"ledger-seal-v1\n"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's opaque id, its role and its agency (if any)."""
+
+    token_id: str
+    role: str
+    agency: str | None
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(b"ledger-token-v1\n" + token.encode()).digest()
+
+
+def _seal_ad(case_id: str, event_id: str, name: str) -> bytes:
+    return _SEAL_DOMAIN + f"{case_id}\n{event_id}\n{name}".encode()
+
+
+def seal_record(
+    key: bytes, case_id: str, event_id: str, attrs: Any, payload: dict[str, Any], salt: str
+) -> bytes:
+    """The stored ciphertext of one event: attrs, each present category and the salt."""
+    boxes = {
+        "attrs": crypto.b64(crypto.seal(key, jcs(attrs), _seal_ad(case_id, event_id, "attrs"))),
+        "payload": {
+            c: crypto.b64(crypto.seal(key, jcs(v), _seal_ad(case_id, event_id, c)))
+            for c, v in payload.items()
+        },
+        "salt": crypto.b64(crypto.seal(key, salt.encode(), _seal_ad(case_id, event_id, "salt"))),
+    }
+    return jcs(boxes)
+
+
+def unseal_item(key: bytes, case_id: str, record: dict[str, Any], name: str) -> Any:
+    """Unseal `attrs` or one payload category of a record (KeyError if not present)."""
+    boxes = json.loads(crypto.b64decode_strict(record["sealed"]))
+    box = boxes["attrs"] if name == "attrs" else boxes["payload"][name]
+    event_id = record["envelope"]["event_id"]
+    plain = crypto.unseal(key, crypto.b64decode_strict(box), _seal_ad(case_id, event_id, name))
+    return json.loads(plain)
+
+
+def sealed_categories(record: dict[str, Any]) -> list[str]:
+    boxes = json.loads(crypto.b64decode_strict(record["sealed"]))
+    return list(boxes["payload"])
+
+
+class Ledger:
+    """Append signed, sealed, consent-gated events; read what the caller may see."""
+
+    def __init__(
+        self,
+        store: Store,
+        keys: KeyStore,
+        *,
+        freshness_s: int = 300,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.cases = Cases(store.recorder)
+        self.freshness_s = freshness_s
+        self.clock = clock
+        origin = store.get_meta("origin")
+        if origin is None:
+            raise RuntimeError("the ledger is not initialised: run `ledger init`")
+        self.origin = origin
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def authenticate(self, bearer: str | None) -> Principal:
+        """Step 1: a known, unexpired, unrevoked token, or Unauthorized."""
+        if not bearer:
+            raise Unauthorized("send a token: Authorization: Bearer <token>")
+        token = self.store.token_by_hash(hash_token(bearer))
+        if token is None or token.revoked:
+            raise Unauthorized("the token is not valid")
+        if token.expires_at is not None and token.expires_at <= format_timestamp(self.clock()):
+            raise Unauthorized("the token has expired")
+        return Principal(token.id, token.role, token.agency)
+
+    def issue_token(self, role: str, agency: str | None, label: str) -> tuple[str, str]:
+        """Create a token and store only its hash; returns (token, id)."""
+        secret = "lgr_" + secrets.token_urlsafe(32)
+        token_id = "tok_" + secrets.token_hex(8)
+        self.store.add_token(
+            Token(token_id, role, agency, label, None, False),
+            hash_token(secret),
+            format_timestamp(self.clock()),
+        )
+        return secret, token_id
+
+    # -- agencies and tokens -------------------------------------------------------------------
+
+    def register_agency(
+        self, principal: Principal, agency_id: str, name: str, kind: str, verify_key: str
+    ) -> dict[str, Any]:
+        """Admin: register an agency with its first key (a registry entry in the log)."""
+        if principal.role != "admin":
+            raise Forbidden("only an admin token may register agencies")
+        if not is_agency_id(agency_id):
+            raise BadRequest(f"id must match {AGENCY_RE}")
+        try:
+            key = crypto.parse_verify_key(verify_key)
+        except crypto.BadKeyLine as exc:
+            raise Invalid(f"verify_key: {exc}") from exc
+        if key.name != agency_id:
+            raise Invalid("verify_key's name must equal the agency id")
+        if self.store.agency(agency_id) is not None:
+            raise Conflict("an agency with this id is already registered")
+        entry = jcs({
+            "kind": "registry", "action": "agency.registered", "agency": agency_id,
+            "key": key.line(), "signatures": [], "actor": principal.token_id,
+            "recorded_at": format_timestamp(self.clock()),
+        })  # fmt: skip
+        commit = Commit(
+            entries=[NewEntry("registry", entry, leaf_hash(entry), None, agency_id)],
+            agencies=[AgencyRow(agency_id, name, kind)],
+            keys=[KeyRow(key.key_id, agency_id, key.line(), 0)],
+        )
+        try:
+            (position,) = self.store.append(commit)
+        except ConflictError as exc:
+            raise Conflict("an agency or key with this id is already registered") from exc
+        log.info("agency registered agency=%s index=%d", agency_id, position)
+        return {"id": agency_id, "index": position}
+
+    def create_token(
+        self, principal: Principal, agency: str | None, role: str, label: str
+    ) -> dict[str, str]:
+        """Admin: one token per person, with a role and (for agency staff) an agency."""
+        if principal.role != "admin":
+            raise Forbidden("only an admin token may create tokens")
+        if role not in ROLES:
+            raise BadRequest(f"role must be one of: {', '.join(ROLES)}")
+        if role in AGENCY_ROLES and agency is None:
+            raise BadRequest(f"a {role} token needs an agency")
+        if agency is not None and self.store.agency(agency) is None:
+            raise Invalid("agency is not a registered agency")
+        secret, token_id = self.issue_token(role, agency, label)
+        log.info("token created id=%s role=%s agency=%s", token_id, role, agency)
+        return {"token": secret, "id": token_id}
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _verify_key_for(self, sub: Submission) -> crypto.VerifyKey | None:
+        record = self.store.agency_key(sub.envelope["key"])
+        if record is None or record.agency != sub.agency or record.revoked_at is not None:
+            return None
+        return crypto.parse_verify_key(record.line)
+
+    @staticmethod
+    def _answer(event: RecordedEvent) -> dict[str, Any]:
+        return {
+            "event_id": event.event_id,
+            "case_id": event.case_id,
+            "index": event.position,
+            "case_version": event.case_version,
+            "leaf_hash": crypto.b64(event.leaf_hash),
+            **event.extra,
+        }
+
+    def submit(self, principal: Principal, raw: bytes) -> tuple[int, dict[str, Any]]:
+        """Check a submission in the contract's refusal order, then record it.
+
+        Returns (201, answer) for a new event, (200, original answer) for an identical retry.
+        """
+        # 2. Well-formed JSON with exactly the contract's members.
+        sub = parse_submission(raw)
+        # 3-4. The case must be known to the caller's agency, and not erased.
+        case = self.cases.load(sub.case_id)
+        if case is None:
+            if sub.type != "case.opened":
+                raise NotFound("no such case for your agency")
+        else:
+            check_visible(case.state, principal.agency)
+        # 5. An identical retry gets the original answer.
+        prior = self.store.find_event(sub.event_id)
+        if prior is not None and hmac.compare_digest(prior.fingerprint, sub.fingerprint):
+            return 200, self._answer(prior)
+        # 6. Origin, key, freshness, encodings, signature, digests.
+        now = self.clock()
+        verify_integrity(
+            sub,
+            origin=self.origin,
+            verify_key=self._verify_key_for(sub),
+            now=now,
+            freshness_s=self.freshness_s,
+        )
+        # 7. Conflicts.
+        if prior is not None:
+            raise Conflict("event_id is already recorded with other content; use a new event_id")
+        if case is not None and sub.type == "case.opened":
+            raise Conflict("the case is already open; use a new case_id for a new case")
+        # 8. Facts, attrs and the ids they name.
+        validate_content(sub)
+        state = None if case is None else case.state
+        check_references(state, sub.type, sub.facts)
+        # 9. Role, agency, append permission and consent gates.
+        if principal.role not in APPEND_ROLES:
+            raise Forbidden(f"a {principal.role} token cannot append events")
+        if principal.agency != sub.agency:
+            raise Forbidden("envelope.agency must be your token's agency")
+        check_permission(
+            state, sub.type, sub.facts,
+            agency=sub.agency, role=principal.role, actor=principal.token_id,
+        )  # fmt: skip
+        if case is not None:
+            check_consent_gate(
+                case.state, sub.type, sub.facts, now, lambda: self._age_band(case)
+            )
+        return 201, self._record(principal, sub, case, now)
+
+    def _record(
+        self, principal: Principal, sub: Submission, case: Case | None, now: datetime
+    ) -> dict[str, Any]:
+        case_id, event_id = sub.case_id, sub.event_id
+        key = self.keys.create(case_id) if case is None else self.keys.get(case_id)
+        if key is None:
+            raise Gone("the case's key was destroyed")
+        sealed = seal_record(key, case_id, event_id, sub.attrs, sub.payload, sub.body["salt"])
+        recorded_at = format_timestamp(now)
+        record = {
+            "envelope": sub.envelope,
+            "signature": sub.body["signature"],
+            "sealed": crypto.b64(sealed),
+            "fingerprint": sub.fingerprint.hex(),
+            "actor": principal.token_id,
+            "role": principal.role,
+            "recorded_at": recorded_at,
+        }
+        if case is None:
+            case = Case(record)
+        else:
+            case.append(record)
+        entry = jcs({
+            "kind": "event", "envelope": sub.envelope, "signature": sub.body["signature"],
+            "sealed_digest": crypto.b64(crypto.sha256(sealed)), "actor": principal.token_id,
+            "role": principal.role, "recorded_at": recorded_at,
+        })  # fmt: skip
+        commit = Commit(
+            stored_events=[self.cases.mapper.to_stored_event(e) for e in case.collect_events()],
+            entries=[NewEntry("event", entry, leaf_hash(entry), case_id, sub.agency)],
+            events=[EventRow(event_id, case_id, case.version, sub.fingerprint, 0)],
+        )
+        try:
+            (position,) = self.store.append(commit)
+        except BaseException as exc:
+            if case.version == 1:
+                self.keys.destroy(case_id)  # a refused new case leaves no key behind
+            if isinstance(exc, ConflictError):
+                raise Conflict("write conflict with a concurrent submission; retry") from exc
+            raise
+        log.info(
+            "event recorded type=%s case=%s index=%d version=%d",
+            sub.type, case_id, position, case.version,
+        )  # fmt: skip
+        return {
+            "event_id": event_id,
+            "case_id": case_id,
+            "index": position,
+            "case_version": case.version,
+            "leaf_hash": crypto.b64(leaf_hash(entry)),
+        }
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _age_band(self, case: Case) -> str | None:
+        """The latest assessed age band (sealed), for the assent exemption."""
+        key = self.keys.get(case.state.case_id)
+        if key is None or case.state.age_version == 0:
+            return None
+        attrs = unseal_item(key, case.state.case_id, case.record_at(case.state.age_version), "attrs")
+        return str(attrs.get("age_band"))
+
+    def _visible_case(self, principal: Principal, case_id: str) -> tuple[Case, CaseState]:
+        case = self.cases.load(case_id) if is_uuid4(case_id) else None
+        state = check_visible(None if case is None else case.state, principal.agency)
+        assert case is not None
+        return case, state
+
+    def read_case(self, principal: Principal, case_id: str) -> dict[str, Any]:
+        """Unseal what the caller's agency may see, and log the read as an access entry."""
+        case, state = self._visible_case(principal, case_id)
+        agency = principal.agency
+        assert agency is not None
+        now = self.clock()
+        allowed = readable_categories(state, agency, now, lambda: self._age_band(case))
+        key = self.keys.get(case_id)
+        if key is None:
+            raise Gone("the case's key was destroyed")
+        attrs: dict[str, Any] = {}
+        payload: dict[str, Any] = {}
+        for record in case.records:
+            etype = record["envelope"]["type"]
+            if etype == "case.opened":
+                attrs.update(unseal_item(key, case_id, record, "attrs"))
+            elif etype == "age.assessed":
+                attrs["age_band"] = unseal_item(key, case_id, record, "attrs")["age_band"]
+            for category in sealed_categories(record):
+                if allowed is None or category in allowed:
+                    payload[category] = unseal_item(key, case_id, record, category)
+        payload = {c: payload[c] for c in CATEGORIES if payload.get(c) is not None}
+        self._log_access(principal, case_id, sorted(payload), now)
+        return {
+            "case_id": case_id,
+            "status": "closed" if state.closed else "open",
+            "facts": {"minor": state.minor},
+            "attrs": attrs,
+            "payload": payload,
+        }
+
+    def _log_access(
+        self, principal: Principal, case_id: str, categories: list[str], now: datetime
+    ) -> int:
+        entry = jcs({
+            "kind": "access", "case_id": case_id, "agency": principal.agency,
+            "actor": principal.token_id, "categories": categories,
+            "recorded_at": format_timestamp(now),
+        })  # fmt: skip
+        (position,) = self.store.append(
+            Commit(entries=[NewEntry("access", entry, leaf_hash(entry), case_id, principal.agency)])
+        )
+        log.info("case read case=%s agency=%s index=%d", case_id, principal.agency, position)
+        return position

@@ -1,0 +1,22 @@
+"""Storage backends, chosen by configuration (`open_store`), never by `if backend == ...`
+scattered through the code."""
+
+from __future__ import annotations
+
+from ledger.settings import Settings
+from ledger.storage.base import KeyTable, Store
+
+
+def open_store(settings: Settings) -> tuple[Store, KeyTable]:
+    """The event/log store and the case key table for these settings (not yet set up)."""
+    if settings.is_postgres:
+        from ledger.storage.postgres import PostgresKeyTable, PostgresStore
+
+        url = settings.database_url or ""
+        return PostgresStore(url, settings.pg_schema), PostgresKeyTable(url, settings.pg_schema)
+    from ledger.storage.sqlite import SQLiteKeyTable, SQLiteStore
+
+    return (
+        SQLiteStore(settings.home / "ledger.db"),
+        SQLiteKeyTable(settings.keys / "keystore.db"),
+    )

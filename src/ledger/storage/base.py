@@ -1,0 +1,188 @@
+"""The storage contract every backend implements (one contract test suite runs on each).
+
+A `Store` holds the event store (eventsourcing's recorder), the global log with its tree
+nodes, the event index, agencies, agency keys and tokens. `append` writes one `Commit` in one
+transaction: stored events, their log entries at the next gapless positions (the ledger's own
+counter under a lock, never a sequence), the tree nodes those entries complete, and the rows
+that index them. A `KeyTable` holds wrapped case keys apart from all of it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """A log entry to append: its canonical bytes and what it may be looked up by."""
+
+    kind: str  # event | registry | access
+    entry: bytes
+    leaf_hash: bytes
+    case_id: str | None = None
+    agency: str | None = None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """Index row of an accepted event; `entry` is its position in `Commit.entries`."""
+
+    event_id: str
+    case_id: str
+    case_version: int
+    fingerprint: bytes
+    entry: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgencyRow:
+    id: str
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    """An agency key; `entry` is the position in `Commit.entries` of the registry entry."""
+
+    key_id: str
+    agency: str
+    line: str
+    entry: int
+
+
+@dataclass(frozen=True)
+class Commit:
+    stored_events: Sequence[StoredEvent] = ()
+    entries: Sequence[NewEntry] = ()
+    events: Sequence[EventRow] = ()
+    agencies: Sequence[AgencyRow] = ()
+    keys: Sequence[KeyRow] = ()
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    event_id: str
+    case_id: str
+    position: int
+    case_version: int
+    fingerprint: bytes
+    leaf_hash: bytes
+    extra: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Agency:
+    id: str
+    name: str
+    type: str
+    position: int
+
+
+@dataclass(frozen=True)
+class AgencyKey:
+    key_id: str
+    agency: str
+    line: str
+    added_at: int
+    revoked_at: int | None
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str
+    role: str
+    agency: str | None
+    label: str
+    expires_at: str | None
+    revoked: bool
+
+
+class ConflictError(Exception):
+    """A concurrent write took the same case version or event id: retry."""
+
+
+class Store(ABC):
+    """Ledger storage on one backend."""
+
+    recorder: ApplicationRecorder
+
+    @abstractmethod
+    def setup(self) -> None:
+        """Create every table if missing (idempotent)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # meta
+    @abstractmethod
+    def get_meta(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a value once; an existing value is left as it is."""
+
+    # log
+    @abstractmethod
+    def append(self, commit: Commit) -> list[int]:
+        """Write the commit in one transaction; return the positions of its entries.
+
+        Raises ConflictError when a stored event's version or an event id is already taken.
+        """
+
+    @abstractmethod
+    def log_size(self) -> int: ...
+
+    @abstractmethod
+    def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        """Entries with start <= position < end, in order."""
+
+    @abstractmethod
+    def tree_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Hashes of complete subtrees (level, index); KeyError if one is missing."""
+
+    # events
+    @abstractmethod
+    def find_event(self, event_id: str) -> RecordedEvent | None: ...
+
+    # agencies and their keys
+    @abstractmethod
+    def agency(self, agency_id: str) -> Agency | None: ...
+
+    @abstractmethod
+    def agency_key(self, key_id: str) -> AgencyKey | None: ...
+
+    # tokens
+    @abstractmethod
+    def add_token(self, token: Token, token_hash: bytes, created_at: str) -> None: ...
+
+    @abstractmethod
+    def token_by_hash(self, token_hash: bytes) -> Token | None: ...
+
+
+class KeyTable(ABC):
+    """Wrapped per-case data keys, stored apart from the event store."""
+
+    @abstractmethod
+    def setup(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def insert(self, case_id: str, kek_id: str, wrapped: bytes) -> bool:
+        """Insert a wrapped key; False if the case already has one."""
+
+    @abstractmethod
+    def get(self, case_id: str) -> tuple[str, bytes] | None:
+        """(kek_id, wrapped) of a case, or None."""
+
+    @abstractmethod
+    def delete(self, case_id: str) -> None:
+        """Destroy a case's key (idempotent)."""

@@ -1,0 +1,124 @@
+"""PostgreSQL backend (psycopg 3): ledger tables in one schema, case keys in another."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+
+from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
+
+_SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+def check_schema(name: str) -> str:
+    if not _SCHEMA.match(name):
+        raise ValueError("schema names are lowercase letters, digits and underscores")
+    return name
+
+
+def datastore_for(url: str, schema: str, pool_size: int = 4) -> PostgresDatastore:
+    info = conninfo_to_dict(url)
+    return PostgresDatastore(
+        dbname=str(info.get("dbname", "postgres")),
+        host=str(info.get("host", "127.0.0.1")),
+        port=str(info.get("port", "5432")),
+        user=str(info.get("user", "postgres")),
+        password=str(info.get("password", "")),
+        schema=schema,
+        pool_size=pool_size,
+        max_overflow=8,
+        lock_timeout=30,
+    )
+
+
+class PostgresStore(SQLStore):
+    """Event store, log, tree, agencies and tokens in schema `<schema>`."""
+
+    blob = "BYTEA"
+    placeholder = "%s"
+
+    def __init__(self, url: str, schema: str = "ledger") -> None:
+        self.url = url
+        self.schema = check_schema(schema)
+        self.prefix = f"{self.schema}."
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        self.datastore = datastore_for(url, self.schema)
+        self.recorder = PostgresApplicationRecorder(self.datastore)
+
+    def setup(self) -> None:
+        self.recorder.create_table()
+        with self._write() as cur:
+            self._create_ledger_tables(cur)
+
+    def close(self) -> None:
+        self.datastore.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        with self.datastore.get_connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    def _insert_stored_events(self, cur: Cursor, events: Sequence[StoredEvent]) -> None:
+        self.recorder._insert_stored_events(cur, events)  # type: ignore[arg-type]
+
+    def _is_conflict(self, exc: BaseException) -> bool:
+        from eventsourcing.persistence import IntegrityError
+
+        return isinstance(exc, psycopg.errors.UniqueViolation | IntegrityError)
+
+
+class PostgresKeyTable(SQLKeyTable):
+    """Wrapped case keys in schema `<schema>_keys`, apart from the event store."""
+
+    blob = "BYTEA"
+    placeholder = "%s"
+
+    def __init__(self, url: str, schema: str = "ledger") -> None:
+        self.url = url
+        self.schema = check_schema(f"{schema}_keys")
+        self.prefix = f"{self.schema}."
+        from psycopg_pool import ConnectionPool
+
+        self.pool = ConnectionPool(
+            url, min_size=1, max_size=8, open=True, kwargs={"row_factory": dict_row}
+        )
+
+    def setup(self) -> None:
+        with self._write() as cur:
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        super().setup()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    def delete(self, case_id: str) -> None:
+        super().delete(case_id)
+        # Outside the transaction: reclaim the dead tuple that still holds the wrapped key.
+        with self.pool.connection() as conn:
+            conn.autocommit = True
+            conn.execute(f"VACUUM {self.schema}.case_keys")
+            conn.autocommit = False

@@ -1,0 +1,374 @@
+"""The SQL both backends share; each backend supplies connections, placeholders and the
+eventsourcing recorder (`sqlite.py`, `postgres.py`)."""
+
+from __future__ import annotations
+
+import json
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from eventsourcing.persistence import StoredEvent
+
+from ledger.log import merkle
+from ledger.storage.base import (
+    Agency,
+    AgencyKey,
+    Commit,
+    ConflictError,
+    KeyTable,
+    RecordedEvent,
+    Store,
+    Token,
+)
+
+
+class Cursor(Protocol):
+    def execute(self, sql: Any, params: Any = ...) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> Any: ...
+
+
+LEDGER_TABLES = """
+CREATE TABLE IF NOT EXISTS {s}ledger_meta (
+  key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}log_head (
+  id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL);
+INSERT INTO {s}log_head (id, size) VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS {s}log_entries (
+  position BIGINT PRIMARY KEY, kind TEXT NOT NULL, leaf_hash {blob} NOT NULL,
+  entry {blob} NOT NULL, case_id TEXT, agency TEXT);
+CREATE INDEX IF NOT EXISTS log_entries_case ON {s}log_entries (case_id);
+CREATE TABLE IF NOT EXISTS {s}tree_nodes (
+  level INTEGER NOT NULL, idx BIGINT NOT NULL, hash {blob} NOT NULL,
+  PRIMARY KEY (level, idx));
+CREATE TABLE IF NOT EXISTS {s}events_index (
+  event_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, position BIGINT NOT NULL,
+  case_version INTEGER NOT NULL, fingerprint {blob} NOT NULL, extra TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}agencies (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, position BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}agency_keys (
+  key_id TEXT PRIMARY KEY, agency TEXT NOT NULL, line TEXT NOT NULL,
+  added_at BIGINT NOT NULL, revoked_at BIGINT);
+CREATE TABLE IF NOT EXISTS {s}tokens (
+  id TEXT PRIMARY KEY, hash {blob} NOT NULL UNIQUE, role TEXT NOT NULL, agency TEXT,
+  label TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT)
+"""
+
+KEY_TABLE = """
+CREATE TABLE IF NOT EXISTS {s}case_keys (
+  case_id TEXT PRIMARY KEY, kek_id TEXT NOT NULL, wrapped {blob} NOT NULL)
+"""
+
+
+class SQLStore(Store):
+    """Ledger tables in SQL; `{s}` is the schema prefix, `?` the placeholder."""
+
+    prefix = ""
+    blob = "BLOB"
+    placeholder = "?"
+
+    # -- backend hooks ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[Cursor]:
+        """A cursor in a write transaction that serialises log appends; commit on exit."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Cursor]:
+        """A cursor for reads."""
+
+    @abstractmethod
+    def _insert_stored_events(self, cur: Cursor, events: Sequence[StoredEvent]) -> None: ...
+
+    @abstractmethod
+    def _is_conflict(self, exc: BaseException) -> bool: ...
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _sql(self, statement: str) -> str:
+        text = statement.replace("{s}", self.prefix).replace("{blob}", self.blob)
+        return text.replace("?", self.placeholder) if self.placeholder != "?" else text
+
+    def _statements(self, script: str) -> Iterator[str]:
+        for statement in script.split(";"):
+            if statement.strip():
+                yield self._sql(statement)
+
+    def _create_ledger_tables(self, cur: Cursor) -> None:
+        for statement in self._statements(LEDGER_TABLES):
+            cur.execute(statement)
+
+    # -- meta ------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._read() as cur:
+            cur.execute(self._sql("SELECT value FROM {s}ledger_meta WHERE key = ?"), (key,))
+            row = cur.fetchone()
+        return None if row is None else str(row["value"])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {s}ledger_meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING"
+                ),
+                (key, value),
+            )
+
+    # -- the log ---------------------------------------------------------------------------------
+
+    def append(self, commit: Commit) -> list[int]:
+        try:
+            with self._write() as cur:
+                return self._append(cur, commit)
+        except ConflictError:
+            raise
+        except Exception as exc:
+            if self._is_conflict(exc):
+                raise ConflictError("write conflict") from exc
+            raise
+
+    def _append(self, cur: Cursor, commit: Commit) -> list[int]:
+        # 1. Stored events first: on PostgreSQL this takes the events table lock.
+        if commit.stored_events:
+            self._insert_stored_events(cur, commit.stored_events)
+        n = len(commit.entries)
+        if n == 0:
+            return []
+        # 2. Reserve positions with the ledger's own counter (the row lock serialises appends).
+        cur.execute(
+            self._sql("UPDATE {s}log_head SET size = size + ? WHERE id = 1 RETURNING size"), (n,)
+        )
+        end = int(cur.fetchone()["size"])
+        start = end - n
+        positions = list(range(start, end))
+        # 3. The entries themselves, then the tree nodes they complete.
+        cur_rows = [
+            (p, e.kind, e.leaf_hash, e.entry, e.case_id, e.agency)
+            for p, e in zip(positions, commit.entries, strict=True)
+        ]
+        for row in cur_rows:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {s}log_entries (position, kind, leaf_hash, entry, case_id, agency)"
+                    " VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                row,
+            )
+        reader = _CursorNodes(self, cur)
+        new_nodes = merkle.nodes_to_store(start, [e.leaf_hash for e in commit.entries], reader)
+        for level, index, node in new_nodes:
+            cur.execute(
+                self._sql("INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"),
+                (level, index, node),
+            )
+        # 4. Rows that index what was appended.
+        for ev in commit.events:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {s}events_index"
+                    " (event_id, case_id, position, case_version, fingerprint, extra)"
+                    " VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    ev.event_id,
+                    ev.case_id,
+                    positions[ev.entry],
+                    ev.case_version,
+                    ev.fingerprint,
+                    json.dumps(ev.extra, sort_keys=True),
+                ),
+            )
+        for ag in commit.agencies:
+            cur.execute(
+                self._sql("INSERT INTO {s}agencies (id, name, type, position) VALUES (?, ?, ?, ?)"),
+                (ag.id, ag.name, ag.type, start),
+            )
+        for key in commit.keys:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {s}agency_keys (key_id, agency, line, added_at, revoked_at)"
+                    " VALUES (?, ?, ?, ?, NULL)"
+                ),
+                (key.key_id, key.agency, key.line, positions[key.entry]),
+            )
+        return positions
+
+    def _nodes(self, cur: Cursor, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        if not keys:
+            return []
+        values = ", ".join(["(?, ?)"] * len(keys))
+        flat = [v for key in keys for v in key]
+        cur.execute(
+            self._sql(
+                f"SELECT level, idx, hash FROM {{s}}tree_nodes WHERE (level, idx) IN ({values})"  # noqa: S608
+            ),
+            flat,
+        )
+        found = {(int(r["level"]), int(r["idx"])): bytes(r["hash"]) for r in cur.fetchall()}
+        return [found[key] for key in keys]
+
+    def tree_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        with self._read() as cur:
+            return self._nodes(cur, keys)
+
+    def log_size(self) -> int:
+        with self._read() as cur:
+            cur.execute(self._sql("SELECT size FROM {s}log_head WHERE id = 1"))
+            row = cur.fetchone()
+        return 0 if row is None else int(row["size"])
+
+    def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT position, entry FROM {s}log_entries"
+                    " WHERE position >= ? AND position < ? ORDER BY position"
+                ),
+                (start, end),
+            )
+            return [(int(r["position"]), bytes(r["entry"])) for r in cur.fetchall()]
+
+    # -- events ----------------------------------------------------------------------------------
+
+    def find_event(self, event_id: str) -> RecordedEvent | None:
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT e.event_id, e.case_id, e.position, e.case_version, e.fingerprint,"
+                    " e.extra, l.leaf_hash FROM {s}events_index e"
+                    " JOIN {s}log_entries l ON l.position = e.position WHERE e.event_id = ?"
+                ),
+                (event_id,),
+            )
+            r = cur.fetchone()
+        if r is None:
+            return None
+        return RecordedEvent(
+            event_id=r["event_id"],
+            case_id=r["case_id"],
+            position=int(r["position"]),
+            case_version=int(r["case_version"]),
+            fingerprint=bytes(r["fingerprint"]),
+            leaf_hash=bytes(r["leaf_hash"]),
+            extra=json.loads(r["extra"]),
+        )
+
+    # -- agencies --------------------------------------------------------------------------------
+
+    def agency(self, agency_id: str) -> Agency | None:
+        with self._read() as cur:
+            cur.execute(
+                self._sql("SELECT id, name, type, position FROM {s}agencies WHERE id = ?"),
+                (agency_id,),
+            )
+            r = cur.fetchone()
+        return None if r is None else Agency(r["id"], r["name"], r["type"], int(r["position"]))
+
+    def agency_key(self, key_id: str) -> AgencyKey | None:
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT key_id, agency, line, added_at, revoked_at"
+                    " FROM {s}agency_keys WHERE key_id = ?"
+                ),
+                (key_id,),
+            )
+            r = cur.fetchone()
+        if r is None:
+            return None
+        revoked = r["revoked_at"]
+        return AgencyKey(
+            r["key_id"], r["agency"], r["line"], int(r["added_at"]),
+            None if revoked is None else int(revoked),
+        )  # fmt: skip
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    def add_token(self, token: Token, token_hash: bytes, created_at: str) -> None:
+        with self._write() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {s}tokens"
+                    " (id, hash, role, agency, label, created_at, expires_at, revoked_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, NULL)"
+                ),
+                (
+                    token.id, token_hash, token.role, token.agency,
+                    token.label, created_at, token.expires_at,
+                ),  # fmt: skip
+            )
+
+    def token_by_hash(self, token_hash: bytes) -> Token | None:
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT id, role, agency, label, expires_at, revoked_at"
+                    " FROM {s}tokens WHERE hash = ?"
+                ),
+                (token_hash,),
+            )
+            r = cur.fetchone()
+        if r is None:
+            return None
+        return Token(
+            r["id"], r["role"], r["agency"], r["label"], r["expires_at"],
+            r["revoked_at"] is not None,
+        )  # fmt: skip
+
+
+class _CursorNodes:
+    """The merkle NodeReader over the open write transaction."""
+
+    def __init__(self, store: SQLStore, cur: Cursor) -> None:
+        self.store, self.cur = store, cur
+
+    def nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
+        return self.store._nodes(self.cur, keys)
+
+
+class SQLKeyTable(KeyTable):
+    """Wrapped case keys in SQL; backends supply connections and placeholders."""
+
+    prefix = ""
+    blob = "BLOB"
+    placeholder = "?"
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[Cursor]: ...
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[Cursor]: ...
+
+    def _sql(self, statement: str) -> str:
+        text = statement.replace("{s}", self.prefix).replace("{blob}", self.blob)
+        return text.replace("?", self.placeholder) if self.placeholder != "?" else text
+
+    def setup(self) -> None:
+        with self._write() as cur:
+            cur.execute(self._sql(KEY_TABLE))
+
+    def insert(self, case_id: str, kek_id: str, wrapped: bytes) -> bool:
+        with self._write() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {s}case_keys (case_id, kek_id, wrapped) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING RETURNING case_id"
+                ),
+                (case_id, kek_id, wrapped),
+            )
+            return cur.fetchone() is not None
+
+    def get(self, case_id: str) -> tuple[str, bytes] | None:
+        with self._read() as cur:
+            cur.execute(
+                self._sql("SELECT kek_id, wrapped FROM {s}case_keys WHERE case_id = ?"), (case_id,)
+            )
+            r = cur.fetchone()
+        return None if r is None else (str(r["kek_id"]), bytes(r["wrapped"]))
+
+    def delete(self, case_id: str) -> None:
+        with self._write() as cur:
+            cur.execute(self._sql("DELETE FROM {s}case_keys WHERE case_id = ?"), (case_id,))

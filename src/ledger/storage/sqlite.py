@@ -1,0 +1,115 @@
+"""SQLite backend: the embedded default, one database file under `LEDGER_HOME`."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+
+from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
+
+LOCK_TIMEOUT_S = 30
+
+
+class SQLiteStore(SQLStore):
+    """Event store, log, tree, agencies and tokens in `<home>/ledger.db` (WAL mode)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.datastore = SQLiteDatastore(str(path), lock_timeout=LOCK_TIMEOUT_S, pool_size=8)
+        self.recorder = SQLiteApplicationRecorder(self.datastore)
+
+    def setup(self) -> None:
+        self.recorder.create_table()
+        with self._write() as cur:
+            self._create_ledger_tables(cur)
+
+    def close(self) -> None:
+        self.datastore.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        with self.datastore.get_connection(commit=True) as conn:
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        with self.datastore.get_connection(commit=False) as conn:
+            yield conn.cursor()
+
+    def _insert_stored_events(self, cur: Cursor, events: Sequence[StoredEvent]) -> None:
+        self.recorder._insert_events(cur, events)  # type: ignore[arg-type]
+
+    def _is_conflict(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError)
+
+
+class SQLiteKeyTable(SQLKeyTable):
+    """Wrapped case keys in their own file under `LEDGER_KEYS`, with secure_delete on."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA secure_delete = ON")
+        conn.execute("PRAGMA journal_mode = WAL")
+        return conn
+
+    def setup(self) -> None:
+        super().setup()
+        self.path.chmod(0o600)
+
+    def close(self) -> None:
+        """Connections are per call; nothing stays open."""
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                cur = conn.cursor()
+                try:
+                    yield cur
+                except BaseException:
+                    conn.rollback()
+                    raise
+                conn.commit()
+            finally:
+                conn.close()
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        conn = self._connect()
+        try:
+            yield conn.cursor()
+        finally:
+            conn.close()
+
+    def delete(self, case_id: str) -> None:
+        super().delete(case_id)
+        # Keep no copy of the destroyed key in the write-ahead log.
+        with self._lock:
+            conn = self._connect()
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
