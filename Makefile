@@ -1,0 +1,33 @@
+# The two commands of the quick start: `make run` and `make test`.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install run test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: install, initialise (idempotent) and serve the API on the embedded SQLite default
+run: install
+	$(VENV)/bin/ledger init
+	$(VENV)/bin/ledger serve --host $(HOST) --port $(PORT)
+
+## test: the whole suite, PostgreSQL included (a throwaway database or server)
+test: install
+	PY=$(PY) bash scripts/with-postgres.sh $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src projections tests
+	$(VENV)/bin/mypy src
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
