@@ -1,0 +1,77 @@
+"""No personal or descriptive data in plaintext at rest or in logs, on both backends."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import CONSENT_ATTRS, World
+
+
+def markers() -> dict[str, str]:
+    tag = secrets.token_hex(6).upper()
+    return {name: f"MRK{name.upper()}{tag}" for name in ("attr", "identity", "location", "notes")}
+
+
+def files_containing(root: Path, needles: list[bytes]) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        try:
+            data = path.read_bytes()
+        except (PermissionError, FileNotFoundError):  # files that vanish while scanning
+            continue
+        hits += [f"{path}: {n.decode()}" for n in needles if n in data]
+    return hits
+
+
+def write_marked_case(world: World, mark: dict[str, str]) -> str:
+    ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
+    case_id = ngo.open_case(payload={
+        "identity": {"name": mark["identity"]},
+        "location": {"shelter": mark["location"]},
+        "notes": mark["notes"],
+    })  # fmt: skip
+    consent = ngo.grant(case_id, ["clinic"], categories=["identity", "location"])
+    ngo.ok("consent.granted", case_id, {
+        "consent_id": "00000000-0000-4000-8000-" + secrets.token_hex(6), "purposes": ["assistance"],
+        "recipients": ["clinic"], "categories": ["notes"], "expires_at": None,
+        "given_by": "survivor", "child_assent": None, "assent_exempt": False,
+    }, CONSENT_ATTRS | {"notice_version": mark["attr"]})  # fmt: skip
+    assert ngo.share(case_id, "clinic", consent, ["identity", "location"]).status_code == 201
+    view = clinic.read(case_id).json()
+    assert view["payload"]["identity"]["name"] == mark["identity"]  # the markers were stored
+    return case_id
+
+
+def test_markers_appear_in_no_file_and_no_log_line(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    mark = markers()
+    needles = [m.encode() for m in mark.values()]
+    with caplog.at_level(logging.DEBUG):
+        write_marked_case(world, mark)
+    log_text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    assert caplog.records, "the server logged nothing: the log check would be empty"
+    assert not [m for m in mark.values() if m in log_text]
+
+    hits = files_containing(world.settings.keys, needles)
+    if world.settings.is_postgres:
+        url = world.settings.database_url or ""
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+            row = conn.execute("SHOW data_directory").fetchone()
+        assert row is not None
+        data_dir = Path(row[0])
+        assert (data_dir / "pg_wal").is_dir()
+        hits += files_containing(data_dir, needles)
+    else:
+        home = world.settings.home
+        assert list(home.glob("*-wal")), "expected SQLite WAL files to scan"
+        hits += files_containing(home, needles)
+    assert hits == []

@@ -1,0 +1,100 @@
+"""The real thing: `ledger init`, `ledger serve` in a subprocess, `ledger demo` against it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ledger import crypto
+from ledger.client import LedgerClient, LedgerHTTPError, new_id
+from tests.test_confidentiality import markers
+
+LEDGER = [sys.executable, "-m", "ledger.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
+    env = os.environ | {"LEDGER_HOME": str(tmp_path / "home"), "LEDGER_KEYS": str(tmp_path / "keys"),
+                        "LEDGER_LOG_LEVEL": "debug"}  # fmt: skip
+    env.pop("LEDGER_DATABASE_URL", None)
+    for _ in range(2):  # idempotent
+        subprocess.run([*LEDGER, "init", "--origin", "e2e.example/log"], env=env, check=True,
+                       capture_output=True)  # fmt: skip
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([*LEDGER, "serve", "--port", str(port)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/v1/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url, env, log_path
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_init_writes_key_material_owner_only(server: tuple[str, dict[str, str], Path]) -> None:
+    url, env, _ = server
+    keys = Path(env["LEDGER_KEYS"])
+    for name in ("kek.key", "log.key", "receipt.key", "admin.token", "keystore.db"):
+        assert stat.S_IMODE((keys / name).stat().st_mode) == 0o600, name
+    vkey = crypto.parse_verify_key((keys / "log.vkey").read_text())
+    assert vkey.name == "e2e.example/log"
+    assert httpx.get(f"{url}/v1/health").json() == {"status": "ok", "log": "e2e.example/log"}
+
+
+def test_demo_plays_the_scenario_and_the_log_holds_no_personal_data(
+    server: tuple[str, dict[str, str], Path],
+) -> None:
+    url, env, log_path = server
+    result = subprocess.run([*LEDGER, "demo", "--url", url], env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "clinic accepts the referral" in out
+    assert "share with legal aid (no consent names it): 403" in out
+    assert "legal aid reads before withdrawal: categories ['identity']" in out
+    assert "legal aid reads after withdrawal: 403" in out
+
+    # A case with markers through the SDK: none of them may reach the server's output.
+    keys = Path(env["LEDGER_KEYS"])
+    admin = LedgerClient(url, (keys / "admin.token").read_text().strip())
+    key = crypto.generate_signing_key("marker-ngo")
+    admin.register_agency("marker-ngo", "Marker NGO", "ngo", key.verify_key.line())
+    token = admin.create_token("caseworker", "marker caseworker", "marker-ngo")["token"]
+    mark = markers()
+    with LedgerClient(url, token, key) as ngo:
+        case_id = new_id()
+        ngo.submit("case.opened", case_id, {"minor": False}, {
+            "age_band": "adult", "gender": "female", "exploitation": ["sexual"],
+            "identified_at": "2026-11-02"}, {"identity": {"name": mark["identity"]},
+                                             "notes": mark["notes"]})  # fmt: skip
+        assert ngo.read_case(case_id)["payload"]["notes"] == mark["notes"]
+        with pytest.raises(LedgerHTTPError) as refused:
+            ngo.submit("case.closed", case_id, {}, {"reason": mark["attr"]})
+        assert refused.value.status == 422
+        assert mark["attr"] not in str(refused.value.body)
+    time.sleep(0.2)
+    server_log = log_path.read_text()
+    assert "event recorded" in server_log  # the server does log, by ids and types
+    assert not [m for m in mark.values() if m in server_log]
+    assert (keys / "admin.token").read_text().strip() not in server_log
