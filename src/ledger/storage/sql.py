@@ -136,6 +136,8 @@ class SQLStore(Store):
             self._insert_stored_events(cur, commit.stored_events)
         n = len(commit.entries)
         if n == 0:
+            if commit.events or commit.agencies or commit.keys:
+                raise ValueError("index rows need the log entry they index")
             return []
         # 2. Reserve positions with the ledger's own counter (the row lock serialises appends).
         cur.execute(
