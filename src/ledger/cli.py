@@ -43,7 +43,12 @@ def serve(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     ledger = open_ledger(settings)
-    api = create_app(ledger, max_body_bytes=settings.max_body_bytes)
+    api = create_app(
+        ledger,
+        max_body_bytes=settings.max_body_bytes,
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+    )
     uvicorn.run(api, host=host, port=port, log_level=settings.log_level, server_header=False)
 
 

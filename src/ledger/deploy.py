@@ -75,9 +75,9 @@ def init(settings: Settings, origin: str | None = None) -> str:
         if not chosen or any(ch.isspace() or ch == "+" for ch in chosen):
             raise SystemExit("the origin must be non-empty, without spaces or '+'")
         store.set_meta("origin", chosen)
-        _signing_key(paths.log_key, paths.log_vkey, chosen)
+        log_key = _signing_key(paths.log_key, paths.log_vkey, chosen)
         _signing_key(paths.receipt_key, paths.receipt_vkey, chosen + "/receipts")
-        ledger = Ledger(store, KeyStore(table, paths.kek))
+        ledger = Ledger(store, KeyStore(table, paths.kek), log_key)
         existing = paths.admin_token.read_text().strip() if paths.admin_token.exists() else None
         if existing is None or store.token_by_hash(hash_token(existing)) is None:
             secret, _ = ledger.issue_token("admin", None, "initial admin")
@@ -96,4 +96,5 @@ def open_ledger(settings: Settings) -> Ledger:
     if not paths.kek.exists():
         raise SystemExit(f"no key-encryption key at {paths.kek}: run `ledger init` first")
     store, table = open_store(settings)
-    return Ledger(store, KeyStore(table, paths.kek), freshness_s=settings.freshness_s)
+    log_key = crypto.parse_signing_key(paths.log_key.read_text())
+    return Ledger(store, KeyStore(table, paths.kek), log_key, freshness_s=settings.freshness_s)

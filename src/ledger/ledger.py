@@ -42,6 +42,7 @@ from ledger.gates import (
 )
 from ledger.keystore import KeyStore
 from ledger.log.merkle import leaf_hash
+from ledger.log.service import LogService
 from ledger.storage.base import (
     AgencyRow,
     Commit,
@@ -118,6 +119,7 @@ class Ledger:
         self,
         store: Store,
         keys: KeyStore,
+        log_key: crypto.SigningKey,
         *,
         freshness_s: int = 300,
         clock: Callable[[], datetime] = utc_now,
@@ -131,6 +133,7 @@ class Ledger:
         if origin is None:
             raise RuntimeError("the ledger is not initialised: run `ledger init`")
         self.origin = origin
+        self.log = LogService(store, log_key, origin, lambda: self.clock())
 
     # -- authentication ----------------------------------------------------------------------
 

@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     freshness_s: int = 300
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
+    checkpoint_every: int = 1000  # sign a checkpoint every N entries ...
+    checkpoint_interval_s: float = 10.0  # ... or every T seconds when the log has grown
 
     @property
     def is_postgres(self) -> bool:

@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
 from ledger import __version__
 from ledger.api import errors
-from ledger.api.routes import agencies, cases, events, health, tokens
+from ledger.api.routes import agencies, cases, events, health, log, tokens
 from ledger.envelope import SCHEMAS
 from ledger.ledger import Ledger
+from ledger.log.service import CheckpointSigner
 
 
-def create_app(ledger: Ledger, *, max_body_bytes: int = 1_048_576) -> FastAPI:
+def create_app(
+    ledger: Ledger,
+    *,
+    max_body_bytes: int = 1_048_576,
+    checkpoint_every: int = 1000,
+    checkpoint_interval_s: float = 10.0,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        signer = CheckpointSigner(ledger.log, checkpoint_every, checkpoint_interval_s)
+        signer.start()
+        yield
+        signer.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Survivor Case Ledger",
         version=__version__,
         description="Signed, sealed, consent-gated case events in one verifiable Merkle log.",
@@ -22,7 +39,7 @@ def create_app(ledger: Ledger, *, max_body_bytes: int = 1_048_576) -> FastAPI:
     app.state.ledger = ledger
     app.state.max_body_bytes = max_body_bytes
     errors.install(app)
-    for module in (health, events, cases, agencies, tokens):
+    for module in (health, events, cases, agencies, tokens, log):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

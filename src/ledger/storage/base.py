@@ -104,6 +104,14 @@ class Token:
     revoked: bool
 
 
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    signed_at: str
+
+
 class ConflictError(Exception):
     """A concurrent write took the same case version or event id: retry."""
 
@@ -146,6 +154,18 @@ class Store(ABC):
     @abstractmethod
     def tree_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         """Hashes of complete subtrees (level, index); KeyError if one is missing."""
+
+    @abstractmethod
+    def entry_owner(self, position: int) -> tuple[str, str | None] | None:
+        """(kind, agency) of the entry at a position, or None."""
+
+    # checkpoints
+    @abstractmethod
+    def save_checkpoint(self, size: int, root: bytes, note: str, signed_at: str) -> None:
+        """Keep a signed checkpoint (one per size; a second one for a size is ignored)."""
+
+    @abstractmethod
+    def latest_checkpoint(self) -> StoredCheckpoint | None: ...
 
     # events
     @abstractmethod

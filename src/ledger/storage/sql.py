@@ -20,6 +20,7 @@ from ledger.storage.base import (
     KeyTable,
     RecordedEvent,
     Store,
+    StoredCheckpoint,
     Token,
 )
 
@@ -51,6 +52,8 @@ CREATE TABLE IF NOT EXISTS {s}agencies (
 CREATE TABLE IF NOT EXISTS {s}agency_keys (
   key_id TEXT PRIMARY KEY, agency TEXT NOT NULL, line TEXT NOT NULL,
   added_at BIGINT NOT NULL, revoked_at BIGINT);
+CREATE TABLE IF NOT EXISTS {s}checkpoints (
+  size BIGINT PRIMARY KEY, root {blob} NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}tokens (
   id TEXT PRIMARY KEY, hash {blob} NOT NULL UNIQUE, role TEXT NOT NULL, agency TEXT,
   label TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT)
@@ -232,6 +235,39 @@ class SQLStore(Store):
                 (start, end),
             )
             return [(int(r["position"]), bytes(r["entry"])) for r in cur.fetchall()]
+
+    def entry_owner(self, position: int) -> tuple[str, str | None] | None:
+        with self._read() as cur:
+            cur.execute(
+                self._sql("SELECT kind, agency FROM {s}log_entries WHERE position = ?"), (position,)
+            )
+            r = cur.fetchone()
+        return None if r is None else (str(r["kind"]), r["agency"])
+
+    # -- checkpoints -----------------------------------------------------------------------------
+
+    def save_checkpoint(self, size: int, root: bytes, note: str, signed_at: str) -> None:
+        with self._write() as cur:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {s}checkpoints (size, root, note, signed_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT DO NOTHING"
+                ),
+                (size, root, note, signed_at),
+            )
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT size, root, note, signed_at FROM {s}checkpoints"
+                    " ORDER BY size DESC LIMIT 1"
+                )
+            )
+            r = cur.fetchone()
+        if r is None:
+            return None
+        return StoredCheckpoint(int(r["size"]), bytes(r["root"]), r["note"], r["signed_at"])
 
     # -- events ----------------------------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""The log endpoints on both backends: checkpoints, entries, proofs and who may read them."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger import crypto
+from ledger.log import merkle
+from ledger.log.checkpoint import verify_checkpoint
+from tests.conftest import ORIGIN, World
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def grow(world: World, cases: int = 3) -> list[dict[str, object]]:
+    ngo = world.agency("ngo-a")
+    answers = []
+    for _ in range(cases):
+        case_id = ngo.open_case(payload={"notes": "n"})
+        answers.append(ngo.ok("case.closed", case_id, {}, {"reason": "other"}))
+    return answers
+
+
+def log_vkey(world: World) -> crypto.VerifyKey:
+    return crypto.parse_verify_key((world.settings.keys / "log.vkey").read_text())
+
+
+def test_checkpoint_is_a_signed_note_over_the_current_root(world: World) -> None:
+    grow(world)
+    auditor = bearer(world.token("auditor"))
+    r = world.http.get("/v1/log/checkpoint", headers=auditor)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    cp = verify_checkpoint(r.text, log_vkey(world), ORIGIN)
+    size = world.ledger.store.log_size()
+    assert cp.size == size
+    leaves = [merkle.leaf_hash(e) for _, e in world.ledger.store.entries(0, size)]
+    assert cp.root == merkle.reference_root(leaves)
+    key_line = world.http.get("/v1/log/key", headers=auditor).text.strip()
+    assert key_line == log_vkey(world).line()
+    assert world.http.get("/v1/log/checkpoint").status_code == 401
+
+
+def test_each_new_checkpoint_is_consistent_with_the_previous_one(world: World) -> None:
+    auditor = bearer(world.token("auditor"))
+    grow(world, 1)
+    first = verify_checkpoint(world.http.get("/v1/log/checkpoint", headers=auditor).text,
+                              log_vkey(world))  # fmt: skip
+    grow(world, 2)
+    second = verify_checkpoint(world.http.get("/v1/log/checkpoint", headers=auditor).text,
+                               log_vkey(world))  # fmt: skip
+    r = world.http.get(f"/v1/log/proof/consistency?from={first.size}&to={second.size}",
+                       headers=auditor)  # fmt: skip
+    assert r.status_code == 200
+    proof = [crypto.b64decode_strict(p) for p in r.json()["proof"]]
+    merkle.verify_consistency(first.size, second.size, first.root, second.root, proof)
+
+
+def test_entries_page_and_inclusion_proofs_verify_against_the_checkpoint(world: World) -> None:
+    answers = grow(world, 4)
+    auditor = bearer(world.token("auditor"))
+    cp = verify_checkpoint(world.http.get("/v1/log/checkpoint", headers=auditor).text,
+                           log_vkey(world))  # fmt: skip
+    page = world.http.get(f"/v1/log/entries?start=0&end={cp.size + 50}", headers=auditor).json()
+    assert [e["index"] for e in page["entries"]] == list(range(cp.size))
+    for answer in answers:
+        index = int(answer["index"])  # type: ignore[call-overload]
+        leaf = crypto.b64decode_strict(page["entries"][index]["leaf"])
+        assert crypto.b64(merkle.leaf_hash(leaf)) == answer["leaf_hash"]
+        r = world.http.get(f"/v1/log/proof/inclusion?index={index}&size={cp.size}",
+                           headers=auditor)  # fmt: skip
+        proof = [crypto.b64decode_strict(p) for p in r.json()["proof"]]
+        merkle.verify_inclusion(index, cp.size, merkle.leaf_hash(leaf), proof, cp.root)
+
+
+def test_agencies_get_proofs_of_their_own_entries_only(world: World) -> None:
+    (answer,) = grow(world, 1)
+    other = world.agency("ngo-b")
+    size = world.ledger.store.log_size()
+    index = answer["index"]
+    ngo = world.agencies["ngo-a"]
+    own = world.http.get(f"/v1/log/proof/inclusion?index={index}&size={size}", headers=ngo.auth())
+    assert own.status_code == 200
+    theirs = world.http.get(f"/v1/log/proof/inclusion?index={index}&size={size}",
+                            headers=other.auth())  # fmt: skip
+    assert theirs.status_code == 403
+    assert world.http.get(f"/v1/log/proof/consistency?from=1&to={size}",
+                          headers=other.auth()).status_code == 200  # fmt: skip
+    assert world.http.get("/v1/log/entries?start=0&end=5", headers=ngo.auth()).status_code == 403
+    monitor = bearer(world.token("monitor"))
+    assert world.http.get("/v1/log/entries?start=0&end=5", headers=monitor).status_code == 403
+    assert world.http.get(f"/v1/log/proof/consistency?from=1&to={size}",
+                          headers=monitor).status_code == 403  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/v1/log/proof/inclusion?index=5&size=5",
+        "/v1/log/proof/inclusion?index=-1&size=5",
+        "/v1/log/proof/inclusion?index=0&size=999",
+        "/v1/log/proof/inclusion?index=x&size=5",
+        "/v1/log/proof/consistency?from=0&to=3",
+        "/v1/log/proof/consistency?from=4&to=3",
+        "/v1/log/proof/consistency?from=1&to=999",
+        "/v1/log/entries?start=4&end=3",
+        "/v1/log/entries?start=-1&end=3",
+    ],
+)
+def test_out_of_range_log_requests_are_400(world: World, query: str) -> None:
+    grow(world, 2)
+    assert world.http.get(query, headers=bearer(world.token("auditor"))).status_code == 400
+
+
+def test_equal_sizes_give_an_empty_consistency_proof(world: World) -> None:
+    grow(world, 1)
+    size = world.ledger.store.log_size()
+    r = world.http.get(f"/v1/log/proof/consistency?from={size}&to={size}",
+                       headers=bearer(world.token("auditor")))  # fmt: skip
+    assert r.json() == {"from": size, "to": size, "proof": []}
