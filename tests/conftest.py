@@ -72,8 +72,9 @@ def settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
     if backend == "postgres":
         url = require_postgres()
         schema = f"t_{secrets.token_hex(6)}"
-        yield Settings(home=tmp_path / "home", keys=tmp_path / "keys",
-                       database_url=url, pg_schema=schema)  # fmt: skip
+        yield Settings(
+            home=tmp_path / "home", keys=tmp_path / "keys", database_url=url, pg_schema=schema
+        )
         drop_schemas(url, schema)
     else:
         yield Settings(home=tmp_path / "home", keys=tmp_path / "keys", database_url=None)
@@ -101,18 +102,40 @@ class Agency:
     key: crypto.SigningKey
     tokens: dict[str, str] = field(default_factory=dict)
 
-    def body(self, type: str, case_id: str, facts: dict[str, Any], attrs: dict[str, Any]
-             | None = None, payload: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:  # fmt: skip
+    def body(
+        self,
+        type: str,
+        case_id: str,
+        facts: dict[str, Any],
+        attrs: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+        **kw: Any,
+    ) -> dict[str, Any]:
         kw.setdefault("signed_at", self.world.clock.now)
-        return build_submission(self.key, log=ORIGIN, case_id=case_id, type=type, facts=facts,
-                                attrs=attrs, payload=payload, **kw)  # fmt: skip
+        return build_submission(
+            self.key,
+            log=ORIGIN,
+            case_id=case_id,
+            type=type,
+            facts=facts,
+            attrs=attrs,
+            payload=payload,
+            **kw,
+        )
 
     def post(self, body: dict[str, Any], role: str = "caseworker") -> Any:
         return self.world.http.post("/v1/events", json=body, headers=self.auth(role))
 
-    def submit(self, type: str, case_id: str, facts: dict[str, Any],
-               attrs: dict[str, Any] | None = None, payload: dict[str, Any] | None = None,
-               role: str = "caseworker", **kw: Any) -> Any:  # fmt: skip
+    def submit(
+        self,
+        type: str,
+        case_id: str,
+        facts: dict[str, Any],
+        attrs: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+        role: str = "caseworker",
+        **kw: Any,
+    ) -> Any:
         return self.post(self.body(type, case_id, facts, attrs, payload, **kw), role)
 
     def ok(self, *args: Any, **kw: Any) -> dict[str, Any]:
@@ -132,29 +155,54 @@ class Agency:
 
     def open_case(self, age_band: str = "adult", payload: dict[str, Any] | None = None) -> str:
         case_id = str(uuid.uuid4())
-        self.ok("case.opened", case_id, {"minor": age_band != "adult"}, OPENED_ATTRS | {
-            "age_band": age_band}, payload)  # fmt: skip
+        self.ok(
+            "case.opened",
+            case_id,
+            {"minor": age_band != "adult"},
+            OPENED_ATTRS | {"age_band": age_band},
+            payload,
+        )
         return case_id
 
     def grant(self, case_id: str, recipients: list[str], **facts: Any) -> str:
         consent_id = str(uuid.uuid4())
         base = {
-            "consent_id": consent_id, "purposes": ["referral", "data_sharing"],
-            "recipients": recipients, "categories": ["identity", "health"], "expires_at": None,
-            "given_by": "survivor", "child_assent": None, "assent_exempt": False,
-        }  # fmt: skip
+            "consent_id": consent_id,
+            "purposes": ["referral", "data_sharing"],
+            "recipients": recipients,
+            "categories": ["identity", "health"],
+            "expires_at": None,
+            "given_by": "survivor",
+            "child_assent": None,
+            "assent_exempt": False,
+        }
         self.ok("consent.granted", case_id, base | facts, CONSENT_ATTRS)
         return consent_id
 
-    def share(self, case_id: str, recipient: str, consent_id: str,
-              categories: list[str] | None = None, purpose: str = "data_sharing") -> Any:  # fmt: skip
-        facts = {"share_id": str(uuid.uuid4()), "recipient": recipient, "consent_id": consent_id,
-                 "purpose": purpose, "categories": categories or ["identity"]}  # fmt: skip
+    def share(
+        self,
+        case_id: str,
+        recipient: str,
+        consent_id: str,
+        categories: list[str] | None = None,
+        purpose: str = "data_sharing",
+    ) -> Any:
+        facts = {
+            "share_id": str(uuid.uuid4()),
+            "recipient": recipient,
+            "consent_id": consent_id,
+            "purpose": purpose,
+            "categories": categories or ["identity"],
+        }
         return self.submit("data.shared", case_id, facts, {})
 
 
-OPENED_ATTRS = {"age_band": "adult", "gender": "female", "exploitation": ["labour"],
-                "identified_at": "2026-11-01"}  # fmt: skip
+OPENED_ATTRS = {
+    "age_band": "adult",
+    "gender": "female",
+    "exploitation": ["labour"],
+    "identified_at": "2026-11-01",
+}
 CONSENT_ATTRS = {"language": "es", "interpreter": True, "notice_version": "2026-1"}
 
 
@@ -172,18 +220,27 @@ class World:
         return {"Authorization": f"Bearer {self.admin}"}
 
     def token(self, role: str, agency: str | None = None) -> str:
-        r = self.http.post("/v1/tokens", json={"agency": agency, "role": role,
-                                               "label": f"{role} {secrets.token_hex(2)}"},
-                           headers=self.admin_auth)  # fmt: skip
+        r = self.http.post(
+            "/v1/tokens",
+            json={"agency": agency, "role": role, "label": f"{role} {secrets.token_hex(2)}"},
+            headers=self.admin_auth,
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["token"])
 
     def agency(self, agency_id: str) -> Agency:
         if agency_id not in self.agencies:
             key = crypto.generate_signing_key(agency_id)
-            r = self.http.post("/v1/agencies", headers=self.admin_auth, json={
-                "id": agency_id, "name": agency_id.upper(), "type": "ngo",
-                "verify_key": key.verify_key.line()})  # fmt: skip
+            r = self.http.post(
+                "/v1/agencies",
+                headers=self.admin_auth,
+                json={
+                    "id": agency_id,
+                    "name": agency_id.upper(),
+                    "type": "ngo",
+                    "verify_key": key.verify_key.line(),
+                },
+            )
             assert r.status_code == 201, r.text
             self.agencies[agency_id] = Agency(self, agency_id, key)
         return self.agencies[agency_id]

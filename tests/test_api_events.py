@@ -42,15 +42,16 @@ def test_accepted_event_answers_position_version_and_leaf_hash(world: World) -> 
     answer = r.json()
     assert set(answer) == {"event_id", "case_id", "index", "case_version", "leaf_hash"}
     assert answer["index"] == before and answer["case_version"] == 1
-    (position, entry), = world.ledger.store.entries(before, before + 1)
+    ((position, entry),) = world.ledger.store.entries(before, before + 1)
     from ledger.log.merkle import leaf_hash
 
     assert crypto.b64(leaf_hash(entry)) == answer["leaf_hash"]
     parsed = json.loads(entry)
     assert parsed["kind"] == "event" and parsed["role"] == "caseworker"
     assert parsed["envelope"]["case_id"] == case_id
-    second = ngo.ok("age.assessed", case_id, {"minor": False}, {"age_band": "adult",
-                                                                "method": "document"})
+    second = ngo.ok(
+        "age.assessed", case_id, {"minor": False}, {"age_band": "adult", "method": "document"}
+    )
     assert second["case_version"] == 2 and second["index"] == before + 1
 
 
@@ -142,8 +143,9 @@ def test_auditor_monitor_and_admin_tokens_see_no_case(world: World) -> None:
 
 def erase(world: World, agency_id: str, case_id: str) -> dict[str, Any]:
     ngo = world.agencies[agency_id]
-    req = ngo.ok("erasure.requested", case_id, {}, {"reason": "survivor_request"},
-                 role="supervisor")  # fmt: skip
+    req = ngo.ok(
+        "erasure.requested", case_id, {}, {"reason": "survivor_request"}, role="supervisor"
+    )
     second = world.token("supervisor", agency_id)
     body = ngo.body("case.erased", case_id, {"request_event_id": req["event_id"]}, {})
     r = world.http.post("/v1/events", json=body, headers={"Authorization": f"Bearer {second}"})
@@ -213,8 +215,9 @@ def test_signature_failure_comes_before_event_id_conflict(world: World) -> None:
     ngo = world.agency("ngo-a")
     case_id = ngo.open_case()
     first = ngo.ok("case.closed", case_id, {}, {"reason": "other"})
-    body = ngo.body("case.closed", case_id, {}, {"reason": "lost_contact"},
-                    event_id=first["event_id"])  # fmt: skip
+    body = ngo.body(
+        "case.closed", case_id, {}, {"reason": "lost_contact"}, event_id=first["event_id"]
+    )
     assert ngo.post(body).status_code == 409
     body["signature"] = crypto.b64(bytes(64))
     assert ngo.post(body).status_code == 422
@@ -227,8 +230,9 @@ def test_event_id_reused_with_other_content_is_409_before_invalid_facts(world: W
     ngo = world.agency("ngo-a")
     case_id = ngo.open_case()
     first = ngo.ok("case.closed", case_id, {}, {"reason": "other"})
-    body = ngo.body("case.closed", case_id, {"bogus": 1}, {"reason": "other"},
-                    event_id=first["event_id"])  # fmt: skip
+    body = ngo.body(
+        "case.closed", case_id, {"bogus": 1}, {"reason": "other"}, event_id=first["event_id"]
+    )
     assert ngo.post(body).status_code == 409
 
 
@@ -239,9 +243,18 @@ def test_invalid_facts_and_unknown_references_are_422_before_permission(world: W
     body = ngo.body("case.closed", case_id, {"bogus": 1}, {"reason": "other"})
     # step 3 runs for the auditor's (empty) agency first: use the holder's token with bad facts
     assert ngo.post(body).status_code == 422
-    share = ngo.body("data.shared", case_id, {"share_id": new(), "recipient": "ngo-b",
-                     "consent_id": new(), "purpose": "data_sharing",
-                     "categories": ["identity"]}, {})  # fmt: skip
+    share = ngo.body(
+        "data.shared",
+        case_id,
+        {
+            "share_id": new(),
+            "recipient": "ngo-b",
+            "consent_id": new(),
+            "purpose": "data_sharing",
+            "categories": ["identity"],
+        },
+        {},
+    )
     assert ngo.post(share).status_code == 422  # unknown consent, not 403
     opened = ngo.body("case.opened", new(), {"minor": True}, OPENED_ATTRS)  # adult but minor
     r = world.http.post("/v1/events", json=opened, headers={"Authorization": f"Bearer {auditor}"})
@@ -289,38 +302,77 @@ def test_only_holders_append_and_a_referral_recipient_becomes_one_by_accepting(
     consent = ngo.grant(case_id, ["clinic"])
     # related (named in a consent) but not a holder
     assert clinic.submit("case.closed", case_id, {}, {"reason": "other"}).status_code == 403
-    assert clinic.submit("consent.granted", case_id, {
-        "consent_id": new(), "purposes": ["referral"], "recipients": ["clinic"],
-        "categories": ["health"], "expires_at": None, "given_by": "survivor",
-        "child_assent": None, "assent_exempt": False}, CONSENT_ATTRS).status_code == 403  # fmt: skip
+    assert (
+        clinic.submit(
+            "consent.granted",
+            case_id,
+            {
+                "consent_id": new(),
+                "purposes": ["referral"],
+                "recipients": ["clinic"],
+                "categories": ["health"],
+                "expires_at": None,
+                "given_by": "survivor",
+                "child_assent": None,
+                "assent_exempt": False,
+            },
+            CONSENT_ATTRS,
+        ).status_code
+        == 403
+    )
     referral = new()
-    ngo.ok("referral.made", case_id, {"referral_id": referral, "to": "clinic",
-           "consent_id": consent, "categories": ["health"]},
-           {"component": "health_psychosocial", "due_by": format_timestamp(world.clock.now),
-            "urgency": "urgent"})  # fmt: skip
+    ngo.ok(
+        "referral.made",
+        case_id,
+        {"referral_id": referral, "to": "clinic", "consent_id": consent, "categories": ["health"]},
+        {
+            "component": "health_psychosocial",
+            "due_by": format_timestamp(world.clock.now),
+            "urgency": "urgent",
+        },
+    )
     # only the referral's recipient answers it
-    assert ngo.submit("referral.accepted", case_id, {"referral_id": referral},
-                      {"reason": None}).status_code == 403  # fmt: skip
+    assert (
+        ngo.submit(
+            "referral.accepted", case_id, {"referral_id": referral}, {"reason": None}
+        ).status_code
+        == 403
+    )
     clinic.ok("referral.accepted", case_id, {"referral_id": referral}, {"reason": None})
-    assert clinic.submit("referral.accepted", case_id, {"referral_id": referral},
-                         {"reason": None}).status_code == 422  # already accepted  # fmt: skip
-    clinic.ok("service.delivered", case_id, {"referral_id": referral},
-              {"component": "health_psychosocial"})  # fmt: skip
+    assert (
+        clinic.submit(
+            "referral.accepted", case_id, {"referral_id": referral}, {"reason": None}
+        ).status_code
+        == 422
+    )  # already accepted
+    clinic.ok(
+        "service.delivered",
+        case_id,
+        {"referral_id": referral},
+        {"component": "health_psychosocial"},
+    )
     clinic.ok("referral.completed", case_id, {"referral_id": referral}, {"reason": None})
 
 
 def test_erasure_needs_two_different_supervisors(world: World) -> None:
     ngo = world.agency("ngo-a")
     case_id = ngo.open_case()
-    assert ngo.submit("erasure.requested", case_id, {}, {"reason": "survivor_request"}
-                      ).status_code == 403  # caseworker  # fmt: skip
-    req = ngo.ok("erasure.requested", case_id, {}, {"reason": "survivor_request"},
-                 role="supervisor")  # fmt: skip
+    assert (
+        ngo.submit("erasure.requested", case_id, {}, {"reason": "survivor_request"}).status_code
+        == 403
+    )  # caseworker
+    req = ngo.ok(
+        "erasure.requested", case_id, {}, {"reason": "survivor_request"}, role="supervisor"
+    )
     facts = {"request_event_id": req["event_id"]}
     assert ngo.submit("case.erased", case_id, facts, {}).status_code == 403  # caseworker
     assert ngo.submit("case.erased", case_id, facts, {}, role="supervisor").status_code == 403
-    assert ngo.submit("case.erased", case_id, {"request_event_id": new()}, {},
-                      role="supervisor").status_code == 422  # fmt: skip
+    assert (
+        ngo.submit(
+            "case.erased", case_id, {"request_event_id": new()}, {}, role="supervisor"
+        ).status_code
+        == 422
+    )
     answer = erase_second(world, ngo.id, case_id, facts)
     assert answer["case_version"] == 4 - 1
 
@@ -339,7 +391,8 @@ def erase_second(world: World, agency: str, case_id: str, facts: dict[str, Any])
 def test_share_is_refused_unless_a_consent_covers_recipient_purpose_and_categories(
     world: World,
 ) -> None:
-    ngo, clinic, legal = world.agency("ngo-a"), world.agency("clinic"), world.agency("legal")
+    ngo, legal = world.agency("ngo-a"), world.agency("legal")
+    world.agency("clinic")
     case_id = ngo.open_case()
     consent = ngo.grant(case_id, ["clinic"], categories=["identity", "health"])
     size = log_size(world)
@@ -351,18 +404,26 @@ def test_share_is_refused_unless_a_consent_covers_recipient_purpose_and_categori
     referral_only = ngo.grant(case_id, ["legal"], purposes=["referral"])
     assert ngo.share(case_id, "legal", referral_only).status_code == 403  # no data_sharing
     sharing_only = ngo.grant(case_id, ["legal"], purposes=["data_sharing"])
-    r = ngo.submit("referral.made", case_id, {"referral_id": new(), "to": "legal",
-                   "consent_id": sharing_only, "categories": ["identity"]},
-                   {"component": "justice_reparation", "due_by": "2030-01-01T00:00:00Z",
-                    "urgency": "routine"})  # fmt: skip
+    r = ngo.submit(
+        "referral.made",
+        case_id,
+        {
+            "referral_id": new(),
+            "to": "legal",
+            "consent_id": sharing_only,
+            "categories": ["identity"],
+        },
+        {"component": "justice_reparation", "due_by": "2030-01-01T00:00:00Z", "urgency": "routine"},
+    )
     assert r.status_code == 403  # no referral purpose
     assert legal.read(case_id).status_code == 200
 
 
 def test_withdrawal_and_expiry_cut_shares_and_reads(world: World) -> None:
     ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
-    case_id = ngo.open_case(payload={"identity": {"name": "A"}, "health": {"h": 1},
-                                     "location": {"shelter": "S"}})  # fmt: skip
+    case_id = ngo.open_case(
+        payload={"identity": {"name": "A"}, "health": {"h": 1}, "location": {"shelter": "S"}}
+    )
     consent = ngo.grant(case_id, ["clinic"], categories=["identity", "health"])
     view = clinic.read(case_id)
     assert view.status_code == 200
@@ -370,8 +431,9 @@ def test_withdrawal_and_expiry_cut_shares_and_reads(world: World) -> None:
     ngo.ok("consent.withdrawn", case_id, {"consent_id": consent}, {"reason": "survivor_request"})
     assert clinic.read(case_id).status_code == 403
     assert ngo.share(case_id, "clinic", consent).status_code == 403
-    expiring = ngo.grant(case_id, ["clinic"],
-                         expires_at=format_timestamp(world.clock.now.replace(year=2099)))  # fmt: skip
+    expiring = ngo.grant(
+        case_id, ["clinic"], expires_at=format_timestamp(world.clock.now.replace(year=2099))
+    )
     assert clinic.read(case_id).status_code == 200
     world.clock.now = world.clock.now.replace(year=2100)
     assert clinic.read(case_id).status_code == 403
@@ -429,7 +491,7 @@ def test_every_read_is_logged_with_the_categories_unsealed(world: World) -> None
     view = clinic.read(case_id).json()
     assert view["payload"] == {"identity": {"n": 1}}
     assert view["attrs"]["gender"] == "female" and view["status"] == "open"
-    (_, entry), = world.ledger.store.entries(size, size + 1)
+    ((_, entry),) = world.ledger.store.entries(size, size + 1)
     access = json.loads(entry)
     assert access["kind"] == "access" and access["agency"] == "clinic"
     assert access["categories"] == ["identity"] and access["case_id"] == case_id
@@ -440,8 +502,13 @@ def test_every_read_is_logged_with_the_categories_unsealed(world: World) -> None
 def test_later_payload_replaces_earlier_values_per_category(world: World) -> None:
     ngo = world.agency("ngo-a")
     case_id = ngo.open_case(payload={"contact": {"phone": "1"}, "notes": "first"})
-    ngo.ok("service.delivered", case_id, {"referral_id": None}, {"component": "housing"},
-           {"contact": {"phone": "2"}})  # fmt: skip
+    ngo.ok(
+        "service.delivered",
+        case_id,
+        {"referral_id": None},
+        {"component": "housing"},
+        {"contact": {"phone": "2"}},
+    )
     assert ngo.read(case_id).json()["payload"] == {"contact": {"phone": "2"}, "notes": "first"}
 
 

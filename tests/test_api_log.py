@@ -45,13 +45,16 @@ def test_checkpoint_is_a_signed_note_over_the_current_root(world: World) -> None
 def test_each_new_checkpoint_is_consistent_with_the_previous_one(world: World) -> None:
     auditor = bearer(world.token("auditor"))
     grow(world, 1)
-    first = verify_checkpoint(world.http.get("/v1/log/checkpoint", headers=auditor).text,
-                              log_vkey(world))  # fmt: skip
+    first = verify_checkpoint(
+        world.http.get("/v1/log/checkpoint", headers=auditor).text, log_vkey(world)
+    )
     grow(world, 2)
-    second = verify_checkpoint(world.http.get("/v1/log/checkpoint", headers=auditor).text,
-                               log_vkey(world))  # fmt: skip
-    r = world.http.get(f"/v1/log/proof/consistency?from={first.size}&to={second.size}",
-                       headers=auditor)  # fmt: skip
+    second = verify_checkpoint(
+        world.http.get("/v1/log/checkpoint", headers=auditor).text, log_vkey(world)
+    )
+    r = world.http.get(
+        f"/v1/log/proof/consistency?from={first.size}&to={second.size}", headers=auditor
+    )
     assert r.status_code == 200
     proof = [crypto.b64decode_strict(p) for p in r.json()["proof"]]
     merkle.verify_consistency(first.size, second.size, first.root, second.root, proof)
@@ -60,16 +63,16 @@ def test_each_new_checkpoint_is_consistent_with_the_previous_one(world: World) -
 def test_entries_page_and_inclusion_proofs_verify_against_the_checkpoint(world: World) -> None:
     answers = grow(world, 4)
     auditor = bearer(world.token("auditor"))
-    cp = verify_checkpoint(world.http.get("/v1/log/checkpoint", headers=auditor).text,
-                           log_vkey(world))  # fmt: skip
+    cp = verify_checkpoint(
+        world.http.get("/v1/log/checkpoint", headers=auditor).text, log_vkey(world)
+    )
     page = world.http.get(f"/v1/log/entries?start=0&end={cp.size + 50}", headers=auditor).json()
     assert [e["index"] for e in page["entries"]] == list(range(cp.size))
     for answer in answers:
         index = int(answer["index"])  # type: ignore[call-overload]
         leaf = crypto.b64decode_strict(page["entries"][index]["leaf"])
         assert crypto.b64(merkle.leaf_hash(leaf)) == answer["leaf_hash"]
-        r = world.http.get(f"/v1/log/proof/inclusion?index={index}&size={cp.size}",
-                           headers=auditor)  # fmt: skip
+        r = world.http.get(f"/v1/log/proof/inclusion?index={index}&size={cp.size}", headers=auditor)
         proof = [crypto.b64decode_strict(p) for p in r.json()["proof"]]
         merkle.verify_inclusion(index, cp.size, merkle.leaf_hash(leaf), proof, cp.root)
 
@@ -82,16 +85,23 @@ def test_agencies_get_proofs_of_their_own_entries_only(world: World) -> None:
     ngo = world.agencies["ngo-a"]
     own = world.http.get(f"/v1/log/proof/inclusion?index={index}&size={size}", headers=ngo.auth())
     assert own.status_code == 200
-    theirs = world.http.get(f"/v1/log/proof/inclusion?index={index}&size={size}",
-                            headers=other.auth())  # fmt: skip
+    theirs = world.http.get(
+        f"/v1/log/proof/inclusion?index={index}&size={size}", headers=other.auth()
+    )
     assert theirs.status_code == 403
-    assert world.http.get(f"/v1/log/proof/consistency?from=1&to={size}",
-                          headers=other.auth()).status_code == 200  # fmt: skip
+    assert (
+        world.http.get(
+            f"/v1/log/proof/consistency?from=1&to={size}", headers=other.auth()
+        ).status_code
+        == 200
+    )
     assert world.http.get("/v1/log/entries?start=0&end=5", headers=ngo.auth()).status_code == 403
     monitor = bearer(world.token("monitor"))
     assert world.http.get("/v1/log/entries?start=0&end=5", headers=monitor).status_code == 403
-    assert world.http.get(f"/v1/log/proof/consistency?from=1&to={size}",
-                          headers=monitor).status_code == 403  # fmt: skip
+    assert (
+        world.http.get(f"/v1/log/proof/consistency?from=1&to={size}", headers=monitor).status_code
+        == 403
+    )
 
 
 @pytest.mark.parametrize(
@@ -116,6 +126,7 @@ def test_out_of_range_log_requests_are_400(world: World, query: str) -> None:
 def test_equal_sizes_give_an_empty_consistency_proof(world: World) -> None:
     grow(world, 1)
     size = world.ledger.store.log_size()
-    r = world.http.get(f"/v1/log/proof/consistency?from={size}&to={size}",
-                       headers=bearer(world.token("auditor")))  # fmt: skip
+    r = world.http.get(
+        f"/v1/log/proof/consistency?from={size}&to={size}", headers=bearer(world.token("auditor"))
+    )
     assert r.json() == {"from": size, "to": size, "proof": []}

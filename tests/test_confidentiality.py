@@ -32,17 +32,29 @@ def files_containing(root: Path, needles: list[bytes]) -> list[str]:
 
 def write_marked_case(world: World, mark: dict[str, str]) -> str:
     ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
-    case_id = ngo.open_case(payload={
-        "identity": {"name": mark["identity"]},
-        "location": {"shelter": mark["location"]},
-        "notes": mark["notes"],
-    })  # fmt: skip
+    case_id = ngo.open_case(
+        payload={
+            "identity": {"name": mark["identity"]},
+            "location": {"shelter": mark["location"]},
+            "notes": mark["notes"],
+        }
+    )
     consent = ngo.grant(case_id, ["clinic"], categories=["identity", "location"])
-    ngo.ok("consent.granted", case_id, {
-        "consent_id": "00000000-0000-4000-8000-" + secrets.token_hex(6), "purposes": ["assistance"],
-        "recipients": ["clinic"], "categories": ["notes"], "expires_at": None,
-        "given_by": "survivor", "child_assent": None, "assent_exempt": False,
-    }, CONSENT_ATTRS | {"notice_version": mark["attr"]})  # fmt: skip
+    ngo.ok(
+        "consent.granted",
+        case_id,
+        {
+            "consent_id": "00000000-0000-4000-8000-" + secrets.token_hex(6),
+            "purposes": ["assistance"],
+            "recipients": ["clinic"],
+            "categories": ["notes"],
+            "expires_at": None,
+            "given_by": "survivor",
+            "child_assent": None,
+            "assent_exempt": False,
+        },
+        CONSENT_ATTRS | {"notice_version": mark["attr"]},
+    )
     assert ngo.share(case_id, "clinic", consent, ["identity", "location"]).status_code == 201
     view = clinic.read(case_id).json()
     assert view["payload"]["identity"]["name"] == mark["identity"]  # the markers were stored

@@ -29,17 +29,25 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
-    env = os.environ | {"LEDGER_HOME": str(tmp_path / "home"), "LEDGER_KEYS": str(tmp_path / "keys"),
-                        "LEDGER_LOG_LEVEL": "debug"}  # fmt: skip
+    env = os.environ | {
+        "LEDGER_HOME": str(tmp_path / "home"),
+        "LEDGER_KEYS": str(tmp_path / "keys"),
+        "LEDGER_LOG_LEVEL": "debug",
+    }
     env.pop("LEDGER_DATABASE_URL", None)
     for _ in range(2):  # idempotent
-        subprocess.run([*LEDGER, "init", "--origin", "e2e.example/log"], env=env, check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [*LEDGER, "init", "--origin", "e2e.example/log"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
     port = free_port()
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([*LEDGER, "serve", "--port", str(port)], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [*LEDGER, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         url = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
@@ -66,8 +74,9 @@ def test_demo_plays_the_scenario_and_the_log_holds_no_personal_data(
     server: tuple[str, dict[str, str], Path],
 ) -> None:
     url, env, log_path = server
-    result = subprocess.run([*LEDGER, "demo", "--url", url], env=env, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [*LEDGER, "demo", "--url", url], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "clinic accepts the referral" in out
@@ -84,10 +93,18 @@ def test_demo_plays_the_scenario_and_the_log_holds_no_personal_data(
     mark = markers()
     with LedgerClient(url, token, key) as ngo:
         case_id = new_id()
-        ngo.submit("case.opened", case_id, {"minor": False}, {
-            "age_band": "adult", "gender": "female", "exploitation": ["sexual"],
-            "identified_at": "2026-11-02"}, {"identity": {"name": mark["identity"]},
-                                             "notes": mark["notes"]})  # fmt: skip
+        ngo.submit(
+            "case.opened",
+            case_id,
+            {"minor": False},
+            {
+                "age_band": "adult",
+                "gender": "female",
+                "exploitation": ["sexual"],
+                "identified_at": "2026-11-02",
+            },
+            {"identity": {"name": mark["identity"]}, "notes": mark["notes"]},
+        )
         assert ngo.read_case(case_id)["payload"]["notes"] == mark["notes"]
         with pytest.raises(LedgerHTTPError) as refused:
             ngo.submit("case.closed", case_id, {}, {"reason": mark["attr"]})

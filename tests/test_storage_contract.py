@@ -309,8 +309,10 @@ def test_duplicate_event_id_raises_conflict_and_leaves_nothing_behind(store: Sto
     found = store.find_event("ev-1")
     assert found is not None
     assert (found.case_id, found.position, found.leaf_hash) == (
-        str(first_case), 2, leaf_hash(b"first")
-    )  # fmt: skip
+        str(first_case),
+        2,
+        leaf_hash(b"first"),
+    )
 
     assert store.append(event_commit(other_case, "ev-2", b"other")) == [3]
     datas.append(b"other")
@@ -425,8 +427,12 @@ def test_token_is_found_by_its_hash_only_and_the_raw_token_is_not_stored(store: 
             assert raw not in value
         elif isinstance(value, bytes | bytearray | memoryview):
             assert raw.encode() not in bytes(value)
-    assert any(bytes(v) == token_hash for row in rows for v in row
-               if isinstance(v, bytes | bytearray | memoryview))  # fmt: skip
+    assert any(
+        bytes(v) == token_hash
+        for row in rows
+        for v in row
+        if isinstance(v, bytes | bytearray | memoryview)
+    )
 
 
 # -- the key table -------------------------------------------------------------------------------

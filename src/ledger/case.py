@@ -53,14 +53,16 @@ class Cases(Application[uuid.UUID]):
 
     def __init__(self, recorder: ApplicationRecorder) -> None:
         self._given_recorder = recorder
-        super().__init__(env={"IS_SNAPSHOTTING_ENABLED": "no", "PERSISTENCE_MODULE": "eventsourcing.popo"})
+        super().__init__(
+            env={"IS_SNAPSHOTTING_ENABLED": "no", "PERSISTENCE_MODULE": "eventsourcing.popo"}
+        )
 
     def construct_recorder(self) -> ApplicationRecorder:
         return self._given_recorder
 
     def load(self, case_id: str) -> Case | None:
         try:
-            case = self.repository.get(uuid.UUID(case_id))
+            case: Case = self.repository.get(uuid.UUID(case_id))
         except Exception as exc:  # AggregateNotFoundError
             if type(exc).__name__ == "AggregateNotFoundError":
                 return None

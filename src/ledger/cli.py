@@ -18,7 +18,8 @@ def init(
     origin: Annotated[str | None, typer.Option(help="The log origin (set once)")] = None,
 ) -> None:
     """Create key material, stores, the log origin and an admin token (idempotent)."""
-    from ledger.deploy import KeyPaths, init as do_init
+    from ledger.deploy import KeyPaths
+    from ledger.deploy import init as do_init
 
     settings = Settings()
     chosen = do_init(settings, origin)

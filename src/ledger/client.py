@@ -1,7 +1,7 @@
 """The agency SDK: build, sign and submit events with an agency key file (httpx).
 
-    client = LedgerClient("http://127.0.0.1:8000", token, load_signing_key("keys/ngo.key"))
-    answer = client.submit("case.opened", case_id, facts={"minor": False}, attrs={...})
+client = LedgerClient("http://127.0.0.1:8000", token, load_signing_key("keys/ngo.key"))
+answer = client.submit("case.opened", case_id, facts={"minor": False}, attrs={...})
 """
 
 from __future__ import annotations
@@ -109,9 +109,15 @@ class LedgerClient:
         if self.key is None:
             raise ValueError("this client has no signing key")
         return build_submission(
-            self.key, log=self.origin, case_id=case_id, type=type, facts=facts,
-            attrs=attrs, payload=payload, event_id=event_id or new_id(),
-        )  # fmt: skip
+            self.key,
+            log=self.origin,
+            case_id=case_id,
+            type=type,
+            facts=facts,
+            attrs=attrs,
+            payload=payload,
+            event_id=event_id or new_id(),
+        )
 
     def submit_body(self, body: dict[str, Any]) -> Answer:
         """POST a built body; retry identical bodies on write conflicts (409) and 5xx."""
@@ -129,9 +135,14 @@ class LedgerClient:
             raise LedgerHTTPError(502, {"error": "bad_answer", "message": "malformed answer"})
         extra = {k: v for k, v in data.items() if k not in Answer.__dataclass_fields__}
         return Answer(
-            response.status_code, data["event_id"], data["case_id"], data["index"],
-            data["case_version"], leaf, extra,
-        )  # fmt: skip
+            response.status_code,
+            data["event_id"],
+            data["case_id"],
+            data["index"],
+            data["case_version"],
+            leaf,
+            extra,
+        )
 
     def submit(
         self,
@@ -151,7 +162,9 @@ class LedgerClient:
 
     # -- admin -------------------------------------------------------------------------------
 
-    def register_agency(self, agency_id: str, name: str, kind: str, verify_key: str) -> dict[str, Any]:
+    def register_agency(
+        self, agency_id: str, name: str, kind: str, verify_key: str
+    ) -> dict[str, Any]:
         body = {"id": agency_id, "name": name, "type": kind, "verify_key": verify_key}
         return dict(self._json(self.http.post("/v1/agencies", json=body)))
 

@@ -20,7 +20,7 @@ import nacl.utils
 ED25519_TYPE = b"\x01"  # C2SP signed-note signature type for Ed25519
 DATA_KEY_BYTES = 32
 _NONCE_BYTES = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-_NAME_RE = re.compile(r"^[^\s+]+$")
+_NAME_RE = re.compile(r"[^\s+]+")
 
 
 class CryptoError(Exception):
@@ -116,7 +116,7 @@ def key_hash(name: str, raw: bytes) -> bytes:
 
 
 def generate_signing_key(name: str) -> SigningKey:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise BadKeyLine("key names are non-empty and hold no spaces or '+'")
     return SigningKey(name, random_bytes(32))
 
@@ -133,7 +133,7 @@ def parse_verify_key(line: str) -> VerifyKey:
     if len(parts) != 3:
         raise BadKeyLine("a verifier key line is <name>+<hash>+<key>")
     name, hash_hex, key_b64 = parts
-    if not name or not _NAME_RE.match(name) or not re.fullmatch(r"[0-9a-f]{8}", hash_hex):
+    if not _NAME_RE.fullmatch(name) or not re.fullmatch(r"[0-9a-f]{8}", hash_hex):
         raise BadKeyLine("malformed name or key hash in verifier key line")
     try:
         blob = b64decode_strict(key_b64)
@@ -191,9 +191,7 @@ def new_data_key() -> bytes:
 def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
     """XChaCha20-Poly1305 with a random nonce; returns nonce || ciphertext."""
     nonce = random_bytes(_NONCE_BYTES)
-    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        plaintext, associated, nonce, key
-    )
+    ct = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, associated, nonce, key)
     return nonce + ct
 
 

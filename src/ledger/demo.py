@@ -48,7 +48,11 @@ def run_demo(url: str, admin_token: str, key_folder: Path, console: Console | No
         token = admin.create_token("caseworker", f"demo caseworker {base}", agency_id)["token"]
         clients[base] = LedgerClient(url, token, key)
         out.print(f"registered [bold]{agency_id}[/] (log index {reg['index']})")
-    shelter, clinic, legal = clients["casa-refugio"], clients["clinica-salud"], clients["asesoria-legal"]
+    shelter, clinic, legal = (
+        clients["casa-refugio"],
+        clients["clinica-salud"],
+        clients["asesoria-legal"],
+    )
     clinic_id, legal_id = clinic.key.name, legal.key.name  # type: ignore[union-attr]
     now = datetime.now(UTC)
 
@@ -61,60 +65,152 @@ def run_demo(url: str, admin_token: str, key_folder: Path, console: Console | No
     # 1. An adult survivor: intake, consent in Spanish with an interpreter, referral to health.
     out.print("\n[bold]Adult survivor[/]")
     adult = new_id()
-    step("case opened", shelter.submit("case.opened", adult, {"minor": False}, {
-        "age_band": "adult", "gender": "female", "exploitation": ["labour"],
-        "identified_at": now.date().isoformat()}, {
-        "identity": {"name": "María Ejemplo"}, "contact": {"phone": "+00 000 0000"},
-        "health": {"needs": "atención psicológica"}}))  # fmt: skip
+    step(
+        "case opened",
+        shelter.submit(
+            "case.opened",
+            adult,
+            {"minor": False},
+            {
+                "age_band": "adult",
+                "gender": "female",
+                "exploitation": ["labour"],
+                "identified_at": now.date().isoformat(),
+            },
+            {
+                "identity": {"name": "María Ejemplo"},
+                "contact": {"phone": "+00 000 0000"},
+                "health": {"needs": "atención psicológica"},
+            },
+        ),
+    )
     consent = new_id()
-    step("consent granted (es, interpreter) to the clinic", shelter.submit(
-        "consent.granted", adult, {
-            "consent_id": consent, "purposes": ["referral", "data_sharing"],
-            "recipients": [clinic_id], "categories": ["identity", "health"],
-            "expires_at": format_timestamp(now + timedelta(days=180)), "given_by": "survivor",
-            "child_assent": None, "assent_exempt": False},
-        {"language": "es", "interpreter": True, "notice_version": "2026-1"}))  # fmt: skip
+    step(
+        "consent granted (es, interpreter) to the clinic",
+        shelter.submit(
+            "consent.granted",
+            adult,
+            {
+                "consent_id": consent,
+                "purposes": ["referral", "data_sharing"],
+                "recipients": [clinic_id],
+                "categories": ["identity", "health"],
+                "expires_at": format_timestamp(now + timedelta(days=180)),
+                "given_by": "survivor",
+                "child_assent": None,
+                "assent_exempt": False,
+            },
+            {"language": "es", "interpreter": True, "notice_version": "2026-1"},
+        ),
+    )
     referral = new_id()
-    step("referral to the clinic (health, due in 24 h)", shelter.submit(
-        "referral.made", adult, {"referral_id": referral, "to": clinic_id,
-                                 "consent_id": consent, "categories": ["identity", "health"]},
-        {"component": "health_psychosocial", "due_by": format_timestamp(now + timedelta(hours=24)),
-         "urgency": "urgent"}))  # fmt: skip
-    step("clinic accepts the referral", clinic.submit(
-        "referral.accepted", adult, {"referral_id": referral}, {"reason": None}))
+    step(
+        "referral to the clinic (health, due in 24 h)",
+        shelter.submit(
+            "referral.made",
+            adult,
+            {
+                "referral_id": referral,
+                "to": clinic_id,
+                "consent_id": consent,
+                "categories": ["identity", "health"],
+            },
+            {
+                "component": "health_psychosocial",
+                "due_by": format_timestamp(now + timedelta(hours=24)),
+                "urgency": "urgent",
+            },
+        ),
+    )
+    step(
+        "clinic accepts the referral",
+        clinic.submit("referral.accepted", adult, {"referral_id": referral}, {"reason": None}),
+    )
     view = clinic.read_case(adult)
     out.print(f"  clinic reads the case: categories {sorted(view['payload'])}")
     try:
-        shelter.submit("data.shared", adult, {
-            "share_id": new_id(), "recipient": legal_id, "consent_id": consent,
-            "purpose": "data_sharing", "categories": ["identity"]}, {})  # fmt: skip
+        shelter.submit(
+            "data.shared",
+            adult,
+            {
+                "share_id": new_id(),
+                "recipient": legal_id,
+                "consent_id": consent,
+                "purpose": "data_sharing",
+                "categories": ["identity"],
+            },
+            {},
+        )
     except LedgerHTTPError as exc:
         refused("share with legal aid (no consent names it)", exc)
 
     # 2. A child of unknown age: presumption of minority, guardian ad litem, child's assent.
     out.print("\n[bold]Child of unknown age[/]")
     child = new_id()
-    step("case opened (age unknown: treated as a minor)", shelter.submit(
-        "case.opened", child, {"minor": True}, {
-            "age_band": "unknown", "gender": "male", "exploitation": ["begging"],
-            "identified_at": now.date().isoformat()},
-        {"identity": {"name": "Niño Ejemplo"}, "location": {"shelter": "Casa Refugio"}}))  # fmt: skip
-    step("guardian ad litem appointed", shelter.submit(
-        "guardian.appointed", child, {"role": "guardian_ad_litem"}, {}))
+    step(
+        "case opened (age unknown: treated as a minor)",
+        shelter.submit(
+            "case.opened",
+            child,
+            {"minor": True},
+            {
+                "age_band": "unknown",
+                "gender": "male",
+                "exploitation": ["begging"],
+                "identified_at": now.date().isoformat(),
+            },
+            {"identity": {"name": "Niño Ejemplo"}, "location": {"shelter": "Casa Refugio"}},
+        ),
+    )
+    step(
+        "guardian ad litem appointed",
+        shelter.submit("guardian.appointed", child, {"role": "guardian_ad_litem"}, {}),
+    )
     child_consent = new_id()
-    step("consent by the guardian ad litem with the child's assent", shelter.submit(
-        "consent.granted", child, {
-            "consent_id": child_consent, "purposes": ["data_sharing"], "recipients": [legal_id],
-            "categories": ["identity"], "expires_at": None, "given_by": "guardian_ad_litem",
-            "child_assent": True, "assent_exempt": False},
-        {"language": "es", "interpreter": True, "notice_version": "2026-1"}))  # fmt: skip
-    step("identity shared with legal aid", shelter.submit("data.shared", child, {
-        "share_id": new_id(), "recipient": legal_id, "consent_id": child_consent,
-        "purpose": "data_sharing", "categories": ["identity"]}, {}))  # fmt: skip
+    step(
+        "consent by the guardian ad litem with the child's assent",
+        shelter.submit(
+            "consent.granted",
+            child,
+            {
+                "consent_id": child_consent,
+                "purposes": ["data_sharing"],
+                "recipients": [legal_id],
+                "categories": ["identity"],
+                "expires_at": None,
+                "given_by": "guardian_ad_litem",
+                "child_assent": True,
+                "assent_exempt": False,
+            },
+            {"language": "es", "interpreter": True, "notice_version": "2026-1"},
+        ),
+    )
+    step(
+        "identity shared with legal aid",
+        shelter.submit(
+            "data.shared",
+            child,
+            {
+                "share_id": new_id(),
+                "recipient": legal_id,
+                "consent_id": child_consent,
+                "purpose": "data_sharing",
+                "categories": ["identity"],
+            },
+            {},
+        ),
+    )
     before = legal.read_case(child)
     out.print(f"  legal aid reads before withdrawal: categories {sorted(before['payload'])}")
-    step("consent withdrawn at the guardian's request", shelter.submit(
-        "consent.withdrawn", child, {"consent_id": child_consent}, {"reason": "guardian_request"}))
+    step(
+        "consent withdrawn at the guardian's request",
+        shelter.submit(
+            "consent.withdrawn",
+            child,
+            {"consent_id": child_consent},
+            {"reason": "guardian_request"},
+        ),
+    )
     try:
         legal.read_case(child)
     except LedgerHTTPError as exc:

@@ -38,21 +38,40 @@ DIGEST_DOMAIN = b"ledger-digest-v1\n"
 SALT_BYTES = 32
 
 CATEGORIES = (
-    "identity", "contact", "health", "legal", "immigration",
-    "location", "employment", "education", "family", "notes",
-)  # fmt: skip
+    "identity",
+    "contact",
+    "health",
+    "legal",
+    "immigration",
+    "location",
+    "employment",
+    "education",
+    "family",
+    "notes",
+)
 AGE_BANDS = ("0-5", "6-11", "12-14", "15-17", "adult", "unknown")
 GENDERS = ("female", "male", "non_binary", "other", "undisclosed")
 EXPLOITATIONS = (
-    "sexual", "labour", "forced_criminality", "domestic_servitude",
-    "forced_marriage", "organ_removal", "begging", "other",
-)  # fmt: skip
+    "sexual",
+    "labour",
+    "forced_criminality",
+    "domestic_servitude",
+    "forced_marriage",
+    "organ_removal",
+    "begging",
+    "other",
+)
 PURPOSES = ("assistance", "referral", "data_sharing", "statistics", "prosecution")
 GIVEN_BY = ("survivor", "guardian", "guardian_ad_litem")
 COMPONENTS = (
-    "protection_safety", "documentation_immigration", "justice_reparation",
-    "labour_financial", "education", "health_psychosocial", "housing",
-)  # fmt: skip
+    "protection_safety",
+    "documentation_immigration",
+    "justice_reparation",
+    "labour_financial",
+    "education",
+    "health_psychosocial",
+    "housing",
+)
 METHODS = ("document", "interview", "medical", "other")
 URGENCIES = ("routine", "urgent")
 GOAL_STATUSES = ("planned", "in_progress", "achieved", "dropped")
@@ -64,35 +83,47 @@ ERASURE_REASONS = ("survivor_request", "guardian_request", "legal_order")
 
 AGENCY_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 _AGENCY = re.compile(AGENCY_RE)
-_UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _BCP47 = re.compile(r"^(?:[A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3}|[A-Za-z]{4,8})(?:-[A-Za-z0-9]{1,8})*$")
 _MAX_SAFE_INT = 2**53 - 1
 
 BODY_MEMBERS = ("envelope", "attrs", "payload", "salt", "signature")
 ENVELOPE_MEMBERS = (
-    "v", "log", "event_id", "case_id", "type", "agency", "key",
-    "signed_at", "facts", "attrs_digest", "payload_digests",
-)  # fmt: skip
+    "v",
+    "log",
+    "event_id",
+    "case_id",
+    "type",
+    "agency",
+    "key",
+    "signed_at",
+    "facts",
+    "attrs_digest",
+    "payload_digests",
+)
 
 
 # --- scalar rules -------------------------------------------------------------------------------
 
 
 def is_uuid4(value: object) -> bool:
-    return isinstance(value, str) and bool(_UUID4.match(value))
+    return isinstance(value, str) and bool(_UUID4.fullmatch(value))
 
 
 def is_agency_id(value: object) -> bool:
-    return isinstance(value, str) and bool(_AGENCY.match(value))
+    return isinstance(value, str) and bool(_AGENCY.fullmatch(value))
 
 
 def parse_timestamp(value: object) -> datetime:
     """`YYYY-MM-DDTHH:MM:SSZ` exactly, as an aware UTC datetime; ValueError otherwise."""
-    if not isinstance(value, str) or not _TIMESTAMP.match(value):
+    if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
         raise ValueError("timestamps are exactly YYYY-MM-DDTHH:MM:SSZ")
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError("not a real date and time (YYYY-MM-DDTHH:MM:SSZ)") from None
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -111,9 +142,12 @@ def _check_timestamp(value: str) -> str:
 
 
 def _check_date(value: str) -> str:
-    if not _DATE.match(value):
+    if not _DATE.fullmatch(value):
         raise ValueError("dates are exactly YYYY-MM-DD")
-    date.fromisoformat(value)
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("not a real date (YYYY-MM-DD)") from None
     return value
 
 
@@ -126,9 +160,11 @@ def _check_unique(values: list[Any]) -> list[Any]:
 Uuid4 = Annotated[str, AfterValidator(_check_uuid4), Field(json_schema_extra={"format": "uuid"})]
 AgencyId = Annotated[str, StringConstraints(pattern=AGENCY_RE)]
 Timestamp = Annotated[
-    str, AfterValidator(_check_timestamp), Field(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+    str,
+    AfterValidator(_check_timestamp),
+    Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"),
 ]
-Date = Annotated[str, AfterValidator(_check_date), Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+Date = Annotated[str, AfterValidator(_check_date), Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
 Language = Annotated[str, StringConstraints(pattern=_BCP47.pattern, max_length=35)]
 AgeBand = Literal[AGE_BANDS]  # type: ignore[valid-type]
 Gender = Literal[GENDERS]  # type: ignore[valid-type]
@@ -330,10 +366,13 @@ def loads_strict(raw: bytes) -> Any:
         raise BadRequest("body is not valid UTF-8 JSON") from exc
 
 
-def _check_text(value: Any, depth: int = 0) -> None:
-    """Strings NFC without lone surrogates; integers within the JCS-safe range."""
-    if depth > 64:
-        raise BadRequest("JSON is nested too deeply (at most 64 levels)")
+MAX_DEPTH = 64
+
+
+def _check_text(value: Any, depth: int = 1) -> None:
+    """Strings NFC without lone surrogates; integers within the JCS-safe range; depth <= 64."""
+    if isinstance(value, dict | list) and depth > MAX_DEPTH:
+        raise BadRequest(f"JSON is nested too deeply (at most {MAX_DEPTH} levels)")
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -441,7 +480,7 @@ def parse_submission(raw: bytes) -> Submission:
     for name in ("event_id", "case_id"):
         if not is_uuid4(env[name]):
             raise BadRequest(f"envelope.{name} must be a lowercase hyphenated version-4 UUID")
-    if env["type"] not in SCHEMAS:
+    if not isinstance(env["type"], str) or env["type"] not in SCHEMAS:
         raise BadRequest("envelope.type is not a known event type; see the OpenAPI schema")
     if not is_agency_id(env["agency"]):
         raise BadRequest("envelope.agency must match [a-z0-9][a-z0-9._-]{0,62}")
@@ -531,8 +570,12 @@ def _describe(exc: ValidationError, where: str) -> str:
     """A validation message naming locations and rules, never the submitted values."""
     parts = []
     for err in exc.errors(include_input=False, include_url=False, include_context=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        parts.append(f"{where}.{loc}: {err['msg']}" if loc else f"{where}: {err['msg']}")
+        path = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":  # the location is the submitted name: withhold it
+            path, msg = path[:-1], "has a member that is not in the schema"
+        loc = ".".join(path)
+        parts.append(f"{where}.{loc}: {msg}" if loc else f"{where}: {msg}")
     return "; ".join(parts)
 
 
@@ -584,9 +627,7 @@ def build_submission(
         "signed_at": format_timestamp(signed_at or datetime.now(UTC)),
         "facts": facts,
         "attrs_digest": crypto.b64(digest(salt, "attrs", attrs)),
-        "payload_digests": {
-            c: crypto.b64(digest(salt, c, payload.get(c))) for c in CATEGORIES
-        },
+        "payload_digests": {c: crypto.b64(digest(salt, c, payload.get(c))) for c in CATEGORIES},
     }
     signature = crypto.sign(key, signing_input(envelope))
     return {

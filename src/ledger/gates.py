@@ -22,9 +22,12 @@ GUARDIANS = frozenset({"guardian", "guardian_ad_litem"})
 
 # Who may append each type (ARCHITECTURE.md section 3).
 ANYONE, HOLDER, REFERRAL_TO, SUPERVISOR, SECOND_SUPERVISOR = (
-    "any agency", "a holder", "the referral's recipient",
-    "a supervisor of a holder", "another supervisor of a holder",
-)  # fmt: skip
+    "any agency",
+    "a holder",
+    "the referral's recipient",
+    "a supervisor of a holder",
+    "another supervisor of a holder",
+)
 APPEND_RULES: Mapping[str, str] = {
     "case.opened": ANYONE,
     "age.assessed": HOLDER,
@@ -125,9 +128,11 @@ class CaseState:
             self.consents[facts["consent_id"]].withdrawn = True
         elif etype == "referral.made":
             self.referrals[facts["referral_id"]] = Referral(
-                facts["referral_id"], facts["to"], facts["consent_id"],
+                facts["referral_id"],
+                facts["to"],
+                facts["consent_id"],
                 frozenset(facts["categories"]),
-            )  # fmt: skip
+            )
         elif etype in ("referral.accepted", "referral.declined", "referral.completed"):
             referral = self.referrals[facts["referral_id"]]
             referral.status = etype.split(".")[1]
@@ -184,8 +189,9 @@ def check_references(state: CaseState | None, etype: str, facts: Mapping[str, An
     if etype == "referral.made" and facts["referral_id"] in state.referrals:
         raise Invalid("facts.referral_id is already used in this case; use a new id")
     referral_id = facts.get("referral_id")
-    if etype in _REFERRAL_FROM or (etype in ("service.delivered", "feedback.recorded") and
-                                   referral_id is not None):  # fmt: skip
+    if etype in _REFERRAL_FROM or (
+        etype in ("service.delivered", "feedback.recorded") and referral_id is not None
+    ):
         referral = state.referrals.get(referral_id or "")
         if referral is None:
             raise Invalid("facts.referral_id does not name a referral of this case")

@@ -177,11 +177,17 @@ class Ledger:
             raise Invalid("verify_key's name must equal the agency id")
         if self.store.agency(agency_id) is not None:
             raise Conflict("an agency with this id is already registered")
-        entry = jcs({
-            "kind": "registry", "action": "agency.registered", "agency": agency_id,
-            "key": key.line(), "signatures": [], "actor": principal.token_id,
-            "recorded_at": format_timestamp(self.clock()),
-        })  # fmt: skip
+        entry = jcs(
+            {
+                "kind": "registry",
+                "action": "agency.registered",
+                "agency": agency_id,
+                "key": key.line(),
+                "signatures": [],
+                "actor": principal.token_id,
+                "recorded_at": format_timestamp(self.clock()),
+            }
+        )
         commit = Commit(
             entries=[NewEntry("registry", entry, leaf_hash(entry), None, agency_id)],
             agencies=[AgencyRow(agency_id, name, kind)],
@@ -271,13 +277,15 @@ class Ledger:
         if principal.agency != sub.agency:
             raise Forbidden("envelope.agency must be your token's agency")
         check_permission(
-            state, sub.type, sub.facts,
-            agency=sub.agency, role=principal.role, actor=principal.token_id,
-        )  # fmt: skip
+            state,
+            sub.type,
+            sub.facts,
+            agency=sub.agency,
+            role=principal.role,
+            actor=principal.token_id,
+        )
         if case is not None:
-            check_consent_gate(
-                case.state, sub.type, sub.facts, now, lambda: self._age_band(case)
-            )
+            check_consent_gate(case.state, sub.type, sub.facts, now, lambda: self._age_band(case))
         return 201, self._record(principal, sub, case, now)
 
     def _record(
@@ -302,11 +310,17 @@ class Ledger:
             case = Case(record)
         else:
             case.append(record)
-        entry = jcs({
-            "kind": "event", "envelope": sub.envelope, "signature": sub.body["signature"],
-            "sealed_digest": crypto.b64(crypto.sha256(sealed)), "actor": principal.token_id,
-            "role": principal.role, "recorded_at": recorded_at,
-        })  # fmt: skip
+        entry = jcs(
+            {
+                "kind": "event",
+                "envelope": sub.envelope,
+                "signature": sub.body["signature"],
+                "sealed_digest": crypto.b64(crypto.sha256(sealed)),
+                "actor": principal.token_id,
+                "role": principal.role,
+                "recorded_at": recorded_at,
+            }
+        )
         commit = Commit(
             stored_events=[self.cases.mapper.to_stored_event(e) for e in case.collect_events()],
             entries=[NewEntry("event", entry, leaf_hash(entry), case_id, sub.agency)],
@@ -322,8 +336,11 @@ class Ledger:
             raise
         log.info(
             "event recorded type=%s case=%s index=%d version=%d",
-            sub.type, case_id, position, case.version,
-        )  # fmt: skip
+            sub.type,
+            case_id,
+            position,
+            case.version,
+        )
         return {
             "event_id": event_id,
             "case_id": case_id,
@@ -339,7 +356,9 @@ class Ledger:
         key = self.keys.get(case.state.case_id)
         if key is None or case.state.age_version == 0:
             return None
-        attrs = unseal_item(key, case.state.case_id, case.record_at(case.state.age_version), "attrs")
+        attrs = unseal_item(
+            key, case.state.case_id, case.record_at(case.state.age_version), "attrs"
+        )
         return str(attrs.get("age_band"))
 
     def _visible_case(self, principal: Principal, case_id: str) -> tuple[Case, CaseState]:
@@ -382,11 +401,16 @@ class Ledger:
     def _log_access(
         self, principal: Principal, case_id: str, categories: list[str], now: datetime
     ) -> int:
-        entry = jcs({
-            "kind": "access", "case_id": case_id, "agency": principal.agency,
-            "actor": principal.token_id, "categories": categories,
-            "recorded_at": format_timestamp(now),
-        })  # fmt: skip
+        entry = jcs(
+            {
+                "kind": "access",
+                "case_id": case_id,
+                "agency": principal.agency,
+                "actor": principal.token_id,
+                "categories": categories,
+                "recorded_at": format_timestamp(now),
+            }
+        )
         (position,) = self.store.append(
             Commit(entries=[NewEntry("access", entry, leaf_hash(entry), case_id, principal.agency)])
         )

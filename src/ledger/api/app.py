@@ -47,8 +47,9 @@ def create_app(
             return app.openapi_schema
         from fastapi.openapi.utils import get_openapi
 
-        schema = get_openapi(title=app.title, version=app.version,
-                             description=app.description, routes=app.routes)  # fmt: skip
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         ref = "#/components/schemas/{model}"
         sub = events.SubmissionDoc.model_json_schema(ref_template=ref)

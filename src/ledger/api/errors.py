@@ -23,9 +23,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LedgerError)
     async def ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.code, exc.message, **exc.extra), status_code=exc.status
-        )
+        return JSONResponse(error_body(exc.code, exc.message, **exc.extra), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -41,9 +39,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(
-            error_body("http_error", str(exc.detail)), status_code=exc.status_code,
+            error_body("http_error", str(exc.detail)),
+            status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
-        )  # fmt: skip
+        )
 
     @app.middleware("http")
     async def no_leaks(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from ledger.envelope import format_timestamp
 from ledger.errors import BadRequest, Forbidden
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, sign_note
-from ledger.storage.base import StoredCheckpoint, Store
+from ledger.storage.base import Store, StoredCheckpoint
 
 log = logging.getLogger("ledger.log")
 
@@ -69,8 +69,9 @@ class LogService:
                 try:
                     merkle.verify_consistency(last.size, size, last.root, root, proof)
                 except merkle.MerkleError as exc:
-                    log.critical("refusing to sign: tree at %d is not consistent with %d",
-                                 size, last.size)  # fmt: skip
+                    log.critical(
+                        "refusing to sign: tree at %d is not consistent with %d", size, last.size
+                    )
                     raise ForkError("the log is not consistent with its last checkpoint") from exc
             note = sign_note(Checkpoint(self.origin, size, root).body(), self.key)
             self.store.save_checkpoint(size, root, note, format_timestamp(self.clock()))

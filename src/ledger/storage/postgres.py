@@ -44,6 +44,7 @@ class PostgresStore(SQLStore):
 
     blob = "BYTEA"
     placeholder = "%s"
+    recorder: PostgresApplicationRecorder
 
     def __init__(self, url: str, schema: str = "ledger") -> None:
         self.url = url

@@ -319,9 +319,12 @@ class SQLStore(Store):
             return None
         revoked = r["revoked_at"]
         return AgencyKey(
-            r["key_id"], r["agency"], r["line"], int(r["added_at"]),
+            r["key_id"],
+            r["agency"],
+            r["line"],
+            int(r["added_at"]),
             None if revoked is None else int(revoked),
-        )  # fmt: skip
+        )
 
     # -- tokens ----------------------------------------------------------------------------------
 
@@ -334,9 +337,14 @@ class SQLStore(Store):
                     " VALUES (?, ?, ?, ?, ?, ?, ?, NULL)"
                 ),
                 (
-                    token.id, token_hash, token.role, token.agency,
-                    token.label, created_at, token.expires_at,
-                ),  # fmt: skip
+                    token.id,
+                    token_hash,
+                    token.role,
+                    token.agency,
+                    token.label,
+                    created_at,
+                    token.expires_at,
+                ),
             )
 
     def token_by_hash(self, token_hash: bytes) -> Token | None:
@@ -352,9 +360,13 @@ class SQLStore(Store):
         if r is None:
             return None
         return Token(
-            r["id"], r["role"], r["agency"], r["label"], r["expires_at"],
+            r["id"],
+            r["role"],
+            r["agency"],
+            r["label"],
+            r["expires_at"],
             r["revoked_at"] is not None,
-        )  # fmt: skip
+        )
 
 
 class _CursorNodes:

@@ -20,6 +20,8 @@ LOCK_TIMEOUT_S = 30
 class SQLiteStore(SQLStore):
     """Event store, log, tree, agencies and tokens in `<home>/ledger.db` (WAL mode)."""
 
+    recorder: SQLiteApplicationRecorder
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path

@@ -21,8 +21,12 @@ class EnvelopeDoc(BaseModel):
 
     v: Literal[1]
     log: str = Field(description="The log origin from GET /v1/health")
-    event_id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-    case_id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+    event_id: str = Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+    )
+    case_id: str = Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+    )
     type: Literal[EVENT_TYPES]  # type: ignore[valid-type]
     agency: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
     key: str = Field(description="<agency id>+<8 hex>: the registered key that signed")
@@ -75,7 +79,9 @@ async def read_limited(request: Request, limit: int) -> bytes:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SubmissionDoc"}}},
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/SubmissionDoc"}}
+            },
         }
     },
 )
