@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
@@ -115,3 +116,100 @@ def test_demo_plays_the_scenario_and_the_log_holds_no_personal_data(
     assert "event recorded" in server_log  # the server does log, by ids and types
     assert not [m for m in mark.values() if m in server_log]
     assert (keys / "admin.token").read_text().strip() not in server_log
+
+
+def test_audit_cli_verifies_online_and_offline_and_names_the_first_failure(
+    server: tuple[str, dict[str, str], Path], tmp_path: Path
+) -> None:
+    url, env, _ = server
+    keys = Path(env["LEDGER_KEYS"])
+    admin = LedgerClient(url, (keys / "admin.token").read_text().strip())
+    key = crypto.generate_signing_key("audited-ngo")
+    admin.register_agency("audited-ngo", "Audited NGO", "ngo", key.verify_key.line())
+    token = admin.create_token("caseworker", "cw", "audited-ngo")["token"]
+    with LedgerClient(url, token, key) as ngo:
+        for _ in range(3):
+            answer = ngo.submit(
+                "case.opened",
+                new_id(),
+                {"minor": False},
+                {
+                    "age_band": "adult",
+                    "gender": "male",
+                    "exploitation": ["labour"],
+                    "identified_at": "2026-10-01",
+                },
+            )
+        log_key = crypto.parse_verify_key((keys / "log.vkey").read_text())
+        assert ngo.verify_inclusion(answer, log_key) >= answer.index + 1
+    auditor = tmp_path / "auditor.token"
+    auditor.write_text(admin.create_token("auditor", "auditor")["token"])
+    agency_keys = tmp_path / "agency-keys"
+    agency_keys.write_text(key.verify_key.line() + "\n")
+    state = tmp_path / "state.json"
+    common = ["--log-key", str(keys / "log.vkey"), "--agency-keys", str(agency_keys)]
+    online = subprocess.run(
+        [
+            *LEDGER,
+            "audit",
+            "verify",
+            "--url",
+            url,
+            "--token-file",
+            str(auditor),
+            "--state",
+            str(state),
+            *common,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert online.returncode == 0, online.stdout + online.stderr
+    assert "verified: 4 entries (3 events, 3 signatures)" in online.stdout
+    assert state.exists()
+    bundle = tmp_path / "bundle.json"
+    subprocess.run(
+        [
+            *LEDGER,
+            "audit",
+            "bundle",
+            "--url",
+            url,
+            "--token-file",
+            str(auditor),
+            "--out",
+            str(bundle),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    offline = subprocess.run(
+        [
+            *LEDGER,
+            "audit",
+            "verify",
+            "--bundle",
+            str(bundle),
+            "--json",
+            "--state",
+            str(state),
+            *common,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert offline.returncode == 0 and '"ok": true' in offline.stdout
+    data = json.loads(bundle.read_text())
+    data["entries"][2] = data["entries"][3]  # an entry replaced by a copy of the next
+    bundle.write_text(json.dumps(data))
+    tampered = subprocess.run(
+        [*LEDGER, "audit", "verify", "--bundle", str(bundle), *common],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert tampered.returncode == 1
+    assert "FAILED" in tampered.stdout and "position 3: gates" in tampered.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated
@@ -66,6 +67,91 @@ def demo(
     settings = Settings()
     token_file = admin_token_file or settings.keys / "admin.token"
     run_demo(url, token_file.read_text().strip(), settings.keys / "demo")
+
+
+audit_app = typer.Typer(
+    help="Verify the whole history without any decryption key", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
+
+
+def _fetch(url: str, token_file: Path) -> tuple[str, list[bytes]]:
+    from ledger.audit import checkpoint_size
+    from ledger.client import LedgerClient
+
+    with LedgerClient(url, token_file.read_text().strip()) as client:
+        note = client.checkpoint()
+        return note, client.entries(0, checkpoint_size(note))
+
+
+@audit_app.command("bundle")
+def audit_bundle(
+    url: Annotated[str, typer.Option(help="The ledger's base URL")],
+    token_file: Annotated[Path, typer.Option(help="An auditor (or admin) token file")],
+    out: Annotated[Path, typer.Option(help="Where to write the bundle")],
+) -> None:
+    """Write an offline bundle: the checkpoint and every entry it covers."""
+    from ledger.audit import write_bundle
+
+    note, entries = _fetch(url, token_file)
+    write_bundle(out, note, entries)
+    typer.echo(f"bundle written: {len(entries)} entries to {out}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    log_key: Annotated[Path, typer.Option(help="The log's verifier key line (your own copy)")],
+    agency_keys: Annotated[Path, typer.Option(help="One verifier key line per agency")],
+    url: Annotated[str | None, typer.Option(help="The ledger's base URL")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="An auditor token file")] = None,
+    bundle: Annotated[Path | None, typer.Option(help="Verify an offline bundle")] = None,
+    state: Annotated[Path | None, typer.Option(help="Checkpoint saved by the last run")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report")] = False,
+) -> None:
+    """Verify checkpoint, entries, signatures, key changes, gates and consistency."""
+    from rich.progress import Progress
+
+    from ledger import crypto
+    from ledger.audit import SavedState, parse_agency_keys, read_bundle, verify
+
+    if bundle is not None:
+        note, entries = read_bundle(bundle)
+    elif url is not None and token_file is not None:
+        note, entries = _fetch(url, token_file)
+    else:
+        raise typer.BadParameter("give --bundle FILE, or --url and --token-file")
+    trusted_log_key = crypto.parse_verify_key(log_key.read_text())
+    keys = parse_agency_keys(agency_keys.read_text())
+    saved = SavedState.from_json(state.read_text()) if state and state.exists() else None
+    with Progress(disable=as_json, transient=True) as progress:
+        task = progress.add_task("verifying", total=len(entries))
+        report = verify(
+            note,
+            entries,
+            trusted_log_key,
+            keys,
+            saved,
+            progress=lambda n: progress.advance(task, n),
+        )
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for flag in report.flags:
+            typer.echo(f"flag: {flag}")
+        if report.ok:
+            typer.echo(
+                f"verified: {report.size} entries ({report.events} events, "
+                f"{report.signatures} signatures), root {report.root}"
+            )
+        else:
+            typer.echo(f"FAILED ({len(report.failures)} failures); first: {report.first_failure}")
+    if report.ok and state is not None:
+        state.write_text(
+            SavedState(
+                trusted_log_key.name, report.size, crypto.b64decode_strict(report.root)
+            ).to_json()
+        )
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def main() -> None:

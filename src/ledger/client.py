@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,54 @@ class LedgerClient:
     def read_case(self, case_id: str) -> dict[str, Any]:
         return dict(self._json(self.http.get(f"/v1/cases/{case_id}")))
 
+    # -- the log -----------------------------------------------------------------------------
+
+    def checkpoint(self) -> str:
+        response = self.http.get("/v1/log/checkpoint")
+        if response.status_code >= 400:
+            self._json(response)
+        return response.text
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        """Entries [start, end) as their canonical bytes, page by page, up to any gap."""
+        out: list[bytes] = []
+        while start + len(out) < end:
+            page = self._json(
+                self.http.get("/v1/log/entries", params={"start": start + len(out), "end": end})
+            )["entries"]
+            if not page:
+                break
+            for item in page:
+                if item["index"] != start + len(out):
+                    return out  # a gap: the auditor reports the entries that are missing
+                out.append(crypto.b64decode_strict(item["leaf"]))
+        return out
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        data = self._json(
+            self.http.get("/v1/log/proof/inclusion", params={"index": index, "size": size})
+        )
+        return [crypto.b64decode_strict(p) for p in data["proof"]]
+
+    def verify_inclusion(self, answer: Answer, log_key: crypto.VerifyKey) -> int:
+        """Check that an answered event is in the log under a checkpoint signed by `log_key`.
+
+        Returns the checkpoint size it was verified against; raises on any mismatch.
+        """
+        from ledger.log import merkle
+        from ledger.log.checkpoint import verify_checkpoint
+
+        checkpoint = verify_checkpoint(self.checkpoint(), log_key, log_key.name)
+        if answer.index >= checkpoint.size:
+            raise LedgerHTTPError(
+                502, {"error": "bad_answer", "message": "the checkpoint does not cover the event"}
+            )
+        proof = self.inclusion_proof(answer.index, checkpoint.size)
+        merkle.verify_inclusion(
+            answer.index, checkpoint.size, answer.leaf_hash, proof, checkpoint.root
+        )
+        return checkpoint.size
+
     # -- admin -------------------------------------------------------------------------------
 
     def register_agency(
@@ -167,6 +216,34 @@ class LedgerClient:
     ) -> dict[str, Any]:
         body = {"id": agency_id, "name": name, "type": kind, "verify_key": verify_key}
         return dict(self._json(self.http.post("/v1/agencies", json=body)))
+
+    def add_key(
+        self, agency: str, current: crypto.SigningKey, new: crypto.SigningKey
+    ) -> dict[str, Any]:
+        """Register `new` for `agency`, signed by its current key and by the new key."""
+        from ledger.audit import key_change_message
+        from ledger.envelope import format_timestamp
+
+        signed_at = format_timestamp(datetime.now(UTC))
+        message = key_change_message(self.origin, agency, new.verify_key.line(), signed_at)
+        signatures = [
+            {
+                "key": k.verify_key.key_id,
+                "signed_at": signed_at,
+                "signature": crypto.b64(crypto.sign(k, message)),
+            }
+            for k in (current, new)
+        ]
+        body = {"verify_key": new.verify_key.line(), "signatures": signatures}
+        return dict(self._json(self.http.post(f"/v1/agencies/{agency}/keys", json=body)))
+
+    def revoke_key(
+        self, agency: str, key_id: str, compromised_since: int | None = None
+    ) -> dict[str, Any]:
+        body = {"compromised_since": compromised_since}
+        return dict(
+            self._json(self.http.post(f"/v1/agencies/{agency}/keys/{key_id}/revoke", json=body))
+        )
 
     def create_token(self, role: str, label: str, agency: str | None = None) -> dict[str, Any]:
         body = {"agency": agency, "role": role, "label": label}

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ledger import crypto
+from ledger.audit import key_change_message
 from ledger.case import Case, Cases
 from ledger.envelope import (
     AGENCY_RE,
@@ -27,10 +28,20 @@ from ledger.envelope import (
     is_uuid4,
     jcs,
     parse_submission,
+    parse_timestamp,
     validate_content,
     verify_integrity,
 )
-from ledger.errors import BadRequest, Conflict, Forbidden, Gone, Invalid, NotFound, Unauthorized
+from ledger.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    VerificationError,
+)
 from ledger.gates import (
     APPEND_ROLES,
     CaseState,
@@ -51,6 +62,7 @@ from ledger.storage.base import (
     KeyRow,
     NewEntry,
     RecordedEvent,
+    Revocation,
     Store,
     Token,
 )
@@ -215,6 +227,117 @@ class Ledger:
         secret, token_id = self.issue_token(role, agency, label)
         log.info("token created id=%s role=%s agency=%s", token_id, role, agency)
         return {"token": secret, "id": token_id}
+
+    def _may_manage_keys(self, principal: Principal, agency_id: str) -> None:
+        if principal.role == "admin" or (
+            principal.role == "supervisor" and principal.agency == agency_id
+        ):
+            if self.store.agency(agency_id) is None:
+                raise NotFound("no such agency")
+            return
+        raise Forbidden("keys are managed by an admin or by a supervisor of the agency")
+
+    def add_key(
+        self,
+        principal: Principal,
+        agency_id: str,
+        verify_key: str,
+        signatures: list[dict[str, str]],
+    ) -> dict[str, Any]:
+        """Register a new agency key, signed by a current key of the agency and by itself."""
+        self._may_manage_keys(principal, agency_id)
+        try:
+            key = crypto.parse_verify_key(verify_key)
+        except crypto.BadKeyLine as exc:
+            raise Invalid(f"verify_key: {exc}") from exc
+        if key.name != agency_id:
+            raise Invalid("verify_key's name must equal the agency id")
+        if self.store.agency_key(key.key_id) is not None:
+            raise Conflict("this key is already registered")
+        current = {
+            k.key_id: crypto.parse_verify_key(k.line)
+            for k in self.store.agency_keys(agency_id)
+            if k.revoked_at is None
+        }
+        now = self.clock()
+        signers = set()
+        for sig in signatures:
+            signer = key if sig["key"] == key.key_id else current.get(sig["key"])
+            if signer is None:
+                raise Invalid("signatures name a key that is not a current key of the agency")
+            try:
+                skew = abs((parse_timestamp(sig["signed_at"]) - now).total_seconds())
+                raw = crypto.b64decode_strict(sig["signature"])
+            except ValueError as exc:
+                raise Invalid("signatures need signed_at timestamps and base64 signatures") from exc
+            if skew > self.freshness_s:
+                raise VerificationError("a key-change signature is not fresh; sign again")
+            message = key_change_message(self.origin, agency_id, key.line(), sig["signed_at"])
+            try:
+                crypto.verify(signer, message, raw)
+            except crypto.BadSignature as exc:
+                raise VerificationError("a key-change signature does not verify") from exc
+            signers.add("new" if signer == key else "current")
+        if signers != {"new", "current"}:
+            raise VerificationError("a new key needs signatures by a current key and by itself")
+        entry = jcs(
+            {
+                "kind": "registry",
+                "action": "key.added",
+                "agency": agency_id,
+                "key": key.line(),
+                "signatures": signatures,
+                "actor": principal.token_id,
+                "recorded_at": format_timestamp(now),
+            }
+        )
+        try:
+            (position,) = self.store.append(
+                Commit(
+                    entries=[NewEntry("registry", entry, leaf_hash(entry), None, agency_id)],
+                    keys=[KeyRow(key.key_id, agency_id, key.line(), 0)],
+                )
+            )
+        except ConflictError as exc:
+            raise Conflict("this key is already registered") from exc
+        log.info("key added agency=%s key=%s index=%d", agency_id, key.key_id, position)
+        return {"id": agency_id, "key": key.key_id, "index": position}
+
+    def revoke_key(
+        self, principal: Principal, agency_id: str, key_id: str, compromised_since: int | None
+    ) -> dict[str, Any]:
+        """Revoke an agency key; events signed with it are refused from now on."""
+        self._may_manage_keys(principal, agency_id)
+        record = self.store.agency_key(key_id)
+        if record is None or record.agency != agency_id:
+            raise NotFound("no such key for this agency")
+        if record.revoked_at is not None:
+            raise Conflict("the key is already revoked")
+        if compromised_since is not None and not 0 <= compromised_since <= self.store.log_size():
+            raise BadRequest("compromised_since must be a log position or null")
+        entry = jcs(
+            {
+                "kind": "registry",
+                "action": "key.revoked",
+                "agency": agency_id,
+                "key": record.line,
+                "signatures": [],
+                "actor": principal.token_id,
+                "recorded_at": format_timestamp(self.clock()),
+                "compromised_since": compromised_since,
+            }
+        )
+        try:
+            (position,) = self.store.append(
+                Commit(
+                    entries=[NewEntry("registry", entry, leaf_hash(entry), None, agency_id)],
+                    revocations=[Revocation(key_id, 0)],
+                )
+            )
+        except ConflictError as exc:
+            raise Conflict("the key is already revoked") from exc
+        log.info("key revoked agency=%s key=%s index=%d", agency_id, key_id, position)
+        return {"id": agency_id, "key": key_id, "index": position}
 
     # -- events --------------------------------------------------------------------------------
 

@@ -58,12 +58,21 @@ class KeyRow:
 
 
 @dataclass(frozen=True)
+class Revocation:
+    """Revoke an agency key at the position of `Commit.entries[entry]`."""
+
+    key_id: str
+    entry: int
+
+
+@dataclass(frozen=True)
 class Commit:
     stored_events: Sequence[StoredEvent] = ()
     entries: Sequence[NewEntry] = ()
     events: Sequence[EventRow] = ()
     agencies: Sequence[AgencyRow] = ()
     keys: Sequence[KeyRow] = ()
+    revocations: Sequence[Revocation] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +186,10 @@ class Store(ABC):
 
     @abstractmethod
     def agency_key(self, key_id: str) -> AgencyKey | None: ...
+
+    @abstractmethod
+    def agency_keys(self, agency: str) -> list[AgencyKey]:
+        """Every key an agency ever had, oldest first."""
 
     # tokens
     @abstractmethod

@@ -139,7 +139,7 @@ class SQLStore(Store):
             self._insert_stored_events(cur, commit.stored_events)
         n = len(commit.entries)
         if n == 0:
-            if commit.events or commit.agencies or commit.keys:
+            if commit.events or commit.agencies or commit.keys or commit.revocations:
                 raise ValueError("index rows need the log entry they index")
             return []
         # 2. Reserve positions with the ledger's own counter (the row lock serialises appends).
@@ -199,6 +199,16 @@ class SQLStore(Store):
                 ),
                 (key.key_id, key.agency, key.line, positions[key.entry]),
             )
+        for revocation in commit.revocations:
+            cur.execute(
+                self._sql(
+                    "UPDATE {s}agency_keys SET revoked_at = ?"
+                    " WHERE key_id = ? AND revoked_at IS NULL RETURNING key_id"
+                ),
+                (positions[revocation.entry], revocation.key_id),
+            )
+            if cur.fetchone() is None:
+                raise ConflictError("the key is not current")
         return positions
 
     def _nodes(self, cur: Cursor, keys: Sequence[tuple[int, int]]) -> list[bytes]:
@@ -305,6 +315,17 @@ class SQLStore(Store):
             r = cur.fetchone()
         return None if r is None else Agency(r["id"], r["name"], r["type"], int(r["position"]))
 
+    @staticmethod
+    def _agency_key(r: Any) -> AgencyKey:
+        revoked = r["revoked_at"]
+        return AgencyKey(
+            r["key_id"],
+            r["agency"],
+            r["line"],
+            int(r["added_at"]),
+            None if revoked is None else int(revoked),
+        )
+
     def agency_key(self, key_id: str) -> AgencyKey | None:
         with self._read() as cur:
             cur.execute(
@@ -315,16 +336,18 @@ class SQLStore(Store):
                 (key_id,),
             )
             r = cur.fetchone()
-        if r is None:
-            return None
-        revoked = r["revoked_at"]
-        return AgencyKey(
-            r["key_id"],
-            r["agency"],
-            r["line"],
-            int(r["added_at"]),
-            None if revoked is None else int(revoked),
-        )
+        return None if r is None else self._agency_key(r)
+
+    def agency_keys(self, agency: str) -> list[AgencyKey]:
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT key_id, agency, line, added_at, revoked_at"
+                    " FROM {s}agency_keys WHERE agency = ? ORDER BY added_at"
+                ),
+                (agency,),
+            )
+            return [self._agency_key(r) for r in cur.fetchall()]
 
     # -- tokens ----------------------------------------------------------------------------------
 

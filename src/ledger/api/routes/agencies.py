@@ -30,3 +30,47 @@ def register_agency(body: AgencyIn, principal: CurrentPrincipal, ledger: LedgerD
     """Admin: register an agency and its first signing key (a registry entry in the log)."""
     result = ledger.register_agency(principal, body.id, body.name, body.type, body.verify_key)
     return AgencyOut(**result)
+
+
+class KeySignature(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    key: str = Field(description="key id (<agency>+<8 hex>) of the signing key")
+    signed_at: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
+    signature: str = Field(
+        description="b64 Ed25519 over b'ledger-key-v1\\n' + JCS({log, agency, key, signed_at})"
+    )
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    verify_key: str
+    signatures: Annotated[list[KeySignature], Field(min_length=2, max_length=4)]
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    compromised_since: int | None = None
+
+
+class KeyOut(BaseModel):
+    id: str
+    key: str
+    index: int
+
+
+@router.post("/v1/agencies/{agency_id}/keys", status_code=201, response_model=KeyOut)
+def add_key(agency_id: str, body: KeyIn, principal: CurrentPrincipal, ledger: LedgerDep) -> KeyOut:
+    """Add a key, signed by a current key of the agency and by the new key (key.added)."""
+    sigs = [s.model_dump() for s in body.signatures]
+    return KeyOut(**ledger.add_key(principal, agency_id, body.verify_key, sigs))
+
+
+@router.post("/v1/agencies/{agency_id}/keys/{key_id}/revoke", response_model=KeyOut)
+def revoke_key(
+    agency_id: str, key_id: str, body: RevokeIn, principal: CurrentPrincipal, ledger: LedgerDep
+) -> KeyOut:
+    """Revoke a key (key.revoked); `compromised_since` flags its events from that position."""
+    return KeyOut(**ledger.revoke_key(principal, agency_id, key_id, body.compromised_since))

@@ -1,0 +1,479 @@
+"""The auditor's verifier: the whole history, checked without any decryption key.
+
+Pure over a checkpoint, the entries and the keys the auditor brings; it imports neither the
+API nor storage. `verify` returns an `AuditReport`; every failure names its position and the
+check that failed. Steps, in order:
+
+1. the checkpoint is signed by the trusted log key;
+2. every entry up to the checkpoint's size is present;
+3. each entry's bytes are the canonical JCS of what they parse to, of a known kind;
+4. the agency registry: first keys equal the auditor's own copies, every key change is signed
+   by the agency's current key and the new key, revocations are honoured;
+5. every event signature verifies against the key valid at its position (on all cores);
+6. the gates, re-checked in log order from the cleartext facts (consent, permissions, the
+   two-supervisor rule of erasures, nothing appended to an erased case);
+7. the root recomputed from every entry equals the checkpoint's root;
+8. the checkpoint is consistent with the one saved last time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ledger import crypto
+from ledger.envelope import ENVELOPE_MEMBERS, jcs, parse_timestamp, signing_input
+from ledger.errors import LedgerError
+from ledger.gates import (
+    APPEND_ROLES,
+    CaseState,
+    check_consent_gate,
+    check_permission,
+    check_references,
+    consent_counts,
+)
+from ledger.log import merkle
+from ledger.log.checkpoint import NoteError, verify_checkpoint
+
+KEY_DOMAIN = b"ledger-key-v1\n"
+ENTRY_MEMBERS = {
+    "event": {"kind", "envelope", "signature", "sealed_digest", "actor", "role", "recorded_at"},
+    "registry": {"kind", "action", "agency", "key", "signatures", "actor", "recorded_at"},
+    "access": {"kind", "case_id", "agency", "actor", "categories", "recorded_at"},
+}
+REGISTRY_ACTIONS = ("agency.registered", "key.added", "key.revoked")
+_PARALLEL_FROM = 4096  # signatures; below this one core is faster than starting workers
+
+
+@dataclass(frozen=True)
+class AuditFailure:
+    """One check that did not hold; `position` is None for whole-log checks."""
+
+    check: str
+    message: str
+    position: int | None = None
+
+    def __str__(self) -> str:
+        where = "log" if self.position is None else f"position {self.position}"
+        return f"{where}: {self.check}: {self.message}"
+
+
+@dataclass
+class AuditReport:
+    origin: str
+    size: int
+    root: str
+    events: int = 0
+    signatures: int = 0
+    failures: list[AuditFailure] = field(default_factory=list)
+    flags: list[AuditFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def first_failure(self) -> AuditFailure | None:
+        if not self.failures:
+            return None
+        return min(self.failures, key=lambda f: (f.position is None, f.position or 0))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "origin": self.origin,
+            "size": self.size,
+            "root": self.root,
+            "events": self.events,
+            "signatures": self.signatures,
+            "first_failure": None if self.first_failure is None else str(self.first_failure),
+            "failures": [f.__dict__ for f in self.failures],
+            "flags": [f.__dict__ for f in self.flags],
+        }
+
+
+@dataclass(frozen=True)
+class SavedState:
+    """The checkpoint an auditor verified last time (`--state` file)."""
+
+    origin: str
+    size: int
+    root: bytes
+
+    def to_json(self) -> str:
+        return json.dumps({"origin": self.origin, "size": self.size, "root": crypto.b64(self.root)})
+
+    @classmethod
+    def from_json(cls, text: str) -> SavedState:
+        data = json.loads(text)
+        return cls(str(data["origin"]), int(data["size"]), crypto.b64decode_strict(data["root"]))
+
+
+def parse_agency_keys(text: str) -> dict[str, crypto.VerifyKey]:
+    """One C2SP verifier key line per agency; the key's name is the agency id."""
+    keys: dict[str, crypto.VerifyKey] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key = crypto.parse_verify_key(line)
+            keys[key.name] = key
+    return keys
+
+
+BUNDLE_FORMAT = "ledger-audit-bundle-v1"
+
+
+def checkpoint_size(note: str) -> int:
+    """The size line of a checkpoint note (unverified: only to know how much to fetch)."""
+    lines = note.split("\n")
+    return int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else 0
+
+
+def write_bundle(path: Path, note: str, entries: Sequence[bytes]) -> None:
+    data = {
+        "format": BUNDLE_FORMAT,
+        "checkpoint": note,
+        "entries": [crypto.b64(e) for e in entries],
+    }
+    path.write_text(json.dumps(data))
+
+
+def read_bundle(path: Path) -> tuple[str, list[bytes]]:
+    data = json.loads(path.read_text())
+    if data.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"not a {BUNDLE_FORMAT} file")
+    return str(data["checkpoint"]), [crypto.b64decode_strict(e) for e in data["entries"]]
+
+
+def key_change_message(origin: str, agency: str, key_line: str, signed_at: str) -> bytes:
+    """What both the current and the new key sign for `key.added`."""
+    body = {"log": origin, "agency": agency, "key": key_line, "signed_at": signed_at}
+    return KEY_DOMAIN + jcs(body)
+
+
+@dataclass
+class _KeyState:
+    key: crypto.VerifyKey
+    added_at: int
+    revoked_at: int | None = None
+    compromised_since: int | None = None
+
+
+def _verify_batch(items: Sequence[tuple[int, bytes, bytes, bytes]]) -> list[int]:
+    """Positions whose Ed25519 signature fails (run in worker processes)."""
+    failed = []
+    for position, raw_key, message, signature in items:
+        try:
+            crypto.verify(crypto.VerifyKey("k", raw_key), message, signature)
+        except crypto.BadSignature:
+            failed.append(position)
+    return failed
+
+
+def verify_signatures(
+    items: Sequence[tuple[int, bytes, bytes, bytes]], workers: int | None = None
+) -> list[int]:
+    """Verify many signatures, spread over all cores when there are enough of them."""
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(items) < _PARALLEL_FROM:
+        return _verify_batch(items)
+    chunk = max(1024, len(items) // (workers * 8))
+    batches = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return sorted(p for failed in pool.map(_verify_batch, batches) for p in failed)
+
+
+class _Verifier:
+    def __init__(self, origin: str, agency_keys: Mapping[str, crypto.VerifyKey]) -> None:
+        self.origin = origin
+        self.trusted = agency_keys
+        self.keys: dict[str, dict[str, _KeyState]] = {}
+        self.cases: dict[str, CaseState] = {}
+        self.pending_signatures: list[tuple[int, bytes, bytes, bytes]] = []
+        self.failures: list[AuditFailure] = []
+        self.flags: list[AuditFailure] = []
+        self.events = 0
+
+    def fail(self, position: int | None, check: str, message: str) -> None:
+        self.failures.append(AuditFailure(check, message, position))
+
+    # step 3 ------------------------------------------------------------------------------
+
+    def parse(self, position: int, raw: bytes) -> dict[str, Any] | None:
+        try:
+            entry = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique)
+        except (UnicodeDecodeError, ValueError):
+            self.fail(position, "entry format", "entry bytes are not JSON")
+            return None
+        try:
+            canonical = jcs(entry)
+        except Exception:
+            canonical = b""
+        if canonical != raw:
+            self.fail(position, "canonical bytes", "entry bytes are not the canonical JCS")
+            return None
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        expected = set(ENTRY_MEMBERS.get(str(kind), ()))
+        if kind == "registry" and entry.get("action") == "key.revoked":
+            expected.add("compromised_since")
+        if not expected or set(entry) != expected:
+            self.fail(position, "entry format", "unknown entry kind or members")
+            return None
+        return dict(entry)
+
+    # step 4 ------------------------------------------------------------------------------
+
+    def registry(self, position: int, entry: dict[str, Any]) -> None:
+        action, agency = entry["action"], entry["agency"]
+        try:
+            key = crypto.parse_verify_key(entry["key"])
+        except crypto.BadKeyLine:
+            self.fail(position, "key registry", "the key is not a C2SP verifier key line")
+            return
+        if key.name != agency or action not in REGISTRY_ACTIONS:
+            self.fail(position, "key registry", "key name or action does not fit the agency")
+            return
+        keys = self.keys.setdefault(agency, {})
+        if action == "agency.registered":
+            trusted = self.trusted.get(agency)
+            if keys:
+                self.fail(position, "key registry", f"agency {agency} registered twice")
+            elif trusted is None:
+                self.fail(
+                    position, "agency keys", f"agency {agency} is not in the auditor's agency keys"
+                )
+            elif trusted.line() != key.line():
+                self.fail(
+                    position,
+                    "agency keys",
+                    f"agency {agency} was registered with a key other than the auditor's copy",
+                )
+            else:
+                keys[key.key_id] = _KeyState(key, position)
+        elif action == "key.added":
+            self.key_added(position, entry, key, keys)
+        elif action == "key.revoked":
+            state = keys.get(key.key_id)
+            if state is None or state.revoked_at is not None:
+                self.fail(position, "key registry", "revocation of a key that is not current")
+                return
+            state.revoked_at = position
+            since = entry.get("compromised_since")
+            state.compromised_since = since if isinstance(since, int) else None
+
+    def key_added(
+        self,
+        position: int,
+        entry: dict[str, Any],
+        key: crypto.VerifyKey,
+        keys: dict[str, _KeyState],
+    ) -> None:
+        signatures = entry["signatures"]
+        current = {k: s for k, s in keys.items() if s.revoked_at is None}
+        signers = set()
+        if not isinstance(signatures, list):
+            signatures = []
+        for sig in signatures:
+            try:
+                signer = key if sig["key"] == key.key_id else current[sig["key"]].key
+                parse_timestamp(sig["signed_at"])
+                message = key_change_message(
+                    self.origin, entry["agency"], key.line(), sig["signed_at"]
+                )
+                crypto.verify(signer, message, crypto.b64decode_strict(sig["signature"]))
+                signers.add("new" if signer == key else "current")
+            except (KeyError, TypeError, ValueError, crypto.BadSignature):
+                continue
+        if signers != {"new", "current"}:
+            self.fail(
+                position,
+                "key change signatures",
+                "a key change must be signed by a current key and by the new key",
+            )
+            return
+        keys[key.key_id] = _KeyState(key, position)
+
+    # step 5 and 6 ------------------------------------------------------------------------
+
+    def event(self, position: int, entry: dict[str, Any]) -> None:
+        self.events += 1
+        env = entry["envelope"]
+        if not isinstance(env, dict) or set(env) != set(ENVELOPE_MEMBERS):
+            self.fail(position, "entry format", "the envelope's members are not the contract's")
+            return
+        if env["log"] != self.origin:
+            self.fail(position, "origin", "the event names another log")
+        agency = env["agency"]
+        if agency not in self.trusted:
+            self.fail(
+                position,
+                "agency keys",
+                f"event by agency {agency}, which is not in the auditor's agency keys",
+            )
+            return
+        state = self.keys.get(agency, {}).get(env["key"])
+        if state is None or (state.revoked_at is not None and state.revoked_at < position):
+            self.fail(
+                position,
+                "signing key",
+                "signed by a key that is not registered, or revoked, at this position",
+            )
+        else:
+            try:
+                signature = crypto.b64decode_strict(entry["signature"])
+            except ValueError:
+                signature = b""
+            self.pending_signatures.append((position, state.key.raw, signing_input(env), signature))
+            if state.compromised_since is not None and position >= state.compromised_since:
+                self.flags.append(
+                    AuditFailure(
+                        "compromised key",
+                        "signed by a key reported compromised from "
+                        f"position {state.compromised_since}",
+                        position,
+                    )
+                )
+        self.gates(position, entry, env)
+
+    def gates(self, position: int, entry: dict[str, Any], env: dict[str, Any]) -> None:
+        etype, facts = env["type"], env["facts"]
+        case = self.cases.get(env["case_id"])
+        try:
+            now = parse_timestamp(entry["recorded_at"])
+            if case is None and etype != "case.opened":
+                raise LedgerError(f"{etype} for a case that was never opened")
+            if case is not None:
+                if etype == "case.opened":
+                    raise LedgerError("case.opened for a case that already exists")
+                if case.erased:
+                    raise LedgerError(f"{etype} appended to an erased case")
+                if env["agency"] not in case.related:
+                    raise LedgerError("appended by an agency with no relation to the case")
+            if entry["role"] not in APPEND_ROLES:
+                raise LedgerError(f"appended with a {entry['role']} token")
+            check_references(case, etype, facts)
+            check_permission(
+                case, etype, facts, agency=env["agency"], role=entry["role"], actor=entry["actor"]
+            )
+            if case is not None:
+                check_consent_gate(case, etype, facts, now, None)
+        except (LedgerError, KeyError, TypeError, ValueError) as exc:
+            message = exc.message if isinstance(exc, LedgerError) else "malformed facts"
+            check = "two-supervisor rule" if etype == "case.erased" else "gates"
+            self.fail(position, check, message)
+        if case is None:
+            case = self.cases[env["case_id"]] = CaseState(case_id=env["case_id"])
+        try:
+            case.apply(env, entry["actor"], entry["recorded_at"])
+        except (KeyError, TypeError, ValueError):
+            self.fail(position, "gates", "the event cannot be applied to its case")
+
+    def access(self, position: int, entry: dict[str, Any]) -> None:
+        case = self.cases.get(entry["case_id"])
+        agency = entry["agency"]
+        if case is None or agency not in case.related:
+            self.fail(position, "access", "unsealed read by an agency with no relation to it")
+            return
+        if case.erased:
+            self.fail(position, "access", "unsealed read of an erased case")
+            return
+        if agency in case.holders:
+            return
+        now = parse_timestamp(entry["recorded_at"])
+        allowed: set[str] = set()
+        for consent in case.consents.values():
+            if agency in consent.recipients and consent_counts(case, consent, now, None):
+                allowed |= consent.categories
+        if not allowed or not set(entry["categories"]) <= allowed:
+            self.fail(position, "access", "read categories no active consent covered")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise ValueError("duplicate member")
+        result[name] = value
+    return result
+
+
+def verify(
+    checkpoint_text: str,
+    entries: Iterable[bytes],
+    log_key: crypto.VerifyKey,
+    agency_keys: Mapping[str, crypto.VerifyKey],
+    saved: SavedState | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> AuditReport:
+    """Verify the log up to the checkpoint; see the module docstring for the steps."""
+    origin = log_key.name
+    # 1. The checkpoint is signed by the log key the auditor trusts.
+    try:
+        checkpoint = verify_checkpoint(checkpoint_text, log_key, origin)
+    except NoteError as exc:
+        report = AuditReport(origin, 0, "")
+        report.failures.append(AuditFailure("checkpoint signature", str(exc)))
+        return report
+    report = AuditReport(origin, checkpoint.size, crypto.b64(checkpoint.root))
+    verifier = _Verifier(origin, agency_keys)
+    tree = merkle.MemoryTree()
+    saved_root: bytes | None = None
+    count = 0
+    for raw in entries:
+        position = count
+        count += 1
+        if position >= checkpoint.size:
+            break
+        tree.append([merkle.leaf_hash(raw)])
+        if saved is not None and count == saved.size:
+            saved_root = tree.root()
+        # 3. Canonical bytes of a known kind; then 4-6 by kind.
+        entry = verifier.parse(position, raw)
+        if entry is not None:
+            try:
+                {"registry": verifier.registry, "event": verifier.event, "access": verifier.access}[
+                    entry["kind"]
+                ](position, entry)
+            except (KeyError, TypeError, ValueError):
+                verifier.fail(position, "entry format", "malformed entry")
+        if progress is not None:
+            progress(1)
+    # 2. Completeness.
+    if count < checkpoint.size:
+        verifier.fail(
+            count,
+            "completeness",
+            f"{checkpoint.size - count} entries missing below the checkpoint size",
+        )
+    # 5. Signatures, on all cores.
+    report.signatures = len(verifier.pending_signatures)
+    for position in verify_signatures(verifier.pending_signatures, workers):
+        verifier.fail(position, "event signature", "the signature does not verify")
+    # 7. The root recomputed from every entry.
+    if count >= checkpoint.size and tree.root() != checkpoint.root:
+        verifier.fail(None, "root", "the root recomputed from the entries is not the checkpoint's")
+    # 8. Consistency with the checkpoint saved last time.
+    if saved is not None:
+        if saved.origin != origin or saved.size > checkpoint.size:
+            verifier.fail(
+                None,
+                "consistency with saved checkpoint",
+                "the log shrank or changed origin since the saved checkpoint",
+            )
+        elif saved.size > 0 and saved_root != saved.root:
+            verifier.fail(
+                None,
+                "consistency with saved checkpoint",
+                f"the first {saved.size} entries no longer give the saved root: "
+                "the history was rewritten (a fork)",
+            )
+    report.events = verifier.events
+    report.failures = verifier.failures
+    report.flags = verifier.flags
+    return report
