@@ -28,7 +28,9 @@ from ledger.ledger import Ledger
 from ledger.settings import Settings
 
 ORIGIN = "ledger.test/log"
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+# The shared vectors beside the project when present, else the copy kept in tests/vectors.
+VECTORS = _SHARED if _SHARED.is_dir() else Path(__file__).resolve().parent / "vectors"
 BACKENDS = ["sqlite", "postgres"]
 
 

@@ -15,13 +15,13 @@ import copy
 import json
 import uuid
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ledger import crypto, envelope
 from ledger.errors import BadRequest, Invalid, VerificationError
+from tests.conftest import VECTORS
 
 
 def _fixed_bug(*, reason: str, strict: bool = True, raises: object = None) -> pytest.MarkDecorator:
@@ -29,7 +29,7 @@ def _fixed_bug(*, reason: str, strict: bool = True, raises: object = None) -> py
     return pytest.mark.regression(reason)
 
 
-VECTOR_PATH = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "event" / "v1.json"
+VECTOR_PATH = VECTORS / "event" / "v1.json"
 V: dict[str, Any] = json.loads(VECTOR_PATH.read_text(encoding="utf-8"))
 
 SEED = bytes.fromhex(V["agency_signing_key_seed_hex"])

@@ -32,8 +32,9 @@ from ledger.log.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.conftest import VECTORS as SHARED_VECTORS
 
-VECTORS = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "merkle"
+VECTORS = SHARED_VECTORS / "merkle"
 MAX_SIZE = 128
 # The leaves of the RFC 6962 test tree that transparency-dev/merkle's vectors are built from.
 RFC6962_LEAVES = [

@@ -8,15 +8,15 @@ and compared with the vector's bytes. One test per artefact, named after it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ledger import crypto, envelope
 from ledger.log.merkle import leaf_hash
+from tests.conftest import VECTORS
 
-VECTOR_PATH = Path(__file__).resolve().parents[2] / "shared" / "vectors" / "event" / "v1.json"
+VECTOR_PATH = VECTORS / "event" / "v1.json"
 V: dict[str, Any] = json.loads(VECTOR_PATH.read_text(encoding="utf-8"))
 
 KEY = crypto.signing_key_from_seed(V["agency_id"], bytes.fromhex(V["agency_signing_key_seed_hex"]))

@@ -106,13 +106,17 @@ def audit_verify(
     token_file: Annotated[Path | None, typer.Option(help="An auditor token file")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Verify an offline bundle")] = None,
     state: Annotated[Path | None, typer.Option(help="Checkpoint saved by the last run")] = None,
+    receipt: Annotated[Path | None, typer.Option(help="Also check an erasure receipt")] = None,
+    receipt_key: Annotated[
+        Path | None, typer.Option(help="The receipt key's verifier key line (your own copy)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report")] = False,
 ) -> None:
     """Verify checkpoint, entries, signatures, key changes, gates and consistency."""
     from rich.progress import Progress
 
     from ledger import crypto
-    from ledger.audit import SavedState, parse_agency_keys, read_bundle, verify
+    from ledger.audit import SavedState, check_receipt, parse_agency_keys, read_bundle, verify
 
     if bundle is not None:
         note, entries = read_bundle(bundle)
@@ -133,6 +137,11 @@ def audit_verify(
             saved,
             progress=lambda n: progress.advance(task, n),
         )
+    if receipt is not None:
+        if receipt_key is None:
+            raise typer.BadParameter("--receipt needs --receipt-key")
+        trusted_receipt_key = crypto.parse_verify_key(receipt_key.read_text())
+        report.failures += check_receipt(receipt.read_text(), trusted_receipt_key, entries)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -152,6 +161,44 @@ def audit_verify(
             ).to_json()
         )
     raise typer.Exit(0 if report.ok else 1)
+
+
+keys_app = typer.Typer(help="Key material", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("rotate-kek")
+def rotate_kek(
+    every: Annotated[
+        float | None,
+        typer.Option(help="Only rotate when the current KEK is older than this many days"),
+    ] = None,
+) -> None:
+    """Re-wrap every case key under a new key-encryption key and shred the old one.
+
+    Online and restartable. For cron: `ledger keys rotate-kek --every 30` daily.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from ledger.deploy import KeyPaths
+    from ledger.keystore import KeyStore, kek_created_at
+    from ledger.keystore import rotate_kek as do_rotate
+    from ledger.storage import open_store
+
+    settings = Settings()
+    paths = KeyPaths(settings.keys)
+    if every is not None and not (paths.kek.parent / "kek.next.key").exists():
+        age = datetime.now(UTC) - kek_created_at(paths.kek)
+        if age < timedelta(days=every):
+            typer.echo(f"the KEK is {age.days} days old; not rotating (--every {every:g})")
+            return
+    store, table = open_store(settings)
+    try:
+        moved = do_rotate(KeyStore(table, paths.kek))
+    finally:
+        store.close()
+        table.close()
+    typer.echo(f"re-wrapped {moved} case keys under a new KEK; the old KEK file is shredded")
 
 
 def main() -> None:

@@ -97,4 +97,9 @@ def open_ledger(settings: Settings) -> Ledger:
         raise SystemExit(f"no key-encryption key at {paths.kek}: run `ledger init` first")
     store, table = open_store(settings)
     log_key = crypto.parse_signing_key(paths.log_key.read_text())
-    return Ledger(store, KeyStore(table, paths.kek), log_key, freshness_s=settings.freshness_s)
+    receipt_key = crypto.parse_signing_key(paths.receipt_key.read_text())
+    ledger = Ledger(
+        store, KeyStore(table, paths.kek), log_key, receipt_key, freshness_s=settings.freshness_s
+    )
+    ledger.recover()
+    return ledger

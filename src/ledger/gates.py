@@ -87,6 +87,7 @@ class CaseState:
     age_version: int = 0  # case version whose sealed attrs hold the latest age band
     holders: set[str] = field(default_factory=set)
     related: set[str] = field(default_factory=set)
+    named: set[str] = field(default_factory=set)  # ever a recipient, recipient or `to`
     consents: dict[str, Consent] = field(default_factory=dict)
     referrals: dict[str, Referral] = field(default_factory=dict)
     goals: set[str] = field(default_factory=set)
@@ -101,11 +102,10 @@ class CaseState:
         self.version += 1
         etype, agency, facts = envelope["type"], envelope["agency"], envelope["facts"]
         self.related.add(agency)
-        for name in ("recipients",):
-            self.related.update(facts.get(name) or ())
-        for name in ("recipient", "to"):
-            if facts.get(name):
-                self.related.add(facts[name])
+        named = set(facts.get("recipients") or ())
+        named.update(facts[name] for name in ("recipient", "to") if facts.get(name))
+        self.named |= named
+        self.related |= named
         if etype == "case.opened":
             self.holders.add(agency)
         if etype in ("case.opened", "age.assessed"):

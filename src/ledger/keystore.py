@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ledger import crypto
@@ -32,30 +34,88 @@ def create_kek(path: Path) -> bool:
         return False
     key = crypto.new_data_key()
     kek_id = crypto.sha256(key)[:4].hex()
-    write_secret(path, json.dumps({"id": kek_id, "key": crypto.b64(key)}).encode())
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    data = {"id": kek_id, "key": crypto.b64(key), "created_at": created}
+    write_secret(path, json.dumps(data).encode())
     return True
 
 
 def load_kek(path: Path) -> tuple[str, bytes]:
     data = json.loads(path.read_text())
-    return str(data["id"]), crypto.b64decode_strict(data["key"])
+    key = crypto.b64decode_strict(data["key"])
+    if len(key) != crypto.DATA_KEY_BYTES or crypto.sha256(key)[:4].hex() != data["id"]:
+        raise ValueError(f"{path} is not a valid key-encryption key")
+    return str(data["id"]), key
+
+
+def kek_created_at(path: Path) -> datetime:
+    data = json.loads(path.read_text())
+    return datetime.strptime(data["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def shred_file(path: Path) -> None:
+    """Overwrite a key file with zeros, flush it to disk, and remove it."""
+    size = path.stat().st_size
+    with path.open("r+b") as fh:
+        fh.write(b"\0" * size)
+        fh.flush()
+        os.fsync(fh.fileno())
+    path.unlink()
 
 
 class KeyStore:
-    """Create, unwrap and destroy per-case data keys."""
+    """Create, unwrap and destroy per-case data keys.
+
+    During a KEK rotation a second file, `kek.next.key`, holds the new KEK: new case keys are
+    wrapped with it, and keys wrapped by either KEK unwrap.
+    """
 
     def __init__(self, table: KeyTable, kek_path: Path) -> None:
         self.table = table
-        self.kek_id, self._kek = load_kek(kek_path)
+        self.kek_path = kek_path
+        self.next_path = kek_path.with_name("kek.next.key")
+        self._keks: dict[str, bytes] = {}
+        self.kek_id = ""
+        self._rotating = False
+        self._load()
+
+    def _load(self) -> None:
+        """Read the KEK files; finish a swap a crash interrupted."""
+        if self.next_path.exists():
+            try:
+                kek_id, key = load_kek(self.kek_path)
+                self._keks[kek_id] = key
+            except (OSError, ValueError, KeyError):
+                # The old KEK was shredded but the new one not yet moved into place.
+                os.replace(self.next_path, self.kek_path)
+        self._rotating = self.next_path.exists()
+        self.kek_id, key = load_kek(self.next_path if self._rotating else self.kek_path)
+        self._keks[self.kek_id] = key
+
+    def _kek(self, kek_id: str) -> bytes:
+        if kek_id not in self._keks:
+            self._load()
+        try:
+            return self._keks[kek_id]
+        except KeyError:
+            raise crypto.SealBroken("the key-encryption key of this case key is gone") from None
 
     @staticmethod
     def _associated(case_id: str) -> bytes:
         return _WRAP_DOMAIN + case_id.encode()
 
+    def wrap(self, case_id: str, key: bytes) -> bytes:
+        if not self._rotating and self.next_path.exists():
+            self._load()  # another process started a rotation: wrap with the new KEK
+        return crypto.seal(self._keks[self.kek_id], key, self._associated(case_id))
+
+    def unwrap(self, case_id: str, kek_id: str, wrapped: bytes) -> bytes:
+        return crypto.unseal(self._kek(kek_id), wrapped, self._associated(case_id))
+
     def create(self, case_id: str) -> bytes:
         """A new data key for a new case; Conflict if the case already has one."""
         key = crypto.new_data_key()
-        wrapped = crypto.seal(self._kek, key, self._associated(case_id))
+        wrapped = self.wrap(case_id, key)
         if not self.table.insert(case_id, self.kek_id, wrapped):
             raise Conflict("write conflict: the case was opened concurrently; retry")
         return key
@@ -65,9 +125,39 @@ class KeyStore:
         found = self.table.get(case_id)
         if found is None:
             return None
-        _kek_id, wrapped = found
-        return crypto.unseal(self._kek, wrapped, self._associated(case_id))
+        kek_id, wrapped = found
+        return self.unwrap(case_id, kek_id, wrapped)
 
     def destroy(self, case_id: str) -> None:
         """Crypto-shred a case: delete its wrapped key (idempotent)."""
         self.table.delete(case_id)
+
+
+def rotate_kek(store: KeyStore, batch: int = 500, grace_s: float = 2.0) -> int:
+    """Re-wrap every live data key under a new KEK, then shred the old KEK file.
+
+    Online and restartable: a crash at any point leaves every key wrapped by a KEK whose file
+    still exists (the old one until the last key is re-wrapped, the new one from the start).
+    Returns how many keys were re-wrapped.
+    """
+    # 1. The new KEK, written before any key uses it.
+    create_kek(store.next_path)
+    store._load()
+    new_id = store.kek_id
+    moved = 0
+    # 2. Re-wrap key by key (compare-and-set on the old KEK id, so concurrent writers are safe).
+    for attempt in range(2):
+        if attempt:
+            time.sleep(grace_s)  # let keys created just before other processes saw the new KEK land
+        while rows := store.table.wrapped_by_other(new_id, batch):
+            for case_id, kek_id, wrapped in rows:
+                key = store.unwrap(case_id, kek_id, wrapped)
+                if store.table.rewrap(case_id, kek_id, new_id, store.wrap(case_id, key)):
+                    moved += 1
+    # 3. No key needs the old KEK any more: shred it and move the new one into place.
+    store.table.compact()
+    if store.kek_path.exists():
+        shred_file(store.kek_path)
+    os.replace(store.next_path, store.kek_path)
+    store._keks = {new_id: store._keks[new_id]}
+    return moved

@@ -54,10 +54,12 @@ from ledger.gates import (
 from ledger.keystore import KeyStore
 from ledger.log.merkle import leaf_hash
 from ledger.log.service import LogService
+from ledger.receipts import ErasureReceipt
 from ledger.storage.base import (
     AgencyRow,
     Commit,
     ConflictError,
+    ErasureRow,
     EventRow,
     KeyRow,
     NewEntry,
@@ -132,6 +134,7 @@ class Ledger:
         store: Store,
         keys: KeyStore,
         log_key: crypto.SigningKey,
+        receipt_key: crypto.SigningKey | None = None,
         *,
         freshness_s: int = 300,
         clock: Callable[[], datetime] = utc_now,
@@ -146,6 +149,7 @@ class Ledger:
             raise RuntimeError("the ledger is not initialised: run `ledger init`")
         self.origin = origin
         self.log = LogService(store, log_key, origin, lambda: self.clock())
+        self.receipt_key = receipt_key
 
     # -- authentication ----------------------------------------------------------------------
 
@@ -371,7 +375,7 @@ class Ledger:
             if sub.type != "case.opened":
                 raise NotFound("no such case for your agency")
         else:
-            check_visible(case.state, principal.agency)
+            self._check_visible(case.state, principal.agency)
         # 5. An identical retry gets the original answer.
         prior = self.store.find_event(sub.event_id)
         if prior is not None and hmac.compare_digest(prior.fingerprint, sub.fingerprint):
@@ -444,10 +448,18 @@ class Ledger:
                 "recorded_at": recorded_at,
             }
         )
+        extra: dict[str, Any] = {}
+        erasures = []
+        if sub.type == "case.erased":
+            # Everyone who received or read data about the case, to be told of the erasure.
+            readers = self.store.case_readers(case_id)
+            extra["notify"] = sorted((case.state.named | readers) - {sub.agency})
+            erasures.append(ErasureRow(case_id, event_id, 0, recorded_at))
         commit = Commit(
             stored_events=[self.cases.mapper.to_stored_event(e) for e in case.collect_events()],
             entries=[NewEntry("event", entry, leaf_hash(entry), case_id, sub.agency)],
-            events=[EventRow(event_id, case_id, case.version, sub.fingerprint, 0)],
+            events=[EventRow(event_id, case_id, case.version, sub.fingerprint, 0, extra)],
+            erasures=erasures,
         )
         try:
             (position,) = self.store.append(commit)
@@ -464,13 +476,80 @@ class Ledger:
             position,
             case.version,
         )
+        if erasures:
+            extra = self.finish_erasure(case_id)
         return {
             "event_id": event_id,
             "case_id": case_id,
             "index": position,
             "case_version": case.version,
             "leaf_hash": crypto.b64(leaf_hash(entry)),
+            **extra,
         }
+
+    # -- erasure -------------------------------------------------------------------------------
+
+    def finish_erasure(self, case_id: str) -> dict[str, Any]:
+        """After the `case.erased` commit: destroy the key, then sign the receipt (idempotent).
+
+        Returns the answer's extra members. A failure here leaves the case erased (nothing
+        unseals it) and is finished by `recover()` at the next start.
+        """
+        erasure = self.store.erasure(case_id)
+        assert erasure is not None
+        recorded = self.store.find_event(erasure.event_id)
+        extra: dict[str, Any] = dict(recorded.extra) if recorded else {}
+        try:
+            if not erasure.key_destroyed:
+                self.keys.destroy(case_id)
+                self.store.mark_key_destroyed(case_id)
+                log.info("case key destroyed case=%s", case_id)
+            if erasure.receipt is None and self.receipt_key is not None:
+                checkpoint = self.log.sign_checkpoint()
+                receipt = ErasureReceipt(
+                    self.origin,
+                    case_id,
+                    erasure.position,
+                    erasure.erased_at,
+                    checkpoint.size,
+                    checkpoint.root,
+                ).sign(self.receipt_key)
+                extra["receipt"] = receipt
+                self.store.set_receipt(case_id, receipt, extra)
+        except Exception as exc:
+            log.error(
+                "erasure of case=%s not finished (%s); recover() finishes it",
+                case_id,
+                type(exc).__name__,
+            )
+        return extra
+
+    def recover(self) -> int:
+        """Finish every erasure a crash interrupted; returns how many were pending."""
+        pending = self.store.unfinished_erasures()
+        for erasure in pending:
+            self.finish_erasure(erasure.case_id)
+        return len(pending)
+
+    def erasure_receipt(self, principal: Principal, case_id: str) -> str:
+        """The signed erasure receipt, for related agencies, auditors and admins."""
+        case = self.cases.load(case_id) if is_uuid4(case_id) else None
+        if case is None:
+            raise NotFound("no such case for your agency")
+        if (
+            principal.role not in ("auditor", "admin")
+            and principal.agency not in case.state.related
+        ):
+            raise NotFound("no such case for your agency")
+        erasure = self.store.erasure(case_id)
+        if erasure is None:
+            raise NotFound("the case is not erased")
+        if erasure.receipt is None:
+            self.finish_erasure(case_id)
+            erasure = self.store.erasure(case_id)
+        if erasure is None or erasure.receipt is None:
+            raise Conflict("the receipt is not signed yet; retry shortly")
+        return erasure.receipt
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -484,9 +563,22 @@ class Ledger:
         )
         return str(attrs.get("age_band"))
 
+    def _check_visible(self, state: CaseState | None, agency: str | None) -> CaseState:
+        """404 for unrelated agencies; 410 with the erasure's time and log position."""
+        try:
+            return check_visible(state, agency)
+        except Gone:
+            assert state is not None
+            erasure = self.store.erasure(state.case_id)
+            raise Gone(
+                "the case was erased",
+                erased_at=state.erased_at,
+                index=None if erasure is None else erasure.position,
+            ) from None
+
     def _visible_case(self, principal: Principal, case_id: str) -> tuple[Case, CaseState]:
         case = self.cases.load(case_id) if is_uuid4(case_id) else None
-        state = check_visible(None if case is None else case.state, principal.agency)
+        state = self._check_visible(None if case is None else case.state, principal.agency)
         assert case is not None
         return case, state
 

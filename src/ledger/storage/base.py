@@ -66,6 +66,26 @@ class Revocation:
 
 
 @dataclass(frozen=True)
+class ErasureRow:
+    """A case erased by `Commit.entries[entry]`."""
+
+    case_id: str
+    event_id: str
+    entry: int
+    erased_at: str
+
+
+@dataclass(frozen=True)
+class Erasure:
+    case_id: str
+    event_id: str
+    position: int
+    erased_at: str
+    key_destroyed: bool
+    receipt: str | None
+
+
+@dataclass(frozen=True)
 class Commit:
     stored_events: Sequence[StoredEvent] = ()
     entries: Sequence[NewEntry] = ()
@@ -73,6 +93,7 @@ class Commit:
     agencies: Sequence[AgencyRow] = ()
     keys: Sequence[KeyRow] = ()
     revocations: Sequence[Revocation] = ()
+    erasures: Sequence[ErasureRow] = ()
 
 
 @dataclass(frozen=True)
@@ -168,6 +189,25 @@ class Store(ABC):
     def entry_owner(self, position: int) -> tuple[str, str | None] | None:
         """(kind, agency) of the entry at a position, or None."""
 
+    @abstractmethod
+    def case_readers(self, case_id: str) -> set[str]:
+        """Agencies with an access entry (an unsealed read) for a case."""
+
+    # erasures
+    @abstractmethod
+    def erasure(self, case_id: str) -> Erasure | None: ...
+
+    @abstractmethod
+    def unfinished_erasures(self) -> list[Erasure]:
+        """Erasures whose key is not yet destroyed or whose receipt is not yet written."""
+
+    @abstractmethod
+    def mark_key_destroyed(self, case_id: str) -> None: ...
+
+    @abstractmethod
+    def set_receipt(self, case_id: str, receipt: str, answer_extra: dict[str, Any]) -> None:
+        """Keep the erasure receipt, and add it to the case.erased event's answer."""
+
     # checkpoints
     @abstractmethod
     def save_checkpoint(self, size: int, root: bytes, note: str, signed_at: str) -> None:
@@ -219,3 +259,15 @@ class KeyTable(ABC):
     @abstractmethod
     def delete(self, case_id: str) -> None:
         """Destroy a case's key (idempotent)."""
+
+    @abstractmethod
+    def wrapped_by_other(self, kek_id: str, limit: int) -> list[tuple[str, str, bytes]]:
+        """(case_id, kek_id, wrapped) of keys not wrapped by `kek_id`."""
+
+    @abstractmethod
+    def rewrap(self, case_id: str, old_kek: str, new_kek: str, wrapped: bytes) -> bool:
+        """Replace a wrapped key if it is still wrapped by `old_kek`."""
+
+    @abstractmethod
+    def compact(self) -> None:
+        """Reclaim space that may still hold old wrapped keys (WAL, dead tuples)."""

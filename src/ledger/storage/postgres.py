@@ -116,9 +116,8 @@ class PostgresKeyTable(SQLKeyTable):
         with self.pool.connection() as conn, conn.cursor() as cur:
             yield cur
 
-    def delete(self, case_id: str) -> None:
-        super().delete(case_id)
-        # Outside the transaction: reclaim the dead tuple that still holds the wrapped key.
+    def compact(self) -> None:
+        """Outside any transaction: reclaim dead tuples that still hold old wrapped keys."""
         with self.pool.connection() as conn:
             conn.autocommit = True
             conn.execute(f"VACUUM {self.schema}.case_keys")

@@ -17,6 +17,7 @@ from ledger.storage.base import (
     AgencyKey,
     Commit,
     ConflictError,
+    Erasure,
     KeyTable,
     RecordedEvent,
     Store,
@@ -54,6 +55,9 @@ CREATE TABLE IF NOT EXISTS {s}agency_keys (
   added_at BIGINT NOT NULL, revoked_at BIGINT);
 CREATE TABLE IF NOT EXISTS {s}checkpoints (
   size BIGINT PRIMARY KEY, root {blob} NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}erasures (
+  case_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, position BIGINT NOT NULL,
+  erased_at TEXT NOT NULL, key_destroyed INTEGER NOT NULL DEFAULT 0, receipt TEXT);
 CREATE TABLE IF NOT EXISTS {s}tokens (
   id TEXT PRIMARY KEY, hash {blob} NOT NULL UNIQUE, role TEXT NOT NULL, agency TEXT,
   label TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT)
@@ -139,7 +143,13 @@ class SQLStore(Store):
             self._insert_stored_events(cur, commit.stored_events)
         n = len(commit.entries)
         if n == 0:
-            if commit.events or commit.agencies or commit.keys or commit.revocations:
+            if (
+                commit.events
+                or commit.agencies
+                or commit.keys
+                or commit.revocations
+                or commit.erasures
+            ):
                 raise ValueError("index rows need the log entry they index")
             return []
         # 2. Reserve positions with the ledger's own counter (the row lock serialises appends).
@@ -199,6 +209,14 @@ class SQLStore(Store):
                 ),
                 (key.key_id, key.agency, key.line, positions[key.entry]),
             )
+        for erasure in commit.erasures:
+            cur.execute(
+                self._sql(
+                    "INSERT INTO {s}erasures (case_id, event_id, position, erased_at)"
+                    " VALUES (?, ?, ?, ?)"
+                ),
+                (erasure.case_id, erasure.event_id, positions[erasure.entry], erasure.erased_at),
+            )
         for revocation in commit.revocations:
             cur.execute(
                 self._sql(
@@ -253,6 +271,66 @@ class SQLStore(Store):
             )
             r = cur.fetchone()
         return None if r is None else (str(r["kind"]), r["agency"])
+
+    def case_readers(self, case_id: str) -> set[str]:
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT DISTINCT agency FROM {s}log_entries WHERE case_id = ? AND kind = ?"
+                ),
+                (case_id, "access"),
+            )
+            return {str(r["agency"]) for r in cur.fetchall()}
+
+    # -- erasures --------------------------------------------------------------------------------
+
+    _ERASURE = (
+        "SELECT case_id, event_id, position, erased_at, key_destroyed, receipt FROM {s}erasures"
+    )
+
+    @staticmethod
+    def _erasure(r: Any) -> Erasure:
+        return Erasure(
+            r["case_id"],
+            r["event_id"],
+            int(r["position"]),
+            r["erased_at"],
+            bool(r["key_destroyed"]),
+            r["receipt"],
+        )
+
+    def erasure(self, case_id: str) -> Erasure | None:
+        with self._read() as cur:
+            cur.execute(self._sql(self._ERASURE + " WHERE case_id = ?"), (case_id,))
+            r = cur.fetchone()
+        return None if r is None else self._erasure(r)
+
+    def unfinished_erasures(self) -> list[Erasure]:
+        with self._read() as cur:
+            cur.execute(self._sql(self._ERASURE + " WHERE key_destroyed = 0 OR receipt IS NULL"))
+            return [self._erasure(r) for r in cur.fetchall()]
+
+    def mark_key_destroyed(self, case_id: str) -> None:
+        with self._write() as cur:
+            cur.execute(
+                self._sql("UPDATE {s}erasures SET key_destroyed = 1 WHERE case_id = ?"), (case_id,)
+            )
+
+    def set_receipt(self, case_id: str, receipt: str, answer_extra: dict[str, Any]) -> None:
+        with self._write() as cur:
+            cur.execute(
+                self._sql(
+                    "UPDATE {s}erasures SET receipt = ? WHERE case_id = ? RETURNING event_id"
+                ),
+                (receipt, case_id),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise KeyError(case_id)
+            cur.execute(
+                self._sql("UPDATE {s}events_index SET extra = ? WHERE event_id = ?"),
+                (json.dumps(answer_extra, sort_keys=True), row["event_id"]),
+            )
 
     # -- checkpoints -----------------------------------------------------------------------------
 
@@ -445,3 +523,25 @@ class SQLKeyTable(KeyTable):
     def delete(self, case_id: str) -> None:
         with self._write() as cur:
             cur.execute(self._sql("DELETE FROM {s}case_keys WHERE case_id = ?"), (case_id,))
+        self.compact()
+
+    def wrapped_by_other(self, kek_id: str, limit: int) -> list[tuple[str, str, bytes]]:
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT case_id, kek_id, wrapped FROM {s}case_keys WHERE kek_id <> ? LIMIT ?"
+                ),
+                (kek_id, limit),
+            )
+            return [(r["case_id"], r["kek_id"], bytes(r["wrapped"])) for r in cur.fetchall()]
+
+    def rewrap(self, case_id: str, old_kek: str, new_kek: str, wrapped: bytes) -> bool:
+        with self._write() as cur:
+            cur.execute(
+                self._sql(
+                    "UPDATE {s}case_keys SET kek_id = ?, wrapped = ?"
+                    " WHERE case_id = ? AND kek_id = ? RETURNING case_id"
+                ),
+                (new_kek, wrapped, case_id, old_kek),
+            )
+            return cur.fetchone() is not None

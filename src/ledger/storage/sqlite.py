@@ -106,9 +106,8 @@ class SQLiteKeyTable(SQLKeyTable):
         finally:
             conn.close()
 
-    def delete(self, case_id: str) -> None:
-        super().delete(case_id)
-        # Keep no copy of the destroyed key in the write-ahead log.
+    def compact(self) -> None:
+        """Keep no copy of a destroyed or re-wrapped key in the write-ahead log."""
         with self._lock:
             conn = self._connect()
             try:
