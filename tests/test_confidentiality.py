@@ -26,7 +26,7 @@ def files_containing(root: Path, needles: list[bytes]) -> list[str]:
             data = path.read_bytes()
         except (PermissionError, FileNotFoundError):  # files that vanish while scanning
             continue
-        hits += [f"{path}: {n.decode()}" for n in needles if n in data]
+        hits += [f"{path}: {n.decode(errors='replace')}" for n in needles if n in data]
     return hits
 
 
