@@ -129,13 +129,20 @@ def test_reopening_a_used_case_id_is_404_if_unrelated_and_409_if_related(world: 
     assert log_size(world) == size
 
 
-def test_auditor_monitor_and_admin_tokens_see_no_case(world: World) -> None:
+def test_auditor_monitor_and_admin_tokens_read_no_case_data(world: World) -> None:
     ngo = world.agency("ngo-a")
     case_id = ngo.open_case()
     for role in ("auditor", "monitor", "admin"):
         token = world.token(role)
         r = world.http.get(f"/v1/cases/{case_id}", headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 404, role
+        assert r.status_code == 403, role
+        # the same answer for a case that does not exist: no existence is revealed
+        other = world.http.get(f"/v1/cases/{new()}", headers={"Authorization": f"Bearer {token}"})
+        assert other.status_code == 403 and other.json() == r.json()
+    # even when such a token names an agency that holds the case
+    token = world.token("auditor", "ngo-a")
+    r = world.http.get(f"/v1/cases/{case_id}", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403
 
 
 # --- 4. erased -------------------------------------------------------------------------------
@@ -520,3 +527,106 @@ def test_openapi_schema_lists_every_event_type_and_enumeration(world: World) -> 
         assert value in text
     body = copy.deepcopy(schema["components"]["schemas"]["SubmissionDoc"])
     assert set(body["properties"]) == {"envelope", "attrs", "payload", "salt", "signature"}
+
+
+# --- races and findings of the security review --------------------------------------------
+
+
+def test_a_referral_cannot_be_accepted_after_its_consent_is_withdrawn(world: World) -> None:
+    ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
+    case_id = ngo.open_case(payload={"identity": {"n": 1}, "location": {"shelter": "S"}})
+    consent = ngo.grant(case_id, ["clinic"], categories=["health"])
+    referral = new()
+    ngo.ok(
+        "referral.made",
+        case_id,
+        {"referral_id": referral, "to": "clinic", "consent_id": consent, "categories": ["health"]},
+        {"component": "health_psychosocial", "due_by": "2030-01-01T00:00:00Z", "urgency": "urgent"},
+    )
+    ngo.ok("consent.withdrawn", case_id, {"consent_id": consent}, {"reason": "survivor_request"})
+    r = clinic.submit("referral.accepted", case_id, {"referral_id": referral}, {"reason": None})
+    assert r.status_code == 403
+    assert clinic.read(case_id).status_code == 403  # never became a holder
+    declined = clinic.submit(
+        "referral.declined", case_id, {"referral_id": referral}, {"reason": "no_capacity"}
+    )
+    assert declined.status_code == 201  # declining needs no consent
+
+
+def test_data_shared_with_a_payload_is_refused(world: World) -> None:
+    ngo = world.agency("ngo-a")
+    world.agency("clinic")
+    case_id = ngo.open_case(payload={"health": {"h": "original"}})
+    consent = ngo.grant(case_id, ["clinic"])
+    facts = {
+        "share_id": new(),
+        "recipient": "clinic",
+        "consent_id": consent,
+        "purpose": "data_sharing",
+        "categories": ["health"],
+    }
+    r = ngo.submit("data.shared", case_id, facts, {}, {"health": {"h": "injected"}})
+    assert r.status_code == 422
+    assert ngo.read(case_id).json()["payload"]["health"] == {"h": "original"}
+
+
+def test_a_read_racing_a_withdrawal_never_returns_data_after_it(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
+    case_id = ngo.open_case(payload={"identity": {"n": 1}})
+    consent = ngo.grant(case_id, ["clinic"])
+    withdrawal = ngo.body(
+        "consent.withdrawn", case_id, {"consent_id": consent}, {"reason": "survivor_request"}
+    )
+    real_log_access, fired = world.ledger._log_access, []
+
+    def withdraw_first(*args: Any) -> int:
+        if not fired:  # the withdrawal commits after the read decided, before it is logged
+            fired.append(ngo.post(withdrawal).status_code)
+        return real_log_access(*args)
+
+    monkeypatch.setattr(world.ledger, "_log_access", withdraw_first)
+    assert clinic.read(case_id).status_code == 403
+    assert fired == [201]
+
+
+def test_an_event_racing_the_revocation_of_its_key_is_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ngo = world.agency("ngo-a")
+    case_id = ngo.open_case()
+    supervisor = world.ledger.authenticate(world.token("supervisor", "ngo-a"))
+    real_append, fired = world.ledger.store.append, []
+
+    def revoke_first(commit: Any) -> list[int]:
+        if commit.signing_key and not fired:
+            fired.append(1)
+            world.ledger.revoke_key(supervisor, "ngo-a", ngo.key.verify_key.key_id, None)
+        return real_append(commit)
+
+    monkeypatch.setattr(world.ledger.store, "append", revoke_first)
+    body = ngo.body("case.closed", case_id, {}, {"reason": "other"})
+    assert ngo.post(body).status_code == 409
+    assert ngo.post(body).status_code == 422  # the retry meets the revoked key
+
+
+def test_identical_submissions_at_once_get_one_201_and_otherwise_200(world: World) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ngo = world.agency("ngo-a")
+    case_id = ngo.open_case()
+    body = ngo.body("case.closed", case_id, {}, {"reason": "other"})
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(lambda _: ngo.post(body).status_code, range(4)))
+    assert statuses == [200, 200, 200, 201]
+
+
+def test_stored_ciphertext_does_not_tell_which_categories_a_case_holds() -> None:
+    from ledger.sealing import seal_record
+
+    key = crypto.new_data_key()
+    a = json.loads(seal_record(key, new(), new(), {}, {"health": {"hiv": True}}, "s"))
+    b = json.loads(seal_record(key, new(), new(), {}, {"immigration": {"st": 1}}, "s"))
+    assert set(a["payload"]) == set(b["payload"])  # all ten, always
+    assert [len(v) for v in a["payload"].values()] == [len(v) for v in b["payload"].values()]

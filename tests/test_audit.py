@@ -335,3 +335,54 @@ def test_a_checkpoint_signed_by_another_key_fails(world: World, history: dict[st
     impostor = crypto.generate_signing_key(world.ledger.origin).verify_key
     report = audit.verify(note, entries, impostor, agency_keys(world))
     assert checks(report) == {"checkpoint signature"}
+
+
+def test_a_back_dated_recording_time_is_detected(world: World, history: dict[str, Any]) -> None:
+    ngo = world.agencies["ngo-a"]
+    body = ngo.body("case.closed", history["case"], {}, {"reason": "other"})
+    entry = jcs(
+        {
+            "kind": "event",
+            "envelope": body["envelope"],
+            "signature": body["signature"],
+            "sealed_digest": crypto.b64(bytes(32)),
+            "actor": "tok_x",
+            "role": "caseworker",
+            "recorded_at": "2020-01-01T00:00:00Z",
+        }
+    )
+    (position,) = world.ledger.store.append(
+        Commit(entries=[NewEntry("event", entry, merkle.leaf_hash(entry))])
+    )
+    report = run_audit(world)
+    assert (position, "recorded time") in {(f.position, f.check) for f in report.failures}
+
+
+def test_a_malformed_entry_is_reported_not_a_crash(world: World, history: dict[str, Any]) -> None:
+    ngo = world.agencies["ngo-a"]
+    body = ngo.body("case.closed", history["case"], {}, {"reason": "other"})
+    body["envelope"]["facts"] = ["not", "an", "object"]
+    position = inject_event(world, body, "tok_x", "caseworker")
+    report = run_audit(world)
+    assert report.first_failure is not None and report.first_failure.position == position
+
+
+def test_a_referral_accepted_after_its_consent_was_withdrawn_is_detected(
+    world: World, history: dict[str, Any]
+) -> None:
+    ngo, clinic = world.agencies["ngo-a"], world.agencies["clinic"]
+    case_id = ngo.open_case()
+    consent = ngo.grant(case_id, ["clinic"])
+    referral = new()
+    ngo.ok(
+        "referral.made",
+        case_id,
+        {"referral_id": referral, "to": "clinic", "consent_id": consent, "categories": ["health"]},
+        {"component": "health_psychosocial", "due_by": "2030-01-01T00:00:00Z", "urgency": "urgent"},
+    )
+    ngo.ok("consent.withdrawn", case_id, {"consent_id": consent}, {"reason": "other"})
+    body = clinic.body("referral.accepted", case_id, {"referral_id": referral}, {"reason": None})
+    assert clinic.post(body).status_code == 403
+    position = inject_event(world, body, "tok_x", "caseworker")
+    report = run_audit(world)
+    assert [(f.position, f.check) for f in report.failures] == [(position, "gates")]

@@ -377,12 +377,20 @@ def test_salt_or_signature_that_is_not_a_string_is_refused(member: str, value: A
     bad_request(body, f"{member} must be a base64 string")
 
 
-@pytest.mark.parametrize("member", ["log", "key", "attrs_digest"])
+@pytest.mark.parametrize("member", ["log", "attrs_digest"])
 @pytest.mark.parametrize("value", ["", None, 1, []])
 def test_envelope_string_member_that_is_empty_or_not_a_string_is_refused(
     member: str, value: Any
 ) -> None:
     bad_request(with_envelope(**{member: value}), f"envelope.{member} must be a non-empty string")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", None, 1, [], "zz", "ngo-esperanza+F2C1BB7C", "ngo-esperanza+f2c1bb7", "Ngo+f2c1bb7c"],
+)
+def test_malformed_key_id_is_refused(value: Any) -> None:
+    bad_request(with_envelope(key=value), "envelope.key must be <agency id>\\+<8 lowercase hex>")
 
 
 # --- 400: version and type ------------------------------------------------------------------------

@@ -136,7 +136,7 @@ def test_setup_twice_is_harmless_and_keeps_existing_data(store: Store, table: Ke
     assert store.log_size() == 0
     store.append(entries_commit([b"a", b"b"]))
     store.set_meta("origin", "ledger.test/log")
-    assert table.insert("case-1", "kek-1", b"wrapped")
+    assert table.insert("case-1", "kek-1", b"wrapped", "2026-01-01T00:00:00Z")
     store.setup()
     table.setup()
     assert_log(store, [b"a", b"b"])
@@ -440,10 +440,10 @@ def test_token_is_found_by_its_hash_only_and_the_raw_token_is_not_stored(store: 
 
 def test_key_table_inserts_once_gets_and_deletes_idempotently(table: KeyTable) -> None:
     assert table.get("case-1") is None
-    assert table.insert("case-1", "kek-1", b"\x00wrapped\xff") is True
-    assert table.insert("case-1", "kek-2", b"other") is False
+    assert table.insert("case-1", "kek-1", b"\x00wrapped\xff", "2026-01-01T00:00:00Z") is True
+    assert table.insert("case-1", "kek-2", b"other", "2026-01-01T00:00:00Z") is False
     assert table.get("case-1") == ("kek-1", b"\x00wrapped\xff")
-    assert table.insert("case-2", "kek-1", b"second") is True
+    assert table.insert("case-2", "kek-1", b"second", "2026-01-01T00:00:00Z") is True
     table.delete("case-1")
     assert table.get("case-1") is None
     table.delete("case-1")
@@ -464,5 +464,5 @@ def test_sqlite_key_table_is_a_separate_file_with_mode_0600(
     assert keys_path.resolve() != ledger_path.resolve()
     assert not keys_path.samefile(ledger_path)
     assert stat.S_IMODE(keys_path.stat().st_mode) == 0o600
-    table.insert("case-1", "kek-1", b"wrapped")
+    table.insert("case-1", "kek-1", b"wrapped", "2026-01-01T00:00:00Z")
     assert stat.S_IMODE(keys_path.stat().st_mode) == 0o600

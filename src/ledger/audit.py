@@ -188,8 +188,11 @@ def verify_signatures(
 
 
 class _Verifier:
-    def __init__(self, origin: str, agency_keys: Mapping[str, crypto.VerifyKey]) -> None:
+    def __init__(
+        self, origin: str, agency_keys: Mapping[str, crypto.VerifyKey], freshness_s: int
+    ) -> None:
         self.origin = origin
+        self.freshness_s = freshness_s
         self.trusted = agency_keys
         self.keys: dict[str, dict[str, _KeyState]] = {}
         self.cases: dict[str, CaseState] = {}
@@ -307,6 +310,18 @@ class _Verifier:
             return
         if env["log"] != self.origin:
             self.fail(position, "origin", "the event names another log")
+        if not isinstance(env["facts"], dict):
+            self.fail(position, "entry format", "facts is not an object")
+            return
+        lag = parse_timestamp(entry["recorded_at"]) - parse_timestamp(env["signed_at"])
+        if abs(lag.total_seconds()) > self.freshness_s + 1:
+            # The gates use recorded_at as "now": the server may not move it far from the
+            # time the agency signed (back-dating a share past a consent's expiry).
+            self.fail(
+                position,
+                "recorded time",
+                "recorded_at is further from the agency's signed_at than freshness allows",
+            )
         agency = env["agency"]
         if agency not in self.trusted:
             self.fail(
@@ -410,6 +425,7 @@ def verify(
     *,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    freshness_s: int = 300,
 ) -> AuditReport:
     """Verify the log up to the checkpoint; see the module docstring for the steps."""
     origin = log_key.name
@@ -421,7 +437,7 @@ def verify(
         report.failures.append(AuditFailure("checkpoint signature", str(exc)))
         return report
     report = AuditReport(origin, checkpoint.size, crypto.b64(checkpoint.root))
-    verifier = _Verifier(origin, agency_keys)
+    verifier = _Verifier(origin, agency_keys, freshness_s)
     tree = merkle.MemoryTree()
     saved_root: bytes | None = None
     count = 0
@@ -436,11 +452,14 @@ def verify(
         # 3. Canonical bytes of a known kind; then 4-6 by kind.
         entry = verifier.parse(position, raw)
         if entry is not None:
+            check = {
+                "registry": verifier.registry,
+                "event": verifier.event,
+                "access": verifier.access,
+            }[entry["kind"]]
             try:
-                {"registry": verifier.registry, "event": verifier.event, "access": verifier.access}[
-                    entry["kind"]
-                ](position, entry)
-            except (KeyError, TypeError, ValueError):
+                check(position, entry)
+            except Exception:  # a malformed entry is reported, never a crash of the audit
                 verifier.fail(position, "entry format", "malformed entry")
         if progress is not None:
             progress(1)

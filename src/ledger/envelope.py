@@ -83,6 +83,7 @@ ERASURE_REASONS = ("survivor_request", "guardian_request", "legal_order")
 
 AGENCY_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 _AGENCY = re.compile(AGENCY_RE)
+_KEY_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}\+[0-9a-f]{8}")
 _UUID4 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -474,7 +475,7 @@ def parse_submission(raw: bytes) -> Submission:
     _members(env, ENVELOPE_MEMBERS, "envelope")
     if type(env["v"]) is not int or env["v"] != VERSION:
         raise BadRequest("envelope.v must be the integer 1")
-    for name in ("log", "key", "attrs_digest"):
+    for name in ("log", "attrs_digest"):
         if not isinstance(env[name], str) or not env[name]:
             raise BadRequest(f"envelope.{name} must be a non-empty string")
     for name in ("event_id", "case_id"):
@@ -484,6 +485,8 @@ def parse_submission(raw: bytes) -> Submission:
         raise BadRequest("envelope.type is not a known event type; see the OpenAPI schema")
     if not is_agency_id(env["agency"]):
         raise BadRequest("envelope.agency must match [a-z0-9][a-z0-9._-]{0,62}")
+    if not isinstance(env["key"], str) or not _KEY_ID.fullmatch(env["key"]):
+        raise BadRequest("envelope.key must be <agency id>+<8 lowercase hex>")
     try:
         parse_timestamp(env["signed_at"])
     except ValueError as exc:
@@ -590,6 +593,8 @@ def validate_content(sub: Submission) -> tuple[BaseModel, BaseModel]:
         attrs = schema.attrs.model_validate(sub.attrs)
     except ValidationError as exc:
         raise Invalid(f"invalid attrs: {_describe(exc, 'attrs')}") from exc
+    if sub.type == "data.shared" and any(v is not None for v in sub.payload.values()):
+        raise Invalid("data.shared records a disclosure: its payload must be empty")
     band = getattr(attrs, "age_band", None)
     if band is not None and facts.minor != (band != "adult"):  # type: ignore[attr-defined]
         raise Invalid("facts.minor must be true exactly when attrs.age_band is not 'adult'")

@@ -260,14 +260,23 @@ def check_consent_gate(
     now: datetime,
     age_band_of: AgeBandOf,
 ) -> None:
-    """No share or referral without a counting consent that covers it: Forbidden."""
+    """No share, referral or acceptance without a counting consent that covers it: Forbidden.
+
+    Accepting a referral makes the recipient a holder, so its consent must still count then.
+    """
+    categories = facts.get("categories")
     if etype == "data.shared":
-        recipient, needed = facts["recipient"], {"data_sharing", facts["purpose"]}
+        consent_id, recipient = facts["consent_id"], facts["recipient"]
+        needed = {"data_sharing", facts["purpose"]}
     elif etype == "referral.made":
-        recipient, needed = facts["to"], {"referral"}
+        consent_id, recipient, needed = facts["consent_id"], facts["to"], {"referral"}
+    elif etype == "referral.accepted":
+        referral = state.referrals[facts["referral_id"]]
+        consent_id, recipient, needed = referral.consent_id, referral.to, {"referral"}
+        categories = sorted(referral.categories)
     else:
         return
-    consent = state.consents[facts["consent_id"]]
+    consent = state.consents[consent_id]
     if consent.withdrawn:
         raise Forbidden("the consent was withdrawn")
     if consent.expires_at is not None and consent.expires_at <= now:
@@ -276,7 +285,7 @@ def check_consent_gate(
         raise Forbidden("the consent does not name this recipient")
     if not needed <= consent.purposes:
         raise Forbidden(f"the consent does not cover the purpose(s): {', '.join(sorted(needed))}")
-    if not set(facts["categories"]) <= consent.categories:
+    if not set(categories or ()) <= consent.categories:
         raise Forbidden("the consent does not cover every category sent")
     if not consent_counts(state, consent, now, age_band_of):
         raise Forbidden(

@@ -116,9 +116,14 @@ class KeyStore:
         """A new data key for a new case; Conflict if the case already has one."""
         key = crypto.new_data_key()
         wrapped = self.wrap(case_id, key)
-        if not self.table.insert(case_id, self.kek_id, wrapped):
+        created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if not self.table.insert(case_id, self.kek_id, wrapped, created_at):
             raise Conflict("write conflict: the case was opened concurrently; retry")
         return key
+
+    def confirm(self, case_id: str) -> None:
+        """The case's `case.opened` committed: its key is no longer a candidate orphan."""
+        self.table.confirm(case_id)
 
     def get(self, case_id: str) -> bytes | None:
         """The unwrapped data key of a case, or None once destroyed."""

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from ledger import crypto
@@ -55,6 +55,7 @@ from ledger.keystore import KeyStore
 from ledger.log.merkle import leaf_hash
 from ledger.log.service import LogService
 from ledger.receipts import ErasureReceipt
+from ledger.sealing import seal_record, unseal_item
 from ledger.storage.base import (
     AgencyRow,
     Commit,
@@ -73,7 +74,6 @@ log = logging.getLogger("ledger")
 
 ROLES = ("caseworker", "supervisor", "auditor", "monitor", "admin")
 AGENCY_ROLES = frozenset({"caseworker", "supervisor"})
-_SEAL_DOMAIN = b"ledger-seal-v1\n"
 
 
 @dataclass(frozen=True)
@@ -91,39 +91,6 @@ def utc_now() -> datetime:
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(b"ledger-token-v1\n" + token.encode()).digest()
-
-
-def _seal_ad(case_id: str, event_id: str, name: str) -> bytes:
-    return _SEAL_DOMAIN + f"{case_id}\n{event_id}\n{name}".encode()
-
-
-def seal_record(
-    key: bytes, case_id: str, event_id: str, attrs: Any, payload: dict[str, Any], salt: str
-) -> bytes:
-    """The stored ciphertext of one event: attrs, each present category and the salt."""
-    boxes = {
-        "attrs": crypto.b64(crypto.seal(key, jcs(attrs), _seal_ad(case_id, event_id, "attrs"))),
-        "payload": {
-            c: crypto.b64(crypto.seal(key, jcs(v), _seal_ad(case_id, event_id, c)))
-            for c, v in payload.items()
-        },
-        "salt": crypto.b64(crypto.seal(key, salt.encode(), _seal_ad(case_id, event_id, "salt"))),
-    }
-    return jcs(boxes)
-
-
-def unseal_item(key: bytes, case_id: str, record: dict[str, Any], name: str) -> Any:
-    """Unseal `attrs` or one payload category of a record (KeyError if not present)."""
-    boxes = json.loads(crypto.b64decode_strict(record["sealed"]))
-    box = boxes["attrs"] if name == "attrs" else boxes["payload"][name]
-    event_id = record["envelope"]["event_id"]
-    plain = crypto.unseal(key, crypto.b64decode_strict(box), _seal_ad(case_id, event_id, name))
-    return json.loads(plain)
-
-
-def sealed_categories(record: dict[str, Any]) -> list[str]:
-    boxes = json.loads(crypto.b64decode_strict(record["sealed"]))
-    return list(boxes["payload"])
 
 
 class Ledger:
@@ -380,6 +347,9 @@ class Ledger:
         prior = self.store.find_event(sub.event_id)
         if prior is not None and hmac.compare_digest(prior.fingerprint, sub.fingerprint):
             return 200, self._answer(prior)
+        # (3.) A case.opened for a case id in use, by a related agency.
+        if case is not None and sub.type == "case.opened":
+            raise Conflict("the case is already open; use a new case_id for a new case")
         # 6. Origin, key, freshness, encodings, signature, digests.
         now = self.clock()
         verify_integrity(
@@ -392,8 +362,6 @@ class Ledger:
         # 7. Conflicts.
         if prior is not None:
             raise Conflict("event_id is already recorded with other content; use a new event_id")
-        if case is not None and sub.type == "case.opened":
-            raise Conflict("the case is already open; use a new case_id for a new case")
         # 8. Facts, attrs and the ids they name.
         validate_content(sub)
         state = None if case is None else case.state
@@ -413,7 +381,14 @@ class Ledger:
         )
         if case is not None:
             check_consent_gate(case.state, sub.type, sub.facts, now, lambda: self._age_band(case))
-        return 201, self._record(principal, sub, case, now)
+        try:
+            return 201, self._record(principal, sub, case, now)
+        except Conflict:
+            # An identical submission may have won the race: answer as a retry would be.
+            again = self.store.find_event(sub.event_id)
+            if again is not None and hmac.compare_digest(again.fingerprint, sub.fingerprint):
+                return 200, self._answer(again)
+            raise
 
     def _record(
         self, principal: Principal, sub: Submission, case: Case | None, now: datetime
@@ -460,6 +435,7 @@ class Ledger:
             entries=[NewEntry("event", entry, leaf_hash(entry), case_id, sub.agency)],
             events=[EventRow(event_id, case_id, case.version, sub.fingerprint, 0, extra)],
             erasures=erasures,
+            signing_key=sub.envelope["key"],
         )
         try:
             (position,) = self.store.append(commit)
@@ -469,6 +445,8 @@ class Ledger:
             if isinstance(exc, ConflictError):
                 raise Conflict("write conflict with a concurrent submission; retry") from exc
             raise
+        if case.version == 1:
+            self.keys.confirm(case_id)
         log.info(
             "event recorded type=%s case=%s index=%d version=%d",
             sub.type,
@@ -524,12 +502,21 @@ class Ledger:
             )
         return extra
 
-    def recover(self) -> int:
-        """Finish every erasure a crash interrupted; returns how many were pending."""
+    def recover(self, orphan_age_s: int = 900) -> int:
+        """Finish what a crash interrupted: erasures whose key or receipt is pending, and keys
+        of new cases whose `case.opened` never committed. Returns how many were pending."""
         pending = self.store.unfinished_erasures()
         for erasure in pending:
             self.finish_erasure(erasure.case_id)
-        return len(pending)
+        cutoff = format_timestamp(self.clock() - timedelta(seconds=orphan_age_s))
+        orphans = 0
+        for case_id in self.keys.table.unconfirmed(cutoff):
+            if self.cases.load(case_id) is None:
+                self.keys.destroy(case_id)
+                orphans += 1
+            else:
+                self.keys.confirm(case_id)
+        return len(pending) + orphans
 
     def erasure_receipt(self, principal: Principal, case_id: str) -> str:
         """The signed erasure receipt, for related agencies, auditors and admins."""
@@ -583,38 +570,55 @@ class Ledger:
         return case, state
 
     def read_case(self, principal: Principal, case_id: str) -> dict[str, Any]:
-        """Unseal what the caller's agency may see, and log the read as an access entry."""
-        case, state = self._visible_case(principal, case_id)
-        agency = principal.agency
-        assert agency is not None
-        now = self.clock()
-        allowed = readable_categories(state, agency, now, lambda: self._age_band(case))
-        key = self.keys.get(case_id)
-        if key is None:
-            raise Gone("the case's key was destroyed")
-        attrs: dict[str, Any] = {}
-        payload: dict[str, Any] = {}
-        for record in case.records:
-            etype = record["envelope"]["type"]
-            if etype == "case.opened":
-                attrs.update(unseal_item(key, case_id, record, "attrs"))
-            elif etype == "age.assessed":
-                attrs["age_band"] = unseal_item(key, case_id, record, "attrs")["age_band"]
-            for category in sealed_categories(record):
-                if allowed is None or category in allowed:
-                    payload[category] = unseal_item(key, case_id, record, category)
-        payload = {c: payload[c] for c in CATEGORIES if payload.get(c) is not None}
-        self._log_access(principal, case_id, sorted(payload), now)
-        return {
-            "case_id": case_id,
-            "status": "closed" if state.closed else "open",
-            "facts": {"minor": state.minor},
-            "attrs": attrs,
-            "payload": payload,
-        }
+        """Unseal what the caller's agency may see, and log the read as an access entry.
+
+        The access entry commits only if the case has not changed since it was loaded, so a
+        read never returns data that a withdrawal or erasure committed before it had cut.
+        """
+        if principal.role not in APPEND_ROLES:
+            raise Forbidden(f"a {principal.role} token cannot read case data")
+        for _attempt in range(5):
+            case, state = self._visible_case(principal, case_id)
+            agency = principal.agency
+            assert agency is not None
+            now = self.clock()
+            allowed = readable_categories(state, agency, now, partial(self._age_band, case))
+            key = self.keys.get(case_id)
+            if key is None:
+                raise Gone("the case's key was destroyed")
+            attrs: dict[str, Any] = {}
+            payload: dict[str, Any] = {}
+            for record in case.records:
+                etype = record["envelope"]["type"]
+                if etype == "case.opened":
+                    attrs.update(unseal_item(key, case_id, record, "attrs"))
+                elif etype == "age.assessed":
+                    attrs["age_band"] = unseal_item(key, case_id, record, "attrs")["age_band"]
+                for category in CATEGORIES if allowed is None else sorted(allowed):
+                    value = unseal_item(key, case_id, record, category)
+                    if value is not None:
+                        payload[category] = value
+            payload = {c: payload[c] for c in CATEGORIES if c in payload}
+            try:
+                self._log_access(principal, case_id, list(payload), now, case.version)
+            except ConflictError:
+                continue  # the case changed meanwhile: decide again on its new state
+            return {
+                "case_id": case_id,
+                "status": "closed" if state.closed else "open",
+                "facts": {"minor": state.minor},
+                "attrs": attrs,
+                "payload": payload,
+            }
+        raise Conflict("the case kept changing while it was read; retry")
 
     def _log_access(
-        self, principal: Principal, case_id: str, categories: list[str], now: datetime
+        self,
+        principal: Principal,
+        case_id: str,
+        categories: list[str],
+        now: datetime,
+        case_version: int,
     ) -> int:
         entry = jcs(
             {
@@ -627,7 +631,10 @@ class Ledger:
             }
         )
         (position,) = self.store.append(
-            Commit(entries=[NewEntry("access", entry, leaf_hash(entry), case_id, principal.agency)])
+            Commit(
+                entries=[NewEntry("access", entry, leaf_hash(entry), case_id, principal.agency)],
+                case_version=(case_id, case_version),
+            )
         )
         log.info("case read case=%s agency=%s index=%d", case_id, principal.agency, position)
         return position

@@ -94,6 +94,9 @@ class Commit:
     keys: Sequence[KeyRow] = ()
     revocations: Sequence[Revocation] = ()
     erasures: Sequence[ErasureRow] = ()
+    # Conditions checked under the log lock; a ConflictError if they no longer hold:
+    case_version: tuple[str, int] | None = None  # the case is still at this version
+    signing_key: str | None = None  # this agency key is still unrevoked
 
 
 @dataclass(frozen=True)
@@ -249,8 +252,16 @@ class KeyTable(ABC):
     def close(self) -> None: ...
 
     @abstractmethod
-    def insert(self, case_id: str, kek_id: str, wrapped: bytes) -> bool:
-        """Insert a wrapped key; False if the case already has one."""
+    def insert(self, case_id: str, kek_id: str, wrapped: bytes, created_at: str) -> bool:
+        """Insert a wrapped key, unconfirmed; False if the case already has one."""
+
+    @abstractmethod
+    def confirm(self, case_id: str) -> None:
+        """Mark a key as belonging to a committed case."""
+
+    @abstractmethod
+    def unconfirmed(self, created_before: str) -> list[str]:
+        """Case ids of keys never confirmed and created before a time (crash leftovers)."""
 
     @abstractmethod
     def get(self, case_id: str) -> tuple[str, bytes] | None:

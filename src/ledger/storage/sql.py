@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS {s}tokens (
 
 KEY_TABLE = """
 CREATE TABLE IF NOT EXISTS {s}case_keys (
-  case_id TEXT PRIMARY KEY, kek_id TEXT NOT NULL, wrapped {blob} NOT NULL)
+  case_id TEXT PRIMARY KEY, kek_id TEXT NOT NULL, wrapped {blob} NOT NULL,
+  created_at TEXT NOT NULL, confirmed INTEGER NOT NULL DEFAULT 0)
 """
 
 
@@ -91,6 +92,10 @@ class SQLStore(Store):
 
     @abstractmethod
     def _is_conflict(self, exc: BaseException) -> bool: ...
+
+    @abstractmethod
+    def _case_version(self, cur: Cursor, case_id: str) -> int:
+        """The latest stored version of a case (0 if none), inside the transaction."""
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -158,8 +163,21 @@ class SQLStore(Store):
         )
         end = int(cur.fetchone()["size"])
         start = end - n
+        # 3. Conditions that must still hold now that appends are serialised.
+        if commit.case_version is not None:
+            case_id, version = commit.case_version
+            if self._case_version(cur, case_id) != version:
+                raise ConflictError("the case changed")
+        if commit.signing_key is not None:
+            cur.execute(
+                self._sql("SELECT revoked_at FROM {s}agency_keys WHERE key_id = ?"),
+                (commit.signing_key,),
+            )
+            row = cur.fetchone()
+            if row is None or row["revoked_at"] is not None:
+                raise ConflictError("the signing key was revoked")
         positions = list(range(start, end))
-        # 3. The entries themselves, then the tree nodes they complete.
+        # 4. The entries themselves, then the tree nodes they complete.
         cur_rows = [
             (p, e.kind, e.leaf_hash, e.entry, e.case_id, e.agency)
             for p, e in zip(positions, commit.entries, strict=True)
@@ -179,7 +197,7 @@ class SQLStore(Store):
                 self._sql("INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"),
                 (level, index, node),
             )
-        # 4. Rows that index what was appended.
+        # 5. Rows that index what was appended.
         for ev in commit.events:
             cur.execute(
                 self._sql(
@@ -501,16 +519,32 @@ class SQLKeyTable(KeyTable):
         with self._write() as cur:
             cur.execute(self._sql(KEY_TABLE))
 
-    def insert(self, case_id: str, kek_id: str, wrapped: bytes) -> bool:
+    def insert(self, case_id: str, kek_id: str, wrapped: bytes, created_at: str) -> bool:
         with self._write() as cur:
             cur.execute(
                 self._sql(
-                    "INSERT INTO {s}case_keys (case_id, kek_id, wrapped) VALUES (?, ?, ?)"
-                    " ON CONFLICT DO NOTHING RETURNING case_id"
+                    "INSERT INTO {s}case_keys (case_id, kek_id, wrapped, created_at)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING case_id"
                 ),
-                (case_id, kek_id, wrapped),
+                (case_id, kek_id, wrapped, created_at),
             )
             return cur.fetchone() is not None
+
+    def confirm(self, case_id: str) -> None:
+        with self._write() as cur:
+            cur.execute(
+                self._sql("UPDATE {s}case_keys SET confirmed = 1 WHERE case_id = ?"), (case_id,)
+            )
+
+    def unconfirmed(self, created_before: str) -> list[str]:
+        with self._read() as cur:
+            cur.execute(
+                self._sql(
+                    "SELECT case_id FROM {s}case_keys WHERE confirmed = 0 AND created_at < ?"
+                ),
+                (created_before,),
+            )
+            return [str(r["case_id"]) for r in cur.fetchall()]
 
     def get(self, case_id: str) -> tuple[str, bytes] | None:
         with self._read() as cur:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +26,9 @@ class SQLiteStore(SQLStore):
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        if not path.exists():  # owner-only from the start; SQLite gives -wal/-shm the same mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self.path = path
         self.datastore = SQLiteDatastore(str(path), lock_timeout=LOCK_TIMEOUT_S, pool_size=8)
         self.recorder = SQLiteApplicationRecorder(self.datastore)
@@ -58,6 +63,14 @@ class SQLiteStore(SQLStore):
 
     def _is_conflict(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
+
+    def _case_version(self, cur: Cursor, case_id: str) -> int:
+        cur.execute(
+            "SELECT MAX(originator_version) AS v FROM stored_events WHERE originator_id = ?",
+            (uuid.UUID(case_id).hex,),
+        )
+        row = cur.fetchone()
+        return int(row["v"] or 0)
 
 
 class SQLiteKeyTable(SQLKeyTable):

@@ -1,0 +1,54 @@
+"""How one event's attrs, payload and salt are stored: sealed with the case's data key.
+
+Every one of the ten payload categories is sealed, absent ones as `null`, and every plaintext
+is padded to a power-of-two size (at least 64 bytes), so the stored ciphertext tells neither
+which categories a case holds nor their exact sizes. Each box's associated data binds it to
+its case, its event and its name.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ledger import crypto
+from ledger.envelope import CATEGORIES, jcs
+
+_DOMAIN = b"ledger-seal-v1\n"
+_MIN_PAD = 64
+
+
+def _associated(case_id: str, event_id: str, name: str) -> bytes:
+    return _DOMAIN + f"{case_id}\n{event_id}\n{name}".encode()
+
+
+def pad(data: bytes) -> bytes:
+    """Pad with spaces (JSON whitespace) to the next power of two, at least 64 bytes."""
+    size = max(_MIN_PAD, 1 << max(0, len(data) - 1).bit_length())
+    return data + b" " * (size - len(data))
+
+
+def seal_record(
+    key: bytes, case_id: str, event_id: str, attrs: Any, payload: dict[str, Any], salt: str
+) -> bytes:
+    """The stored ciphertext of one event."""
+
+    def box(name: str, value: Any) -> str:
+        sealed = crypto.seal(key, pad(jcs(value)), _associated(case_id, event_id, name))
+        return crypto.b64(sealed)
+
+    boxes = {
+        "attrs": box("attrs", attrs),
+        "payload": {c: box(c, payload.get(c)) for c in CATEGORIES},
+        "salt": box("salt", salt),
+    }
+    return jcs(boxes)
+
+
+def unseal_item(key: bytes, case_id: str, record: dict[str, Any], name: str) -> Any:
+    """Unseal `attrs`, `salt` or one payload category of a stored record."""
+    boxes = json.loads(crypto.b64decode_strict(record["sealed"]))
+    box = boxes["payload"][name] if name in CATEGORIES else boxes[name]
+    event_id = record["envelope"]["event_id"]
+    plain = crypto.unseal(key, crypto.b64decode_strict(box), _associated(case_id, event_id, name))
+    return json.loads(plain)
