@@ -22,9 +22,10 @@ from fastapi.testclient import TestClient
 
 from ledger import crypto
 from ledger.api.app import create_app
-from ledger.deploy import KeyPaths, init, open_ledger
+from ledger.deploy import KeyPaths, init, open_ledger, open_readmodels
 from ledger.envelope import build_submission
 from ledger.ledger import Ledger
+from ledger.readmodels import ReadModels
 from ledger.settings import Settings
 
 ORIGIN = "ledger.test/log"
@@ -215,6 +216,7 @@ class World:
     http: TestClient
     clock: Clock
     admin: str
+    models: ReadModels
     agencies: dict[str, Agency] = field(default_factory=dict)
 
     @property
@@ -255,7 +257,10 @@ def world(settings: Settings) -> Iterator[World]:
     clock = Clock()
     ledger.clock = clock
     admin = KeyPaths(settings.keys).admin_token.read_text().strip()
-    with TestClient(create_app(ledger), raise_server_exceptions=False) as http:
-        yield World(settings, ledger, http, clock, admin)
+    models = open_readmodels(settings, ledger)
+    models.inline = True  # queries catch up first: tests read their writes on both backends
+    with TestClient(create_app(ledger, models, follow=False), raise_server_exceptions=False) as http:
+        yield World(settings, ledger, http, clock, admin, models)
+    models.views.close()
     ledger.store.close()
     ledger.keys.table.close()

@@ -38,20 +38,73 @@ def serve(
     import uvicorn
 
     from ledger.api.app import create_app
-    from ledger.deploy import open_ledger
+    from ledger.deploy import open_ledger, open_readmodels
 
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    _logging(settings)
     ledger = open_ledger(settings)
     api = create_app(
         ledger,
+        open_readmodels(settings, ledger),
         max_body_bytes=settings.max_body_bytes,
         checkpoint_every=settings.checkpoint_every,
         checkpoint_interval_s=settings.checkpoint_interval_s,
     )
     uvicorn.run(api, host=host, port=port, log_level=settings.log_level, server_header=False)
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run the projections as their own process (PostgreSQL deployments)."""
+    from ledger.deploy import open_ledger, open_readmodels
+    from projections.runner import Follower
+
+    settings = Settings()
+    _logging(settings)
+    models = open_readmodels(settings, open_ledger(settings))
+    logging.getLogger("ledger.projections").info("worker following the log")
+    Follower(models.runner).run()
+
+
+projections_app = typer.Typer(help="Read models", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
+
+@projections_app.command("status")
+def projections_status() -> None:
+    """Each projection's position and lag behind the log."""
+    from ledger.deploy import open_ledger, open_readmodels
+
+    settings = Settings()
+    models = open_readmodels(settings, open_ledger(settings))
+    for row in models.runner.status():
+        typer.echo(f"{row['name']:<12} position {row['position']:>9}  lag {row['lag']:>7}")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str | None, typer.Argument(help="One projection (default: all)")] = None,
+) -> None:
+    """Rebuild read models from the log, with a progress bar."""
+    from rich.progress import Progress
+
+    from ledger.deploy import open_ledger, open_readmodels
+
+    settings = Settings()
+    models = open_readmodels(settings, open_ledger(settings))
+    chosen = models.runner.named(name)
+    size = models.runner.store.log_size()
+    with Progress() as progress:
+        task = progress.add_task("rebuilding", total=size * len(chosen))
+        for projection in chosen:
+            models.runner.rebuild(projection.name, lambda n: progress.advance(task, n))
+    typer.echo(f"rebuilt {', '.join(p.name for p in chosen)} from {size} log entries")
 
 
 @app.command()

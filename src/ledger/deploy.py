@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ledger import crypto
 from ledger.keystore import KeyStore, create_kek, write_secret
 from ledger.ledger import Ledger, hash_token
 from ledger.settings import Settings
 from ledger.storage import open_store
+
+if TYPE_CHECKING:
+    from ledger.readmodels import ReadModels
 
 DEFAULT_ORIGIN = "ledger.localhost/log"
 
@@ -103,3 +107,16 @@ def open_ledger(settings: Settings) -> Ledger:
     )
     ledger.recover()
     return ledger
+
+
+def open_readmodels(settings: Settings, ledger: Ledger) -> ReadModels:
+    """The read models beside an open ledger; projections set up, not yet caught up."""
+    from ledger.readmodels import ReadModels
+    from ledger.storage import open_views
+    from projections import all_projections
+    from projections.runner import ProjectionRunner
+
+    views = open_views(settings)
+    runner = ProjectionRunner(ledger.store, views, all_projections())
+    runner.setup()
+    return ReadModels(ledger, views, runner, inline=settings.projections_in_api)

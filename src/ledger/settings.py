@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Deployment settings; paths are relative to the working directory."""
 
-    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEDGER_", extra="ignore", populate_by_name=True)
 
     home: Path = Path(".ledger")
     keys: Path = Path("keys")
@@ -21,6 +22,15 @@ class Settings(BaseSettings):
     log_level: str = "info"
     checkpoint_every: int = 1000  # sign a checkpoint every N entries ...
     checkpoint_interval_s: float = 10.0  # ... or every T seconds when the log has grown
+    # Run the projections inside the API process (the embedded default) or leave them to a
+    # separate `ledger worker` (PostgreSQL deployments). Unset: in the API for SQLite only.
+    projections_in_api_setting: bool | None = Field(default=None, alias="LEDGER_PROJECTIONS_IN_API")
+
+    @property
+    def projections_in_api(self) -> bool:
+        if self.projections_in_api_setting is not None:
+            return self.projections_in_api_setting
+        return not self.is_postgres
 
     @property
     def is_postgres(self) -> bool:

@@ -10,24 +10,37 @@ from fastapi import FastAPI
 
 from ledger import __version__
 from ledger.api import errors
-from ledger.api.routes import agencies, cases, events, health, log, tokens
+from ledger.api.routes import agencies, cases, events, health, log, referrals, stats, tokens
 from ledger.envelope import SCHEMAS
 from ledger.ledger import Ledger
 from ledger.log.service import CheckpointSigner
+from ledger.readmodels import ReadModels
+from projections.runner import Follower
 
 
 def create_app(
     ledger: Ledger,
+    readmodels: ReadModels,
     *,
     max_body_bytes: int = 1_048_576,
     checkpoint_every: int = 1000,
     checkpoint_interval_s: float = 10.0,
+    follow: bool | None = None,
 ) -> FastAPI:
+    """The API over an open ledger; `follow` runs the projections in this process (default:
+    when the read models are configured to live in the API process)."""
+    follow = readmodels.inline if follow is None else follow
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         signer = CheckpointSigner(ledger.log, checkpoint_every, checkpoint_interval_s)
         signer.start()
+        follower = Follower(readmodels.runner) if follow else None
+        if follower is not None:
+            follower.start()
         yield
+        if follower is not None:
+            follower.stop()
         signer.stop()
 
     app = FastAPI(
@@ -37,9 +50,10 @@ def create_app(
         description="Signed, sealed, consent-gated case events in one verifiable Merkle log.",
     )
     app.state.ledger = ledger
+    app.state.readmodels = readmodels
     app.state.max_body_bytes = max_body_bytes
     errors.install(app)
-    for module in (health, events, cases, agencies, tokens, log):
+    for module in (health, events, cases, referrals, stats, agencies, tokens, log):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

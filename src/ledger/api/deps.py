@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.ledger import Ledger, Principal
+from ledger.readmodels import ReadModels
 
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/tokens")
 
@@ -18,6 +19,14 @@ def get_ledger(request: Request) -> Ledger:
 
 
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
+
+
+def get_readmodels(request: Request) -> ReadModels:
+    models: ReadModels = request.app.state.readmodels
+    return models
+
+
+ReadModelsDep = Annotated[ReadModels, Depends(get_readmodels)]
 
 
 def get_principal(

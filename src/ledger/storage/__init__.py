@@ -4,7 +4,7 @@ scattered through the code."""
 from __future__ import annotations
 
 from ledger.settings import Settings
-from ledger.storage.base import KeyTable, Store
+from ledger.storage.base import KeyTable, Store, ViewStore
 
 
 def open_store(settings: Settings) -> tuple[Store, KeyTable]:
@@ -20,3 +20,14 @@ def open_store(settings: Settings) -> tuple[Store, KeyTable]:
         SQLiteStore(settings.home / "ledger.db"),
         SQLiteKeyTable(settings.keys / "keystore.db"),
     )
+
+
+def open_views(settings: Settings) -> ViewStore:
+    """The read-model store for these settings (not yet set up)."""
+    if settings.is_postgres:
+        from ledger.storage.postgres import PostgresViewStore
+
+        return PostgresViewStore(settings.database_url or "", settings.pg_schema)
+    from ledger.storage.sqlite import SQLiteViewStore
+
+    return SQLiteViewStore(settings.home / "views.db")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -282,3 +283,48 @@ class KeyTable(ABC):
     @abstractmethod
     def compact(self) -> None:
         """Reclaim space that may still hold old wrapped keys (WAL, dead tuples)."""
+
+
+class ViewStore(ABC):
+    """Where read models live, apart from the ledger's tables, with eventsourcing tracking.
+
+    `track` records a projection's position in the same transaction as its view update; a
+    position that is not past the recorded one raises, so every entry is applied exactly once.
+    """
+
+    placeholder = "?"
+    prefix = ""
+    blob = "BLOB"
+
+    def sql(self, statement: str) -> str:
+        text = statement.replace("{s}", self.prefix).replace("{blob}", self.blob)
+        return text.replace("?", self.placeholder) if self.placeholder != "?" else text
+
+    @abstractmethod
+    def setup(self, statements: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A cursor in a write transaction; commit on exit."""
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Any]: ...
+
+    @abstractmethod
+    def track(self, cur: Any, name: str, position: int) -> None:
+        """Record that `name` has applied every entry before `position` (same transaction)."""
+
+    @abstractmethod
+    def position(self, name: str) -> int:
+        """The next log position `name` has to apply."""
+
+    @abstractmethod
+    def forget(self, cur: Any, name: str) -> None:
+        """Drop `name`'s tracking (for a rebuild), in the caller's transaction."""
+
+    @abstractmethod
+    def wait_for_appends(self, timeout: float) -> None:
+        """Block until the log may have grown, or `timeout` seconds pass."""

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresTrackingRecorder,
+)
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
+from ledger.storage.base import ViewStore
 from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -81,6 +87,9 @@ class PostgresStore(SQLStore):
 
         return isinstance(exc, psycopg.errors.UniqueViolation | IntegrityError)
 
+    def _after_append(self, cur: Cursor) -> None:
+        cur.execute(f"NOTIFY {self.schema}_log")  # wakes the projections; delivered at commit
+
     def _case_version(self, cur: Cursor, case_id: str) -> int:
         cur.execute(
             f"SELECT MAX(originator_version) AS v FROM {self.schema}.stored_events"  # noqa: S608
@@ -131,3 +140,71 @@ class PostgresKeyTable(SQLKeyTable):
             conn.autocommit = True
             conn.execute(f"VACUUM {self.schema}.case_keys")
             conn.autocommit = False
+
+
+class PostgresViewStore(ViewStore):
+    """Read models in schema `<schema>_views`, tracked by eventsourcing's tracking recorder,
+    woken by NOTIFY from the ledger's appends (with a polling fallback)."""
+
+    placeholder = "%s"
+    blob = "BYTEA"
+
+    def __init__(self, url: str, schema: str = "ledger", poll_s: float = 2.0) -> None:
+        self.url = url
+        self.log_channel = f"{check_schema(schema)}_log"
+        self.schema = check_schema(f"{schema}_views")
+        self.prefix = f"{self.schema}."
+        self.poll_s = poll_s
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        self.datastore = datastore_for(url, self.schema)
+        self.tracking = PostgresTrackingRecorder(self.datastore)
+        self._listener: psycopg.Connection[Any] | None = None
+
+    def setup(self, statements: Sequence[str]) -> None:
+        self.tracking.create_table()
+        with self.transaction() as cur:
+            for statement in statements:
+                cur.execute(self.sql(statement))
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        self.datastore.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        with self.datastore.get_connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    def track(self, cur: Any, name: str, position: int) -> None:
+        self.tracking._insert_tracking(cur, Tracking(name, position))
+
+    def position(self, name: str) -> int:
+        return int(self.tracking.max_tracking_id(name) or 0)
+
+    def forget(self, cur: Any, name: str) -> None:
+        cur.execute(
+            f"DELETE FROM {self.schema}.{self.tracking.tracking_table_name}"  # noqa: S608
+            " WHERE application_name = %s",
+            (name,),
+        )
+
+    def wait_for_appends(self, timeout: float) -> None:
+        """LISTEN for the ledger's NOTIFY; a lost notification costs at most `poll_s`."""
+        try:
+            if self._listener is None or self._listener.closed:
+                self._listener = psycopg.connect(self.url, autocommit=True)
+                self._listener.execute(f"LISTEN {self.log_channel}")
+            for _ in self._listener.notifies(timeout=min(timeout, self.poll_s), stop_after=1):
+                pass
+        except psycopg.Error:
+            if self._listener is not None:
+                self._listener.close()
+            self._listener = None
+            time.sleep(min(timeout, self.poll_s))

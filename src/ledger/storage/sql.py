@@ -93,6 +93,9 @@ class SQLStore(Store):
     @abstractmethod
     def _is_conflict(self, exc: BaseException) -> bool: ...
 
+    def _after_append(self, cur: Cursor) -> None:
+        """Backend hook at the end of an append transaction (PostgreSQL notifies listeners)."""
+
     @abstractmethod
     def _case_version(self, cur: Cursor, case_id: str) -> int:
         """The latest stored version of a case (0 if none), inside the transaction."""
@@ -245,6 +248,7 @@ class SQLStore(Store):
             )
             if cur.fetchone() is None:
                 raise ConflictError("the key is not current")
+        self._after_append(cur)
         return positions
 
     def _nodes(self, cur: Cursor, keys: Sequence[tuple[int, int]]) -> list[bytes]:

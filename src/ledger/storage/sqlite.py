@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
+from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore, SQLiteTrackingRecorder
 
+from ledger.storage.base import ViewStore
 from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
 
 LOCK_TIMEOUT_S = 30
@@ -127,3 +129,54 @@ class SQLiteKeyTable(SQLKeyTable):
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 conn.close()
+
+
+class SQLiteViewStore(ViewStore):
+    """Read models in `<home>/views.db`, tracked by eventsourcing's SQLiteTrackingRecorder."""
+
+    def __init__(self, path: Path, poll_s: float = 0.5) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self.path = path
+        self.poll_s = poll_s
+        self.datastore = SQLiteDatastore(str(path), lock_timeout=LOCK_TIMEOUT_S, pool_size=4)
+        self.tracking = SQLiteTrackingRecorder(self.datastore)
+
+    def setup(self, statements: Sequence[str]) -> None:
+        self.tracking.create_table()
+        with self.transaction() as cur:
+            for statement in statements:
+                cur.execute(self.sql(statement))
+
+    def close(self) -> None:
+        self.datastore.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.datastore.get_connection(commit=True) as conn:
+            cur = conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @contextmanager
+    def read(self) -> Iterator[Any]:
+        with self.datastore.get_connection(commit=False) as conn:
+            yield conn.cursor()
+
+    def track(self, cur: Any, name: str, position: int) -> None:
+        self.tracking._insert_tracking(cur, Tracking(name, position))
+
+    def position(self, name: str) -> int:
+        return int(self.tracking.max_tracking_id(name) or 0)
+
+    def forget(self, cur: Any, name: str) -> None:
+        cur.execute("DELETE FROM tracking WHERE application_name = ?", (name,))
+
+    def wait_for_appends(self, timeout: float) -> None:
+        time.sleep(min(timeout, self.poll_s))  # SQLite has no notifications: poll

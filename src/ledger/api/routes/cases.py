@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
-from ledger.api.deps import CurrentPrincipal, LedgerDep
+from ledger.api.deps import CurrentPrincipal, LedgerDep, ReadModelsDep
 
 router = APIRouter(tags=["cases"])
 
@@ -21,6 +21,41 @@ class CaseView(BaseModel):
     facts: CaseFacts
     attrs: dict[str, Any]
     payload: dict[str, Any]
+
+
+class CaseSummary(BaseModel):
+    case_id: str
+    status: Literal["open", "closed"]
+    holder: bool
+    minor: bool
+    opened_at: str
+    updated_at: str
+    open_referrals: int
+    categories: list[str]
+
+
+class CaseList(BaseModel):
+    cases: list[CaseSummary]
+
+
+@router.get("/v1/cases", response_model=CaseList)
+def list_cases(principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
+    """The caller's agency's cases: status, open referrals, the categories it may read."""
+    return {"cases": models.case_list(principal)}
+
+
+@router.get("/v1/cases/{case_id}/consents")
+def consents(case_id: str, principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
+    """Consent register: scope, language, interpreter, who gave it, assent, expiry,
+    withdrawal, whether it counts now, and which agencies may receive which categories."""
+    return models.consents(principal, case_id)
+
+
+@router.get("/v1/cases/{case_id}/disclosures")
+def disclosures(case_id: str, principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
+    """Every share, referral and unsealed read of the case: to whom, what, when, under which
+    consent (the answer to "who has my data?"; for the agencies holding the case)."""
+    return models.disclosures(principal, case_id)
 
 
 @router.get("/v1/cases/{case_id}", response_model=CaseView)

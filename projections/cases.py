@@ -1,0 +1,87 @@
+"""Case list: each case's status and the agencies related to it (holders and recipients)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.storage.base import ViewStore
+from projections.base import Projection, event_of
+
+
+class CasesProjection(Projection):
+    name = "cases"
+    tables = ("view_cases", "view_case_agencies")
+    schema = (
+        "CREATE TABLE IF NOT EXISTS {s}view_cases (case_id TEXT PRIMARY KEY,"
+        " opened_at TEXT NOT NULL, opened_by TEXT NOT NULL, status TEXT NOT NULL,"
+        " minor INTEGER NOT NULL, version INTEGER NOT NULL, updated_at TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS {s}view_case_agencies (case_id TEXT NOT NULL,"
+        " agency TEXT NOT NULL, holder INTEGER NOT NULL, PRIMARY KEY (case_id, agency))",
+        "CREATE INDEX IF NOT EXISTS view_case_agencies_agency ON {s}view_case_agencies (agency)",
+    )
+
+    def apply(self, views: ViewStore, cur: Any, position: int, entry: dict[str, Any]) -> None:
+        event = event_of(entry)
+        if event is None:
+            return
+        etype, case_id, facts, env = event
+        at, agency = entry["recorded_at"], env["agency"]
+        if etype == "case.erased":
+            self.purge(views, cur, case_id)
+            return
+        if etype == "case.opened":
+            cur.execute(
+                views.sql(
+                    "INSERT INTO {s}view_cases (case_id, opened_at, opened_by, status, minor,"
+                    " version, updated_at) VALUES (?, ?, ?, 'open', ?, 0, ?)"
+                ),
+                (case_id, at, agency, int(facts["minor"]), at),
+            )
+        cur.execute(
+            views.sql(
+                "UPDATE {s}view_cases SET version = version + 1, updated_at = ? WHERE case_id = ?"
+            ),
+            (at, case_id),
+        )
+        if etype == "age.assessed":
+            cur.execute(
+                views.sql("UPDATE {s}view_cases SET minor = ? WHERE case_id = ?"),
+                (int(facts["minor"]), case_id),
+            )
+        elif etype == "case.closed":
+            cur.execute(
+                views.sql("UPDATE {s}view_cases SET status = 'closed' WHERE case_id = ?"),
+                (case_id,),
+            )
+        named = set(facts.get("recipients") or ())
+        named.update(facts[k] for k in ("recipient", "to") if facts.get(k))
+        holder = etype in ("case.opened", "referral.accepted")
+        for other in sorted(named | {agency}):
+            cur.execute(
+                views.sql(
+                    "INSERT INTO {s}view_case_agencies (case_id, agency, holder) VALUES (?, ?, 0)"
+                    " ON CONFLICT DO NOTHING"
+                ),
+                (case_id, other),
+            )
+        if holder:
+            cur.execute(
+                views.sql(
+                    "UPDATE {s}view_case_agencies SET holder = 1 WHERE case_id = ? AND agency = ?"
+                ),
+                (case_id, agency),
+            )
+
+
+def cases_of(views: ViewStore, agency: str) -> list[dict[str, Any]]:
+    """The cases an agency is related to, newest first."""
+    with views.read() as cur:
+        cur.execute(
+            views.sql(
+                "SELECT c.case_id, c.status, c.minor, c.opened_at, c.updated_at, a.holder"
+                " FROM {s}view_case_agencies a JOIN {s}view_cases c ON c.case_id = a.case_id"
+                " WHERE a.agency = ? ORDER BY c.opened_at DESC, c.case_id"
+            ),
+            (agency,),
+        )
+        return [dict(r) for r in cur.fetchall()]

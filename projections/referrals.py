@@ -1,0 +1,80 @@
+"""Referral tracker: each referral's parties, consent, categories and status."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ledger.storage.base import ViewStore
+from projections.base import Projection, dumps, event_of
+
+ANSWERS = {
+    "referral.accepted": "accepted",
+    "referral.declined": "declined",
+    "referral.completed": "completed",
+}
+
+
+class ReferralsProjection(Projection):
+    name = "referrals"
+    tables = ("view_referrals",)
+    schema = (
+        "CREATE TABLE IF NOT EXISTS {s}view_referrals (case_id TEXT NOT NULL,"
+        " referral_id TEXT NOT NULL, event_id TEXT NOT NULL, from_agency TEXT NOT NULL,"
+        " to_agency TEXT NOT NULL, consent_id TEXT NOT NULL, categories TEXT NOT NULL,"
+        " status TEXT NOT NULL, made_at TEXT NOT NULL, updated_at TEXT NOT NULL,"
+        " PRIMARY KEY (case_id, referral_id))",
+        "CREATE INDEX IF NOT EXISTS view_referrals_to ON {s}view_referrals (to_agency)",
+        "CREATE INDEX IF NOT EXISTS view_referrals_from ON {s}view_referrals (from_agency)",
+    )
+
+    def apply(self, views: ViewStore, cur: Any, position: int, entry: dict[str, Any]) -> None:
+        event = event_of(entry)
+        if event is None:
+            return
+        etype, case_id, facts, env = event
+        at = entry["recorded_at"]
+        if etype == "case.erased":
+            self.purge(views, cur, case_id)
+        elif etype == "referral.made":
+            cur.execute(
+                views.sql(
+                    "INSERT INTO {s}view_referrals (case_id, referral_id, event_id, from_agency,"
+                    " to_agency, consent_id, categories, status, made_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
+                ),
+                (
+                    case_id,
+                    facts["referral_id"],
+                    env["event_id"],
+                    env["agency"],
+                    facts["to"],
+                    facts["consent_id"],
+                    dumps(sorted(facts["categories"])),
+                    at,
+                    at,
+                ),
+            )
+        elif etype in ANSWERS:
+            cur.execute(
+                views.sql(
+                    "UPDATE {s}view_referrals SET status = ?, updated_at = ?"
+                    " WHERE case_id = ? AND referral_id = ?"
+                ),
+                (ANSWERS[etype], at, case_id, facts["referral_id"]),
+            )
+
+
+def referrals_of(views: ViewStore, agency: str, status: str | None = None) -> list[dict[str, Any]]:
+    """Referrals an agency made or received, oldest first."""
+    query = "SELECT * FROM {s}view_referrals WHERE (from_agency = ? OR to_agency = ?)"
+    params: list[Any] = [agency, agency]
+    if status is not None:
+        query += " AND status = ?"
+        params.append(status)
+    with views.read() as cur:
+        cur.execute(views.sql(query + " ORDER BY made_at, case_id, referral_id"), params)
+        rows = [dict(r) for r in cur.fetchall()]
+    for row in rows:
+        row["categories"] = json.loads(row["categories"])
+    return rows

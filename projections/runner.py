@@ -1,0 +1,143 @@
+"""Feeds the projections from the log: pages in order, one transaction per page per
+projection, tracking in the same transaction; a supervisor thread that follows new entries,
+restarts a failed projection after a pause and reports it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ledger.storage.base import Store, ViewStore
+from projections.base import Projection
+
+log = logging.getLogger("ledger.projections")
+PAGE = 500
+
+
+@dataclass
+class Health:
+    failures: int = 0
+    last_error: str | None = None
+    last_failure_at: float | None = None
+
+
+@dataclass
+class ProjectionRunner:
+    store: Store
+    views: ViewStore
+    projections: Sequence[Projection]
+    page: int = PAGE
+    health: dict[str, Health] = field(default_factory=dict)
+
+    def setup(self) -> None:
+        from projections import stats
+
+        self.views.setup([*(stmt for p in self.projections for stmt in p.schema), *stats.SCHEMA])
+
+    def named(self, name: str | None) -> list[Projection]:
+        chosen = [p for p in self.projections if name in (None, p.name)]
+        if not chosen:
+            raise KeyError(f"no projection named {name!r}")
+        return chosen
+
+    def catch_up_one(
+        self,
+        projection: Projection,
+        progress: Callable[[int], None] | None = None,
+        until: int | None = None,
+    ) -> int:
+        """Apply every entry the projection has not applied yet; returns how many."""
+        applied = 0
+        position = self.views.position(projection.name)
+        end = self.store.log_size() if until is None else until
+        while position < end:
+            rows = self.store.entries(position, min(position + self.page, end))
+            if not rows or rows[0][0] != position:
+                break  # not committed yet (or a gap the audit will name): try again later
+            with self.views.transaction() as cur:
+                for index, raw in rows:
+                    projection.apply(self.views, cur, index, json.loads(raw))
+                position = rows[-1][0] + 1
+                self.views.track(cur, projection.name, position)
+            applied += len(rows)
+            if progress is not None:
+                progress(len(rows))
+        return applied
+
+    def catch_up(self, name: str | None = None) -> int:
+        return sum(self.catch_up_one(p) for p in self.named(name))
+
+    def rebuild(
+        self, name: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Clear and replay from position 0; returns how many entries were applied."""
+        total = 0
+        for projection in self.named(name):
+            with self.views.transaction() as cur:
+                projection.clear(self.views, cur)
+                self.views.forget(cur, projection.name)
+            total += self.catch_up_one(projection, progress)
+        return total
+
+    def status(self) -> list[dict[str, object]]:
+        size = self.store.log_size()
+        out = []
+        for p in self.projections:
+            position = self.views.position(p.name)
+            health = self.health.get(p.name, Health())
+            out.append(
+                {
+                    "name": p.name,
+                    "position": position,
+                    "lag": size - position,
+                    "failures": health.failures,
+                    "last_error": health.last_error,
+                }
+            )
+        return out
+
+
+class Follower:
+    """Keeps every projection caught up; a failing one is retried after a pause, and reported."""
+
+    def __init__(self, runner: ProjectionRunner, retry_s: float = 1.0) -> None:
+        self.runner = runner
+        self.retry_s = retry_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.run, name="projections", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def run_once(self) -> None:
+        now = time.monotonic()
+        for projection in self.runner.projections:
+            health = self.runner.health.setdefault(projection.name, Health())
+            if health.last_failure_at and now - health.last_failure_at < self.retry_s:
+                continue
+            try:
+                self.runner.catch_up_one(projection)
+                health.last_failure_at = None
+            except Exception as exc:  # supervise: report, pause, restart
+                health.failures += 1
+                health.last_error = type(exc).__name__
+                health.last_failure_at = time.monotonic()
+                log.error(
+                    "projection %s failed (%s); restarting in %.1f s",
+                    projection.name,
+                    type(exc).__name__,
+                    self.retry_s,
+                )
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self.runner.views.wait_for_appends(0.5)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from ledger.api.deps import CurrentPrincipal, ReadModelsDep
+from ledger.envelope import COMPONENTS
+
+router = APIRouter(tags=["referrals"])
+
+
+@router.get("/v1/referrals")
+def referrals(
+    principal: CurrentPrincipal,
+    models: ReadModelsDep,
+    status: Literal["pending", "accepted", "declined", "completed"] | None = None,
+    overdue: bool | None = None,
+    to: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")] = None,
+    component: Literal[COMPONENTS] | None = None,  # type: ignore[valid-type]
+) -> dict[str, Any]:
+    """Referrals the caller's agency made or received; `due_by` and `overdue` are computed
+    now (a health_psychosocial referral is due within 24 h of the case's identification)."""
+    return models.referrals(principal, status=status, overdue=overdue, to=to, component=component)

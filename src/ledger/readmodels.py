@@ -1,0 +1,302 @@
+"""Queries over the read models, with the access rules of section 3 and 5.
+
+The projections hold cleartext facts only; whatever a query shows from `attrs` is unsealed
+here, at request time, from the case's own events, and logged as an access entry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from ledger.envelope import CATEGORIES, format_timestamp, parse_timestamp
+from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
+from ledger.gates import APPEND_ROLES, consent_counts, readable_categories
+from ledger.ledger import Ledger, Principal
+from ledger.sealing import unseal_item
+from ledger.storage.base import ViewStore
+from projections import stats
+from projections.cases import cases_of
+from projections.consents import consents_naming, consents_of
+from projections.disclosures import disclosures_of
+from projections.referrals import referrals_of
+from projections.runner import ProjectionRunner
+
+OPEN_REFERRAL = ("pending", "accepted")
+HEALTH_COMPONENT = "health_psychosocial"
+_PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+
+
+def health_deadline(identified_at: str) -> datetime:
+    """Principle XI: health referrals are due within 24 h of identification. Identification
+    is recorded as a date, so the deadline is 24 h after the end of that day."""
+    day = datetime.strptime(identified_at, "%Y-%m-%d").replace(tzinfo=UTC)
+    return day + timedelta(days=2)
+
+
+class ReadModels:
+    def __init__(
+        self, ledger: Ledger, views: ViewStore, runner: ProjectionRunner, *, inline: bool
+    ) -> None:
+        self.ledger, self.views, self.runner = ledger, views, runner
+        self.inline = inline  # catch up on each query (embedded setup: read your writes)
+        self.releases = stats.ReleaseStore(views)
+
+    def _fresh(self) -> None:
+        if self.inline:
+            self.runner.catch_up()
+
+    @staticmethod
+    def _agency(principal: Principal) -> str:
+        if principal.role not in APPEND_ROLES or principal.agency is None:
+            raise Forbidden(f"a {principal.role} token cannot read case data")
+        return principal.agency
+
+    # -- cases -----------------------------------------------------------------------------
+
+    def case_list(self, principal: Principal) -> list[dict[str, Any]]:
+        """The caller's cases: status, open referrals, the categories it may read."""
+        agency = self._agency(principal)
+        self._fresh()
+        now = format_timestamp(self.ledger.clock())
+        consented: dict[str, set[str]] = defaultdict(set)
+        rows = cases_of(self.views, agency)
+        minor = {r["case_id"]: bool(r["minor"]) for r in rows}
+        for consent in consents_naming(self.views, agency):
+            if consent["expires_at"] is not None and consent["expires_at"] <= now:
+                continue
+            # In a minor's case only a guardian's consent with assent counts here; an assent
+            # exemption depends on the sealed age band, which the list does not unseal.
+            if minor.get(consent["case_id"]) and not (
+                consent["given_by"] != "survivor" and consent["child_assent"]
+            ):
+                continue
+            consented[consent["case_id"]].update(json.loads(consent["categories"]))
+        open_referrals: dict[str, int] = defaultdict(int)
+        for referral in referrals_of(self.views, agency):
+            if referral["status"] in OPEN_REFERRAL:
+                open_referrals[referral["case_id"]] += 1
+        return [
+            {
+                "case_id": r["case_id"],
+                "status": r["status"],
+                "holder": bool(r["holder"]),
+                "minor": bool(r["minor"]),
+                "opened_at": r["opened_at"],
+                "updated_at": r["updated_at"],
+                "open_referrals": open_referrals[r["case_id"]],
+                "categories": list(CATEGORIES)
+                if r["holder"]
+                else [c for c in CATEGORIES if c in consented[r["case_id"]]],
+            }
+            for r in rows
+        ]
+
+    # -- consents --------------------------------------------------------------------------
+
+    def consents(self, principal: Principal, case_id: str) -> dict[str, Any]:
+        """Consent register of a case; non-holders see the consents that name them."""
+        agency = self._agency(principal)
+        case, state = self.ledger._visible_case(principal, case_id)
+        self._fresh()
+        now = self.ledger.clock()
+        age_band = partial(self.ledger._age_band, case)
+        readable_categories(state, agency, now, age_band)  # 403 for a related agency without any
+        key = self.ledger.keys.get(case_id)
+        records = {r["envelope"]["event_id"]: r for r in case.records}
+        holder = agency in state.holders
+        out = []
+        for row in consents_of(self.views, case_id):
+            if not holder and agency not in row["recipients"]:
+                continue
+            consent = state.consents[row["consent_id"]]
+            attrs = unseal_item(key, case_id, records[row["event_id"]], "attrs") if key else {}
+            out.append(
+                {
+                    "consent_id": row["consent_id"],
+                    "granted_by": row["granted_by"],
+                    "granted_at": row["granted_at"],
+                    "purposes": row["purposes"],
+                    "recipients": row["recipients"],
+                    "categories": row["categories"],
+                    "expires_at": row["expires_at"],
+                    "given_by": row["given_by"],
+                    "child_assent": row["child_assent"],
+                    "assent_exempt": row["assent_exempt"],
+                    "withdrawn_at": row["withdrawn_at"],
+                    "language": attrs.get("language"),
+                    "interpreter": attrs.get("interpreter"),
+                    "notice_version": attrs.get("notice_version"),
+                    "active": consent.active(now),
+                    "counts": consent_counts(state, consent, now, age_band),
+                }
+            )
+        may_receive: dict[str, set[str]] = defaultdict(set)
+        for consent in state.consents.values():
+            if consent_counts(state, consent, now, age_band):
+                for recipient in consent.recipients:
+                    if holder or recipient == agency:
+                        may_receive[recipient] |= consent.categories
+        self.ledger._log_access(principal, case_id, [], now, case.version)
+        return {
+            "case_id": case_id,
+            "consents": out,
+            "may_receive": {
+                a: [c for c in CATEGORIES if c in cats] for a, cats in sorted(may_receive.items())
+            },
+        }
+
+    # -- disclosures -----------------------------------------------------------------------
+
+    def disclosures(self, principal: Principal, case_id: str) -> dict[str, Any]:
+        """Every share, referral and unsealed read of a case (holders only)."""
+        agency = self._agency(principal)
+        _case, state = self.ledger._visible_case(principal, case_id)
+        if agency not in state.holders:
+            raise Forbidden("the disclosure register is for the agencies holding the case")
+        self._fresh()
+        return {"case_id": case_id, "disclosures": disclosures_of(self.views, case_id)}
+
+    # -- referrals -------------------------------------------------------------------------
+
+    def referrals(
+        self,
+        principal: Principal,
+        *,
+        status: str | None = None,
+        overdue: bool | None = None,
+        to: str | None = None,
+        component: str | None = None,
+    ) -> dict[str, Any]:
+        """Referrals the caller made or received, with due times computed now."""
+        agency = self._agency(principal)
+        self._fresh()
+        now = self.ledger.clock()
+        rows = [
+            r
+            for r in referrals_of(self.views, agency, status)
+            if to is None or r["to_agency"] == to
+        ]
+        by_case: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            by_case[row["case_id"]].append(row)
+        out = []
+        for case_id, case_rows in by_case.items():
+            case = self.ledger.cases.load(case_id)
+            if case is None or case.state.erased:
+                continue
+            sealed: dict[str, dict[str, Any]] = {}
+            try:
+                readable_categories(case.state, agency, now, partial(self.ledger._age_band, case))
+                key = self.ledger.keys.get(case_id)
+            except Forbidden:
+                key = None  # related, but no counting consent now: no attrs
+            if key is not None:
+                records = {r["envelope"]["event_id"]: r for r in case.records}
+                opened = unseal_item(key, case_id, case.records[0], "attrs")
+                for row in case_rows:
+                    attrs = unseal_item(key, case_id, records[row["event_id"]], "attrs")
+                    due = parse_timestamp(attrs["due_by"])
+                    if attrs["component"] == HEALTH_COMPONENT:
+                        due = min(due, health_deadline(opened["identified_at"]))
+                    sealed[row["referral_id"]] = {**attrs, "due_by": format_timestamp(due)}
+                self.ledger._log_access(principal, case_id, [], now, case.version)
+            for row in case_rows:
+                attrs = sealed.get(row["referral_id"], {})
+                due_by = attrs.get("due_by")
+                late = (
+                    row["status"] in OPEN_REFERRAL
+                    and due_by is not None
+                    and parse_timestamp(due_by) < now
+                )
+                item = {
+                    "case_id": case_id,
+                    "referral_id": row["referral_id"],
+                    "from": row["from_agency"],
+                    "to": row["to_agency"],
+                    "consent_id": row["consent_id"],
+                    "categories": row["categories"],
+                    "status": row["status"],
+                    "made_at": row["made_at"],
+                    "updated_at": row["updated_at"],
+                    "component": attrs.get("component"),
+                    "urgency": attrs.get("urgency"),
+                    "due_by": due_by,
+                    "overdue": late,
+                }
+                if component is not None and item["component"] != component:
+                    continue
+                if overdue is not None and item["overdue"] != overdue:
+                    continue
+                out.append(item)
+        return {"referrals": out}
+
+    # -- statistics ------------------------------------------------------------------------
+
+    @staticmethod
+    def _monitor(principal: Principal) -> None:
+        if principal.role != "monitor":
+            raise Forbidden("statistics releases are for monitor tokens")
+
+    def _check_period(self, period: str) -> None:
+        if not isinstance(period, str) or not _PERIOD.fullmatch(period):
+            raise BadRequest("period must be YYYY-MM")
+        if period >= self.ledger.clock().strftime("%Y-%m"):
+            raise Invalid("a release covers a month that has ended")
+
+    def release(self, principal: Principal, period: str) -> dict[str, Any]:
+        self._monitor(principal)
+        found = self.releases.get(period)
+        if found is None:
+            raise NotFound("no release for this period; POST /v1/stats/releases makes one")
+        return found
+
+    def create_release(self, principal: Principal, period: str) -> tuple[bool, dict[str, Any]]:
+        """Freeze the period's release (once); returns (created, release)."""
+        self._monitor(principal)
+        self._check_period(period)
+        existing = self.releases.get(period)
+        if existing is not None:
+            return False, existing
+        self._fresh()
+        figures = []
+        with self.views.read() as cur:
+            cur.execute(self.views.sql("SELECT case_id FROM {s}view_cases ORDER BY case_id"))
+            case_ids = [r["case_id"] for r in cur.fetchall()]
+        for case_id in case_ids:
+            figure = self._figures(case_id, period)
+            if figure is not None:
+                figures.append(figure)
+        body = stats.release_body(period, figures)
+        return True, self.releases.freeze(body, format_timestamp(self.ledger.clock()))
+
+    def _figures(self, case_id: str, period: str) -> stats.CaseFigures | None:
+        """One case's contribution, unsealed now and never stored."""
+        case = self.ledger.cases.load(case_id)
+        if case is None or case.state.erased:
+            return None
+        key = self.ledger.keys.get(case_id)
+        if key is None:
+            return None
+        opened = unseal_item(key, case_id, case.records[0], "attrs")
+        if not opened["identified_at"].startswith(period):
+            return None
+        band = opened["age_band"]
+        if case.state.age_version > 1:
+            band = unseal_item(key, case_id, case.record_at(case.state.age_version), "attrs")[
+                "age_band"
+            ]
+        referrals = set()
+        for record in case.records:
+            env = record["envelope"]
+            if env["type"] == "referral.made":
+                component = unseal_item(key, case_id, record, "attrs")["component"]
+                status = case.state.referrals[env["facts"]["referral_id"]].status
+                referrals.add((component, status))
+        return stats.CaseFigures(
+            band, opened["gender"], frozenset(opened["exploitation"]), frozenset(referrals)
+        )
