@@ -147,14 +147,67 @@ def _determined(suppressed: list[Cell], rels: list[tuple[list[Cell], Cell | None
     return determined
 
 
+def _pinned(
+    tables: dict[str, Table], primary: set[Cell], rels: list[tuple[list[Cell], Cell | None]]
+) -> list[Cell]:
+    """Suppressed cells an attacker pins to one value by bounds propagation: a primary cell
+    lies in [0, k-1], a secondary one in [k, N], and every relation must add up."""
+    total = sum(tables["age_band"].counts.values())
+    bounds: dict[Cell, list[int]] = {}
+    for t in tables.values():
+        for key in t.suppressed:
+            cell = (t.name, key)
+            bounds[cell] = [0, K - 1] if cell in primary else [K, total]
+
+    def interval(cell: Cell | None) -> tuple[int, int]:
+        if cell is None:
+            return (total, total)  # N, the number of cases, is taken as known
+        if cell in bounds:
+            return (bounds[cell][0], bounds[cell][1])
+        count = tables[cell[0]].counts[cell[1]]
+        return (count, count)
+
+    changed, rounds = True, 0
+    while changed and rounds < 100:
+        changed, rounds = False, rounds + 1
+        for cells, total_cell in rels:
+            # sum(cells) - total_cell = 0, as signed terms
+            terms: list[tuple[int, Cell | None]] = [(1, c) for c in cells] + [(-1, total_cell)]
+            for i, (sign, term) in enumerate(terms):
+                if term is None or term not in bounds:
+                    continue
+                lo = hi = 0  # bounds of sign * cell = -(sum of the other terms)
+                for j, (other_sign, other) in enumerate(terms):
+                    if j != i:
+                        olo, ohi = interval(other)
+                        lo, hi = (lo - ohi, hi - olo) if other_sign > 0 else (lo + olo, hi + ohi)
+                new_lo, new_hi = (lo, hi) if sign > 0 else (-hi, -lo)
+                b = bounds[term]
+                if new_lo > b[0] or new_hi < b[1]:
+                    b[0], b[1] = max(b[0], new_lo), min(b[1], new_hi)
+                    changed = True
+    return [cell for cell, (lo, hi) in bounds.items() if lo >= hi]
+
+
+def _disclosive(tables: dict[str, Table], cells: list[Cell]) -> list[Cell]:
+    """A derivable suppressed cell discloses people unless it is a true zero: learning that
+    nobody is in a group names no one (and zeros pinned this way still pin other cells)."""
+    return [c for c in cells if tables[c[0]].counts[c[1]] > 0]
+
+
 def suppress(tables: dict[str, Table]) -> None:
-    """Primary suppression (< k), then secondary until nothing suppressed can be derived."""
+    """Primary suppression (< k), then secondary until no suppressed count of people can be
+    derived: neither exactly, by linear algebra over the relations, nor by propagating the
+    bounds an attacker knows (a primary cell is under k, a secondary one is not)."""
     for table in tables.values():
         table.suppressed = {k for k in table.keys if table.counts[k] < K}
+    primary = {(t.name, k) for t in tables.values() for k in t.suppressed}
     rels = relations(tables)
     while True:
         suppressed = [(t.name, k) for t in tables.values() for k in t.keys if k in t.suppressed]
-        leaks = _determined(suppressed, rels)
+        leaks = _disclosive(tables, _determined(suppressed, rels)) or _disclosive(
+            tables, _pinned(tables, primary, rels)
+        )
         if not leaks:
             return
         leak = leaks[0]
@@ -166,13 +219,15 @@ def suppress(tables: dict[str, Table]) -> None:
             for cell in [*cells, *([total] if total else [])]
             if cell[1] not in tables[cell[0]].suppressed
         ]
-        if not candidates:  # cannot happen while a relation pins the cell; be safe anyway
+        if not candidates:  # every related cell is hidden: widen to the linked tables
             candidates = [
                 (t.name, k)
                 for t in tables.values()
                 for k in t.keys
                 if k not in t.suppressed and t.name in ("age_band", "gender", "age_band_gender")
             ]
+        if not candidates:
+            return  # everything linked is suppressed: nothing more can be hidden
         chosen = min(candidates, key=lambda c: (tables[c[0]].counts[c[1]], c))
         tables[chosen[0]].suppressed.add(chosen[1])
 

@@ -259,7 +259,9 @@ def world(settings: Settings) -> Iterator[World]:
     admin = KeyPaths(settings.keys).admin_token.read_text().strip()
     models = open_readmodels(settings, ledger)
     models.inline = True  # queries catch up first: tests read their writes on both backends
-    with TestClient(create_app(ledger, models, follow=False), raise_server_exceptions=False) as http:
+    with TestClient(
+        create_app(ledger, models, follow=False), raise_server_exceptions=False
+    ) as http:
         yield World(settings, ledger, http, clock, admin, models)
     models.views.close()
     ledger.store.close()
