@@ -54,7 +54,10 @@ class Cases(Application[uuid.UUID]):
     def __init__(self, recorder: ApplicationRecorder) -> None:
         self._given_recorder = recorder
         super().__init__(
-            env={"IS_SNAPSHOTTING_ENABLED": "no", "PERSISTENCE_MODULE": "eventsourcing.popo"}
+            env={
+                "IS_SNAPSHOTTING_ENABLED": "no",
+                "PERSISTENCE_MODULE": "eventsourcing.popo",
+            }
         )
 
     def construct_recorder(self) -> ApplicationRecorder:

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ledger import crypto
-from ledger.envelope import CATEGORIES, jcs
+from ledger.envelope import CATEGORIES
 
 _DOMAIN = b"ledger-seal-v1\n"
 _MIN_PAD = 64
@@ -28,13 +28,18 @@ def pad(data: bytes) -> bytes:
     return data + b" " * (size - len(data))
 
 
+def _json(value: Any) -> bytes:
+    """Compact JSON for sealed plaintext (digests use JCS; the boxes need not)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+
+
 def seal_record(
     key: bytes, case_id: str, event_id: str, attrs: Any, payload: dict[str, Any], salt: str
 ) -> bytes:
     """The stored ciphertext of one event."""
 
     def box(name: str, value: Any) -> str:
-        sealed = crypto.seal(key, pad(jcs(value)), _associated(case_id, event_id, name))
+        sealed = crypto.seal(key, pad(_json(value)), _associated(case_id, event_id, name))
         return crypto.b64(sealed)
 
     boxes = {
@@ -42,7 +47,7 @@ def seal_record(
         "payload": {c: box(c, payload.get(c)) for c in CATEGORIES},
         "salt": box("salt", salt),
     }
-    return jcs(boxes)
+    return _json(boxes)
 
 
 def unseal_item(key: bytes, case_id: str, record: dict[str, Any], name: str) -> Any:

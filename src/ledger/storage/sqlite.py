@@ -81,13 +81,21 @@ class SQLiteKeyTable(SQLKeyTable):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one writer at a time in this process
+        self._local = threading.local()  # one connection per thread
+        self._all: list[sqlite3.Connection] = []
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA secure_delete = ON")
-        conn.execute("PRAGMA journal_mode = WAL")
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("PRAGMA journal_mode = WAL")
+            self._local.conn = conn
+            self._all.append(conn)
         return conn
 
     def setup(self) -> None:
@@ -95,40 +103,31 @@ class SQLiteKeyTable(SQLKeyTable):
         self.path.chmod(0o600)
 
     def close(self) -> None:
-        """Connections are per call; nothing stays open."""
+        for conn in self._all:
+            conn.close()
+        self._all.clear()
+        self._local = threading.local()
 
     @contextmanager
     def _write(self) -> Iterator[Any]:
         with self._lock:
-            conn = self._connect()
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                cur = conn.cursor()
-                try:
-                    yield cur
-                except BaseException:
-                    conn.rollback()
-                    raise
-                conn.commit()
-            finally:
-                conn.close()
+                yield conn.cursor()
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
     @contextmanager
     def _read(self) -> Iterator[Any]:
-        conn = self._connect()
-        try:
-            yield conn.cursor()
-        finally:
-            conn.close()
+        yield self._conn().cursor()
 
     def compact(self) -> None:
         """Keep no copy of a destroyed or re-wrapped key in the write-ahead log."""
         with self._lock:
-            conn = self._connect()
-            try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                conn.close()
+            self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 class SQLiteViewStore(ViewStore):
