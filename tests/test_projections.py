@@ -228,7 +228,7 @@ class Generator:
             # unrelated (404) or no counting consent (403): refused, and nothing is logged
             with contextlib.suppress(LedgerError):
                 self.world.ledger.read_case(self.cw[reader], cid)
-        elif roll < 0.97:
+        elif roll < 0.915:
             first, second = self.sup[holder]
             request = self.submit(
                 holder, "erasure.requested", cid, {}, {"reason": "survivor_request"}, first
