@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+TEST_WORKERS ?= 2
 
 .PHONY: install run test lint clean
 
@@ -23,7 +24,7 @@ run: install
 
 ## test: the whole suite, PostgreSQL included (a throwaway database or server)
 test: install
-	PY=$(PY) bash scripts/with-postgres.sh $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	PY=$(PY) bash scripts/with-postgres.sh $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src projections tests
