@@ -630,3 +630,30 @@ def test_stored_ciphertext_does_not_tell_which_categories_a_case_holds() -> None
     b = json.loads(seal_record(key, new(), new(), {}, {"immigration": {"st": 1}}, "s"))
     assert set(a["payload"]) == set(b["payload"])  # all ten, always
     assert [len(v) for v in a["payload"].values()] == [len(v) for v in b["payload"].values()]
+
+
+def test_a_batch_answers_each_event_on_its_own_in_order(world: World) -> None:
+    ngo = world.agency("ngo-a")
+    case_id = new()
+    opened = ngo.body("case.opened", case_id, {"minor": False}, OPENED_ATTRS)
+    forged = ngo.body("case.closed", case_id, {}, {"reason": "other"})
+    forged["signature"] = crypto.b64(bytes(64))
+    closed = ngo.body("case.closed", case_id, {}, {"reason": "other"})
+    unknown = ngo.body("case.closed", new(), {}, {"reason": "other"})
+    size = log_size(world)
+    r = world.http.post(
+        "/v1/events:batch",
+        headers=ngo.auth(),
+        json={"events": [opened, forged, closed, unknown, opened]},
+    )
+    assert r.status_code == 200, r.text
+    statuses = [item["status"] for item in r.json()["results"]]
+    assert statuses == [201, 422, 201, 404, 200]
+    assert r.json()["results"][0]["body"]["case_version"] == 1
+    assert r.json()["results"][2]["body"]["case_version"] == 2
+    assert log_size(world) == size + 2  # refused items left nothing behind
+    assert (
+        world.http.post("/v1/events:batch", headers=ngo.auth(), json={"events": []}).status_code
+        == 400
+    )
+    assert world.http.post("/v1/events:batch", json={"events": [opened]}).status_code == 401

@@ -468,7 +468,11 @@ def _members(obj: Any, expected: tuple[str, ...], what: str) -> None:
 
 def parse_submission(raw: bytes) -> Submission:
     """Step 2 of the refusal order: JSON, members, types, version, event type, ids, timestamps."""
-    body = loads_strict(raw)
+    return submission_from(loads_strict(raw))
+
+
+def submission_from(body: Any) -> Submission:
+    """Step 2 on an already parsed JSON value (one item of a batch)."""
     _members(body, BODY_MEMBERS, "body")
     _check_text(body)
     env = body["envelope"]

@@ -27,8 +27,10 @@ from ledger.envelope import (
     is_agency_id,
     is_uuid4,
     jcs,
+    loads_strict,
     parse_submission,
     parse_timestamp,
+    submission_from,
     validate_content,
     verify_integrity,
 )
@@ -38,6 +40,7 @@ from ledger.errors import (
     Forbidden,
     Gone,
     Invalid,
+    LedgerError,
     NotFound,
     Unauthorized,
     VerificationError,
@@ -335,7 +338,32 @@ class Ledger:
         Returns (201, answer) for a new event, (200, original answer) for an identical retry.
         """
         # 2. Well-formed JSON with exactly the contract's members.
-        sub = parse_submission(raw)
+        return self._submit(principal, parse_submission(raw))
+
+    def submit_batch(
+        self, principal: Principal, raw: bytes, limit: int = 1000
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Up to `limit` submissions, each accepted or refused on its own, answers in order."""
+        body = loads_strict(raw)
+        if (
+            not isinstance(body, dict)
+            or set(body) != {"events"}
+            or not isinstance(body["events"], list)
+        ):
+            raise BadRequest('a batch is {"events": [submission, ...]}')
+        if not 1 <= len(body["events"]) <= limit:
+            raise BadRequest(f"a batch holds 1 to {limit} events")
+        results = []
+        for item in body["events"]:
+            try:
+                results.append(self._submit(principal, submission_from(item)))
+            except LedgerError as exc:
+                results.append(
+                    (exc.status, {"error": exc.code, "message": exc.message, **exc.extra})
+                )
+        return results
+
+    def _submit(self, principal: Principal, sub: Submission) -> tuple[int, dict[str, Any]]:
         # 3-4. The case must be known to the caller's agency, and not erased.
         case = self.cases.load(sub.case_id)
         if case is None:

@@ -92,3 +92,48 @@ async def submit_event(
     raw = await read_limited(request, request.app.state.max_body_bytes)
     status, answer = await run_in_threadpool(ledger.submit, principal, raw)
     return JSONResponse(answer, status_code=status)
+
+
+class BatchResult(BaseModel):
+    status: int
+    body: dict[str, Any]
+
+
+class BatchAnswer(BaseModel):
+    results: list[BatchResult]
+
+
+@router.post(
+    "/v1/events:batch",
+    response_model=BatchAnswer,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["events"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "events": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": 1000,
+                                "items": {"$ref": "#/components/schemas/SubmissionDoc"},
+                            }
+                        },
+                    }
+                }
+            },
+        }
+    },
+)
+async def submit_batch(
+    request: Request, principal: CurrentPrincipal, ledger: LedgerDep
+) -> dict[str, Any]:
+    """Up to 1,000 events, each accepted or refused on its own (same rules and answers as
+    POST /v1/events); the answers come back in order."""
+    raw = await read_limited(request, request.app.state.max_body_bytes * 32)
+    results = await run_in_threadpool(ledger.submit_batch, principal, raw)
+    return {"results": [{"status": status, "body": body} for status, body in results]}
