@@ -108,6 +108,42 @@ def projections_rebuild(
 
 
 @app.command()
+def bench(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    quick: Annotated[bool, typer.Option(help="A reduced run (under 2 minutes)")] = False,
+    backend: Annotated[str, typer.Option(help="sqlite or postgres")] = "sqlite",
+    database_url: Annotated[
+        str | None, typer.Option(help="PostgreSQL URL (default $LEDGER_DATABASE_URL)")
+    ] = None,
+) -> None:
+    """Measure ingest, audit, projections, proofs and erasure beside this machine's limits."""
+    from ledger.bench import run
+
+    settings = Settings()
+    if backend == "postgres":
+        url = database_url or settings.database_url
+        if not url:
+            raise typer.BadParameter(
+                "--backend postgres needs --database-url or LEDGER_DATABASE_URL"
+            )
+        settings = Settings(database_url=url)
+    elif backend == "sqlite":
+        settings = Settings(database_url=None)
+    else:
+        raise typer.BadParameter("backend is sqlite or postgres")
+    report = run(quick, settings, lambda step: typer.echo(f"bench: {step}", err=True))
+    data = report.to_json()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"backend {data['backend']}, {data['cores']} cores, {data['machine']['cpu']}")
+    for key, detail in data["details"].items():
+        ratio = f"  ({detail['ratio']}x {detail['ratio_to']})" if "ratio" in detail else ""
+        spread = f" [{detail['min']}..{detail['max']}]" if "min" in detail else ""
+        typer.echo(f"{key:<24} {data[key]!s:>12}{spread}{ratio}  {detail['method']}")
+
+
+@app.command()
 def demo(
     url: Annotated[str, typer.Option(help="The ledger's base URL")] = "http://127.0.0.1:8000",
     admin_token_file: Annotated[

@@ -254,12 +254,12 @@ class SQLStore(Store):
     def _nodes(self, cur: Cursor, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         if not keys:
             return []
-        values = ", ".join(["(?, ?)"] * len(keys))
+        # OR of point lookups: both backends use the primary key for each (a row-value
+        # `IN (VALUES ...)` made SQLite scan the whole table).
+        where = " OR ".join(["(level = ? AND idx = ?)"] * len(keys))
         flat = [v for key in keys for v in key]
         cur.execute(
-            self._sql(
-                f"SELECT level, idx, hash FROM {{s}}tree_nodes WHERE (level, idx) IN ({values})"  # noqa: S608
-            ),
+            self._sql(f"SELECT level, idx, hash FROM {{s}}tree_nodes WHERE {where}"),  # noqa: S608
             flat,
         )
         found = {(int(r["level"]), int(r["idx"])): bytes(r["hash"]) for r in cur.fetchall()}
