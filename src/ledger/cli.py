@@ -49,6 +49,8 @@ def serve(
         max_body_bytes=settings.max_body_bytes,
         checkpoint_every=settings.checkpoint_every,
         checkpoint_interval_s=settings.checkpoint_interval_s,
+        rate_per_s=settings.rate_per_s,
+        rate_burst=settings.rate_burst,
     )
     uvicorn.run(api, host=host, port=port, log_level=settings.log_level, server_header=False)
 

@@ -134,12 +134,14 @@ class Ledger:
             raise Unauthorized("the token has expired")
         return Principal(token.id, token.role, token.agency)
 
-    def issue_token(self, role: str, agency: str | None, label: str) -> tuple[str, str]:
+    def issue_token(
+        self, role: str, agency: str | None, label: str, expires_at: str | None = None
+    ) -> tuple[str, str]:
         """Create a token and store only its hash; returns (token, id)."""
         secret = "lgr_" + secrets.token_urlsafe(32)
         token_id = "tok_" + secrets.token_hex(8)
         self.store.add_token(
-            Token(token_id, role, agency, label, None, False),
+            Token(token_id, role, agency, label, expires_at, False),
             hash_token(secret),
             format_timestamp(self.clock()),
         )
@@ -187,20 +189,61 @@ class Ledger:
         return {"id": agency_id, "index": position}
 
     def create_token(
-        self, principal: Principal, agency: str | None, role: str, label: str
+        self,
+        principal: Principal,
+        agency: str | None,
+        role: str,
+        label: str,
+        expires_at: str | None = None,
     ) -> dict[str, str]:
-        """Admin: one token per person, with a role and (for agency staff) an agency."""
+        """Admin: one token per person, with a role, (for agency staff) an agency, and
+        optionally an expiry time."""
         if principal.role != "admin":
             raise Forbidden("only an admin token may create tokens")
         if role not in ROLES:
             raise BadRequest(f"role must be one of: {', '.join(ROLES)}")
         if role in AGENCY_ROLES and agency is None:
             raise BadRequest(f"a {role} token needs an agency")
-        if agency is not None and self.store.agency(agency) is None:
-            raise Invalid("agency is not a registered agency")
-        secret, token_id = self.issue_token(role, agency, label)
+        if agency is not None:
+            found = self.store.agency(agency)
+            if found is None or found.removed_at is not None:
+                raise Invalid("agency is not a registered agency")
+        if expires_at is not None:
+            try:
+                if parse_timestamp(expires_at) <= self.clock():
+                    raise Invalid("expires_at must be in the future")
+            except ValueError as exc:
+                raise BadRequest("expires_at must be YYYY-MM-DDTHH:MM:SSZ") from exc
+        secret, token_id = self.issue_token(role, agency, label, expires_at)
         log.info("token created id=%s role=%s agency=%s", token_id, role, agency)
         return {"token": secret, "id": token_id}
+
+    def revoke_token(self, principal: Principal, token_id: str) -> None:
+        """Admin: revoke a token (it answers 401 from now on)."""
+        if principal.role != "admin":
+            raise Forbidden("only an admin token may revoke tokens")
+        if not self.store.revoke_tokens(token_id=token_id, at=format_timestamp(self.clock())):
+            raise NotFound("no such active token")
+        log.info("token revoked id=%s", token_id)
+
+    def remove_agency(self, principal: Principal, agency_id: str) -> dict[str, Any]:
+        """Admin: remove an agency. Its keys are revoked in the log (so its history stays
+        verifiable and nothing new can be signed) and its tokens stop working."""
+        if principal.role != "admin":
+            raise Forbidden("only an admin token may remove agencies")
+        found = self.store.agency(agency_id)
+        if found is None or found.removed_at is not None:
+            raise NotFound("no such agency")
+        positions = [
+            self.revoke_key(principal, agency_id, key.key_id, None)["index"]
+            for key in self.store.agency_keys(agency_id)
+            if key.revoked_at is None
+        ]
+        now = format_timestamp(self.clock())
+        self.store.mark_agency_removed(agency_id, now)
+        revoked = self.store.revoke_tokens(agency=agency_id, at=now)
+        log.info("agency removed agency=%s keys=%d tokens=%d", agency_id, len(positions), revoked)
+        return {"id": agency_id, "revoked_keys": positions, "revoked_tokens": revoked}
 
     def _may_manage_keys(self, principal: Principal, agency_id: str) -> None:
         if principal.role == "admin" or (

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     freshness_s: int = 300
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
+    rate_per_s: float = 500.0  # requests per second per token (0: no limit) ...
+    rate_burst: int = 1000  # ... with bursts up to this many
     checkpoint_every: int = 1000  # sign a checkpoint every N entries ...
     checkpoint_interval_s: float = 10.0  # ... or every T seconds when the log has grown
     # Run the projections inside the API process (the embedded default) or leave them to a

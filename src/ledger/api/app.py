@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from ledger import __version__
 from ledger.api import errors
+from ledger.api.ratelimit import RateLimiter
 from ledger.api.routes import agencies, cases, events, health, log, referrals, stats, tokens
 from ledger.envelope import SCHEMAS
 from ledger.ledger import Ledger
@@ -26,6 +27,8 @@ def create_app(
     checkpoint_every: int = 1000,
     checkpoint_interval_s: float = 10.0,
     follow: bool | None = None,
+    rate_per_s: float = 500.0,
+    rate_burst: int = 1000,
 ) -> FastAPI:
     """The API over an open ledger; `follow` runs the projections in this process (default:
     when the read models are configured to live in the API process)."""
@@ -51,6 +54,7 @@ def create_app(
     )
     app.state.ledger = ledger
     app.state.readmodels = readmodels
+    app.state.rate_limiter = RateLimiter(rate_per_s, rate_burst)
     app.state.max_body_bytes = max_body_bytes
     errors.install(app)
     for module in (health, events, cases, referrals, stats, agencies, tokens, log):

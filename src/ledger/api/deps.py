@@ -30,10 +30,13 @@ ReadModelsDep = Annotated[ReadModels, Depends(get_readmodels)]
 
 
 def get_principal(
+    request: Request,
     ledger: LedgerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    return ledger.authenticate(None if credentials is None else credentials.credentials)
+    principal = ledger.authenticate(None if credentials is None else credentials.credentials)
+    request.app.state.rate_limiter.check(principal.token_id)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -23,7 +23,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LedgerError)
     async def ledger_error(_: Request, exc: LedgerError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, **exc.extra), status_code=exc.status)
+        headers = {"Retry-After": str(exc.extra.get("retry_after", 1))} if exc.status == 429 else {}
+        body = error_body(exc.code, exc.message, **exc.extra)
+        return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -117,6 +117,7 @@ class Agency:
     name: str
     type: str
     position: int
+    removed_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,14 @@ class Store(ABC):
 
     @abstractmethod
     def token_by_hash(self, token_hash: bytes) -> Token | None: ...
+
+    @abstractmethod
+    def revoke_tokens(self, *, token_id: str | None = None, agency: str | None = None,
+                      at: str) -> int:  # fmt: skip
+        """Revoke one token, or every token of an agency; returns how many were revoked."""
+
+    @abstractmethod
+    def mark_agency_removed(self, agency: str, at: str) -> None: ...
 
 
 class KeyTable(ABC):

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS {s}events_index (
   event_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, position BIGINT NOT NULL,
   case_version INTEGER NOT NULL, fingerprint {blob} NOT NULL, extra TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}agencies (
-  id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, position BIGINT NOT NULL);
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, position BIGINT NOT NULL,
+  removed_at TEXT);
 CREATE TABLE IF NOT EXISTS {s}agency_keys (
   key_id TEXT PRIMARY KEY, agency TEXT NOT NULL, line TEXT NOT NULL,
   added_at BIGINT NOT NULL, revoked_at BIGINT);
@@ -409,11 +410,21 @@ class SQLStore(Store):
     def agency(self, agency_id: str) -> Agency | None:
         with self._read() as cur:
             cur.execute(
-                self._sql("SELECT id, name, type, position FROM {s}agencies WHERE id = ?"),
+                self._sql(
+                    "SELECT id, name, type, position, removed_at FROM {s}agencies WHERE id = ?"
+                ),
                 (agency_id,),
             )
             r = cur.fetchone()
-        return None if r is None else Agency(r["id"], r["name"], r["type"], int(r["position"]))
+        if r is None:
+            return None
+        return Agency(r["id"], r["name"], r["type"], int(r["position"]), r["removed_at"])
+
+    def mark_agency_removed(self, agency: str, at: str) -> None:
+        with self._write() as cur:
+            cur.execute(
+                self._sql("UPDATE {s}agencies SET removed_at = ? WHERE id = ?"), (at, agency)
+            )
 
     @staticmethod
     def _agency_key(r: Any) -> AgencyKey:
@@ -469,6 +480,20 @@ class SQLStore(Store):
                     token.expires_at,
                 ),
             )
+
+    def revoke_tokens(
+        self, *, token_id: str | None = None, agency: str | None = None, at: str
+    ) -> int:
+        column, value = ("id", token_id) if token_id is not None else ("agency", agency)
+        with self._write() as cur:
+            cur.execute(
+                self._sql(
+                    f"UPDATE {{s}}tokens SET revoked_at = ? WHERE {column} = ?"  # noqa: S608
+                    " AND revoked_at IS NULL RETURNING id"
+                ),
+                (at, value),
+            )
+            return len(cur.fetchall())
 
     def token_by_hash(self, token_hash: bytes) -> Token | None:
         with self._read() as cur:

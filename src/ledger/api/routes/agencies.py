@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -74,3 +74,10 @@ def revoke_key(
 ) -> KeyOut:
     """Revoke a key (key.revoked); `compromised_since` flags its events from that position."""
     return KeyOut(**ledger.revoke_key(principal, agency_id, key_id, body.compromised_since))
+
+
+@router.delete("/v1/agencies/{agency_id}")
+def remove_agency(agency_id: str, principal: CurrentPrincipal, ledger: LedgerDep) -> dict[str, Any]:
+    """Admin: remove an agency: its keys are revoked in the log and its tokens stop working;
+    its history stays verifiable."""
+    return ledger.remove_agency(principal, agency_id)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from ledger.api.deps import CurrentPrincipal, LedgerDep
@@ -17,6 +17,13 @@ class TokenIn(BaseModel):
     agency: Annotated[str, StringConstraints(pattern=AGENCY_RE)] | None = None
     role: Literal["caseworker", "supervisor", "auditor", "monitor", "admin"]
     label: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    expires_at: (
+        Annotated[
+            str,
+            StringConstraints(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"),
+        ]
+        | None
+    ) = None
 
 
 class TokenOut(BaseModel):
@@ -27,4 +34,13 @@ class TokenOut(BaseModel):
 @router.post("/v1/tokens", status_code=201, response_model=TokenOut)
 def create_token(body: TokenIn, principal: CurrentPrincipal, ledger: LedgerDep) -> TokenOut:
     """Admin: a token for one person; shown once, stored only as a hash."""
-    return TokenOut(**ledger.create_token(principal, body.agency, body.role, body.label))
+    return TokenOut(
+        **ledger.create_token(principal, body.agency, body.role, body.label, body.expires_at)
+    )
+
+
+@router.delete("/v1/tokens/{token_id}", status_code=204)
+def revoke_token(token_id: str, principal: CurrentPrincipal, ledger: LedgerDep) -> Response:
+    """Admin: revoke a token; it answers 401 from now on."""
+    ledger.revoke_token(principal, token_id)
+    return Response(status_code=204)

@@ -1,0 +1,97 @@
+"""Tokens, agencies and rate limits: expiry, revocation, removal, 429 — on both backends."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.api.ratelimit import RateLimiter, TooManyRequests
+from ledger.envelope import format_timestamp
+from tests.conftest import World
+from tests.test_audit import run_audit
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_an_expired_token_is_401(world: World) -> None:
+    ngo = world.agency("ngo-a")
+    later = format_timestamp(world.clock.now.replace(year=world.clock.now.year + 1))
+    r = world.http.post(
+        "/v1/tokens",
+        headers=world.admin_auth,
+        json={"agency": "ngo-a", "role": "caseworker", "label": "temp", "expires_at": later},
+    )
+    assert r.status_code == 201
+    token = r.json()["token"]
+    case_id = ngo.open_case()
+    assert world.http.get(f"/v1/cases/{case_id}", headers=bearer(token)).status_code == 200
+    world.clock.now = world.clock.now.replace(year=world.clock.now.year + 2)
+    assert world.http.get(f"/v1/cases/{case_id}", headers=bearer(token)).status_code == 401
+    past = world.http.post(
+        "/v1/tokens",
+        headers=world.admin_auth,
+        json={"agency": "ngo-a", "role": "caseworker", "label": "x", "expires_at": later},
+    )
+    assert past.status_code == 422  # already expired
+
+
+def test_a_revoked_token_is_401(world: World) -> None:
+    world.agency("ngo-a")
+    r = world.http.post(
+        "/v1/tokens",
+        headers=world.admin_auth,
+        json={"agency": "ngo-a", "role": "supervisor", "label": "s"},
+    )
+    token, token_id = r.json()["token"], r.json()["id"]
+    assert world.http.get("/v1/cases", headers=bearer(token)).status_code == 200
+    assert world.http.delete(f"/v1/tokens/{token_id}", headers=bearer(token)).status_code == 403
+    assert world.http.delete(f"/v1/tokens/{token_id}", headers=world.admin_auth).status_code == 204
+    assert world.http.get("/v1/cases", headers=bearer(token)).status_code == 401
+    assert world.http.delete(f"/v1/tokens/{token_id}", headers=world.admin_auth).status_code == 404
+
+
+def test_a_removed_agency_can_do_nothing_and_its_history_stays_verifiable(world: World) -> None:
+    ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
+    case_id = ngo.open_case()
+    clinic_case = clinic.open_case()
+    ngo.grant(case_id, ["clinic"])
+    r = world.http.delete("/v1/agencies/clinic", headers=world.admin_auth)
+    assert r.status_code == 200 and r.json()["revoked_tokens"] >= 1
+    assert clinic.read(clinic_case).status_code == 401  # its tokens stopped working
+    assert (
+        world.http.post(
+            "/v1/tokens",
+            headers=world.admin_auth,
+            json={"agency": "clinic", "role": "caseworker", "label": "x"},
+        ).status_code
+        == 422
+    )
+    # a new token could not sign anything either: its keys are revoked in the log
+    assert world.http.delete("/v1/agencies/clinic", headers=world.admin_auth).status_code == 404
+    report = run_audit(world)
+    assert report.ok, [str(f) for f in report.failures]
+
+
+def test_too_many_requests_get_429_with_retry_after(world: World) -> None:
+    world.agency("ngo-a")
+    world.http.app.state.rate_limiter = RateLimiter(rate=1, burst=3)  # type: ignore[attr-defined]
+    headers = world.agencies["ngo-a"].auth()
+    statuses = [world.http.get("/v1/cases", headers=headers).status_code for _ in range(5)]
+    assert statuses[:3] == [200, 200, 200] and statuses[-1] == 429
+    r = world.http.get("/v1/cases", headers=headers)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    other = bearer(world.token("auditor"))  # limits are per token
+    world.http.app.state.rate_limiter = RateLimiter(rate=1, burst=3)  # type: ignore[attr-defined]
+    assert world.http.get("/v1/log/checkpoint", headers=other).status_code == 200
+
+
+def test_the_limiter_refills_over_time() -> None:
+    limiter = RateLimiter(rate=1000, burst=1)
+    limiter.check("t")
+    with pytest.raises(TooManyRequests):
+        limiter.check("t")
+    import time
+
+    time.sleep(0.01)
+    limiter.check("t")
