@@ -136,3 +136,64 @@ def test_example_entry_leaf_hash() -> None:
 def test_example_entry_sealed_digest() -> None:
     sealed = b64decode(ENTRY["sealed_ciphertext_b64"])
     assert crypto.b64(crypto.sha256(sealed)) == ENTRY["entry"]["sealed_digest"]
+
+
+def test_the_jcs_fast_path_agrees_with_rfc8785_on_random_values() -> None:
+    import random
+
+    import rfc8785
+
+    from ledger.envelope import jcs
+
+    rng = random.Random(5)
+    alphabet = [
+        "a",
+        "Z",
+        "0",
+        " ",
+        '"',
+        "\\",
+        "\n",
+        "\t",
+        "\x01",
+        "\x1f",
+        "\x7f",
+        "é",
+        "ñ",
+        "—",
+        "\u2028",
+        "€",
+        "\U0001f600",
+        "字",
+    ]
+
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 8)))
+
+    def value(depth: int) -> Any:
+        roll = rng.random()
+        if depth > 3 or roll < 0.3:
+            return rng.choice(
+                [
+                    None,
+                    True,
+                    False,
+                    rng.randrange(-(2**53) + 1, 2**53),
+                    rng.randrange(-5, 5),
+                    text(),
+                    1.5,
+                    -0.0,
+                    1e21,
+                ]
+            )
+        if roll < 0.65:
+            return [value(depth + 1) for _ in range(rng.randrange(0, 4))]
+        return {text(): value(depth + 1) for _ in range(rng.randrange(0, 4))}
+
+    for _ in range(3000):
+        v = value(0)
+        try:
+            expected = rfc8785.dumps(v)
+        except Exception:
+            continue
+        assert jcs(v) == expected, v

@@ -332,8 +332,39 @@ EVENT_TYPES = tuple(SCHEMAS)
 # --- canonical JSON -----------------------------------------------------------------------------
 
 
+def _plain(value: Any) -> bool:
+    """True when compact sorted `json.dumps` is exactly RFC 8785 for this value: no floats
+    (ES6 number formatting), only ASCII member names (UTF-16 vs code-point ordering),
+    integers within JCS's range."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is bool or item is None:
+            continue
+        if kind is int:
+            if -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT:
+                continue
+            return False
+        if kind is dict:
+            for name, member in item.items():
+                if type(name) is not str or not name.isascii():
+                    return False
+                stack.append(member)
+            continue
+        if kind is list:
+            stack.extend(item)
+            continue
+        return False
+    return True
+
+
 def jcs(value: Any) -> bytes:
-    """RFC 8785 canonical JSON bytes."""
+    """RFC 8785 canonical JSON bytes (the `rfc8785` library, with a fast path for values
+    where the standard library's compact sorted output is already canonical)."""
+    if _plain(value):
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        return text.encode("utf-8")
     return rfc8785.dumps(value)
 
 
