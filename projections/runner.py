@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from eventsourcing.persistence import IntegrityError
+
 from ledger.storage.base import Store, ViewStore
 from projections.base import Projection
 
@@ -126,6 +128,10 @@ class Follower:
             try:
                 self.runner.catch_up_one(projection)
                 health.last_failure_at = None
+            except IntegrityError:
+                # Another process applied the same page first (several API processes follow
+                # the log): its transaction won, ours rolled back; nothing was applied twice.
+                continue
             except Exception as exc:  # supervise: report, pause, restart
                 health.failures += 1
                 health.last_error = type(exc).__name__

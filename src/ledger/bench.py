@@ -259,6 +259,7 @@ def deployment(settings: Settings) -> Iterator[Deployment]:
         "LEDGER_KEYS": str(folder / "keys"),
         "LEDGER_LOG_LEVEL": "warning",
         "LEDGER_PG_SCHEMA": schema,
+        "LEDGER_WORKERS": str(os.cpu_count() or 1),
     }
     if settings.database_url:
         env["LEDGER_DATABASE_URL"] = settings.database_url

@@ -33,26 +33,25 @@ def init(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    workers: Annotated[
+        int | None, typer.Option(help="Server processes (default $LEDGER_WORKERS or 1)")
+    ] = None,
 ) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API (several processes share one database)."""
     import uvicorn
-
-    from ledger.api.app import create_app
-    from ledger.deploy import open_ledger, open_readmodels
 
     settings = Settings()
     _logging(settings)
-    ledger = open_ledger(settings)
-    api = create_app(
-        ledger,
-        open_readmodels(settings, ledger),
-        max_body_bytes=settings.max_body_bytes,
-        checkpoint_every=settings.checkpoint_every,
-        checkpoint_interval_s=settings.checkpoint_interval_s,
-        rate_per_s=settings.rate_per_s,
-        rate_burst=settings.rate_burst,
+    count = workers or settings.workers
+    uvicorn.run(
+        "ledger.api.app:app_from_settings",
+        factory=True,
+        host=host,
+        port=port,
+        workers=count if count > 1 else None,
+        log_level=settings.log_level,
+        server_header=False,
     )
-    uvicorn.run(api, host=host, port=port, log_level=settings.log_level, server_header=False)
 
 
 def _logging(settings: Settings) -> None:

@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     freshness_s: int = 300
     max_body_bytes: int = 1_048_576
     log_level: str = "info"
+    workers: int = 1  # `ledger serve` processes
     rate_per_s: float = 500.0  # requests per second per token (0: no limit) ...
     rate_burst: int = 1000  # ... with bursts up to this many
     checkpoint_every: int = 1000  # sign a checkpoint every N entries ...

@@ -87,3 +87,21 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def app_from_settings() -> FastAPI:
+    """The app for `ledger serve` (an import string, so uvicorn can run several processes)."""
+    from ledger.deploy import open_ledger, open_readmodels
+    from ledger.settings import Settings
+
+    settings = Settings()
+    ledger = open_ledger(settings)
+    return create_app(
+        ledger,
+        open_readmodels(settings, ledger),
+        max_body_bytes=settings.max_body_bytes,
+        checkpoint_every=settings.checkpoint_every,
+        checkpoint_interval_s=settings.checkpoint_interval_s,
+        rate_per_s=settings.rate_per_s,
+        rate_burst=settings.rate_burst,
+    )
