@@ -20,6 +20,10 @@ log = logging.getLogger("ledger.projections")
 PAGE = 500
 
 
+class _Moved(Exception):
+    """The projection's tracked position changed under us: re-read it and go on."""
+
+
 @dataclass
 class Health:
     failures: int = 0
@@ -39,6 +43,10 @@ class ProjectionRunner:
         from projections import stats
 
         self.views.setup([*(stmt for p in self.projections for stmt in p.schema), *stats.SCHEMA])
+        for projection in self.projections:  # every tracking row exists, so it can be locked
+            if self.views.position(projection.name) == 0:
+                with self.views.transaction() as cur:
+                    self.views.forget(cur, projection.name)
 
     def named(self, name: str | None) -> list[Projection]:
         chosen = [p for p in self.projections if name in (None, p.name)]
@@ -60,11 +68,19 @@ class ProjectionRunner:
             rows = self.store.entries(position, min(position + self.page, end))
             if not rows or rows[0][0] != position:
                 break  # not committed yet (or a gap the audit will name): try again later
-            with self.views.transaction() as cur:
-                for index, raw in rows:
-                    projection.apply(self.views, cur, index, json.loads(raw))
-                position = rows[-1][0] + 1
-                self.views.track(cur, projection.name, position)
+            try:
+                with self.views.transaction() as cur:
+                    # Another process (a second API process, a rebuild) may have moved this
+                    # projection since we read its position: then this page is not ours.
+                    if self.views.position_in(cur, projection.name) != position:
+                        raise _Moved
+                    for index, raw in rows:
+                        projection.apply(self.views, cur, index, json.loads(raw))
+                    self.views.track(cur, projection.name, rows[-1][0] + 1)
+            except _Moved:
+                position = self.views.position(projection.name)
+                continue
+            position = rows[-1][0] + 1
             applied += len(rows)
             if progress is not None:
                 progress(len(rows))

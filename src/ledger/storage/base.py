@@ -331,8 +331,12 @@ class ViewStore(ABC):
         """The next log position `name` has to apply."""
 
     @abstractmethod
+    def position_in(self, cur: Any, name: str) -> int:
+        """`position(name)` read inside the caller's write transaction, locking it there."""
+
+    @abstractmethod
     def forget(self, cur: Any, name: str) -> None:
-        """Drop `name`'s tracking (for a rebuild), in the caller's transaction."""
+        """Set `name`'s tracked position back to 0 (a rebuild; also creates the row)."""
 
     @abstractmethod
     def wait_for_appends(self, timeout: float) -> None:

@@ -188,10 +188,21 @@ class PostgresViewStore(ViewStore):
     def position(self, name: str) -> int:
         return int(self.tracking.max_tracking_id(name) or 0)
 
-    def forget(self, cur: Any, name: str) -> None:
+    def position_in(self, cur: Any, name: str) -> int:
         cur.execute(
-            f"DELETE FROM {self.schema}.{self.tracking.tracking_table_name}"  # noqa: S608
-            " WHERE application_name = %s",
+            f"SELECT notification_id FROM {self.schema}.{self.tracking.tracking_table_name}"  # noqa: S608
+            " WHERE application_name = %s FOR UPDATE",
+            (name,),
+        )
+        row = cur.fetchone()
+        return 0 if row is None else int(row["notification_id"])
+
+    def forget(self, cur: Any, name: str) -> None:
+        # Back to 0 (not deleted): the row stays, so `position_in` can always lock it.
+        cur.execute(
+            f"INSERT INTO {self.schema}.{self.tracking.tracking_table_name}"  # noqa: S608
+            " (application_name, notification_id) VALUES (%s, 0)"
+            " ON CONFLICT (application_name) DO UPDATE SET notification_id = 0",
             (name,),
         )
 

@@ -174,8 +174,18 @@ class SQLiteViewStore(ViewStore):
     def position(self, name: str) -> int:
         return int(self.tracking.max_tracking_id(name) or 0)
 
+    def position_in(self, cur: Any, name: str) -> int:
+        # BEGIN IMMEDIATE already serialises writers: the read is stable until commit.
+        cur.execute("SELECT notification_id FROM tracking WHERE application_name = ?", (name,))
+        row = cur.fetchone()
+        return 0 if row is None else int(row[0])
+
     def forget(self, cur: Any, name: str) -> None:
-        cur.execute("DELETE FROM tracking WHERE application_name = ?", (name,))
+        cur.execute(
+            "INSERT INTO tracking (application_name, notification_id) VALUES (?, 0)"
+            " ON CONFLICT (application_name) DO UPDATE SET notification_id = 0",
+            (name,),
+        )
 
     def wait_for_appends(self, timeout: float) -> None:
         time.sleep(min(timeout, self.poll_s))  # SQLite has no notifications: poll
