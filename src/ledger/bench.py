@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger import audit, crypto
-from ledger.envelope import build_submission, format_timestamp, jcs, signing_input
+from ledger.envelope import CATEGORIES, build_submission, format_timestamp, jcs, signing_input
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, sign_note
 from ledger.settings import Settings
@@ -550,21 +550,7 @@ def synthetic_log(events: int) -> tuple[str, list[bytes], crypto.VerifyKey, dict
                 "signed_at": now,
                 "facts": facts,
                 "attrs_digest": digest,
-                "payload_digests": dict.fromkeys(
-                    (
-                        "identity",
-                        "contact",
-                        "health",
-                        "legal",
-                        "immigration",
-                        "location",
-                        "employment",
-                        "education",
-                        "family",
-                        "notes",
-                    ),
-                    digest,
-                ),
+                "payload_digests": dict.fromkeys(CATEGORIES, digest),
             }
             signature = crypto.b64(crypto.sign(agency, signing_input(envelope)))
             entries.append(

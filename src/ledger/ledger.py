@@ -157,25 +157,10 @@ class Ledger:
             raise Forbidden("only an admin token may register agencies")
         if not is_agency_id(agency_id):
             raise BadRequest(f"id must match {AGENCY_RE}")
-        try:
-            key = crypto.parse_verify_key(verify_key)
-        except crypto.BadKeyLine as exc:
-            raise Invalid(f"verify_key: {exc}") from exc
-        if key.name != agency_id:
-            raise Invalid("verify_key's name must equal the agency id")
+        key = self._agency_key_line(agency_id, verify_key)
         if self.store.agency(agency_id) is not None:
             raise Conflict("an agency with this id is already registered")
-        entry = jcs(
-            {
-                "kind": "registry",
-                "action": "agency.registered",
-                "agency": agency_id,
-                "key": key.line(),
-                "signatures": [],
-                "actor": principal.token_id,
-                "recorded_at": format_timestamp(self.clock()),
-            }
-        )
+        entry = self._registry_entry(principal, "agency.registered", agency_id, key.line(), [])
         commit = Commit(
             entries=[NewEntry("registry", entry, leaf_hash(entry), None, agency_id)],
             agencies=[AgencyRow(agency_id, name, kind)],
@@ -245,6 +230,33 @@ class Ledger:
         log.info("agency removed agency=%s keys=%d tokens=%d", agency_id, len(positions), revoked)
         return {"id": agency_id, "revoked_keys": positions, "revoked_tokens": revoked}
 
+    @staticmethod
+    def _agency_key_line(agency_id: str, line: str) -> crypto.VerifyKey:
+        """A C2SP verifier key line named after the agency (422 otherwise)."""
+        try:
+            key = crypto.parse_verify_key(line)
+        except crypto.BadKeyLine as exc:
+            raise Invalid(f"verify_key: {exc}") from exc
+        if key.name != agency_id:
+            raise Invalid("verify_key's name must equal the agency id")
+        return key
+
+    def _registry_entry(
+        self,
+        principal: Principal,
+        action: str,
+        agency_id: str,
+        key_line: str,
+        signatures: list[dict[str, str]],
+        **extra: Any,
+    ) -> bytes:
+        """The canonical bytes of a registry entry (ARCHITECTURE.md section 4)."""
+        return jcs({
+            "kind": "registry", "action": action, "agency": agency_id, "key": key_line,
+            "signatures": signatures, "actor": principal.token_id,
+            "recorded_at": format_timestamp(self.clock()), **extra,
+        })  # fmt: skip
+
     def _may_manage_keys(self, principal: Principal, agency_id: str) -> None:
         if principal.role == "admin" or (
             principal.role == "supervisor" and principal.agency == agency_id
@@ -263,12 +275,7 @@ class Ledger:
     ) -> dict[str, Any]:
         """Register a new agency key, signed by a current key of the agency and by itself."""
         self._may_manage_keys(principal, agency_id)
-        try:
-            key = crypto.parse_verify_key(verify_key)
-        except crypto.BadKeyLine as exc:
-            raise Invalid(f"verify_key: {exc}") from exc
-        if key.name != agency_id:
-            raise Invalid("verify_key's name must equal the agency id")
+        key = self._agency_key_line(agency_id, verify_key)
         if self.store.agency_key(key.key_id) is not None:
             raise Conflict("this key is already registered")
         current = {
@@ -297,17 +304,7 @@ class Ledger:
             signers.add("new" if signer == key else "current")
         if signers != {"new", "current"}:
             raise VerificationError("a new key needs signatures by a current key and by itself")
-        entry = jcs(
-            {
-                "kind": "registry",
-                "action": "key.added",
-                "agency": agency_id,
-                "key": key.line(),
-                "signatures": signatures,
-                "actor": principal.token_id,
-                "recorded_at": format_timestamp(now),
-            }
-        )
+        entry = self._registry_entry(principal, "key.added", agency_id, key.line(), signatures)
         try:
             (position,) = self.store.append(
                 Commit(
@@ -332,17 +329,13 @@ class Ledger:
             raise Conflict("the key is already revoked")
         if compromised_since is not None and not 0 <= compromised_since <= self.store.log_size():
             raise BadRequest("compromised_since must be a log position or null")
-        entry = jcs(
-            {
-                "kind": "registry",
-                "action": "key.revoked",
-                "agency": agency_id,
-                "key": record.line,
-                "signatures": [],
-                "actor": principal.token_id,
-                "recorded_at": format_timestamp(self.clock()),
-                "compromised_since": compromised_since,
-            }
+        entry = self._registry_entry(
+            principal,
+            "key.revoked",
+            agency_id,
+            record.line,
+            [],
+            compromised_since=compromised_since,
         )
         try:
             (position,) = self.store.append(

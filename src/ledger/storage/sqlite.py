@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,26 @@ from ledger.storage.base import ViewStore
 from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
 
 LOCK_TIMEOUT_S = 30
+
+
+@contextmanager
+def immediate(datastore: SQLiteDatastore) -> Iterator[Any]:
+    """A cursor in a `BEGIN IMMEDIATE` transaction (writers serialised), committed on exit."""
+    with datastore.get_connection(commit=True) as conn:
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+@contextmanager
+def reading(datastore: SQLiteDatastore) -> Iterator[Any]:
+    with datastore.get_connection(commit=False) as conn:
+        yield conn.cursor()
 
 
 class SQLiteStore(SQLStore):
@@ -43,22 +63,11 @@ class SQLiteStore(SQLStore):
     def close(self) -> None:
         self.datastore.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[Any]:
-        with self.datastore.get_connection(commit=True) as conn:
-            cur = conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
+    def _write(self) -> AbstractContextManager[Any]:
+        return immediate(self.datastore)
 
-    @contextmanager
-    def _read(self) -> Iterator[Any]:
-        with self.datastore.get_connection(commit=False) as conn:
-            yield conn.cursor()
+    def _read(self) -> AbstractContextManager[Any]:
+        return reading(self.datastore)
 
     def _insert_stored_events(self, cur: Cursor, events: Sequence[StoredEvent]) -> None:
         self.recorder._insert_events(cur, events)  # type: ignore[arg-type]
@@ -151,22 +160,11 @@ class SQLiteViewStore(ViewStore):
     def close(self) -> None:
         self.datastore.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        with self.datastore.get_connection(commit=True) as conn:
-            cur = conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
+    def transaction(self) -> AbstractContextManager[Any]:
+        return immediate(self.datastore)
 
-    @contextmanager
-    def read(self) -> Iterator[Any]:
-        with self.datastore.get_connection(commit=False) as conn:
-            yield conn.cursor()
+    def read(self) -> AbstractContextManager[Any]:
+        return reading(self.datastore)
 
     def track(self, cur: Any, name: str, position: int) -> None:
         self.tracking._insert_tracking(cur, Tracking(name, position))
