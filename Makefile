@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 TEST_WORKERS ?= 2
 
-.PHONY: install run test lint clean
+.PHONY: install run test fuzz lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: install
 ## test: the whole suite, PostgreSQL included (a throwaway database or server)
 test: install
 	PY=$(PY) bash scripts/with-postgres.sh $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+
+## fuzz: the schema-driven fuzzing of the whole API, with many more examples
+fuzz: install
+	LEDGER_FUZZ_EXAMPLES=$${LEDGER_FUZZ_EXAMPLES:-300} $(VENV)/bin/pytest -q tests/test_fuzz.py
 
 lint: install
 	$(VENV)/bin/ruff check src projections tests

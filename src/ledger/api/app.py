@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict
 
 from ledger import __version__
 from ledger.api import errors
@@ -17,6 +18,31 @@ from ledger.ledger import Ledger
 from ledger.log.service import CheckpointSigner
 from ledger.readmodels import ReadModels
 from projections.runner import Follower
+
+
+class ErrorBody(BaseModel):
+    """Every refusal: a code, a message that says what to do, and sometimes details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    message: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "malformed request (JSON, members, types, ids, timestamps)"),
+        (401, "no token, or a bad, expired or revoked one"),
+        (403, "the token's role or agency may not do this, or a consent gate refused it"),
+        (404, "unknown to the caller"),
+        (409, "conflict: an id in use with other content, or a concurrent write (retry)"),
+        (410, "the case was erased"),
+        (413, "the body is too large"),
+        (422, "well-formed but not acceptable (signature, digests, key, facts, attrs)"),
+        (429, "too many requests for this token (see Retry-After)"),
+    )
+}
 
 
 def create_app(
@@ -48,6 +74,7 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
         title="Survivor Case Ledger",
         version=__version__,
         description="Signed, sealed, consent-gated case events in one verifiable Merkle log.",
