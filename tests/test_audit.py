@@ -86,7 +86,7 @@ def checks(report: audit.AuditReport) -> set[str]:
 def sql(world: World, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
     store = world.ledger.store
     with store._write() as cur:  # type: ignore[attr-defined]
-        cur.execute(store._sql(statement), params)  # type: ignore[attr-defined]
+        cur.execute(store.sql(statement), params)  # type: ignore[attr-defined]
         try:
             return list(cur.fetchall())
         except Exception:

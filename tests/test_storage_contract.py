@@ -419,7 +419,7 @@ def test_token_is_found_by_its_hash_only_and_the_raw_token_is_not_stored(store: 
 
     # What is stored is the hash given, never the raw token.
     with store._read() as cur:  # type: ignore[attr-defined]
-        cur.execute(store._sql("SELECT * FROM {s}tokens"))  # type: ignore[attr-defined]
+        cur.execute(store.sql("SELECT * FROM {s}tokens"))  # type: ignore[attr-defined]
         rows = [row_values(r) for r in cur.fetchall()]
     assert len(rows) == 2
     for value in (v for row in rows for v in row):

@@ -636,7 +636,7 @@ def bench_proofs(report: Report, sizes: Sizes, settings: Settings) -> None:
         tree = merkle.MemoryTree()
         nodes = tree.append([crypto.sha256(i.to_bytes(8, "big")) for i in range(n)])
         with store._write() as cur:  # type: ignore[attr-defined]
-            statement = store._sql(  # type: ignore[attr-defined]
+            statement = store.sql(  # type: ignore[attr-defined]
                 "INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"
             )
             cur.executemany(statement, nodes)

@@ -58,7 +58,7 @@ from ledger.keystore import KeyStore
 from ledger.log.merkle import leaf_hash
 from ledger.log.service import LogService
 from ledger.receipts import ErasureReceipt
-from ledger.sealing import seal_record, unseal_item
+from ledger.sealing import seal_record, unseal_item, unseal_items
 from ledger.storage.base import (
     AgencyRow,
     Commit,
@@ -77,6 +77,7 @@ log = logging.getLogger("ledger")
 
 ROLES = ("caseworker", "supervisor", "auditor", "monitor", "admin")
 AGENCY_ROLES = frozenset({"caseworker", "supervisor"})
+AGE_EVENTS = ("case.opened", "age.assessed")  # the events whose attrs make the case profile
 
 
 @dataclass(frozen=True)
@@ -652,16 +653,18 @@ class Ledger:
                 raise Gone("the case's key was destroyed")
             attrs: dict[str, Any] = {}
             payload: dict[str, Any] = {}
+            categories = CATEGORIES if allowed is None else sorted(allowed)
             for record in case.records:
                 etype = record["envelope"]["type"]
+                wanted = [*categories, "attrs"] if etype in AGE_EVENTS else categories
+                opened = unseal_items(key, case_id, record, wanted)
                 if etype == "case.opened":
-                    attrs.update(unseal_item(key, case_id, record, "attrs"))
+                    attrs.update(opened["attrs"])
                 elif etype == "age.assessed":
-                    attrs["age_band"] = unseal_item(key, case_id, record, "attrs")["age_band"]
-                for category in CATEGORIES if allowed is None else sorted(allowed):
-                    value = unseal_item(key, case_id, record, category)
-                    if value is not None:
-                        payload[category] = value
+                    attrs["age_band"] = opened["attrs"]["age_band"]
+                for category in categories:
+                    if opened[category] is not None:
+                        payload[category] = opened[category]
             payload = {c: payload[c] for c in CATEGORIES if c in payload}
             try:
                 self._log_access(principal, case_id, list(payload), now, case.version)

@@ -9,6 +9,7 @@ its case, its event and its name.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from ledger import crypto
@@ -50,10 +51,21 @@ def seal_record(
     return _json(boxes)
 
 
+def unseal_items(
+    key: bytes, case_id: str, record: dict[str, Any], names: Iterable[str]
+) -> dict[str, Any]:
+    """Unseal several boxes (`attrs`, `salt`, payload categories) of one stored record,
+    decoding the record's stored ciphertext once."""
+    boxes = json.loads(crypto.b64decode_strict(record["sealed"]))
+    event_id = record["envelope"]["event_id"]
+    out = {}
+    for name in names:
+        box = boxes["payload"][name] if name in CATEGORIES else boxes[name]
+        ad = _associated(case_id, event_id, name)
+        out[name] = json.loads(crypto.unseal(key, crypto.b64decode_strict(box), ad))
+    return out
+
+
 def unseal_item(key: bytes, case_id: str, record: dict[str, Any], name: str) -> Any:
     """Unseal `attrs`, `salt` or one payload category of a stored record."""
-    boxes = json.loads(crypto.b64decode_strict(record["sealed"]))
-    box = boxes["payload"][name] if name in CATEGORIES else boxes[name]
-    event_id = record["envelope"]["event_id"]
-    plain = crypto.unseal(key, crypto.b64decode_strict(box), _associated(case_id, event_id, name))
-    return json.loads(plain)
+    return unseal_items(key, case_id, record, [name])[name]

@@ -294,12 +294,9 @@ class KeyTable(ABC):
         """Reclaim space that may still hold old wrapped keys (WAL, dead tuples)."""
 
 
-class ViewStore(ABC):
-    """Where read models live, apart from the ledger's tables, with eventsourcing tracking.
-
-    `track` records a projection's position in the same transaction as its view update; a
-    position that is not past the recorded one raises, so every entry is applied exactly once.
-    """
+class SQLDialect:
+    """How a backend spells a statement: `{s}` is its schema prefix, `{blob}` its binary
+    type and `?` its placeholder."""
 
     placeholder = "?"
     prefix = ""
@@ -309,8 +306,22 @@ class ViewStore(ABC):
         text = statement.replace("{s}", self.prefix).replace("{blob}", self.blob)
         return text.replace("?", self.placeholder) if self.placeholder != "?" else text
 
-    @abstractmethod
-    def setup(self, statements: Sequence[str]) -> None: ...
+
+class ViewStore(SQLDialect, ABC):
+    """Where read models live, apart from the ledger's tables, with eventsourcing tracking.
+
+    `track` records a projection's position in the same transaction as its view update; a
+    position that is not past the recorded one raises, so every entry is applied exactly once.
+    """
+
+    tracking: Any  # the backend's eventsourcing tracking recorder
+
+    def setup(self, statements: Sequence[str]) -> None:
+        """Create the tracking table and the read models' tables."""
+        self.tracking.create_table()
+        with self.transaction() as cur:
+            for statement in statements:
+                cur.execute(self.sql(statement))
 
     @abstractmethod
     def close(self) -> None: ...

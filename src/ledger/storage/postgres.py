@@ -161,12 +161,6 @@ class PostgresViewStore(ViewStore):
         self.tracking = PostgresTrackingRecorder(self.datastore)
         self._listener: psycopg.Connection[Any] | None = None
 
-    def setup(self, statements: Sequence[str]) -> None:
-        self.tracking.create_table()
-        with self.transaction() as cur:
-            for statement in statements:
-                cur.execute(self.sql(statement))
-
     def close(self) -> None:
         if self._listener is not None:
             self._listener.close()

@@ -20,6 +20,7 @@ from ledger.storage.base import (
     Erasure,
     KeyTable,
     RecordedEvent,
+    SQLDialect,
     Store,
     StoredCheckpoint,
     Token,
@@ -71,12 +72,8 @@ CREATE TABLE IF NOT EXISTS {s}case_keys (
 """
 
 
-class SQLStore(Store):
+class SQLStore(SQLDialect, Store):
     """Ledger tables in SQL; `{s}` is the schema prefix, `?` the placeholder."""
-
-    prefix = ""
-    blob = "BLOB"
-    placeholder = "?"
 
     # -- backend hooks ---------------------------------------------------------------------------
 
@@ -103,14 +100,10 @@ class SQLStore(Store):
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _sql(self, statement: str) -> str:
-        text = statement.replace("{s}", self.prefix).replace("{blob}", self.blob)
-        return text.replace("?", self.placeholder) if self.placeholder != "?" else text
-
     def _statements(self, script: str) -> Iterator[str]:
         for statement in script.split(";"):
             if statement.strip():
-                yield self._sql(statement)
+                yield self.sql(statement)
 
     def _create_ledger_tables(self, cur: Cursor) -> None:
         for statement in self._statements(LEDGER_TABLES):
@@ -120,14 +113,14 @@ class SQLStore(Store):
 
     def get_meta(self, key: str) -> str | None:
         with self._read() as cur:
-            cur.execute(self._sql("SELECT value FROM {s}ledger_meta WHERE key = ?"), (key,))
+            cur.execute(self.sql("SELECT value FROM {s}ledger_meta WHERE key = ?"), (key,))
             row = cur.fetchone()
         return None if row is None else str(row["value"])
 
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "INSERT INTO {s}ledger_meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING"
                 ),
                 (key, value),
@@ -163,7 +156,7 @@ class SQLStore(Store):
             return []
         # 2. Reserve positions with the ledger's own counter (the row lock serialises appends).
         cur.execute(
-            self._sql("UPDATE {s}log_head SET size = size + ? WHERE id = 1 RETURNING size"), (n,)
+            self.sql("UPDATE {s}log_head SET size = size + ? WHERE id = 1 RETURNING size"), (n,)
         )
         end = int(cur.fetchone()["size"])
         start = end - n
@@ -174,7 +167,7 @@ class SQLStore(Store):
                 raise ConflictError("the case changed")
         if commit.signing_key is not None:
             cur.execute(
-                self._sql("SELECT revoked_at FROM {s}agency_keys WHERE key_id = ?"),
+                self.sql("SELECT revoked_at FROM {s}agency_keys WHERE key_id = ?"),
                 (commit.signing_key,),
             )
             row = cur.fetchone()
@@ -188,7 +181,7 @@ class SQLStore(Store):
         ]
         for row in cur_rows:
             cur.execute(
-                self._sql(
+                self.sql(
                     "INSERT INTO {s}log_entries (position, kind, leaf_hash, entry, case_id, agency)"
                     " VALUES (?, ?, ?, ?, ?, ?)"
                 ),
@@ -198,13 +191,13 @@ class SQLStore(Store):
         new_nodes = merkle.nodes_to_store(start, [e.leaf_hash for e in commit.entries], reader)
         for level, index, node in new_nodes:
             cur.execute(
-                self._sql("INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"),
+                self.sql("INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"),
                 (level, index, node),
             )
         # 5. Rows that index what was appended.
         for ev in commit.events:
             cur.execute(
-                self._sql(
+                self.sql(
                     "INSERT INTO {s}events_index"
                     " (event_id, case_id, position, case_version, fingerprint, extra)"
                     " VALUES (?, ?, ?, ?, ?, ?)"
@@ -220,12 +213,12 @@ class SQLStore(Store):
             )
         for ag in commit.agencies:
             cur.execute(
-                self._sql("INSERT INTO {s}agencies (id, name, type, position) VALUES (?, ?, ?, ?)"),
+                self.sql("INSERT INTO {s}agencies (id, name, type, position) VALUES (?, ?, ?, ?)"),
                 (ag.id, ag.name, ag.type, start),
             )
         for key in commit.keys:
             cur.execute(
-                self._sql(
+                self.sql(
                     "INSERT INTO {s}agency_keys (key_id, agency, line, added_at, revoked_at)"
                     " VALUES (?, ?, ?, ?, NULL)"
                 ),
@@ -233,7 +226,7 @@ class SQLStore(Store):
             )
         for erasure in commit.erasures:
             cur.execute(
-                self._sql(
+                self.sql(
                     "INSERT INTO {s}erasures (case_id, event_id, position, erased_at)"
                     " VALUES (?, ?, ?, ?)"
                 ),
@@ -241,7 +234,7 @@ class SQLStore(Store):
             )
         for revocation in commit.revocations:
             cur.execute(
-                self._sql(
+                self.sql(
                     "UPDATE {s}agency_keys SET revoked_at = ?"
                     " WHERE key_id = ? AND revoked_at IS NULL RETURNING key_id"
                 ),
@@ -260,7 +253,7 @@ class SQLStore(Store):
         where = " OR ".join(["(level = ? AND idx = ?)"] * len(keys))
         flat = [v for key in keys for v in key]
         cur.execute(
-            self._sql(f"SELECT level, idx, hash FROM {{s}}tree_nodes WHERE {where}"),  # noqa: S608
+            self.sql(f"SELECT level, idx, hash FROM {{s}}tree_nodes WHERE {where}"),  # noqa: S608
             flat,
         )
         found = {(int(r["level"]), int(r["idx"])): bytes(r["hash"]) for r in cur.fetchall()}
@@ -272,14 +265,14 @@ class SQLStore(Store):
 
     def log_size(self) -> int:
         with self._read() as cur:
-            cur.execute(self._sql("SELECT size FROM {s}log_head WHERE id = 1"))
+            cur.execute(self.sql("SELECT size FROM {s}log_head WHERE id = 1"))
             row = cur.fetchone()
         return 0 if row is None else int(row["size"])
 
     def entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
         with self._read() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "SELECT position, entry FROM {s}log_entries"
                     " WHERE position >= ? AND position < ? ORDER BY position"
                 ),
@@ -290,7 +283,7 @@ class SQLStore(Store):
     def entry_owner(self, position: int) -> tuple[str, str | None] | None:
         with self._read() as cur:
             cur.execute(
-                self._sql("SELECT kind, agency FROM {s}log_entries WHERE position = ?"), (position,)
+                self.sql("SELECT kind, agency FROM {s}log_entries WHERE position = ?"), (position,)
             )
             r = cur.fetchone()
         return None if r is None else (str(r["kind"]), r["agency"])
@@ -298,7 +291,7 @@ class SQLStore(Store):
     def case_readers(self, case_id: str) -> set[str]:
         with self._read() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "SELECT DISTINCT agency FROM {s}log_entries WHERE case_id = ? AND kind = ?"
                 ),
                 (case_id, "access"),
@@ -324,34 +317,32 @@ class SQLStore(Store):
 
     def erasure(self, case_id: str) -> Erasure | None:
         with self._read() as cur:
-            cur.execute(self._sql(self._ERASURE + " WHERE case_id = ?"), (case_id,))
+            cur.execute(self.sql(self._ERASURE + " WHERE case_id = ?"), (case_id,))
             r = cur.fetchone()
         return None if r is None else self._erasure(r)
 
     def unfinished_erasures(self) -> list[Erasure]:
         with self._read() as cur:
-            cur.execute(self._sql(self._ERASURE + " WHERE key_destroyed = 0 OR receipt IS NULL"))
+            cur.execute(self.sql(self._ERASURE + " WHERE key_destroyed = 0 OR receipt IS NULL"))
             return [self._erasure(r) for r in cur.fetchall()]
 
     def mark_key_destroyed(self, case_id: str) -> None:
         with self._write() as cur:
             cur.execute(
-                self._sql("UPDATE {s}erasures SET key_destroyed = 1 WHERE case_id = ?"), (case_id,)
+                self.sql("UPDATE {s}erasures SET key_destroyed = 1 WHERE case_id = ?"), (case_id,)
             )
 
     def set_receipt(self, case_id: str, receipt: str, answer_extra: dict[str, Any]) -> None:
         with self._write() as cur:
             cur.execute(
-                self._sql(
-                    "UPDATE {s}erasures SET receipt = ? WHERE case_id = ? RETURNING event_id"
-                ),
+                self.sql("UPDATE {s}erasures SET receipt = ? WHERE case_id = ? RETURNING event_id"),
                 (receipt, case_id),
             )
             row = cur.fetchone()
             if row is None:
                 raise KeyError(case_id)
             cur.execute(
-                self._sql("UPDATE {s}events_index SET extra = ? WHERE event_id = ?"),
+                self.sql("UPDATE {s}events_index SET extra = ? WHERE event_id = ?"),
                 (json.dumps(answer_extra, sort_keys=True), row["event_id"]),
             )
 
@@ -360,7 +351,7 @@ class SQLStore(Store):
     def save_checkpoint(self, size: int, root: bytes, note: str, signed_at: str) -> None:
         with self._write() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "INSERT INTO {s}checkpoints (size, root, note, signed_at) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT DO NOTHING"
                 ),
@@ -370,7 +361,7 @@ class SQLStore(Store):
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         with self._read() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "SELECT size, root, note, signed_at FROM {s}checkpoints"
                     " ORDER BY size DESC LIMIT 1"
                 )
@@ -385,7 +376,7 @@ class SQLStore(Store):
     def find_event(self, event_id: str) -> RecordedEvent | None:
         with self._read() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "SELECT e.event_id, e.case_id, e.position, e.case_version, e.fingerprint,"
                     " e.extra, l.leaf_hash FROM {s}events_index e"
                     " JOIN {s}log_entries l ON l.position = e.position WHERE e.event_id = ?"
@@ -410,7 +401,7 @@ class SQLStore(Store):
     def agency(self, agency_id: str) -> Agency | None:
         with self._read() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "SELECT id, name, type, position, removed_at FROM {s}agencies WHERE id = ?"
                 ),
                 (agency_id,),
@@ -423,7 +414,7 @@ class SQLStore(Store):
     def mark_agency_removed(self, agency: str, at: str) -> None:
         with self._write() as cur:
             cur.execute(
-                self._sql("UPDATE {s}agencies SET removed_at = ? WHERE id = ?"), (at, agency)
+                self.sql("UPDATE {s}agencies SET removed_at = ? WHERE id = ?"), (at, agency)
             )
 
     @staticmethod
@@ -440,7 +431,7 @@ class SQLStore(Store):
     def agency_key(self, key_id: str) -> AgencyKey | None:
         with self._read() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "SELECT key_id, agency, line, added_at, revoked_at"
                     " FROM {s}agency_keys WHERE key_id = ?"
                 ),
@@ -452,7 +443,7 @@ class SQLStore(Store):
     def agency_keys(self, agency: str) -> list[AgencyKey]:
         with self._read() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "SELECT key_id, agency, line, added_at, revoked_at"
                     " FROM {s}agency_keys WHERE agency = ? ORDER BY added_at"
                 ),
@@ -465,7 +456,7 @@ class SQLStore(Store):
     def add_token(self, token: Token, token_hash: bytes, created_at: str) -> None:
         with self._write() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "INSERT INTO {s}tokens"
                     " (id, hash, role, agency, label, created_at, expires_at, revoked_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, NULL)"
@@ -487,7 +478,7 @@ class SQLStore(Store):
         column, value = ("id", token_id) if token_id is not None else ("agency", agency)
         with self._write() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     f"UPDATE {{s}}tokens SET revoked_at = ? WHERE {column} = ?"  # noqa: S608
                     " AND revoked_at IS NULL RETURNING id"
                 ),
@@ -498,7 +489,7 @@ class SQLStore(Store):
     def token_by_hash(self, token_hash: bytes) -> Token | None:
         with self._read() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "SELECT id, role, agency, label, expires_at, revoked_at"
                     " FROM {s}tokens WHERE hash = ?"
                 ),
@@ -527,12 +518,8 @@ class _CursorNodes:
         return self.store._nodes(self.cur, keys)
 
 
-class SQLKeyTable(KeyTable):
+class SQLKeyTable(SQLDialect, KeyTable):
     """Wrapped case keys in SQL; backends supply connections and placeholders."""
-
-    prefix = ""
-    blob = "BLOB"
-    placeholder = "?"
 
     @abstractmethod
     def _write(self) -> AbstractContextManager[Cursor]: ...
@@ -540,18 +527,14 @@ class SQLKeyTable(KeyTable):
     @abstractmethod
     def _read(self) -> AbstractContextManager[Cursor]: ...
 
-    def _sql(self, statement: str) -> str:
-        text = statement.replace("{s}", self.prefix).replace("{blob}", self.blob)
-        return text.replace("?", self.placeholder) if self.placeholder != "?" else text
-
     def setup(self) -> None:
         with self._write() as cur:
-            cur.execute(self._sql(KEY_TABLE))
+            cur.execute(self.sql(KEY_TABLE))
 
     def insert(self, case_id: str, kek_id: str, wrapped: bytes, created_at: str) -> bool:
         with self._write() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "INSERT INTO {s}case_keys (case_id, kek_id, wrapped, created_at)"
                     " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING case_id"
                 ),
@@ -562,15 +545,13 @@ class SQLKeyTable(KeyTable):
     def confirm(self, case_id: str) -> None:
         with self._write() as cur:
             cur.execute(
-                self._sql("UPDATE {s}case_keys SET confirmed = 1 WHERE case_id = ?"), (case_id,)
+                self.sql("UPDATE {s}case_keys SET confirmed = 1 WHERE case_id = ?"), (case_id,)
             )
 
     def unconfirmed(self, created_before: str) -> list[str]:
         with self._read() as cur:
             cur.execute(
-                self._sql(
-                    "SELECT case_id FROM {s}case_keys WHERE confirmed = 0 AND created_at < ?"
-                ),
+                self.sql("SELECT case_id FROM {s}case_keys WHERE confirmed = 0 AND created_at < ?"),
                 (created_before,),
             )
             return [str(r["case_id"]) for r in cur.fetchall()]
@@ -578,20 +559,20 @@ class SQLKeyTable(KeyTable):
     def get(self, case_id: str) -> tuple[str, bytes] | None:
         with self._read() as cur:
             cur.execute(
-                self._sql("SELECT kek_id, wrapped FROM {s}case_keys WHERE case_id = ?"), (case_id,)
+                self.sql("SELECT kek_id, wrapped FROM {s}case_keys WHERE case_id = ?"), (case_id,)
             )
             r = cur.fetchone()
         return None if r is None else (str(r["kek_id"]), bytes(r["wrapped"]))
 
     def delete(self, case_id: str) -> None:
         with self._write() as cur:
-            cur.execute(self._sql("DELETE FROM {s}case_keys WHERE case_id = ?"), (case_id,))
+            cur.execute(self.sql("DELETE FROM {s}case_keys WHERE case_id = ?"), (case_id,))
         self.compact()
 
     def wrapped_by_other(self, kek_id: str, limit: int) -> list[tuple[str, str, bytes]]:
         with self._read() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "SELECT case_id, kek_id, wrapped FROM {s}case_keys WHERE kek_id <> ? LIMIT ?"
                 ),
                 (kek_id, limit),
@@ -601,7 +582,7 @@ class SQLKeyTable(KeyTable):
     def rewrap(self, case_id: str, old_kek: str, new_kek: str, wrapped: bytes) -> bool:
         with self._write() as cur:
             cur.execute(
-                self._sql(
+                self.sql(
                     "UPDATE {s}case_keys SET kek_id = ?, wrapped = ?"
                     " WHERE case_id = ? AND kek_id = ? RETURNING case_id"
                 ),

@@ -151,12 +151,6 @@ class SQLiteViewStore(ViewStore):
         self.datastore = SQLiteDatastore(str(path), lock_timeout=LOCK_TIMEOUT_S, pool_size=4)
         self.tracking = SQLiteTrackingRecorder(self.datastore)
 
-    def setup(self, statements: Sequence[str]) -> None:
-        self.tracking.create_table()
-        with self.transaction() as cur:
-            for statement in statements:
-                cur.execute(self.sql(statement))
-
     def close(self) -> None:
         self.datastore.close()
 
