@@ -355,6 +355,32 @@ def test_concurrent_appends_from_8_threads_get_distinct_gapless_positions(store:
     assert merkle.root(total, StoreNodes(store)) == expected
 
 
+def test_a_group_appends_each_commit_or_refuses_it_alone_without_a_gap(store: Store) -> None:
+    case = uuid.uuid4()
+    store.append(event_commit(case, "ev-1", b"first"))
+    outcomes = store.append_group(
+        [
+            entries_commit([b"a"]),
+            event_commit(case, "ev-2", b"same case version again"),  # version 1 is taken
+            event_commit(uuid.uuid4(), "ev-1", b"same event id again"),
+            entries_commit([b"b", b"c"]),
+            event_commit(case, "ev-3", b"next version", version=2),
+        ]
+    )
+    assert outcomes[0] == [1]
+    assert isinstance(outcomes[1], ConflictError)
+    assert isinstance(outcomes[2], ConflictError)
+    assert outcomes[3] == [2, 3]
+    assert outcomes[4] == [4]
+    assert_log(store, [b"first", b"a", b"b", b"c", b"next version"])
+    assert store.find_event("ev-2") is None
+    assert [e.originator_version for e in store.recorder.select_events(case)] == [1, 2]
+    # A group of one reports its conflict the same way.
+    (alone,) = store.append_group([event_commit(case, "ev-4", b"stale", version=2)])
+    assert isinstance(alone, ConflictError)
+    assert store.log_size() == 5
+
+
 # -- agencies and keys ---------------------------------------------------------------------------
 
 

@@ -38,20 +38,11 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API (several processes share one database)."""
-    import uvicorn
+    from ledger.server import serve as run_server
 
     settings = Settings()
     _logging(settings)
-    count = workers or settings.workers
-    uvicorn.run(
-        "ledger.api.app:app_from_settings",
-        factory=True,
-        host=host,
-        port=port,
-        workers=count if count > 1 else None,
-        log_level=settings.log_level,
-        server_header=False,
-    )
+    run_server(host, port, workers or settings.workers, settings.log_level)
 
 
 def _logging(settings: Settings) -> None:
@@ -116,9 +107,20 @@ def bench(
     database_url: Annotated[
         str | None, typer.Option(help="PostgreSQL URL (default $LEDGER_DATABASE_URL)")
     ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated sections: limits,proofs,audit,ingest,rebuild,erasure"
+            " (rebuild also ingests)"
+        ),
+    ] = None,
 ) -> None:
     """Measure ingest, audit, projections, proofs and erasure beside this machine's limits."""
-    from ledger.bench import run
+    from ledger.bench import SECTIONS, run
+
+    sections = SECTIONS if only is None else tuple(x.strip() for x in only.split(","))
+    if unknown := set(sections) - set(SECTIONS):
+        raise typer.BadParameter(f"unknown sections: {', '.join(sorted(unknown))}")
 
     settings = Settings()
     if backend == "postgres":
@@ -132,7 +134,7 @@ def bench(
         settings = Settings(database_url=None)
     else:
         raise typer.BadParameter("backend is sqlite or postgres")
-    report = run(quick, settings, lambda step: typer.echo(f"bench: {step}", err=True))
+    report = run(quick, settings, lambda step: typer.echo(f"bench: {step}", err=True), sections)
     data = report.to_json()
     if as_json:
         typer.echo(json.dumps(data, indent=2))

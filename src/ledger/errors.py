@@ -38,6 +38,15 @@ class Conflict(LedgerError):
     status, code = 409, "conflict"
 
 
+class WriteConflict(Conflict):
+    """409 after the ledger's own retries: concurrent writes to the same case kept winning.
+
+    Safe to resend unchanged (same event_id, same bytes): the retry is decided afresh.
+    """
+
+    code = "write_conflict"
+
+
 class Gone(LedgerError):
     status, code = 410, "gone"
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ledger import crypto
-from ledger.errors import Conflict
+from ledger.errors import WriteConflict
 from ledger.storage.base import KeyTable
 
 _WRAP_DOMAIN = b"ledger-kek-v1\n"
@@ -113,12 +113,12 @@ class KeyStore:
         return crypto.unseal(self._kek(kek_id), wrapped, self._associated(case_id))
 
     def create(self, case_id: str) -> bytes:
-        """A new data key for a new case; Conflict if the case already has one."""
+        """A new data key for a new case; WriteConflict if the case already has one."""
         key = crypto.new_data_key()
         wrapped = self.wrap(case_id, key)
         created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if not self.table.insert(case_id, self.kek_id, wrapped, created_at):
-            raise Conflict("write conflict: the case was opened concurrently; retry")
+            raise WriteConflict("the case was opened concurrently; retry")
         return key
 
     def confirm(self, case_id: str) -> None:

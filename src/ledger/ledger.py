@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import random
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -44,6 +46,7 @@ from ledger.errors import (
     NotFound,
     Unauthorized,
     VerificationError,
+    WriteConflict,
 )
 from ledger.gates import (
     APPEND_ROLES,
@@ -72,11 +75,13 @@ from ledger.storage.base import (
     Store,
     Token,
 )
+from ledger.storage.group import KeyedLocks
 
 log = logging.getLogger("ledger")
 
 ROLES = ("caseworker", "supervisor", "auditor", "monitor", "admin")
 AGENCY_ROLES = frozenset({"caseworker", "supervisor"})
+WRITE_ATTEMPTS = 8  # a write that lost a race is decided again up to this many times
 AGE_EVENTS = ("case.opened", "age.assessed")  # the events whose attrs make the case profile
 
 
@@ -113,6 +118,7 @@ class Ledger:
         self.store = store
         self.keys = keys
         self.cases = Cases(store.recorder)
+        self._case_locks = KeyedLocks()
         self.freshness_s = freshness_s
         self.clock = clock
         origin = store.get_meta("origin")
@@ -401,6 +407,23 @@ class Ledger:
         return results
 
     def _submit(self, principal: Principal, sub: Submission) -> tuple[int, dict[str, Any]]:
+        """Decide and record; a write that lost a race is decided again on the new state.
+
+        Every check re-runs on each attempt, so the answer is the one the log order gives: an
+        identical submission that won the race makes this a retry (200), a withdrawal that
+        committed first makes a share a refusal (403), a revoked key a 422.
+        """
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self._case_locks.held(sub.case_id):
+                    return self._decide(principal, sub)
+            except WriteConflict:
+                if attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 (jitter)
+        raise AssertionError("unreachable")
+
+    def _decide(self, principal: Principal, sub: Submission) -> tuple[int, dict[str, Any]]:
         # 3-4. The case must be known to the caller's agency, and not erased.
         case = self.cases.load(sub.case_id)
         if case is None:
@@ -446,14 +469,7 @@ class Ledger:
         )
         if case is not None:
             check_consent_gate(case.state, sub.type, sub.facts, now, lambda: self._age_band(case))
-        try:
-            return 201, self._record(principal, sub, case, now)
-        except Conflict:
-            # An identical submission may have won the race: answer as a retry would be.
-            again = self.store.find_event(sub.event_id)
-            if again is not None and hmac.compare_digest(again.fingerprint, sub.fingerprint):
-                return 200, self._answer(again)
-            raise
+        return 201, self._record(principal, sub, case, now)
 
     def _record(
         self, principal: Principal, sub: Submission, case: Case | None, now: datetime
@@ -508,7 +524,7 @@ class Ledger:
             if case.version == 1:
                 self.keys.destroy(case_id)  # a refused new case leaves no key behind
             if isinstance(exc, ConflictError):
-                raise Conflict("write conflict with a concurrent submission; retry") from exc
+                raise WriteConflict("concurrent submissions to this case; retry") from exc
             raise
         if case.version == 1:
             self.keys.confirm(case_id)

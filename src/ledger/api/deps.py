@@ -13,7 +13,7 @@ from ledger.readmodels import ReadModels
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/tokens")
 
 
-def get_ledger(request: Request) -> Ledger:
+async def get_ledger(request: Request) -> Ledger:
     ledger: Ledger = request.app.state.ledger
     return ledger
 
@@ -21,7 +21,7 @@ def get_ledger(request: Request) -> Ledger:
 LedgerDep = Annotated[Ledger, Depends(get_ledger)]
 
 
-def get_readmodels(request: Request) -> ReadModels:
+async def get_readmodels(request: Request) -> ReadModels:
     models: ReadModels = request.app.state.readmodels
     return models
 

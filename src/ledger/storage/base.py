@@ -174,10 +174,17 @@ class Store(ABC):
     # log
     @abstractmethod
     def append(self, commit: Commit) -> list[int]:
-        """Write the commit in one transaction; return the positions of its entries.
+        """Write the commit atomically; return the positions of its entries.
 
-        Raises ConflictError when a stored event's version or an event id is already taken.
+        Raises ConflictError when a stored event's version or an event id is already taken,
+        or a condition of the commit no longer holds. Concurrent appends may share one
+        transaction (group commit); each is still all or nothing on its own.
         """
+
+    @abstractmethod
+    def append_group(self, commits: Sequence[Commit]) -> list[list[int] | ConflictError]:
+        """Several commits in one transaction, in order, each appended or refused on its own:
+        a refused commit leaves nothing behind and takes no position."""
 
     @abstractmethod
     def log_size(self) -> int: ...

@@ -53,6 +53,7 @@ class PostgresStore(SQLStore):
     recorder: PostgresApplicationRecorder
 
     def __init__(self, url: str, schema: str = "ledger") -> None:
+        super().__init__()
         self.url = url
         self.schema = check_schema(schema)
         self.prefix = f"{self.schema}."

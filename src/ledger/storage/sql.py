@@ -25,6 +25,7 @@ from ledger.storage.base import (
     StoredCheckpoint,
     Token,
 )
+from ledger.storage.group import GroupCommit
 
 
 class Cursor(Protocol):
@@ -72,8 +73,15 @@ CREATE TABLE IF NOT EXISTS {s}case_keys (
 """
 
 
+def as_conflict(exc: BaseException) -> ConflictError:
+    return exc if isinstance(exc, ConflictError) else ConflictError("write conflict")
+
+
 class SQLStore(SQLDialect, Store):
     """Ledger tables in SQL; `{s}` is the schema prefix, `?` the placeholder."""
+
+    def __init__(self) -> None:
+        self._group: GroupCommit[Commit, list[int]] = GroupCommit(self.append_group)
 
     # -- backend hooks ---------------------------------------------------------------------------
 
@@ -129,15 +137,44 @@ class SQLStore(SQLDialect, Store):
     # -- the log ---------------------------------------------------------------------------------
 
     def append(self, commit: Commit) -> list[int]:
+        """Append in a group commit with whatever else this process is appending."""
         try:
-            with self._write() as cur:
-                return self._append(cur, commit)
+            return self._group.submit(commit)
         except ConflictError:
             raise
         except Exception as exc:
             if self._is_conflict(exc):
                 raise ConflictError("write conflict") from exc
             raise
+
+    def append_group(self, commits: Sequence[Commit]) -> list[list[int] | ConflictError]:
+        """One transaction; with several commits, each in a savepoint of its own so that a
+        conflict rolls back only its commit (its reserved positions included: no gap). Any
+        other error aborts the whole transaction."""
+        if len(commits) == 1:  # no savepoint needed: the transaction is the commit
+            try:
+                with self._write() as cur:
+                    return [self._append(cur, commits[0])]
+            except Exception as exc:
+                if self._conflicting(exc):
+                    return [as_conflict(exc)]
+                raise
+        outcomes: list[list[int] | ConflictError] = []
+        with self._write() as cur:
+            for commit in commits:
+                cur.execute("SAVEPOINT item")
+                try:
+                    outcomes.append(self._append(cur, commit))
+                except Exception as exc:
+                    if not self._conflicting(exc):
+                        raise
+                    cur.execute("ROLLBACK TO SAVEPOINT item")
+                    outcomes.append(as_conflict(exc))
+                cur.execute("RELEASE SAVEPOINT item")
+        return outcomes
+
+    def _conflicting(self, exc: BaseException) -> bool:
+        return isinstance(exc, ConflictError) or self._is_conflict(exc)
 
     def _append(self, cur: Cursor, commit: Commit) -> list[int]:
         # 1. Stored events first: on PostgreSQL this takes the events table lock.

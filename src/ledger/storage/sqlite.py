@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
@@ -21,10 +22,41 @@ from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
 LOCK_TIMEOUT_S = 30
 
 
+class WriterLock:
+    """One writer at a time across threads and processes, for one database file.
+
+    SQLite's own busy handler makes a blocked writer sleep and poll (up to 100 ms a nap),
+    which under several server processes turns into long tail latencies; a blocking `flock`
+    on a lock file beside the database wakes the next writer as soon as the last one commits.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + ".lock")
+        self._threads = threading.Lock()  # flock is per open file: threads need their own lock
+        self._fd: int | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._threads:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._threads:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
 @contextmanager
-def immediate(datastore: SQLiteDatastore) -> Iterator[Any]:
+def immediate(datastore: SQLiteDatastore, lock: WriterLock) -> Iterator[Any]:
     """A cursor in a `BEGIN IMMEDIATE` transaction (writers serialised), committed on exit."""
-    with datastore.get_connection(commit=True) as conn:
+    with lock.held(), datastore.get_connection(commit=True) as conn:
         cur = conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -51,8 +83,10 @@ class SQLiteStore(SQLStore):
         path.parent.chmod(0o700)
         if not path.exists():  # owner-only from the start; SQLite gives -wal/-shm the same mode
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        super().__init__()
         self.path = path
         self.datastore = SQLiteDatastore(str(path), lock_timeout=LOCK_TIMEOUT_S, pool_size=8)
+        self.writer = WriterLock(path)
         self.recorder = SQLiteApplicationRecorder(self.datastore)
 
     def setup(self) -> None:
@@ -62,9 +96,10 @@ class SQLiteStore(SQLStore):
 
     def close(self) -> None:
         self.datastore.close()
+        self.writer.close()
 
     def _write(self) -> AbstractContextManager[Any]:
-        return immediate(self.datastore)
+        return immediate(self.datastore, self.writer)
 
     def _read(self) -> AbstractContextManager[Any]:
         return reading(self.datastore)
@@ -90,7 +125,7 @@ class SQLiteKeyTable(SQLKeyTable):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._lock = threading.Lock()  # one writer at a time in this process
+        self.writer = WriterLock(path)
         self._local = threading.local()  # one connection per thread
         self._all: list[sqlite3.Connection] = []
 
@@ -116,10 +151,11 @@ class SQLiteKeyTable(SQLKeyTable):
             conn.close()
         self._all.clear()
         self._local = threading.local()
+        self.writer.close()
 
     @contextmanager
     def _write(self) -> Iterator[Any]:
-        with self._lock:
+        with self.writer.held():
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -135,7 +171,7 @@ class SQLiteKeyTable(SQLKeyTable):
 
     def compact(self) -> None:
         """Keep no copy of a destroyed or re-wrapped key in the write-ahead log."""
-        with self._lock:
+        with self.writer.held():
             self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
@@ -150,12 +186,14 @@ class SQLiteViewStore(ViewStore):
         self.poll_s = poll_s
         self.datastore = SQLiteDatastore(str(path), lock_timeout=LOCK_TIMEOUT_S, pool_size=4)
         self.tracking = SQLiteTrackingRecorder(self.datastore)
+        self.writer = WriterLock(path)
 
     def close(self) -> None:
         self.datastore.close()
+        self.writer.close()
 
     def transaction(self) -> AbstractContextManager[Any]:
-        return immediate(self.datastore)
+        return immediate(self.datastore, self.writer)
 
     def read(self) -> AbstractContextManager[Any]:
         return reading(self.datastore)
