@@ -2,7 +2,10 @@
 
 Each accepted event is one aggregate event holding a `record`: the envelope, its signature,
 the sealed attrs and payload (base64 of the stored ciphertext), the submission fingerprint,
-and who recorded it when. The cleartext `CaseState` the gates use is folded from the records.
+and who recorded it when. The aggregate itself keeps only the cleartext `CaseState` the gates
+use, folded from the records' envelopes, so a snapshot of it is small and a case of any
+length loads from its latest snapshot plus fewer than `SNAPSHOT_EVERY` events. The records
+are read from the event store when a read needs them (`Cases.records`).
 """
 
 from __future__ import annotations
@@ -11,12 +14,21 @@ import uuid
 from typing import Any
 
 from eventsourcing.application import Application
-from eventsourcing.domain import Aggregate, event
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.domain import Aggregate, Snapshot, event
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    EventStore,
+    JSONTranscoder,
+    StoredEvent,
+    Transcoding,
+)
 
 from ledger.gates import CaseState
 
 Record = dict[str, Any]
+
+SNAPSHOT_EVERY = 100  # case versions between snapshots: loading replays at most 99 events
 
 
 class Case(Aggregate):
@@ -28,7 +40,6 @@ class Case(Aggregate):
 
     @event("Opened")
     def __init__(self, record: Record) -> None:
-        self.records: list[Record] = []
         self.state = CaseState(case_id=record["envelope"]["case_id"])
         self._fold(record)
 
@@ -37,31 +48,46 @@ class Case(Aggregate):
         self._fold(record)
 
     def _fold(self, record: Record) -> None:
-        self.records.append(record)
         self.state.apply(record["envelope"], record["actor"], record["recorded_at"])
 
-    def record_at(self, version: int) -> Record:
-        """The record that made case version `version` (1-based)."""
-        return self.records[version - 1]
+
+class CaseStateAsJSON(Transcoding):
+    """Snapshots carry the gate state as plain JSON."""
+
+    type = CaseState
+    name = "case_state"
+
+    def encode(self, obj: CaseState) -> dict[str, Any]:
+        return obj.to_json()
+
+    def decode(self, data: dict[str, Any]) -> CaseState:
+        return CaseState.from_json(data)
 
 
 class Cases(Application[uuid.UUID]):
-    """The eventsourcing application over the ledger's own recorder; no aggregate cache."""
+    """The eventsourcing application over the ledger's own recorders; no aggregate cache."""
 
     name = "Cases"
-    is_snapshotting_enabled = False
 
-    def __init__(self, recorder: ApplicationRecorder) -> None:
+    def __init__(self, recorder: ApplicationRecorder, snapshots: AggregateRecorder) -> None:
         self._given_recorder = recorder
+        self._given_snapshots = snapshots
         super().__init__(
             env={
-                "IS_SNAPSHOTTING_ENABLED": "no",
+                "IS_SNAPSHOTTING_ENABLED": "yes",
                 "PERSISTENCE_MODULE": "eventsourcing.popo",
             }
         )
 
     def construct_recorder(self) -> ApplicationRecorder:
         return self._given_recorder
+
+    def construct_snapshot_store(self) -> EventStore[uuid.UUID]:
+        return EventStore(mapper=self.mapper, recorder=self._given_snapshots)
+
+    def register_transcodings(self, transcoder: JSONTranscoder) -> None:
+        super().register_transcodings(transcoder)
+        transcoder.register(CaseStateAsJSON())
 
     def load(self, case_id: str) -> Case | None:
         try:
@@ -72,3 +98,21 @@ class Cases(Application[uuid.UUID]):
             raise
         assert isinstance(case, Case)
         return case
+
+    def stored_changes(self, case: Case) -> tuple[list[StoredEvent], list[StoredEvent]]:
+        """The case's new events, and a snapshot when its version reaches the interval."""
+        events = [self.mapper.to_stored_event(e) for e in case.collect_events()]
+        snapshots = []
+        if case.version % SNAPSHOT_EVERY == 0:
+            snapshots = [self.mapper.to_stored_event(Snapshot.take(case))]
+        return events, snapshots
+
+    def records(self, case: Case) -> list[Record]:
+        """Every record of the case up to the loaded version, in order."""
+        events = self.events.get(case.id, lte=case.version)
+        return [e.record for e in events]  # type: ignore[attr-defined]
+
+    def record_at(self, case: Case, version: int) -> Record:
+        """The record that made case version `version` (1-based)."""
+        (found,) = self.events.get(case.id, gt=version - 1, lte=version)
+        return found.record  # type: ignore[attr-defined, no-any-return]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ledger.envelope import parse_timestamp
+from ledger.envelope import format_timestamp, parse_timestamp
 from ledger.errors import Forbidden, Gone, Invalid, NotFound
 
 APPEND_ROLES = frozenset({"caseworker", "supervisor"})
@@ -67,6 +67,33 @@ class Consent:
     def active(self, now: datetime) -> bool:
         return not self.withdrawn and (self.expires_at is None or self.expires_at > now)
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "consent_id": self.consent_id,
+            "version": self.version,
+            "purposes": sorted(self.purposes),
+            "recipients": sorted(self.recipients),
+            "categories": sorted(self.categories),
+            "expires_at": None if self.expires_at is None else format_timestamp(self.expires_at),
+            "given_by": self.given_by,
+            "child_assent": self.child_assent,
+            "assent_exempt": self.assent_exempt,
+            "withdrawn": self.withdrawn,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Consent:
+        expires = data["expires_at"]
+        return cls(
+            **{
+                **data,
+                "purposes": frozenset(data["purposes"]),
+                "recipients": frozenset(data["recipients"]),
+                "categories": frozenset(data["categories"]),
+                "expires_at": None if expires is None else parse_timestamp(expires),
+            }
+        )
+
 
 @dataclass
 class Referral:
@@ -75,6 +102,19 @@ class Referral:
     consent_id: str
     categories: frozenset[str]
     status: str = "pending"  # pending | accepted | declined | completed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "referral_id": self.referral_id,
+            "to": self.to,
+            "consent_id": self.consent_id,
+            "categories": sorted(self.categories),
+            "status": self.status,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Referral:
+        return cls(**{**data, "categories": frozenset(data["categories"])})
 
 
 @dataclass
@@ -96,6 +136,43 @@ class CaseState:
     erased: bool = False
     erased_at: str | None = None
     erased_version: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (sets as sorted lists, maps in insertion order): a snapshot's content."""
+        return {
+            "case_id": self.case_id,
+            "version": self.version,
+            "minor": self.minor,
+            "age_version": self.age_version,
+            "holders": sorted(self.holders),
+            "related": sorted(self.related),
+            "named": sorted(self.named),
+            "consents": [c.to_json() for c in self.consents.values()],
+            "referrals": [r.to_json() for r in self.referrals.values()],
+            "goals": sorted(self.goals),
+            "erasure_requests": [[k, v] for k, v in self.erasure_requests.items()],
+            "closed": self.closed,
+            "erased": self.erased,
+            "erased_at": self.erased_at,
+            "erased_version": self.erased_version,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CaseState:
+        consents = (Consent.from_json(c) for c in data["consents"])
+        referrals = (Referral.from_json(r) for r in data["referrals"])
+        return cls(
+            **{
+                **data,
+                "holders": set(data["holders"]),
+                "related": set(data["related"]),
+                "named": set(data["named"]),
+                "consents": {c.consent_id: c for c in consents},
+                "referrals": {r.referral_id: r for r in referrals},
+                "goals": set(data["goals"]),
+                "erasure_requests": {k: v for k, v in data["erasure_requests"]},
+            }
+        )
 
     def apply(self, envelope: Mapping[str, Any], actor: str, recorded_at: str) -> None:
         """Fold one accepted event into the state."""

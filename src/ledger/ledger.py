@@ -117,7 +117,7 @@ class Ledger:
     ) -> None:
         self.store = store
         self.keys = keys
-        self.cases = Cases(store.recorder)
+        self.cases = Cases(store.recorder, store.snapshots)
         self._case_locks = KeyedLocks()
         self.freshness_s = freshness_s
         self.clock = clock
@@ -511,8 +511,10 @@ class Ledger:
             readers = self.store.case_readers(case_id)
             extra["notify"] = sorted((case.state.named | readers) - {sub.agency})
             erasures.append(ErasureRow(case_id, event_id, 0, recorded_at))
+        stored_events, snapshots = self.cases.stored_changes(case)
         commit = Commit(
-            stored_events=[self.cases.mapper.to_stored_event(e) for e in case.collect_events()],
+            stored_events=stored_events,
+            snapshots=snapshots,
             entries=[NewEntry("event", entry, leaf_hash(entry), case_id, sub.agency)],
             events=[EventRow(event_id, case_id, case.version, sub.fingerprint, 0, extra)],
             erasures=erasures,
@@ -626,9 +628,8 @@ class Ledger:
         key = self.keys.get(case.state.case_id)
         if key is None or case.state.age_version == 0:
             return None
-        attrs = unseal_item(
-            key, case.state.case_id, case.record_at(case.state.age_version), "attrs"
-        )
+        record = self.cases.record_at(case, case.state.age_version)
+        attrs = unseal_item(key, case.state.case_id, record, "attrs")
         return str(attrs.get("age_band"))
 
     def _check_visible(self, state: CaseState | None, agency: str | None) -> CaseState:
@@ -670,7 +671,7 @@ class Ledger:
             attrs: dict[str, Any] = {}
             payload: dict[str, Any] = {}
             categories = CATEGORIES if allowed is None else sorted(allowed)
-            for record in case.records:
+            for record in self.cases.records(case):
                 etype = record["envelope"]["type"]
                 wanted = [*categories, "attrs"] if etype in AGE_EVENTS else categories
                 opened = unseal_items(key, case_id, record, wanted)

@@ -107,7 +107,7 @@ class ReadModels:
         age_band = partial(self.ledger._age_band, case)
         readable_categories(state, agency, now, age_band)  # 403 for a related agency without any
         key = self.ledger.keys.get(case_id)
-        records = {r["envelope"]["event_id"]: r for r in case.records}
+        records = {r["envelope"]["event_id"]: r for r in self.ledger.cases.records(case)}
         holder = agency in state.holders
         out = []
         for row in consents_of(self.views, case_id):
@@ -196,8 +196,9 @@ class ReadModels:
             except Forbidden:
                 key = None  # related, but no counting consent now: no attrs
             if key is not None:
-                records = {r["envelope"]["event_id"]: r for r in case.records}
-                opened = unseal_item(key, case_id, case.records[0], "attrs")
+                all_records = self.ledger.cases.records(case)
+                records = {r["envelope"]["event_id"]: r for r in all_records}
+                opened = unseal_item(key, case_id, all_records[0], "attrs")
                 for row in case_rows:
                     attrs = unseal_item(key, case_id, records[row["event_id"]], "attrs")
                     due = parse_timestamp(attrs["due_by"])
@@ -282,16 +283,16 @@ class ReadModels:
         key = self.ledger.keys.get(case_id)
         if key is None:
             return None
-        opened = unseal_item(key, case_id, case.records[0], "attrs")
+        all_records = self.ledger.cases.records(case)
+        opened = unseal_item(key, case_id, all_records[0], "attrs")
         if not opened["identified_at"].startswith(period):
             return None
         band = opened["age_band"]
         if case.state.age_version > 1:
-            band = unseal_item(key, case_id, case.record_at(case.state.age_version), "attrs")[
-                "age_band"
-            ]
+            record = all_records[case.state.age_version - 1]
+            band = unseal_item(key, case_id, record, "attrs")["age_band"]
         referrals = set()
-        for record in case.records:
+        for record in all_records:
             env = record["envelope"]
             if env["type"] == "referral.made":
                 component = unseal_item(key, case_id, record, "attrs")["component"]

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsourcing.persistence import ApplicationRecorder, StoredEvent
+from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ class Commit:
     keys: Sequence[KeyRow] = ()
     revocations: Sequence[Revocation] = ()
     erasures: Sequence[ErasureRow] = ()
+    snapshots: Sequence[StoredEvent] = ()
     # Conditions checked under the log lock; a ConflictError if they no longer hold:
     case_version: tuple[str, int] | None = None  # the case is still at this version
     signing_key: str | None = None  # this agency key is still unrevoked
@@ -155,6 +156,7 @@ class Store(ABC):
     """Ledger storage on one backend."""
 
     recorder: ApplicationRecorder
+    snapshots: AggregateRecorder  # case snapshots (eventsourcing), written with their event
 
     @abstractmethod
     def setup(self) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
     PostgresApplicationRecorder,
     PostgresDatastore,
     PostgresTrackingRecorder,
@@ -51,6 +52,7 @@ class PostgresStore(SQLStore):
     blob = "BYTEA"
     placeholder = "%s"
     recorder: PostgresApplicationRecorder
+    snapshots: PostgresAggregateRecorder
 
     def __init__(self, url: str, schema: str = "ledger") -> None:
         super().__init__()
@@ -61,9 +63,13 @@ class PostgresStore(SQLStore):
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
         self.datastore = datastore_for(url, self.schema)
         self.recorder = PostgresApplicationRecorder(self.datastore)
+        self.snapshots = PostgresAggregateRecorder(
+            self.datastore, events_table_name="case_snapshots"
+        )
 
     def setup(self) -> None:
         self.recorder.create_table()
+        self.snapshots.create_table()
         with self._write() as cur:
             self._create_ledger_tables(cur)
 
@@ -82,6 +88,9 @@ class PostgresStore(SQLStore):
 
     def _insert_stored_events(self, cur: Cursor, events: Sequence[StoredEvent]) -> None:
         self.recorder._insert_stored_events(cur, events)  # type: ignore[arg-type]
+
+    def _insert_snapshots(self, cur: Cursor, snapshots: Sequence[StoredEvent]) -> None:
+        self.snapshots._insert_stored_events(cur, snapshots)  # type: ignore[arg-type]
 
     def _is_conflict(self, exc: BaseException) -> bool:
         from eventsourcing.persistence import IntegrityError

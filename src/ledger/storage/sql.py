@@ -97,6 +97,9 @@ class SQLStore(SQLDialect, Store):
     def _insert_stored_events(self, cur: Cursor, events: Sequence[StoredEvent]) -> None: ...
 
     @abstractmethod
+    def _insert_snapshots(self, cur: Cursor, snapshots: Sequence[StoredEvent]) -> None: ...
+
+    @abstractmethod
     def _is_conflict(self, exc: BaseException) -> bool: ...
 
     def _after_append(self, cur: Cursor) -> None:
@@ -180,6 +183,8 @@ class SQLStore(SQLDialect, Store):
         # 1. Stored events first: on PostgreSQL this takes the events table lock.
         if commit.stored_events:
             self._insert_stored_events(cur, commit.stored_events)
+        if commit.snapshots:
+            self._insert_snapshots(cur, commit.snapshots)
         n = len(commit.entries)
         if n == 0:
             if (

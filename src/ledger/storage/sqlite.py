@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent, Tracking
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore, SQLiteTrackingRecorder
+from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
+    SQLiteApplicationRecorder,
+    SQLiteDatastore,
+    SQLiteTrackingRecorder,
+)
 
 from ledger.storage.base import ViewStore
 from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
@@ -77,6 +82,7 @@ class SQLiteStore(SQLStore):
     """Event store, log, tree, agencies and tokens in `<home>/ledger.db` (WAL mode)."""
 
     recorder: SQLiteApplicationRecorder
+    snapshots: SQLiteAggregateRecorder
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,9 +94,11 @@ class SQLiteStore(SQLStore):
         self.datastore = SQLiteDatastore(str(path), lock_timeout=LOCK_TIMEOUT_S, pool_size=8)
         self.writer = WriterLock(path)
         self.recorder = SQLiteApplicationRecorder(self.datastore)
+        self.snapshots = SQLiteAggregateRecorder(self.datastore, "case_snapshots")
 
     def setup(self) -> None:
         self.recorder.create_table()
+        self.snapshots.create_table()
         with self._write() as cur:
             self._create_ledger_tables(cur)
 
@@ -106,6 +114,9 @@ class SQLiteStore(SQLStore):
 
     def _insert_stored_events(self, cur: Cursor, events: Sequence[StoredEvent]) -> None:
         self.recorder._insert_events(cur, events)  # type: ignore[arg-type]
+
+    def _insert_snapshots(self, cur: Cursor, snapshots: Sequence[StoredEvent]) -> None:
+        self.snapshots._insert_events(cur, snapshots)  # type: ignore[arg-type]
 
     def _is_conflict(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
