@@ -137,7 +137,9 @@ def test_printouts_are_safe_to_carry(world: World) -> None:
         assert case_id not in text and consent not in text
         assert not [word for word in RISKY if word in text.lower()]
     assert "Comprobante de consentimiento" in html.text and 'lang="es"' in html.text
-    assert "asistencia legal" in html.text  # prosecution, in words safe to carry
+    # prosecution and immigration, in words safe to carry
+    assert "<dd>servicios de apoyo, asistencia legal</dd>" in html.text
+    assert "<dd>datos personales, información sobre los servicios recibidos," in html.text
     assert "2030-01-01" in html.text  # until when
 
 
@@ -215,5 +217,8 @@ def test_staff_look_up_a_printed_code_and_erasure_kills_it(world: World) -> None
     assert found.json() == {"case_id": case_id, "consent_id": consent, "event": "granted"}
     assert world.http.get(f"/v1/consent-receipts/{code}", headers=clinic.auth()).status_code == 200
     assert world.http.get(f"/v1/consent-receipts/{code}", headers=other.auth()).status_code == 404
+    ngo.ok("consent.withdrawn", case_id, {"consent_id": consent}, {"reason": "other"})
+    assert world.http.get(f"/v1/consent-receipts/{code}", headers=clinic.auth()).status_code == 404
+    assert world.http.get(f"/v1/consent-receipts/{code}", headers=ngo.auth()).status_code == 200
     assert erase(world, case_id).status_code == 201
     assert world.http.get(f"/v1/consent-receipts/{code}", headers=ngo.auth()).status_code == 404

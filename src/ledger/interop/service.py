@@ -20,7 +20,7 @@ from typing import Any
 
 from ledger.case import Case
 from ledger.envelope import CATEGORIES, PURPOSES
-from ledger.errors import Conflict, Gone, NotFound
+from ledger.errors import Conflict, Forbidden, Gone, NotFound
 from ledger.gates import Consent, readable_categories
 from ledger.interop import consent_receipt, fhir, printout
 from ledger.interop.htcds import CaseProfile
@@ -194,6 +194,16 @@ class InteropService:
             )
             if case is None or key is None:
                 continue
+            if agency not in case.state.holders:
+                try:  # the register's rule: a recipient needs a consent that counts now
+                    readable_categories(
+                        case.state,
+                        agency,
+                        self.ledger.clock(),
+                        partial(self.ledger._age_band, case),
+                    )
+                except Forbidden:
+                    continue
             for kind, record in _consent_events(case):
                 consent = case.state.consents[record["envelope"]["facts"]["consent_id"]]
                 if agency not in case.state.holders and agency not in consent.recipients:
