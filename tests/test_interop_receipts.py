@@ -23,6 +23,7 @@ from ledger.interop.consent_receipt import (
 from ledger.interop.printout import render_html, render_pdf
 from ledger.interop.record import ConsentEvent, ConsentRecord
 from tests.conftest import World
+from tests.test_audit import run_audit
 from tests.test_erasure import erase, receipt_key
 
 RISKY = ("prosecution", "health", "immigration", "legal_", "trafficking", "salud", "fiscal")
@@ -201,6 +202,8 @@ def test_receipt_endpoints_follow_the_consent_registers_rules(world: World) -> N
     assert world.http.get(url, headers=auditor).status_code == 403
     ngo.ok("consent.withdrawn", case_id, {"consent_id": solo}, {"reason": "other"})
     assert world.http.get(receipt_url(case_id, solo), headers=legal.auth()).status_code == 403
+    report = run_audit(world)  # the access entries of these reads pass the audit's rules
+    assert report.ok, [str(f) for f in report.failures]
     assert world.http.get(url + "?format=doc", headers=ngo.auth()).status_code == 400
     assert erase(world, case_id).status_code == 201
     assert world.http.get(url, headers=ngo.auth()).status_code == 410
