@@ -132,6 +132,8 @@ def test_printouts_are_safe_to_carry(world: World) -> None:
     html = world.http.get(receipt_url(case_id, consent) + "?format=html", headers=ngo.auth())
     pdf = world.http.get(receipt_url(case_id, consent) + "?format=pdf", headers=ngo.auth())
     assert html.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in html.headers["content-security-policy"]
+    assert html.headers["cache-control"] == pdf.headers["cache-control"] == "no-store"
     assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
     for text in (html.text, pdf.content.decode("latin-1")):
         assert code in text
@@ -210,7 +212,7 @@ def test_receipt_endpoints_follow_the_consent_registers_rules(world: World) -> N
     assert world.http.get(url, headers=other.auth()).status_code == 404
 
 
-def test_staff_look_up_a_printed_code_and_erasure_kills_it(world: World) -> None:
+def test_staff_look_up_a_printed_code_and_erasure_kills_it(world: World, tmp_path: Path) -> None:
     case_id, consent = scenario(world)
     ngo, clinic, other = world.agencies["ngo-a"], world.agencies["clinic"], world.agency("other")
     note = world.http.get(receipt_url(case_id, consent), headers=ngo.auth()).text
@@ -223,5 +225,12 @@ def test_staff_look_up_a_printed_code_and_erasure_kills_it(world: World) -> None
     ngo.ok("consent.withdrawn", case_id, {"consent_id": consent}, {"reason": "other"})
     assert world.http.get(f"/v1/consent-receipts/{code}", headers=clinic.auth()).status_code == 404
     assert world.http.get(f"/v1/consent-receipts/{code}", headers=ngo.auth()).status_code == 200
-    assert erase(world, case_id).status_code == 201
+    erased = erase(world, case_id)
+    assert erased.status_code == 201
     assert world.http.get(f"/v1/consent-receipts/{code}", headers=ngo.auth()).status_code == 404
+    # the same command checks the erasure receipt the survivor is given then
+    (tmp_path / "erasure.txt").write_text(erased.json()["receipt"])
+    key = str(KeyPaths(world.settings.keys).receipt_vkey)
+    args = ["receipt", "verify", str(tmp_path / "erasure.txt"), "--receipt-key", key]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0 and "erasure receipt" in result.output

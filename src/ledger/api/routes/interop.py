@@ -41,7 +41,12 @@ def consent_receipt(
     receipt key); `html` and `pdf` are the printout, safe to carry (a receipt code, no ids,
     neutral wording), in the consent's language."""
     body, media_type = service.receipt(principal, case_id, consent_id, event, format)
-    return Response(body, media_type=media_type)
+    headers = {"Cache-Control": "no-store"}
+    if format == "html":  # a static page: no scripts, no requests, nothing but its own style
+        headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    if format == "pdf":
+        headers["Content-Disposition"] = 'inline; filename="consent-receipt.pdf"'
+    return Response(body, media_type=media_type, headers=headers)
 
 
 @router.get(
@@ -55,6 +60,7 @@ def fhir_consent(
     return Response(
         json.dumps(service.fhir_consent(principal, case_id, consent_id), ensure_ascii=False),
         media_type="application/fhir+json",
+        headers={"Cache-Control": "no-store"},
     )
 
 
