@@ -55,12 +55,14 @@ class InteropService:
 
     # -- one consent, as the caller may see it -----------------------------------------------
 
-    def _visible_consent(self, principal: Principal, case: Case, consent_id: str) -> Consent:
+    def _visible_consent(
+        self, principal: Principal, case: Case, consent_id: str, now: datetime
+    ) -> Consent:
+        """The register's rule: 403 for a related agency without a counting consent, 404 for
+        a consent that does not exist or (for a non-holder) does not name the caller."""
         agency = ReadModels._agency(principal)
         state = case.state
-        readable_categories(
-            state, agency, self.ledger.clock(), partial(self.ledger._age_band, case)
-        )
+        readable_categories(state, agency, now, partial(self.ledger._age_band, case))
         consent = state.consents.get(consent_id)
         if consent is None or (agency not in state.holders and agency not in consent.recipients):
             raise NotFound("no such consent in this case for your agency")
@@ -132,7 +134,7 @@ class InteropService:
         for _attempt in range(5):
             case, _state = self.ledger._visible_case(principal, case_id)
             now = self.ledger.clock()
-            consent = self._visible_consent(principal, case, consent_id)
+            consent = self._visible_consent(principal, case, consent_id, now)
             key = self.ledger.keys.get(case_id)
             if key is None:
                 raise Gone("the case's key was destroyed")
