@@ -293,6 +293,96 @@ def rotate_kek(
     typer.echo(f"re-wrapped {moved} case keys under a new KEK; the old KEK file is shredded")
 
 
+receipt_app = typer.Typer(help="Receipts signed by the receipt key", no_args_is_help=True)
+app.add_typer(receipt_app, name="receipt")
+
+
+@receipt_app.command("verify")
+def receipt_verify(
+    file: Annotated[Path, typer.Argument(help="A consent or erasure receipt (signed note)")],
+    receipt_key: Annotated[
+        Path | None,
+        typer.Option(help="The receipt key's verifier key line (default in $LEDGER_KEYS)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verified record")] = False,
+) -> None:
+    """Check a receipt's signature by the receipt key and its form; exit 1 if it fails."""
+    from ledger import crypto
+    from ledger.interop.consent_receipt import HEADER as CONSENT_HEADER
+    from ledger.interop.consent_receipt import ConsentReceiptError, verify_consent_receipt
+    from ledger.receipts import ReceiptError, verify_receipt
+
+    key_file = receipt_key or Settings().keys / "receipt.vkey"
+    try:
+        key = crypto.parse_verify_key(key_file.read_text())
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, crypto.BadKeyLine) as exc:
+        typer.echo(f"cannot read the receipt or the receipt key: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    try:
+        if text.startswith(CONSENT_HEADER + "\n"):
+            record = verify_consent_receipt(text, key)
+            header = record["record_header"]
+            summary = (
+                f"verified: consent receipt {header['receipt_code']} ({header['issued_for']} "
+                f"at {header['issued_at']}), signed by {key.key_id}"
+            )
+        else:
+            erasure = verify_receipt(text, key)
+            record = {"case_id": erasure.case_id, "index": erasure.index,
+                      "erased_at": erasure.erased_at}  # fmt: skip
+            summary = f"verified: erasure receipt, log index {erasure.index}, key {key.key_id}"
+    except (ConsentReceiptError, ReceiptError) as exc:
+        typer.echo(f"FAILED: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(record, indent=2, ensure_ascii=False) if as_json else summary)
+
+
+export_app = typer.Typer(help="Anonymised exports for data collaboratives", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("htcds")
+def export_htcds(
+    year: Annotated[int, typer.Option(help="A year that has ended (cases by identification)")],
+    out: Annotated[Path, typer.Option(help="Where to write the CSV")],
+    report: Annotated[
+        Path | None, typer.Option(help="Write the JSON report here (default: standard error)")
+    ] = None,
+) -> None:
+    """HTCDS / CTDC-style one-row-per-case CSV of a closed year: k = 11, l = 2, no ids, no
+    free text. Runs on the deployment (it unseals attrs with the key-encryption key)."""
+    from ledger.deploy import open_ledger, open_readmodels
+    from ledger.interop import htcds
+    from ledger.interop.service import InteropService
+
+    settings = Settings()
+    ledger = open_ledger(settings)
+    try:
+        htcds.check_year(year, ledger.clock().year)
+    except htcds.ExportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    models = open_readmodels(settings, ledger)
+    try:
+        profiles = InteropService(ledger, models).htcds_profiles(year)
+    finally:
+        models.views.close()
+        ledger.store.close()
+        ledger.keys.table.close()
+    text, details = htcds.export(year, profiles)
+    out.write_text(text, encoding="utf-8")
+    rendered = json.dumps(details, indent=2) + "\n"
+    if report is not None:
+        report.write_text(rendered, encoding="utf-8")
+    else:
+        typer.echo(rendered, err=True, nl=False)
+    typer.echo(
+        f"wrote {details['rows_published']} rows to {out} "
+        f"({details['rows_suppressed']} suppressed of {details['cases']})"
+    )
+
+
 def main() -> None:
     app()
 

@@ -12,7 +12,17 @@ from pydantic import BaseModel, ConfigDict
 from ledger import __version__
 from ledger.api import errors
 from ledger.api.ratelimit import RateLimiter
-from ledger.api.routes import agencies, cases, events, health, log, referrals, stats, tokens
+from ledger.api.routes import (
+    agencies,
+    cases,
+    events,
+    health,
+    interop,
+    log,
+    referrals,
+    stats,
+    tokens,
+)
 from ledger.envelope import SCHEMAS
 from ledger.ledger import Ledger
 from ledger.log.service import CheckpointSigner
@@ -84,7 +94,7 @@ def create_app(
     app.state.rate_limiter = RateLimiter(rate_per_s, rate_burst)
     app.state.max_body_bytes = max_body_bytes
     errors.install(app)
-    for module in (health, events, cases, referrals, stats, agencies, tokens, log):
+    for module in (health, events, cases, interop, referrals, stats, agencies, tokens, log):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

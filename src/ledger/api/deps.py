@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ledger.interop.service import InteropService
 from ledger.ledger import Ledger, Principal
 from ledger.readmodels import ReadModels
 
@@ -27,6 +28,13 @@ async def get_readmodels(request: Request) -> ReadModels:
 
 
 ReadModelsDep = Annotated[ReadModels, Depends(get_readmodels)]
+
+
+def get_interop(ledger: LedgerDep, models: ReadModelsDep) -> InteropService:
+    return InteropService(ledger, models)
+
+
+InteropDep = Annotated[InteropService, Depends(get_interop)]
 
 
 def get_principal(

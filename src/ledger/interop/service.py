@@ -1,0 +1,283 @@
+"""Access rules, unsealing and access logging around the interoperability formats.
+
+Receipts and FHIR resources follow the rules of the consent register
+(`GET /v1/cases/{id}/consents`): holders see every consent of the case, other related
+agencies the consents that name them while one counts for them (403 otherwise), unrelated
+agencies get 404, an erased case 410. Each answer unseals the consent's attrs (language,
+interpreter, notice version, withdrawal reason), so each is logged as an access entry,
+as `read_case` does. The HTCDS export unseals attrs of every case of a year on the
+deployment itself (it needs the key-encryption key) and, like statistics releases, writes
+anonymised output only: it adds no access entries (see docs/interop/htcds.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from ledger.case import Case
+from ledger.envelope import CATEGORIES, PURPOSES
+from ledger.errors import Conflict, Forbidden, Gone, NotFound
+from ledger.gates import Consent, readable_categories
+from ledger.interop import consent_receipt, fhir, printout
+from ledger.interop.htcds import CaseProfile
+from ledger.interop.record import (
+    ConsentEvent,
+    ConsentRecord,
+    normalise_code,
+    ordered,
+    receipt_code,
+    subject_id,
+)
+from ledger.ledger import Ledger, Principal
+from ledger.readmodels import ReadModels
+from ledger.sealing import unseal_item
+from ledger.storage.base import ConflictError
+from projections.cases import cases_of
+
+log = logging.getLogger("ledger.interop")
+
+RECEIPT_FORMATS = {
+    "note": "text/plain; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+    "pdf": "application/pdf",
+}
+
+
+class InteropService:
+    """Consent receipts, FHIR Consent resources, receipt-code look-ups and HTCDS profiles."""
+
+    def __init__(self, ledger: Ledger, models: ReadModels) -> None:
+        self.ledger, self.models = ledger, models
+
+    # -- one consent, as the caller may see it -----------------------------------------------
+
+    def _visible_consent(
+        self, principal: Principal, case: Case, consent_id: str, now: datetime
+    ) -> Consent:
+        """The register's rule: 403 for a related agency without a counting consent, 404 for
+        a consent that does not exist or (for a non-holder) does not name the caller."""
+        agency = ReadModels._agency(principal)
+        state = case.state
+        readable_categories(state, agency, now, partial(self.ledger._age_band, case))
+        consent = state.consents.get(consent_id)
+        if consent is None or (agency not in state.holders and agency not in consent.recipients):
+            raise NotFound("no such consent in this case for your agency")
+        return consent
+
+    def _record(self, case: Case, consent: Consent, key: bytes) -> ConsentRecord:
+        case_id = case.state.case_id
+        granted = case.record_at(consent.version)
+        facts = granted["envelope"]["facts"]
+        attrs = unseal_item(key, case_id, granted, "attrs")
+        minor = True
+        for record in case.records[: consent.version]:
+            if record["envelope"]["type"] in ("case.opened", "age.assessed"):
+                minor = bool(record["envelope"]["facts"]["minor"])
+        withdrawn, reason = None, None
+        for record in case.records[consent.version :]:
+            env = record["envelope"]
+            if (
+                env["type"] == "consent.withdrawn"
+                and env["facts"]["consent_id"] == consent.consent_id
+            ):
+                withdrawn = self._event("withdrawn", record, key)
+                reason = unseal_item(key, case_id, record, "attrs")["reason"]
+        agencies = {granted["envelope"]["agency"], *consent.recipients}
+        names = {}
+        for agency in agencies:
+            row = self.ledger.store.agency(agency)
+            names[agency] = row.name if row is not None else agency
+        return ConsentRecord(
+            origin=self.ledger.origin,
+            case_id=case_id,
+            consent_id=consent.consent_id,
+            purposes=ordered(facts["purposes"], PURPOSES),
+            recipients=tuple(sorted(facts["recipients"])),
+            categories=ordered(facts["categories"], CATEGORIES),
+            expires_at=facts["expires_at"],
+            given_by=facts["given_by"],
+            child_assent=facts["child_assent"],
+            assent_exempt=facts["assent_exempt"],
+            minor=minor,
+            language=attrs["language"],
+            interpreter=attrs["interpreter"],
+            notice_version=attrs["notice_version"],
+            granted=self._event("granted", granted, key),
+            withdrawn=withdrawn,
+            withdrawal_reason=reason,
+            agency_names=names,
+            subject=subject_id(key),
+        )
+
+    def _event(self, kind: str, record: dict[str, Any], key: bytes) -> ConsentEvent:
+        env = record["envelope"]
+        found = self.ledger.store.find_event(env["event_id"])
+        assert found is not None
+        return ConsentEvent(
+            kind=kind,
+            event_id=env["event_id"],
+            index=found.position,
+            recorded_at=record["recorded_at"],
+            agency=env["agency"],
+            code=receipt_code(key, env["event_id"]),
+        )
+
+    def consent_record(
+        self, principal: Principal, case_id: str, consent_id: str
+    ) -> tuple[ConsentRecord, datetime]:
+        """The consent as the caller may see it, its attrs unsealed and the read logged."""
+        ReadModels._agency(principal)
+        for _attempt in range(5):
+            case, _state = self.ledger._visible_case(principal, case_id)
+            now = self.ledger.clock()
+            consent = self._visible_consent(principal, case, consent_id, now)
+            key = self.ledger.keys.get(case_id)
+            if key is None:
+                raise Gone("the case's key was destroyed")
+            record = self._record(case, consent, key)
+            try:
+                self.ledger._log_access(principal, case_id, [], now, case.version)
+            except ConflictError:
+                continue  # the case changed meanwhile: decide again on its new state
+            return record, now
+        raise Conflict("the case kept changing while it was read; retry")
+
+    # -- the formats ---------------------------------------------------------------------------
+
+    def receipt(
+        self,
+        principal: Principal,
+        case_id: str,
+        consent_id: str,
+        event: str | None = None,
+        fmt: str = "note",
+    ) -> tuple[bytes, str]:
+        """One consent event's receipt as a signed note, HTML or PDF, and its media type."""
+        if self.ledger.receipt_key is None:
+            raise Conflict("this deployment has no receipt key; run `ledger init`")
+        record, _now = self.consent_record(principal, case_id, consent_id)
+        try:
+            chosen = record.event(event)
+        except LookupError:
+            raise NotFound(
+                "the consent was not withdrawn: there is no withdrawal receipt"
+            ) from None
+        if fmt == "html":
+            body = printout.render_html(record, chosen).encode()
+        elif fmt == "pdf":
+            body = printout.render_pdf(record, chosen)
+        else:
+            data = consent_receipt.receipt_record(record, chosen)
+            body = consent_receipt.sign_receipt(data, self.ledger.receipt_key).encode()
+        log.info("consent receipt case=%s event=%s format=%s", case_id, chosen.event_id, fmt)
+        return body, RECEIPT_FORMATS[fmt]
+
+    def fhir_consent(self, principal: Principal, case_id: str, consent_id: str) -> dict[str, Any]:
+        """The consent as a FHIR R4 Consent resource."""
+        record, now = self.consent_record(principal, case_id, consent_id)
+        return fhir.consent_resource(record, now)
+
+    def lookup(self, principal: Principal, code: str) -> dict[str, str]:
+        """Staff look-up of a printed receipt code among the consents the caller may see.
+
+        The code is keyed by each case's key, so it is recomputed per consent event of the
+        caller's cases (no stored index to leak or to purge; erased cases drop out)."""
+        agency = ReadModels._agency(principal)
+        wanted = normalise_code(code)
+        self.models._fresh()
+        for row in cases_of(self.models.views, agency):
+            case = self.ledger.cases.load(row["case_id"])
+            key = (
+                None if case is None or case.state.erased else self.ledger.keys.get(row["case_id"])
+            )
+            if case is None or key is None:
+                continue
+            if agency not in case.state.holders:
+                try:  # the register's rule: a recipient needs a consent that counts now
+                    readable_categories(
+                        case.state,
+                        agency,
+                        self.ledger.clock(),
+                        partial(self.ledger._age_band, case),
+                    )
+                except Forbidden:
+                    continue
+            for kind, record in _consent_events(case):
+                consent = case.state.consents[record["envelope"]["facts"]["consent_id"]]
+                if agency not in case.state.holders and agency not in consent.recipients:
+                    continue
+                if receipt_code(key, record["envelope"]["event_id"]) == wanted:
+                    log.info("receipt code looked up case=%s agency=%s", row["case_id"], agency)
+                    return {
+                        "case_id": row["case_id"],
+                        "consent_id": consent.consent_id,
+                        "event": kind,
+                    }
+        raise NotFound("no consent receipt with this code among your agency's cases")
+
+    # -- HTCDS -------------------------------------------------------------------------------------
+
+    def htcds_profiles(self, year: int) -> list[CaseProfile]:
+        """Each non-erased case identified in `year`, as it stood at the end of that year."""
+        self.models.runner.catch_up()
+        views = self.models.views
+        with views.read() as cur:
+            cur.execute(views.sql("SELECT case_id FROM {s}view_cases ORDER BY case_id"))
+            case_ids = [r["case_id"] for r in cur.fetchall()]
+        profiles = []
+        for case_id in case_ids:
+            profile = self._profile(case_id, year)
+            if profile is not None:
+                profiles.append(profile)
+        log.info("htcds profiles year=%d cases=%d", year, len(profiles))
+        return profiles
+
+    def _profile(self, case_id: str, year: int) -> CaseProfile | None:
+        case = self.ledger.cases.load(case_id)
+        if case is None or case.state.erased:
+            return None
+        key = self.ledger.keys.get(case_id)
+        if key is None:
+            return None
+        opened = unseal_item(key, case_id, case.records[0], "attrs")
+        if not opened["identified_at"].startswith(f"{year}-"):
+            return None
+        cutoff = f"{year + 1}-01-01T00:00:00Z"
+        age_band, closed = opened["age_band"], False
+        components: dict[str, str] = {}
+        outcomes: dict[str, str] = {}
+        for record in case.records[1:]:
+            if record["recorded_at"] >= cutoff:
+                break
+            env = record["envelope"]
+            etype, facts = env["type"], env["facts"]
+            if etype == "age.assessed":
+                age_band = unseal_item(key, case_id, record, "attrs")["age_band"]
+            elif etype == "case.closed":
+                closed = True
+            elif etype == "referral.made":
+                attrs = unseal_item(key, case_id, record, "attrs")
+                components[facts["referral_id"]] = attrs["component"]
+                outcomes[facts["referral_id"]] = "pending"
+            elif etype in ("referral.accepted", "referral.declined", "referral.completed"):
+                outcomes[facts["referral_id"]] = etype.split(".")[1]
+        return CaseProfile(
+            age_band=age_band,
+            gender=opened["gender"],
+            exploitation=frozenset(opened["exploitation"]),
+            closed=closed,
+            referrals=tuple(sorted((components[r], outcomes[r]) for r in components)),
+        )
+
+
+def _consent_events(case: Case) -> Iterator[tuple[str, dict[str, Any]]]:
+    for record in case.records:
+        etype = record["envelope"]["type"]
+        if etype == "consent.granted":
+            yield "granted", record
+        elif etype == "consent.withdrawn":
+            yield "withdrawn", record
