@@ -30,7 +30,7 @@ async def get_readmodels(request: Request) -> ReadModels:
 ReadModelsDep = Annotated[ReadModels, Depends(get_readmodels)]
 
 
-def get_interop(ledger: LedgerDep, models: ReadModelsDep) -> InteropService:
+async def get_interop(ledger: LedgerDep, models: ReadModelsDep) -> InteropService:
     return InteropService(ledger, models)
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from ledger.case import Case
+from ledger.case import Case, Record
 from ledger.envelope import CATEGORIES, PURPOSES
 from ledger.errors import Conflict, Forbidden, Gone, NotFound
 from ledger.gates import Consent, readable_categories
@@ -70,15 +70,16 @@ class InteropService:
 
     def _record(self, case: Case, consent: Consent, key: bytes) -> ConsentRecord:
         case_id = case.state.case_id
-        granted = case.record_at(consent.version)
+        records = self.ledger.cases.records(case)
+        granted = records[consent.version - 1]
         facts = granted["envelope"]["facts"]
         attrs = unseal_item(key, case_id, granted, "attrs")
         minor = True
-        for record in case.records[: consent.version]:
+        for record in records[: consent.version]:
             if record["envelope"]["type"] in ("case.opened", "age.assessed"):
                 minor = bool(record["envelope"]["facts"]["minor"])
         withdrawn, reason = None, None
-        for record in case.records[consent.version :]:
+        for record in records[consent.version :]:
             env = record["envelope"]
             if (
                 env["type"] == "consent.withdrawn"
@@ -206,7 +207,7 @@ class InteropService:
                     )
                 except Forbidden:
                     continue
-            for kind, record in _consent_events(case):
+            for kind, record in _consent_events(self.ledger.cases.records(case)):
                 consent = case.state.consents[record["envelope"]["facts"]["consent_id"]]
                 if agency not in case.state.holders and agency not in consent.recipients:
                     continue
@@ -243,14 +244,15 @@ class InteropService:
         key = self.ledger.keys.get(case_id)
         if key is None:
             return None
-        opened = unseal_item(key, case_id, case.records[0], "attrs")
+        records = self.ledger.cases.records(case)
+        opened = unseal_item(key, case_id, records[0], "attrs")
         if not opened["identified_at"].startswith(f"{year}-"):
             return None
         cutoff = f"{year + 1}-01-01T00:00:00Z"
         age_band, closed = opened["age_band"], False
         components: dict[str, str] = {}
         outcomes: dict[str, str] = {}
-        for record in case.records[1:]:
+        for record in records[1:]:
             if record["recorded_at"] >= cutoff:
                 break
             env = record["envelope"]
@@ -274,8 +276,8 @@ class InteropService:
         )
 
 
-def _consent_events(case: Case) -> Iterator[tuple[str, dict[str, Any]]]:
-    for record in case.records:
+def _consent_events(records: list[Record]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for record in records:
         etype = record["envelope"]["type"]
         if etype == "consent.granted":
             yield "granted", record
