@@ -29,6 +29,7 @@ from ledger.gates import CaseState
 Record = dict[str, Any]
 
 SNAPSHOT_EVERY = 100  # case versions between snapshots: loading replays at most 99 events
+CACHE_SIZE = 10_000  # cases kept in memory per process (least recently used go first)
 
 
 class Case(Aggregate):
@@ -65,7 +66,7 @@ class CaseStateAsJSON(Transcoding):
 
 
 class Cases(Application[uuid.UUID]):
-    """The eventsourcing application over the ledger's own recorders; no aggregate cache."""
+    """The eventsourcing application over the ledger's own recorders."""
 
     name = "Cases"
 
@@ -76,6 +77,11 @@ class Cases(Application[uuid.UUID]):
             env={
                 "IS_SNAPSHOTTING_ENABLED": "yes",
                 "PERSISTENCE_MODULE": "eventsourcing.popo",
+                # The aggregate holds cleartext gate state only (no sealed or unsealed data),
+                # so caching it is safe; each get reads the events stored since (fast-forward),
+                # so every process sees what the others committed.
+                "AGGREGATE_CACHE_MAXSIZE": str(CACHE_SIZE),
+                "AGGREGATE_CACHE_FASTFORWARD": "yes",
             }
         )
 
