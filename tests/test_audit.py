@@ -386,3 +386,30 @@ def test_a_referral_accepted_after_its_consent_was_withdrawn_is_detected(
     position = inject_event(world, body, "tok_x", "caseworker")
     report = run_audit(world)
     assert [(f.position, f.check) for f in report.failures] == [(position, "gates")]
+
+
+def test_a_log_checked_on_worker_processes_names_each_failure_at_its_position() -> None:
+    """Past 4,096 entries the canonical-bytes and signature checks run on worker processes:
+    their findings still carry the right positions, in log order."""
+    from ledger.bench import synthetic_log
+
+    note, entries, log_key, keys = synthetic_log(6000)
+    assert audit.verify(note, entries, log_key, keys, workers=2).ok
+    tampered = list(entries)
+    forged = json.loads(tampered[4500])
+    forged["signature"] = crypto.b64(bytes(64))  # well-formed, wrong
+    tampered[4500] = jcs(forged)
+    tampered[4700] = tampered[4700].replace(b'{"', b'{ "', 1)  # same JSON, not canonical
+    tampered[5900] = b'{"kind":"event",' + tampered[5900][1:]  # a duplicate member name
+
+    report = audit.verify(note, tampered, log_key, keys, workers=2)
+
+    found = {(f.position, f.check) for f in report.failures}
+    assert {
+        (4500, "event signature"),
+        (4700, "canonical bytes"),
+        (5900, "canonical bytes"),
+    } <= found
+    assert report.first_failure is not None
+    assert (report.first_failure.position, report.first_failure.check) == (4500, "event signature")
+    assert report.signatures == 6000

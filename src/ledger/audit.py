@@ -14,6 +14,11 @@ check that failed. Steps, in order:
    two-supervisor rule of erasures, nothing appended to an erased case);
 7. the root recomputed from every entry equals the checkpoint's root;
 8. the checkpoint is consistent with the one saved last time.
+
+The checks that depend on order (registry, gates, the tree) run in this process as entries
+stream in; the per-entry work that does not (re-serialising to JCS for step 3, and step 5's
+Ed25519 verification with the key the registry gave) goes to worker processes a chunk at a
+time, overlapping with the next chunk.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +52,28 @@ ENTRY_MEMBERS = {
     "access": {"kind", "case_id", "agency", "actor", "categories", "recorded_at"},
 }
 REGISTRY_ACTIONS = ("agency.registered", "key.added", "key.revoked")
-_PARALLEL_FROM = 4096  # signatures; below this one core is faster than starting workers
+_PARALLEL_FROM = 4096  # entries; below this one core is faster than starting workers
+_CHUNK = 2048  # entries per job for a worker process
+# The step each check belongs to: for one position, the earliest step's failure is reported
+# first (a non-canonical entry is that, whatever else is wrong with it).
+CHECK_STEPS = {
+    "checkpoint signature": 1,
+    "completeness": 2,
+    "entry format": 3,
+    "canonical bytes": 3,
+    "key registry": 4,
+    "agency keys": 4,
+    "key change signatures": 4,
+    "origin": 5,
+    "signing key": 5,
+    "event signature": 5,
+    "recorded time": 6,
+    "gates": 6,
+    "two-supervisor rule": 6,
+    "access": 6,
+    "root": 7,
+    "consistency with saved checkpoint": 8,
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +107,7 @@ class AuditReport:
     def first_failure(self) -> AuditFailure | None:
         if not self.failures:
             return None
-        return min(self.failures, key=lambda f: (f.position is None, f.position or 0))
+        return min(self.failures, key=_order)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -95,6 +121,12 @@ class AuditReport:
             "failures": [f.__dict__ for f in self.failures],
             "flags": [f.__dict__ for f in self.flags],
         }
+
+
+def _order(failure: AuditFailure) -> tuple[bool, int, int]:
+    """Log order, and within one position the order of the steps."""
+    position = failure.position
+    return (position is None, position or 0, CHECK_STEPS.get(failure.check, 9))
 
 
 @dataclass(frozen=True)
@@ -163,28 +195,74 @@ class _KeyState:
     compromised_since: int | None = None
 
 
-def _verify_batch(items: Sequence[tuple[int, bytes, bytes, bytes]]) -> list[int]:
-    """Positions whose Ed25519 signature fails (run in worker processes)."""
-    failed = []
-    for position, raw_key, message, signature in items:
+def _check_entries(items: Sequence[tuple[int, bytes, bytes | None]]) -> list[AuditFailure]:
+    """Steps 3 (canonical bytes) and 5 (signature, when a key is given) for a chunk of
+    (position, entry bytes, signer's raw key); runs in worker processes."""
+    failures = []
+    for position, raw, key_raw in items:
         try:
-            crypto.verify(crypto.VerifyKey("k", raw_key), message, signature)
-        except crypto.BadSignature:
-            failed.append(position)
-    return failed
+            entry = json.loads(raw)
+        except ValueError:  # not JSON at all: the main process reports that
+            continue
+        try:
+            canonical = jcs(entry)
+        except Exception:  # JSON that JCS cannot express (NaN, huge numbers): not canonical
+            canonical = b""
+        if canonical != raw:  # also catches duplicate member names: the parse dropped one
+            failures.append(
+                AuditFailure("canonical bytes", "entry bytes are not the canonical JCS", position)
+            )
+            continue
+        if key_raw is None:
+            continue
+        try:
+            message = signing_input(entry["envelope"])
+            signature = crypto.b64decode_strict(entry["signature"])
+            crypto.verify(crypto.VerifyKey("k", key_raw), message, signature)
+        except (crypto.BadSignature, KeyError, TypeError, ValueError):
+            failures.append(
+                AuditFailure("event signature", "the signature does not verify", position)
+            )
+    return failures
 
 
-def verify_signatures(
-    items: Sequence[tuple[int, bytes, bytes, bytes]], workers: int | None = None
-) -> list[int]:
-    """Verify many signatures, spread over all cores when there are enough of them."""
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(items) < _PARALLEL_FROM:
-        return _verify_batch(items)
-    chunk = max(1024, len(items) // (workers * 8))
-    batches = [items[i : i + chunk] for i in range(0, len(items), chunk)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return sorted(p for failed in pool.map(_verify_batch, batches) for p in failed)
+class _Checks:
+    """Runs `_check_entries` on chunks: inline for small logs, then on worker processes."""
+
+    def __init__(self, workers: int | None) -> None:
+        self.workers = workers or os.cpu_count() or 1
+        self.pool: ProcessPoolExecutor | None = None
+        self.pending: list[Future[list[AuditFailure]]] = []
+        self.done: list[AuditFailure] = []
+        self.chunk: list[tuple[int, bytes, bytes | None]] = []
+        self.signatures = 0
+
+    def add(self, position: int, raw: bytes, key_raw: bytes | None) -> None:
+        self.chunk.append((position, raw, key_raw))
+        self.signatures += key_raw is not None
+        if len(self.chunk) >= _CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        chunk, self.chunk = self.chunk, []
+        if not chunk:
+            return
+        if self.pool is None and self.workers > 1 and chunk[0][0] >= _PARALLEL_FROM:
+            self.pool = ProcessPoolExecutor(max_workers=self.workers)
+        if self.pool is None:
+            self.done.extend(_check_entries(chunk))
+        else:
+            self.pending.append(self.pool.submit(_check_entries, chunk))
+
+    def results(self) -> list[AuditFailure]:
+        self.flush()
+        try:
+            for future in self.pending:
+                self.done.extend(future.result())
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+        return self.done
 
 
 class _Verifier:
@@ -196,7 +274,7 @@ class _Verifier:
         self.trusted = agency_keys
         self.keys: dict[str, dict[str, _KeyState]] = {}
         self.cases: dict[str, CaseState] = {}
-        self.pending_signatures: list[tuple[int, bytes, bytes, bytes]] = []
+        self.signer: bytes | None = None  # the key the last event must verify under
         self.failures: list[AuditFailure] = []
         self.flags: list[AuditFailure] = []
         self.events = 0
@@ -207,17 +285,11 @@ class _Verifier:
     # step 3 ------------------------------------------------------------------------------
 
     def parse(self, position: int, raw: bytes) -> dict[str, Any] | None:
+        """JSON of a known kind with its members (the canonical form is checked by a worker)."""
         try:
-            entry = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique)
+            entry = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             self.fail(position, "entry format", "entry bytes are not JSON")
-            return None
-        try:
-            canonical = jcs(entry)
-        except Exception:
-            canonical = b""
-        if canonical != raw:
-            self.fail(position, "canonical bytes", "entry bytes are not the canonical JCS")
             return None
         kind = entry.get("kind") if isinstance(entry, dict) else None
         expected = set(ENTRY_MEMBERS.get(str(kind), ()))
@@ -338,11 +410,7 @@ class _Verifier:
                 "signed by a key that is not registered, or revoked, at this position",
             )
         else:
-            try:
-                signature = crypto.b64decode_strict(entry["signature"])
-            except ValueError:
-                signature = b""
-            self.pending_signatures.append((position, state.key.raw, signing_input(env), signature))
+            self.signer = state.key.raw
             if state.compromised_since is not None and position >= state.compromised_since:
                 self.flags.append(
                     AuditFailure(
@@ -407,15 +475,6 @@ class _Verifier:
             self.fail(position, "access", "read categories no active consent covered")
 
 
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError("duplicate member")
-        result[name] = value
-    return result
-
-
 def verify(
     checkpoint_text: str,
     entries: Iterable[bytes],
@@ -438,6 +497,7 @@ def verify(
         return report
     report = AuditReport(origin, checkpoint.size, crypto.b64(checkpoint.root))
     verifier = _Verifier(origin, agency_keys, freshness_s)
+    checks = _Checks(workers)
     tree = merkle.MemoryTree()
     saved_root: bytes | None = None
     count = 0
@@ -457,10 +517,12 @@ def verify(
                 "event": verifier.event,
                 "access": verifier.access,
             }[entry["kind"]]
+            verifier.signer = None
             try:
                 check(position, entry)
             except Exception:  # a malformed entry is reported, never a crash of the audit
                 verifier.fail(position, "entry format", "malformed entry")
+            checks.add(position, raw, verifier.signer)
         if progress is not None:
             progress(1)
     # 2. Completeness.
@@ -470,10 +532,9 @@ def verify(
             "completeness",
             f"{checkpoint.size - count} entries missing below the checkpoint size",
         )
-    # 5. Signatures, on all cores.
-    report.signatures = len(verifier.pending_signatures)
-    for position in verify_signatures(verifier.pending_signatures, workers):
-        verifier.fail(position, "event signature", "the signature does not verify")
+    # 3 and 5. Canonical bytes and signatures, from the worker processes.
+    verifier.failures.extend(checks.results())
+    report.signatures = checks.signatures
     # 7. The root recomputed from every entry.
     if count >= checkpoint.size and tree.root() != checkpoint.root:
         verifier.fail(None, "root", "the root recomputed from the entries is not the checkpoint's")
@@ -493,7 +554,7 @@ def verify(
                 "the history was rewritten (a fork)",
             )
     report.events = verifier.events
-    report.failures = verifier.failures
+    report.failures = sorted(verifier.failures, key=_order)
     report.flags = verifier.flags
     return report
 

@@ -121,8 +121,16 @@ def parse_timestamp(value: object) -> datetime:
     """`YYYY-MM-DDTHH:MM:SSZ` exactly, as an aware UTC datetime; ValueError otherwise."""
     if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
         raise ValueError("timestamps are exactly YYYY-MM-DDTHH:MM:SSZ")
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    try:  # the pattern fixed every field's place; datetime() checks the ranges (strptime is slow)
+        return datetime(
+            int(value[0:4]),
+            int(value[5:7]),
+            int(value[8:10]),
+            int(value[11:13]),
+            int(value[14:16]),
+            int(value[17:19]),
+            tzinfo=UTC,
+        )
     except ValueError:
         raise ValueError("not a real date and time (YYYY-MM-DDTHH:MM:SSZ)") from None
 
