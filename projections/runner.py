@@ -1,6 +1,6 @@
-"""Feeds the projections from the log: pages in order, one transaction per page per
-projection, tracking in the same transaction; a supervisor thread that follows new entries,
-restarts a failed projection after a pause and reports it."""
+"""Feeds the projections from the log: pages in order, each read and parsed once for all
+projections, one transaction per page with every projection's tracking in it; a supervisor
+thread that follows new entries, restarts a failed projection after a pause and reports it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ledger.storage.base import Store, ViewStore
 from projections.base import Projection
 
 log = logging.getLogger("ledger.projections")
-PAGE = 500
+PAGE = 2000
 
 
 class _Moved(Exception):
@@ -61,45 +61,63 @@ class ProjectionRunner:
         until: int | None = None,
     ) -> int:
         """Apply every entry the projection has not applied yet; returns how many."""
+        return self.catch_up_all([projection], progress, until)
+
+    def catch_up_all(
+        self,
+        projections: Sequence[Projection],
+        progress: Callable[[int], None] | None = None,
+        until: int | None = None,
+    ) -> int:
+        """Bring the projections up to the log (or `until`), reading and parsing each page
+        once for all of them, in one transaction per page. Returns the entries applied,
+        summed over the projections.
+
+        Each projection applies the page from its own tracked position, read under the
+        transaction's lock, and tracks the page's end in the same transaction: so another
+        process (a second API process, a rebuild) moving a projection meanwhile makes this
+        pass skip it, never apply an entry twice.
+        """
         applied = 0
-        position = self.views.position(projection.name)
         end = self.store.log_size() if until is None else until
-        while position < end:
-            rows = self.store.entries(position, min(position + self.page, end))
-            if not rows or rows[0][0] != position:
+        while projections:
+            start = min(self.views.position(p.name) for p in projections)
+            if start >= end:
+                break
+            rows = self.store.entries(start, min(start + self.page, end))
+            if not rows or rows[0][0] != start:
                 break  # not committed yet (or a gap the audit will name): try again later
-            try:
-                with self.views.transaction() as cur:
-                    # Another process (a second API process, a rebuild) may have moved this
-                    # projection since we read its position: then this page is not ours.
-                    if self.views.position_in(cur, projection.name) != position:
-                        raise _Moved
-                    for index, raw in rows:
-                        projection.apply(self.views, cur, index, json.loads(raw))
-                    self.views.track(cur, projection.name, rows[-1][0] + 1)
-            except _Moved:
-                position = self.views.position(projection.name)
-                continue
-            position = rows[-1][0] + 1
-            applied += len(rows)
-            if progress is not None:
-                progress(len(rows))
+            page_end = rows[-1][0] + 1
+            entries = [(index, json.loads(raw)) for index, raw in rows]
+            done = 0
+            with self.views.transaction() as cur:
+                for projection in projections:
+                    at = self.views.position_in(cur, projection.name)
+                    if not start <= at < page_end:
+                        continue  # moved past this page, or back before it: next round
+                    for index, entry in entries[at - start :]:
+                        projection.apply(self.views, cur, index, entry)
+                    self.views.track(cur, projection.name, page_end)
+                    done += page_end - at
+            applied += done
+            if progress is not None and done:
+                progress(done)
         return applied
 
     def catch_up(self, name: str | None = None) -> int:
-        return sum(self.catch_up_one(p) for p in self.named(name))
+        return self.catch_up_all(self.named(name))
 
     def rebuild(
         self, name: str | None = None, progress: Callable[[int], None] | None = None
     ) -> int:
-        """Clear and replay from position 0; returns how many entries were applied."""
-        total = 0
-        for projection in self.named(name):
-            with self.views.transaction() as cur:
+        """Clear and replay from position 0; returns the entries applied (summed over the
+        projections)."""
+        chosen = self.named(name)
+        with self.views.transaction() as cur:
+            for projection in chosen:
                 projection.clear(self.views, cur)
                 self.views.forget(cur, projection.name)
-            total += self.catch_up_one(projection, progress)
-        return total
+        return self.catch_up_all(chosen, progress)
 
     def status(self) -> list[dict[str, object]]:
         size = self.store.log_size()
@@ -137,16 +155,27 @@ class Follower:
 
     def run_once(self) -> None:
         now = time.monotonic()
+        ready = []
         for projection in self.runner.projections:
             health = self.runner.health.setdefault(projection.name, Health())
-            if health.last_failure_at and now - health.last_failure_at < self.retry_s:
-                continue
+            if not (health.last_failure_at and now - health.last_failure_at < self.retry_s):
+                ready.append(projection)
+        try:
+            self.runner.catch_up_all(ready)  # one pass for all: the usual case
+        except IntegrityError:
+            return  # another process applied the same page first; ours rolled back
+        except Exception:  # noqa: S110 - one of them failed: find it, let the others go on
+            pass
+        else:
+            for projection in ready:
+                self.runner.health[projection.name].last_failure_at = None
+            return
+        for projection in ready:
+            health = self.runner.health[projection.name]
             try:
                 self.runner.catch_up_one(projection)
                 health.last_failure_at = None
             except IntegrityError:
-                # Another process applied the same page first (several API processes follow
-                # the log): its transaction won, ours rolled back; nothing was applied twice.
                 continue
             except Exception as exc:  # supervise: report, pause, restart
                 health.failures += 1

@@ -605,14 +605,12 @@ def bench_rebuild(report: Report, sizes: Sizes, dep: Deployment) -> None:
     models = open_readmodels(dep.settings, ledger)
     try:
         size = ledger.store.log_size()
-        runs = [
-            size * len(models.runner.projections) / timed(models.runner.rebuild)
-            for _ in range(sizes.repeats)
-        ]
+        runs = [size / timed(models.runner.rebuild) for _ in range(sizes.repeats)]
         report.put(
             "rebuild_per_s",
             runs,
-            "ledger projections rebuild: entries applied per second, summed over the 4 projections",
+            f"ledger projections rebuild: log entries per second, all "
+            f"{len(models.runner.projections)} read models rebuilt from position 0",
             size,
         )
     finally:

@@ -94,8 +94,7 @@ def projections_rebuild(
     size = models.runner.store.log_size()
     with Progress() as progress:
         task = progress.add_task("rebuilding", total=size * len(chosen))
-        for projection in chosen:
-            models.runner.rebuild(projection.name, lambda n: progress.advance(task, n))
+        models.runner.rebuild(name, lambda n: progress.advance(task, n))
     typer.echo(f"rebuilt {', '.join(p.name for p in chosen)} from {size} log entries")
 
 
