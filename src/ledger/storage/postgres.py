@@ -87,7 +87,10 @@ class PostgresStore(SQLStore):
             yield cur
 
     def _insert_stored_events(self, cur: Cursor, events: Sequence[StoredEvent]) -> None:
-        self.recorder._insert_stored_events(cur, events)  # type: ignore[arg-type]
+        # The aggregate recorder's insert: without the application recorder's LOCK TABLE and
+        # NOTIFY (two round trips per event). Appends are already serialised by the log head's
+        # row lock, and nothing here reads eventsourcing's notification ids or channel.
+        PostgresAggregateRecorder._insert_stored_events(self.recorder, cur, events)  # type: ignore[arg-type]
 
     def _insert_snapshots(self, cur: Cursor, snapshots: Sequence[StoredEvent]) -> None:
         self.snapshots._insert_stored_events(cur, snapshots)  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from ledger.storage.group import GroupCommit
 
 class Cursor(Protocol):
     def execute(self, sql: Any, params: Any = ...) -> Any: ...
+    def executemany(self, sql: Any, params: Any) -> Any: ...
     def fetchone(self) -> Any: ...
     def fetchall(self) -> Any: ...
 
@@ -157,7 +158,9 @@ class SQLStore(SQLDialect, Store):
         if len(commits) == 1:  # no savepoint needed: the transaction is the commit
             try:
                 with self._write() as cur:
-                    return [self._append(cur, commits[0])]
+                    positions = self._append(cur, commits[0])
+                    self._after_append(cur)
+                    return [positions]
             except Exception as exc:
                 if self._conflicting(exc):
                     return [as_conflict(exc)]
@@ -174,6 +177,8 @@ class SQLStore(SQLDialect, Store):
                     cur.execute("ROLLBACK TO SAVEPOINT item")
                     outcomes.append(as_conflict(exc))
                 cur.execute("RELEASE SAVEPOINT item")
+            if any(isinstance(o, list) for o in outcomes):
+                self._after_append(cur)
         return outcomes
 
     def _conflicting(self, exc: BaseException) -> bool:
@@ -231,10 +236,10 @@ class SQLStore(SQLDialect, Store):
             )
         reader = _CursorNodes(self, cur)
         new_nodes = merkle.nodes_to_store(start, [e.leaf_hash for e in commit.entries], reader)
-        for level, index, node in new_nodes:
-            cur.execute(
+        if new_nodes:
+            cur.executemany(
                 self.sql("INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"),
-                (level, index, node),
+                new_nodes,
             )
         # 5. Rows that index what was appended.
         for ev in commit.events:
@@ -284,7 +289,6 @@ class SQLStore(SQLDialect, Store):
             )
             if cur.fetchone() is None:
                 raise ConflictError("the key is not current")
-        self._after_append(cur)
         return positions
 
     def _nodes(self, cur: Cursor, keys: Sequence[tuple[int, int]]) -> list[bytes]:
