@@ -44,7 +44,7 @@ INSERT INTO {s}log_head (id, size) VALUES (1, 0) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS {s}log_entries (
   position BIGINT PRIMARY KEY, kind TEXT NOT NULL, leaf_hash {blob} NOT NULL,
   entry {blob} NOT NULL, case_id TEXT, agency TEXT);
-CREATE INDEX IF NOT EXISTS log_entries_case ON {s}log_entries (case_id);
+CREATE INDEX IF NOT EXISTS log_entries_case_kind ON {s}log_entries (case_id, kind);
 CREATE TABLE IF NOT EXISTS {s}tree_nodes (
   level INTEGER NOT NULL, idx BIGINT NOT NULL, hash {blob} NOT NULL,
   PRIMARY KEY (level, idx));
