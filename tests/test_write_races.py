@@ -103,3 +103,105 @@ def test_a_write_conflict_that_keeps_recurring_is_a_409_write_conflict(world: Wo
     assert response.json()["error"] == "write_conflict"
     assert len(attempts) > 1
     assert store.find_event(json.loads(response.request.content)["envelope"]["event_id"]) is None
+
+
+def batch(world: World, agency: Any, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    r = world.http.post("/v1/events:batch", headers=agency.auth(), json={"events": bodies})
+    assert r.status_code == 200, r.text
+    return list(r.json()["results"])
+
+
+def test_a_batch_can_build_a_case_whose_later_events_depend_on_earlier_ones(
+    world: World,
+) -> None:
+    """Items are decided on the state earlier items left, before any of them is committed:
+    a child's guardian consent exempt from assent needs the age band sealed in the same batch,
+    and the share needs that consent."""
+    import uuid
+
+    from tests.conftest import CONSENT_ATTRS, OPENED_ATTRS
+
+    ngo = world.agency("ngo-a")
+    world.agency("clinic")
+    case_id, consent = str(uuid.uuid4()), str(uuid.uuid4())
+    bodies = [
+        ngo.body("case.opened", case_id, {"minor": True}, OPENED_ATTRS | {"age_band": "0-5"}),
+        ngo.body(
+            "consent.granted",
+            case_id,
+            {
+                "consent_id": consent,
+                "purposes": ["data_sharing"],
+                "recipients": ["clinic"],
+                "categories": ["identity"],
+                "expires_at": None,
+                "given_by": "guardian",
+                "child_assent": None,
+                "assent_exempt": True,
+            },
+            CONSENT_ATTRS,
+        ),
+        ngo.body(
+            "data.shared",
+            case_id,
+            {
+                "share_id": str(uuid.uuid4()),
+                "recipient": "clinic",
+                "consent_id": consent,
+                "purpose": "data_sharing",
+                "categories": ["identity"],
+            },
+            {},
+        ),
+    ]
+    size = world.ledger.store.log_size()
+    results = batch(world, ngo, bodies)
+    assert [r["status"] for r in results] == [201, 201, 201], results
+    assert [r["body"]["case_version"] for r in results] == [1, 2, 3]
+    assert [r["body"]["index"] for r in results] == [size, size + 1, size + 2]
+    assert world.http.get(f"/v1/cases/{case_id}", headers=world.agency("clinic").auth()).json()
+
+
+def test_a_batch_item_that_loses_a_race_is_decided_again_after_the_winner(
+    world: World, monkeypatch: Any
+) -> None:
+    """A withdrawal commits between the batch's decisions and its commit: the share it
+    would have allowed (and the next item of that case) are decided again and refused; the
+    other case's item commits; nothing is left behind and the case's stream has no gap."""
+    ngo, _ = world.agency("ngo-a"), world.agency("clinic")
+    racing, other = ngo.open_case(), ngo.open_case()
+    consent = ngo.grant(racing, ["clinic"])
+    withdrawal = ngo.body(
+        "consent.withdrawn", racing, {"consent_id": consent}, {"reason": "survivor_request"}
+    )
+
+    def share(case_id: str) -> dict[str, Any]:
+        import uuid
+
+        facts = {
+            "share_id": str(uuid.uuid4()),
+            "recipient": "clinic",
+            "consent_id": consent,
+            "purpose": "data_sharing",
+            "categories": ["identity"],
+        }
+        return ngo.body("data.shared", case_id, facts, {})
+
+    closing = ngo.body("case.closed", other, {}, {"reason": "other"})
+    store = world.ledger.store
+    real, fired = store.append_group, []
+
+    def withdraw_first(commits: Any) -> Any:
+        if not fired:
+            fired.append(ngo.post(withdrawal).status_code)
+        return real(commits)
+
+    monkeypatch.setattr(store, "append_group", withdraw_first)
+    results = batch(world, ngo, [share(racing), closing, share(racing)])
+
+    assert fired == [201]
+    assert [r["status"] for r in results] == [403, 201, 403], results
+    case = world.ledger.cases.load(racing)
+    assert case is not None
+    versions = [e.originator_version for e in store.recorder.select_events(case.id)]
+    assert versions == list(range(1, case.version + 1))  # no gap, nothing of the refused shares

@@ -13,7 +13,7 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -100,6 +100,41 @@ def utc_now() -> datetime:
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(b"ledger-token-v1\n" + token.encode()).digest()
+
+
+@dataclass
+class _Planned:
+    """An accepted submission, sealed, with the commit that records it."""
+
+    sub: Submission
+    case: Case  # the batch's working copy: later items of the case move it on
+    version: int  # the case version this event makes
+    record: dict[str, Any]
+    commit: Commit
+    leaf: bytes
+    extra: dict[str, Any]
+
+
+@dataclass
+class _Pending:
+    """What a batch has decided but not committed yet; the items after it see it."""
+
+    plans: list[tuple[int, _Planned]] = field(default_factory=list)
+    subs: dict[int, Submission] = field(default_factory=dict)
+    cases: dict[str, Case] = field(default_factory=dict)
+    events: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # fingerprint, item
+    records: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, item: int, plan: _Planned) -> None:
+        self.plans.append((item, plan))
+        self.subs[item] = plan.sub
+        self.cases[plan.sub.case_id] = plan.case
+        self.events[plan.sub.event_id] = (plan.sub.fingerprint, item)
+        self.records[(plan.sub.case_id, plan.version)] = plan.record
+
+
+def _refusal(exc: LedgerError) -> tuple[int, dict[str, Any]]:
+    return exc.status, {"error": exc.code, "message": exc.message, **exc.extra}
 
 
 class Ledger:
@@ -396,15 +431,73 @@ class Ledger:
             raise BadRequest('a batch is {"events": [submission, ...]}')
         if not 1 <= len(body["events"]) <= limit:
             raise BadRequest(f"a batch holds 1 to {limit} events")
-        results = []
-        for item in body["events"]:
+        return self._run_batch(principal, body["events"])
+
+    def _run_batch(
+        self, principal: Principal, items: list[Any]
+    ) -> list[tuple[int, dict[str, Any]]]:
+        """Decide the items in order, each on the state the items before it left, and commit
+        the accepted ones in one transaction (each in its own savepoint). An item whose commit
+        lost a race with another writer (and the items of its case after it, whose expected
+        case version then no longer holds) is decided and recorded again on its own."""
+        results: list[tuple[int, dict[str, Any]] | None] = [None] * len(items)
+        same_as: dict[int, int] = {}  # an identical resubmission within the batch -> original
+        pending = _Pending()
+        for i, item in enumerate(items):
             try:
-                results.append(self._submit(principal, submission_from(item)))
+                sub = submission_from(item)
+                if sub.type == "case.erased":  # its key destruction follows its own commit
+                    self._commit_pending(principal, pending, results)
+                    pending = _Pending()
+                    results[i] = self._submit(principal, sub)
+                    continue
+                outcome = self._decide(principal, sub, pending)
             except LedgerError as exc:
-                results.append(
-                    (exc.status, {"error": exc.code, "message": exc.message, **exc.extra})
-                )
-        return results
+                results[i] = _refusal(exc)
+                continue
+            if isinstance(outcome, _Planned):
+                pending.add(i, outcome)
+            elif isinstance(outcome, int):
+                same_as[i] = outcome
+            else:
+                results[i] = outcome
+        self._commit_pending(principal, pending, results)
+        for i, original in same_as.items():
+            done = results[original]
+            if done is not None and done[0] in (200, 201):
+                results[i] = (200, done[1])
+            else:
+                results[i] = self._submit_or_refuse(principal, items[i])
+        return [r for r in results if r is not None]
+
+    def _commit_pending(
+        self,
+        principal: Principal,
+        pending: _Pending,
+        results: list[tuple[int, dict[str, Any]] | None],
+    ) -> None:
+        if not pending.plans:
+            return
+        outcomes = self.store.append_group([plan.commit for _, plan in pending.plans])
+        again = []
+        for (i, plan), outcome in zip(pending.plans, outcomes, strict=True):
+            if isinstance(outcome, ConflictError):
+                if plan.version == 1:
+                    self.keys.destroy(plan.sub.case_id)  # the redo creates it again
+                again.append(i)
+            else:
+                results[i] = (201, self._committed(plan, outcome[0]))
+        for i in again:  # in batch order, each decided afresh on what is committed now
+            try:
+                results[i] = self._submit(principal, pending.subs[i])
+            except LedgerError as exc:
+                results[i] = _refusal(exc)
+
+    def _submit_or_refuse(self, principal: Principal, item: Any) -> tuple[int, dict[str, Any]]:
+        try:
+            return self._submit(principal, submission_from(item))
+        except LedgerError as exc:
+            return _refusal(exc)
 
     def _submit(self, principal: Principal, sub: Submission) -> tuple[int, dict[str, Any]]:
         """Decide and record; a write that lost a race is decided again on the new state.
@@ -416,16 +509,30 @@ class Ledger:
         for attempt in range(WRITE_ATTEMPTS):
             try:
                 with self._case_locks.held(sub.case_id):
-                    return self._decide(principal, sub)
+                    outcome = self._decide(principal, sub, None)
+                    assert not isinstance(outcome, int)  # only within a batch
+                    if isinstance(outcome, _Planned):
+                        return 201, self._commit(outcome)
+                    return outcome
             except WriteConflict:
                 if attempt == WRITE_ATTEMPTS - 1:
                     raise
                 time.sleep(random.uniform(0, 0.002 * 2**attempt))  # noqa: S311 (jitter)
         raise AssertionError("unreachable")
 
-    def _decide(self, principal: Principal, sub: Submission) -> tuple[int, dict[str, Any]]:
+    def _decide(
+        self, principal: Principal, sub: Submission, pending: _Pending | None
+    ) -> tuple[int, dict[str, Any]] | _Planned | int:
+        """Steps 3 to 9 of the refusal order; a refusal raises. Returns the original answer
+        of an identical retry, the planned commit of an accepted event, or (within a batch)
+        the index of the earlier identical item.
+
+        `pending` holds what earlier items of a batch decided but did not commit yet."""
         # 3-4. The case must be known to the caller's agency, and not erased.
-        case = self.cases.load(sub.case_id)
+        if pending is not None and sub.case_id in pending.cases:
+            case: Case | None = pending.cases[sub.case_id]
+        else:
+            case = self.cases.load(sub.case_id)
         if case is None:
             if sub.type != "case.opened":
                 raise NotFound("no such case for your agency")
@@ -435,6 +542,9 @@ class Ledger:
         prior = self.store.find_event(sub.event_id)
         if prior is not None and hmac.compare_digest(prior.fingerprint, sub.fingerprint):
             return 200, self._answer(prior)
+        earlier = None if pending is None else pending.events.get(sub.event_id)
+        if earlier is not None and hmac.compare_digest(earlier[0], sub.fingerprint):
+            return earlier[1]
         # (3.) A case.opened for a case id in use, by a related agency.
         if case is not None and sub.type == "case.opened":
             raise Conflict("the case is already open; use a new case_id for a new case")
@@ -448,7 +558,7 @@ class Ledger:
             freshness_s=self.freshness_s,
         )
         # 7. Conflicts.
-        if prior is not None:
+        if prior is not None or earlier is not None:
             raise Conflict("event_id is already recorded with other content; use a new event_id")
         # 8. Facts, attrs and the ids they name.
         validate_content(sub)
@@ -468,12 +578,22 @@ class Ledger:
             actor=principal.token_id,
         )
         if case is not None:
-            check_consent_gate(case.state, sub.type, sub.facts, now, lambda: self._age_band(case))
-        return 201, self._record(principal, sub, case, now)
+            check_consent_gate(
+                case.state, sub.type, sub.facts, now, lambda: self._age_band(case, pending)
+            )
+        return self._plan(principal, sub, case, now, batched=pending is not None)
 
-    def _record(
-        self, principal: Principal, sub: Submission, case: Case | None, now: datetime
-    ) -> dict[str, Any]:
+    def _plan(
+        self,
+        principal: Principal,
+        sub: Submission,
+        case: Case | None,
+        now: datetime,
+        *,
+        batched: bool,
+    ) -> _Planned:
+        """Seal the accepted event and build its commit (the case's key is created for a new
+        case; the caller commits, or destroys that key if the commit is refused)."""
         case_id, event_id = sub.case_id, sub.event_id
         key = self.keys.create(case_id) if case is None else self.keys.get(case_id)
         if key is None:
@@ -518,33 +638,44 @@ class Ledger:
             entries=[NewEntry("event", entry, leaf_hash(entry), case_id, sub.agency)],
             events=[EventRow(event_id, case_id, case.version, sub.fingerprint, 0, extra)],
             erasures=erasures,
+            # In a batch, an earlier item of this case may be refused at commit: the version
+            # check then refuses this one too, instead of leaving a gap in the case's stream.
+            case_version=(case_id, case.version - 1) if batched else None,
             signing_key=sub.envelope["key"],
         )
+        return _Planned(sub, case, case.version, record, commit, leaf_hash(entry), extra)
+
+    def _commit(self, plan: _Planned) -> dict[str, Any]:
         try:
-            (position,) = self.store.append(commit)
+            (position,) = self.store.append(plan.commit)
         except BaseException as exc:
-            if case.version == 1:
-                self.keys.destroy(case_id)  # a refused new case leaves no key behind
+            if plan.version == 1:
+                self.keys.destroy(plan.sub.case_id)  # a refused new case leaves no key behind
             if isinstance(exc, ConflictError):
                 raise WriteConflict("concurrent submissions to this case; retry") from exc
             raise
-        if case.version == 1:
+        return self._committed(plan, position)
+
+    def _committed(self, plan: _Planned, position: int) -> dict[str, Any]:
+        """After the commit: confirm a new case's key, log, finish an erasure; the answer."""
+        sub, case_id, version, extra = plan.sub, plan.sub.case_id, plan.version, plan.extra
+        if version == 1:
             self.keys.confirm(case_id)
         log.info(
             "event recorded type=%s case=%s index=%d version=%d",
             sub.type,
             case_id,
             position,
-            case.version,
+            version,
         )
-        if erasures:
+        if plan.commit.erasures:
             extra = self.finish_erasure(case_id)
         return {
-            "event_id": event_id,
+            "event_id": sub.event_id,
             "case_id": case_id,
             "index": position,
-            "case_version": case.version,
-            "leaf_hash": crypto.b64(leaf_hash(entry)),
+            "case_version": version,
+            "leaf_hash": crypto.b64(plan.leaf),
             **extra,
         }
 
@@ -623,12 +754,16 @@ class Ledger:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def _age_band(self, case: Case) -> str | None:
+    def _age_band(self, case: Case, pending: _Pending | None = None) -> str | None:
         """The latest assessed age band (sealed), for the assent exemption."""
         key = self.keys.get(case.state.case_id)
         if key is None or case.state.age_version == 0:
             return None
-        record = self.cases.record_at(case, case.state.age_version)
+        at = (case.state.case_id, case.state.age_version)
+        if pending is not None and at in pending.records:
+            record = pending.records[at]
+        else:
+            record = self.cases.record_at(case, case.state.age_version)
         attrs = unseal_item(key, case.state.case_id, record, "attrs")
         return str(attrs.get("age_band"))
 
