@@ -11,6 +11,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,18 +70,24 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
-    """Settings for a fresh deployment on the backend under test."""
+@contextmanager
+def deployment(backend: str, path: Path) -> Iterator[Settings]:
+    """Settings for a fresh deployment on `backend` under `path` (a throwaway schema on
+    PostgreSQL, dropped afterwards)."""
     if backend == "postgres":
         url = require_postgres()
         schema = f"t_{secrets.token_hex(6)}"
-        yield Settings(
-            home=tmp_path / "home", keys=tmp_path / "keys", database_url=url, pg_schema=schema
-        )
+        yield Settings(home=path / "home", keys=path / "keys", database_url=url, pg_schema=schema)
         drop_schemas(url, schema)
     else:
-        yield Settings(home=tmp_path / "home", keys=tmp_path / "keys", database_url=None)
+        yield Settings(home=path / "home", keys=path / "keys", database_url=None)
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings for a fresh deployment on the backend under test."""
+    with deployment(backend, tmp_path) as fresh:
+        yield fresh
 
 
 class Clock:
@@ -250,8 +257,10 @@ class World:
         return self.agencies[agency_id]
 
 
-@pytest.fixture
-def world(settings: Settings) -> Iterator[World]:
+@contextmanager
+def open_world(settings: Settings) -> Iterator[World]:
+    """A fresh ledger served through the real app, with an admin token (`world` fixture;
+    modules that build one scenario for many tests use it with a module-scoped deployment)."""
     init(settings, ORIGIN)
     ledger = open_ledger(settings)
     clock = Clock()
@@ -259,10 +268,18 @@ def world(settings: Settings) -> Iterator[World]:
     admin = KeyPaths(settings.keys).admin_token.read_text().strip()
     models = open_readmodels(settings, ledger)
     models.inline = True  # queries catch up first: tests read their writes on both backends
-    with TestClient(
-        create_app(ledger, models, follow=False), raise_server_exceptions=False
-    ) as http:
-        yield World(settings, ledger, http, clock, admin, models)
-    models.views.close()
-    ledger.store.close()
-    ledger.keys.table.close()
+    try:
+        with TestClient(
+            create_app(ledger, models, follow=False), raise_server_exceptions=False
+        ) as http:
+            yield World(settings, ledger, http, clock, admin, models)
+    finally:
+        models.views.close()
+        ledger.store.close()
+        ledger.keys.table.close()
+
+
+@pytest.fixture
+def world(settings: Settings) -> Iterator[World]:
+    with open_world(settings) as fresh:
+        yield fresh
