@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import crypto
 from ledger.api.deps import CurrentPrincipal, LedgerDep
@@ -25,6 +25,14 @@ class Entries(BaseModel):
 class InclusionProof(BaseModel):
     index: int
     size: int
+    proof: list[str]
+
+
+class ConsistencyProof(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: int = Field(alias="from")
+    to: int
     proof: list[str]
 
 
@@ -64,7 +72,7 @@ def inclusion(
     return InclusionProof(index=index, size=size, proof=[crypto.b64(p) for p in proof])
 
 
-@router.get("/v1/log/proof/consistency")
+@router.get("/v1/log/proof/consistency", response_model=ConsistencyProof)
 def consistency(
     principal: CurrentPrincipal,
     ledger: LedgerDep,
