@@ -23,8 +23,9 @@ from fastapi.testclient import TestClient
 
 from ledger import crypto
 from ledger.api.app import create_app
+from ledger.audit import key_change_message
 from ledger.deploy import KeyPaths, init, open_ledger, open_readmodels
-from ledger.envelope import build_submission
+from ledger.envelope import build_submission, format_timestamp
 from ledger.ledger import Ledger
 from ledger.readmodels import ReadModels
 from ledger.settings import Settings
@@ -152,6 +153,21 @@ class Agency:
         response = self.submit(*args, **kw)
         assert response.status_code == 201, response.text
         return dict(response.json())
+
+    def key_change(self, new: crypto.SigningKey) -> dict[str, Any]:
+        """The body of POST /v1/agencies/{id}/keys adding `new`, signed by the current key
+        and by `new` (ARCHITECTURE.md section 4)."""
+        signed_at = format_timestamp(self.world.clock.now)
+        message = key_change_message(ORIGIN, self.id, new.verify_key.line(), signed_at)
+        signatures = [
+            {
+                "key": k.verify_key.key_id,
+                "signed_at": signed_at,
+                "signature": crypto.b64(crypto.sign(k, message)),
+            }
+            for k in (self.key, new)
+        ]
+        return {"verify_key": new.verify_key.line(), "signatures": signatures}
 
     def auth(self, role: str = "caseworker") -> dict[str, str]:
         if role not in self.tokens:

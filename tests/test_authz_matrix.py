@@ -25,11 +25,10 @@ import httpx
 import pytest
 
 from ledger import crypto
-from ledger.audit import key_change_message
 from ledger.envelope import format_timestamp
 from tests import authz_table
 from tests.authz_table import CALLERS, NOT_APPLICABLE, RELATIONS
-from tests.conftest import BACKENDS, OPENED_ATTRS, ORIGIN, Agency, World, deployment, open_world
+from tests.conftest import BACKENDS, OPENED_ATTRS, Agency, World, deployment, open_world
 
 ROLES = ("caseworker", "supervisor", "auditor", "monitor", "admin")
 AGENCY_IDS = {r: f"{r}-ngo" for r in RELATIONS if r != "no agency"}
@@ -259,17 +258,7 @@ def register_agency(s: Scenario, relation: str, case_id: str) -> Request:
 
 def key_body(s: Scenario, agency: Agency) -> tuple[crypto.SigningKey, dict[str, Any]]:
     new_key = crypto.generate_signing_key(agency.id)
-    signed_at = format_timestamp(s.world.clock.now)
-    message = key_change_message(ORIGIN, agency.id, new_key.verify_key.line(), signed_at)
-    signatures = [
-        {
-            "key": k.verify_key.key_id,
-            "signed_at": signed_at,
-            "signature": crypto.b64(crypto.sign(k, message)),
-        }
-        for k in (agency.key, new_key)
-    ]
-    return new_key, {"verify_key": new_key.verify_key.line(), "signatures": signatures}
+    return new_key, agency.key_change(new_key)
 
 
 def add_key(s: Scenario, relation: str, case_id: str) -> Request:
