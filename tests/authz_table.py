@@ -116,7 +116,7 @@ def render(rows: list[Row]) -> str:
     out += [f"- **{caller}**: {text}" for caller, text in CALLERS.items()]
     out += ["", "`n/a`: caseworker and supervisor tokens always have an agency.", ""]
     for relation, text in RELATIONS.items():
-        out += [f"## {relation}", "", f"The caller's agency {text}.", ""]
+        out += [f"## {relation}", "", f"The caller's agency: {text}.", ""]
         out.append("| request | " + " | ".join(CALLERS) + " |")
         out.append("|---|" + "---|" * len(CALLERS))
         for row in rows:
