@@ -11,6 +11,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,8 +23,9 @@ from fastapi.testclient import TestClient
 
 from ledger import crypto
 from ledger.api.app import create_app
+from ledger.audit import key_change_message
 from ledger.deploy import KeyPaths, init, open_ledger, open_readmodels
-from ledger.envelope import build_submission
+from ledger.envelope import build_submission, format_timestamp
 from ledger.ledger import Ledger
 from ledger.readmodels import ReadModels
 from ledger.settings import Settings
@@ -69,18 +71,24 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
-    """Settings for a fresh deployment on the backend under test."""
+@contextmanager
+def deployment(backend: str, path: Path) -> Iterator[Settings]:
+    """Settings for a fresh deployment on `backend` under `path` (a throwaway schema on
+    PostgreSQL, dropped afterwards)."""
     if backend == "postgres":
         url = require_postgres()
         schema = f"t_{secrets.token_hex(6)}"
-        yield Settings(
-            home=tmp_path / "home", keys=tmp_path / "keys", database_url=url, pg_schema=schema
-        )
+        yield Settings(home=path / "home", keys=path / "keys", database_url=url, pg_schema=schema)
         drop_schemas(url, schema)
     else:
-        yield Settings(home=tmp_path / "home", keys=tmp_path / "keys", database_url=None)
+        yield Settings(home=path / "home", keys=path / "keys", database_url=None)
+
+
+@pytest.fixture
+def settings(backend: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings for a fresh deployment on the backend under test."""
+    with deployment(backend, tmp_path) as fresh:
+        yield fresh
 
 
 class Clock:
@@ -145,6 +153,21 @@ class Agency:
         response = self.submit(*args, **kw)
         assert response.status_code == 201, response.text
         return dict(response.json())
+
+    def key_change(self, new: crypto.SigningKey) -> dict[str, Any]:
+        """The body of POST /v1/agencies/{id}/keys adding `new`, signed by the current key
+        and by `new` (ARCHITECTURE.md section 4)."""
+        signed_at = format_timestamp(self.world.clock.now)
+        message = key_change_message(ORIGIN, self.id, new.verify_key.line(), signed_at)
+        signatures = [
+            {
+                "key": k.verify_key.key_id,
+                "signed_at": signed_at,
+                "signature": crypto.b64(crypto.sign(k, message)),
+            }
+            for k in (self.key, new)
+        ]
+        return {"verify_key": new.verify_key.line(), "signatures": signatures}
 
     def auth(self, role: str = "caseworker") -> dict[str, str]:
         if role not in self.tokens:
@@ -250,8 +273,10 @@ class World:
         return self.agencies[agency_id]
 
 
-@pytest.fixture
-def world(settings: Settings) -> Iterator[World]:
+@contextmanager
+def open_world(settings: Settings) -> Iterator[World]:
+    """A fresh ledger served through the real app, with an admin token (`world` fixture;
+    modules that build one scenario for many tests use it with a module-scoped deployment)."""
     init(settings, ORIGIN)
     ledger = open_ledger(settings)
     clock = Clock()
@@ -259,10 +284,18 @@ def world(settings: Settings) -> Iterator[World]:
     admin = KeyPaths(settings.keys).admin_token.read_text().strip()
     models = open_readmodels(settings, ledger)
     models.inline = True  # queries catch up first: tests read their writes on both backends
-    with TestClient(
-        create_app(ledger, models, follow=False), raise_server_exceptions=False
-    ) as http:
-        yield World(settings, ledger, http, clock, admin, models)
-    models.views.close()
-    ledger.store.close()
-    ledger.keys.table.close()
+    try:
+        with TestClient(
+            create_app(ledger, models, follow=False), raise_server_exceptions=False
+        ) as http:
+            yield World(settings, ledger, http, clock, admin, models)
+    finally:
+        models.views.close()
+        ledger.store.close()
+        ledger.keys.table.close()
+
+
+@pytest.fixture
+def world(settings: Settings) -> Iterator[World]:
+    with open_world(settings) as fresh:
+        yield fresh

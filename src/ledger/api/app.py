@@ -55,6 +55,16 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+ERROR_STATUSES = frozenset(str(status) for status in ERROR_RESPONSES)
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before the next request",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+}
+
+
 def create_app(
     ledger: Ledger,
     readmodels: ReadModels,
@@ -119,6 +129,15 @@ def create_app(
                 components[name] = model_schema
                 per_type.setdefault(etype, {})[part] = {"$ref": ref.format(model=name)}
         schema["x-event-types"] = per_type
+        # Every refusal is an ErrorBody in JSON, also on routes that answer text/plain.
+        error = {"application/json": {"schema": {"$ref": ref.format(model="ErrorBody")}}}
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                for status, response in operation["responses"].items():
+                    if str(status) in ERROR_STATUSES:
+                        response["content"] = error
+                    if str(status) == "429":
+                        response["headers"] = RETRY_AFTER
         app.openapi_schema = schema
         return schema
 

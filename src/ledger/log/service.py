@@ -92,6 +92,8 @@ class LogService:
         if start < 0 or end < start:
             raise BadRequest("entries need 0 <= start <= end")
         size = self.store.log_size()
+        if start >= size:
+            return []  # past the end: an empty page, without asking the store
         return self.store.entries(start, min(end, start + PAGE, size))
 
     def inclusion(self, role: str, agency: str | None, index: int, size: int) -> list[bytes]:

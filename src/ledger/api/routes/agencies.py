@@ -76,7 +76,15 @@ def revoke_key(
     return KeyOut(**ledger.revoke_key(principal, agency_id, key_id, body.compromised_since))
 
 
-@router.delete("/v1/agencies/{agency_id}")
+class AgencyRemoved(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    revoked_keys: list[int] = Field(description="log positions of the key.revoked entries")
+    revoked_tokens: int
+
+
+@router.delete("/v1/agencies/{agency_id}", response_model=AgencyRemoved)
 def remove_agency(agency_id: str, principal: CurrentPrincipal, ledger: LedgerDep) -> dict[str, Any]:
     """Admin: remove an agency: its keys are revoked in the log and its tokens stop working;
     its history stays verifiable."""

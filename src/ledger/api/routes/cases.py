@@ -4,7 +4,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from ledger.api.deps import CurrentPrincipal, LedgerDep, ReadModelsDep
 
@@ -38,20 +38,67 @@ class CaseList(BaseModel):
     cases: list[CaseSummary]
 
 
+class Answer(BaseModel):
+    """An answer whose every member is declared (an undeclared one is a server error)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConsentItem(Answer):
+    consent_id: str
+    granted_by: str
+    granted_at: str
+    purposes: list[str]
+    recipients: list[str]
+    categories: list[str]
+    expires_at: str | None
+    given_by: str
+    child_assent: bool | None
+    assent_exempt: bool
+    withdrawn_at: str | None
+    language: str | None
+    interpreter: bool | None
+    notice_version: str | None
+    active: bool
+    counts: bool
+
+
+class ConsentRegister(Answer):
+    case_id: str
+    consents: list[ConsentItem]
+    may_receive: dict[str, list[str]]
+
+
+class Disclosure(Answer):
+    position: int
+    kind: Literal["read", "share", "referral"]
+    agency: str
+    by_agency: str | None
+    categories: list[str]
+    consent_id: str | None
+    purpose: str | None
+    at: str
+
+
+class DisclosureRegister(Answer):
+    case_id: str
+    disclosures: list[Disclosure]
+
+
 @router.get("/v1/cases", response_model=CaseList)
 def list_cases(principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
     """The caller's agency's cases: status, open referrals, the categories it may read."""
     return {"cases": models.case_list(principal)}
 
 
-@router.get("/v1/cases/{case_id}/consents")
+@router.get("/v1/cases/{case_id}/consents", response_model=ConsentRegister)
 def consents(case_id: str, principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
     """Consent register: scope, language, interpreter, who gave it, assent, expiry,
     withdrawal, whether it counts now, and which agencies may receive which categories."""
     return models.consents(principal, case_id)
 
 
-@router.get("/v1/cases/{case_id}/disclosures")
+@router.get("/v1/cases/{case_id}/disclosures", response_model=DisclosureRegister)
 def disclosures(case_id: str, principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
     """Every share, referral and unsealed read of the case: to whom, what, when, under which
     consent (the answer to "who has my data?"; for the agencies holding the case)."""

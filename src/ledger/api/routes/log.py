@@ -4,13 +4,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger import crypto
 from ledger.api.deps import CurrentPrincipal, LedgerDep
 
 router = APIRouter(tags=["log"])
 TEXT = "text/plain; charset=utf-8"
+# Positions and sizes up to 2^53 - 1, the integers JSON carries exactly (as in envelopes);
+# larger ones are 400, never a number the database cannot hold.
+MAX_POSITION = 2**53 - 1
 
 
 class Entry(BaseModel):
@@ -25,6 +28,14 @@ class Entries(BaseModel):
 class InclusionProof(BaseModel):
     index: int
     size: int
+    proof: list[str]
+
+
+class ConsistencyProof(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: int = Field(alias="from")
+    to: int
     proof: list[str]
 
 
@@ -44,8 +55,8 @@ def log_key(principal: CurrentPrincipal, ledger: LedgerDep) -> PlainTextResponse
 def entries(
     principal: CurrentPrincipal,
     ledger: LedgerDep,
-    start: Annotated[int, Query(ge=0)],
-    end: Annotated[int, Query(ge=0)],
+    start: Annotated[int, Query(ge=0, le=MAX_POSITION)],
+    end: Annotated[int, Query(ge=0, le=MAX_POSITION)],
 ) -> Entries:
     """Entries [start, min(end, start + 1000, size)) as base64 of their canonical bytes."""
     rows = ledger.log.entries(principal.role, start, end)
@@ -56,20 +67,20 @@ def entries(
 def inclusion(
     principal: CurrentPrincipal,
     ledger: LedgerDep,
-    index: Annotated[int, Query(ge=0)],
-    size: Annotated[int, Query(ge=1)],
+    index: Annotated[int, Query(ge=0, le=MAX_POSITION)],
+    size: Annotated[int, Query(ge=1, le=MAX_POSITION)],
 ) -> InclusionProof:
     """RFC 9162 inclusion proof of entry `index` in the tree of `size` entries."""
     proof = ledger.log.inclusion(principal.role, principal.agency, index, size)
     return InclusionProof(index=index, size=size, proof=[crypto.b64(p) for p in proof])
 
 
-@router.get("/v1/log/proof/consistency")
+@router.get("/v1/log/proof/consistency", response_model=ConsistencyProof)
 def consistency(
     principal: CurrentPrincipal,
     ledger: LedgerDep,
-    first: Annotated[int, Query(alias="from", ge=1)],
-    to: Annotated[int, Query(ge=1)],
+    first: Annotated[int, Query(alias="from", ge=1, le=MAX_POSITION)],
+    to: Annotated[int, Query(ge=1, le=MAX_POSITION)],
 ) -> dict[str, object]:
     """RFC 9162 consistency proof between the trees of `from` and `to` entries."""
     proof = ledger.log.consistency(principal.role, first, to)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.api.deps import CurrentPrincipal, ReadModelsDep
 from ledger.envelope import COMPONENTS
@@ -10,7 +11,31 @@ from ledger.envelope import COMPONENTS
 router = APIRouter(tags=["referrals"])
 
 
-@router.get("/v1/referrals")
+class ReferralItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    case_id: str
+    referral_id: str
+    from_: str = Field(alias="from")
+    to: str
+    consent_id: str
+    categories: list[str]
+    status: Literal["pending", "accepted", "declined", "completed"]
+    made_at: str
+    updated_at: str
+    component: str | None = Field(description="null when the caller may not unseal it now")
+    urgency: str | None
+    due_by: str | None
+    overdue: bool
+
+
+class Referrals(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    referrals: list[ReferralItem]
+
+
+@router.get("/v1/referrals", response_model=Referrals)
 def referrals(
     principal: CurrentPrincipal,
     models: ReadModelsDep,
