@@ -72,7 +72,15 @@ def test_markers_appear_in_no_file_and_no_log_line(
     assert caplog.records, "the server logged nothing: the log check would be empty"
     assert not [m for m in mark.values() if m in log_text]
 
+    # Bearer tokens are stored hashed: none of them is anywhere at rest (but the initial admin
+    # token's own 0600 file under the keys folder), nor in a log line.
+    tokens = [t for a in world.agencies.values() for t in a.tokens.values()]
+    assert len(tokens) >= 2
+    assert not [t for t in [world.admin, *tokens] if t in log_text]
+    needles += [t.encode() for t in tokens]
+
     hits = files_containing(world.settings.keys, needles)
+    needles.append(world.admin.encode())
     if world.settings.is_postgres:
         url = world.settings.database_url or ""
         with psycopg.connect(url, autocommit=True) as conn:

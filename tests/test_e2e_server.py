@@ -115,7 +115,12 @@ def test_demo_plays_the_scenario_and_the_log_holds_no_personal_data(
     server_log = log_path.read_text()
     assert "event recorded" in server_log  # the server does log, by ids and types
     assert not [m for m in mark.values() if m in server_log]
-    assert (keys / "admin.token").read_text().strip() not in server_log
+    # Nor any token or key: bearer tokens, the agency's private key, the deployment's keys.
+    kek_and_keys = [(keys / n).read_text().strip() for n in ("kek.key", "log.key", "receipt.key")]
+    secrets_ = [(keys / "admin.token").read_text().strip(), token, key.line(), *kek_and_keys]
+    assert all(len(s) > 20 for s in secrets_)
+    assert not [s for s in secrets_ if s in server_log]
+    assert not [s for s in secrets_ if s.split("+")[-1] in server_log]  # nor the bare base64
 
 
 def test_audit_cli_verifies_online_and_offline_and_names_the_first_failure(
