@@ -181,7 +181,14 @@ class PostgresViewStore(ViewStore):
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as cur:
+        # Pipeline mode: a page's many small writes go out without waiting for each answer
+        # (a read, like `position_in`, waits for what it needs); errors still abort it all.
+        with (
+            self.datastore.get_connection() as conn,
+            conn.transaction(),
+            conn.pipeline(),
+            conn.cursor() as cur,
+        ):
             yield cur
 
     @contextmanager
