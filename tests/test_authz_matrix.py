@@ -26,9 +26,11 @@ import pytest
 
 from ledger import crypto
 from ledger.envelope import format_timestamp
+from ledger.interop.consent_receipt import verify_consent_receipt
 from tests import authz_table
 from tests.authz_table import CALLERS, NOT_APPLICABLE, RELATIONS
 from tests.conftest import BACKENDS, OPENED_ATTRS, Agency, World, deployment, open_world
+from tests.test_erasure import receipt_key
 
 ROLES = ("caseworker", "supervisor", "auditor", "monitor", "admin")
 AGENCY_IDS = {r: f"{r}-ngo" for r in RELATIONS if r != "no agency"}
@@ -39,6 +41,8 @@ class CaseIds:
     case_id: str
     consent_id: str  # active; names recipient, referred and accepted
     withdrawn_consent_id: str
+    grant_code: str  # printed receipt code of the active consent's grant
+    withdrawal_code: str  # ... and of the withdrawn consent's withdrawal
 
 
 @dataclass
@@ -103,6 +107,14 @@ def referral(world: World, holder: Agency, case_id: str, to: str, consent_id: st
     return referral_id
 
 
+def receipt_code(world: World, holder: Agency, case_id: str, consent_id: str, event: str) -> str:
+    """The code printed on a receipt, as the holder fetches it (keyed by the case's key)."""
+    url = f"/v1/cases/{case_id}/consents/{consent_id}/receipt?event={event}"
+    r = world.http.get(url, headers=holder.auth())
+    assert r.status_code == 200, r.text
+    return str(verify_consent_receipt(r.text, receipt_key(world))["record_header"]["receipt_code"])
+
+
 def build_case(world: World) -> CaseIds:
     """A case in which each agency stands in the relation its name says."""
     ids = AGENCY_IDS
@@ -121,7 +133,9 @@ def build_case(world: World) -> CaseIds:
     assert case.state.holders == {ids["holder"], ids["accepted"]}
     assert case.state.related == {ids[r] for r in ids if r != "unrelated"}
     assert sorted(r.status for r in case.state.referrals.values()) == ["accepted", "pending"]
-    return CaseIds(case_id, consent, withdrawn)
+    grant_code = receipt_code(world, holder, case_id, consent, "granted")
+    withdrawal_code = receipt_code(world, holder, case_id, withdrawn, "withdrawn")
+    return CaseIds(case_id, consent, withdrawn, grant_code, withdrawal_code)
 
 
 def issue(world: World, role: str, agency: str | None, expires_at: str | None = None) -> dict:
@@ -244,6 +258,40 @@ def get(path: str) -> Action:
     return lambda s, relation, case_id: Request("GET", path.format(case=case_id))
 
 
+def case_ids(s: Scenario, case_id: str) -> CaseIds | None:
+    return {s.case.case_id: s.case, s.erased.case_id: s.erased}.get(case_id)
+
+
+def consent_get(suffix: str, consent: str = "active") -> Action:
+    """A request about one consent of the case: its active or withdrawn one, or an id never
+    used (also when the case id names neither case of the scenario)."""
+
+    def action(s: Scenario, relation: str, case_id: str) -> Request:
+        ids = case_ids(s, case_id)
+        consent_id = s.missing
+        if ids is not None and consent == "active":
+            consent_id = ids.consent_id
+        elif ids is not None and consent == "withdrawn":
+            consent_id = ids.withdrawn_consent_id
+        return Request("GET", f"/v1/cases/{case_id}/consents/{consent_id}/{suffix}")
+
+    return action
+
+
+def lookup_code(withdrawal: bool = False) -> Action:
+    """Look up a receipt code of the case (a well-formed code never issued when the case id
+    names neither case of the scenario)."""
+
+    def action(s: Scenario, relation: str, case_id: str) -> Request:
+        ids = case_ids(s, case_id)
+        code = "0000-0000-0000"
+        if ids is not None:
+            code = ids.withdrawal_code if withdrawal else ids.grant_code
+        return Request("GET", f"/v1/consent-receipts/{code}")
+
+    return action
+
+
 def create_release(s: Scenario, relation: str, case_id: str) -> Request:
     year = 1900 + next(s.counter)  # a month of its own: 201 every time it is allowed
     return Request("POST", "/v1/stats/releases", {"period": f"{year}-01"})
@@ -312,6 +360,10 @@ def release(s: Scenario, relation: str, case_id: str) -> Request:
     return Request("GET", f"/v1/stats/releases/{s.period}")
 
 
+RECEIPT = "/v1/cases/{case_id}/consents/{consent_id}/receipt"
+FHIR = "/v1/cases/{case_id}/consents/{consent_id}/fhir"
+LOOKUP = "/v1/consent-receipts/{code}"
+
 # (method, route path, action label) -> (request, which case: "case", "erased" or None)
 ACTIONS: dict[tuple[str, str, str], tuple[Action, str | None]] = {
     ("GET", "/v1/health", ""): (get("/v1/health"), None),
@@ -333,6 +385,17 @@ ACTIONS: dict[tuple[str, str, str], tuple[Action, str | None]] = {
         get("/v1/cases/{case}/consents"),
         "erased",
     ),
+    ("GET", RECEIPT, "the active consent"): (consent_get("receipt"), "case"),
+    ("GET", RECEIPT, "the withdrawn consent"): (consent_get("receipt", "withdrawn"), "case"),
+    ("GET", RECEIPT, "a consent id never used"): (consent_get("receipt", "missing"), "case"),
+    ("GET", RECEIPT, "erased case"): (consent_get("receipt"), "erased"),
+    ("GET", FHIR, "the active consent"): (consent_get("fhir"), "case"),
+    ("GET", FHIR, "the withdrawn consent"): (consent_get("fhir", "withdrawn"), "case"),
+    ("GET", FHIR, "a consent id never used"): (consent_get("fhir", "missing"), "case"),
+    ("GET", FHIR, "erased case"): (consent_get("fhir"), "erased"),
+    ("GET", LOOKUP, "the active consent's grant"): (lookup_code(), "case"),
+    ("GET", LOOKUP, "the withdrawn consent's withdrawal"): (lookup_code(withdrawal=True), "case"),
+    ("GET", LOOKUP, "a consent of the erased case"): (lookup_code(), "erased"),
     ("GET", "/v1/cases/{case_id}/disclosures", ""): (get("/v1/cases/{case}/disclosures"), "case"),
     ("GET", "/v1/cases/{case_id}/disclosures", "erased case"): (
         get("/v1/cases/{case}/disclosures"),

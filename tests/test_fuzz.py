@@ -27,7 +27,9 @@ from schemathesis.checks import (
 from schemathesis.core import NOT_SET
 
 from ledger import crypto
+from ledger.interop.consent_receipt import verify_consent_receipt
 from tests.conftest import World
+from tests.test_erasure import receipt_key
 
 EXAMPLES = int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "10"))
 CHECKS = [
@@ -123,6 +125,11 @@ def test_no_generated_request_fails_breaks_the_schema_or_leaves_a_trace(world: W
     assert len(stored_state.digests) >= 15
 
 
+RECEIPT = "/v1/cases/{case_id}/consents/{consent_id}/receipt"
+FHIR = "/v1/cases/{case_id}/consents/{consent_id}/fhir"
+RECEIPT_TYPES = {"note": "text/plain", "html": "text/html", "pdf": "application/pdf"}
+
+
 def test_answers_with_real_data_match_the_schema(world: World) -> None:
     """Generated ids rarely name anything, so the success answers are checked here too, on
     real data: every operation's 2xx answer, as the caller it is for."""
@@ -138,6 +145,10 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
         {"component": "health_psychosocial", "due_by": "2026-01-01T00:00:00Z", "urgency": "urgent"},
     )
     assert clinic.read(case_id).status_code == 200
+    receipt = f"/v1/cases/{case_id}/consents/{consent}/receipt"
+    note = world.http.get(receipt, headers=ngo.auth())
+    assert note.status_code == 200, note.text
+    code = verify_consent_receipt(note.text, receipt_key(world))["record_header"]["receipt_code"]
     erased = ngo.open_case()
     request = ngo.ok("erasure.requested", erased, {}, {"reason": "legal_order"}, role="supervisor")
     body = ngo.body("case.erased", erased, {"request_event_id": request["event_id"]}, {})
@@ -154,6 +165,7 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
     spare_token = world.http.post(
         "/v1/tokens", headers=world.admin_auth, json={"role": "auditor", "label": "x"}
     ).json()["id"]
+    ids = {"case_id": case_id, "consent_id": consent}
     event = ngo.body("service.delivered", case_id, {"referral_id": None}, {"component": "housing"})
     calls: list[tuple[str, str, str, dict[str, Any]]] = [
         ("GET", "/v1/health", world.admin, {}),
@@ -167,6 +179,16 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
         ("GET", "/v1/cases/{case_id}/consents", ngo.tokens["caseworker"], {"case_id": case_id}),
         ("GET", "/v1/cases/{case_id}/consents", clinic.tokens["caseworker"], {"case_id": case_id}),
         ("GET", "/v1/cases/{case_id}/disclosures", ngo.tokens["caseworker"], {"case_id": case_id}),
+        *[
+            ("GET", RECEIPT, token, {**ids, "query": {"format": fmt}})
+            for fmt in ("note", "html", "pdf")
+            for token in (ngo.tokens["caseworker"], clinic.tokens["caseworker"])
+        ],
+        ("GET", RECEIPT, ngo.tokens["caseworker"], {**ids, "query": {"event": "granted"}}),
+        ("GET", FHIR, ngo.tokens["caseworker"], ids),
+        ("GET", FHIR, clinic.tokens["caseworker"], ids),
+        ("GET", "/v1/consent-receipts/{code}", ngo.tokens["caseworker"], {"code": code}),
+        ("GET", "/v1/consent-receipts/{code}", clinic.tokens["caseworker"], {"code": code}),
         ("GET", "/v1/cases/{case_id}/erasure-receipt", world.admin, {"case_id": erased}),
         ("GET", "/v1/cases/{case_id}", ngo.tokens["caseworker"], {"case_id": erased}),  # 410
         ("GET", "/v1/referrals", ngo.tokens["caseworker"], {}),
@@ -224,8 +246,17 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
         response = case.call(headers={"Authorization": f"Bearer {token}"})
         case.validate_response(response, checks=CHECKS)
         statuses.append(response.status_code)
+        if path == RECEIPT:  # each format in its own declared type, not merely a declared one
+            fmt = spec.get("query", {}).get("format", "note")
+            (media_type,) = response.headers["content-type"]
+            assert media_type.startswith(RECEIPT_TYPES[fmt]), (fmt, media_type)
     assert statuses.count(410) == 1 and 500 not in statuses
     assert all(s < 300 for s in statuses if s != 410), statuses
     covered = {(method, path) for method, path, _, _ in calls}
     operations = [result.ok() for result in schema.get_all_operations()]
     assert covered == {(op.method.upper(), op.path) for op in operations}
+    declared = {
+        path: set(schema[path]["GET"].definition.raw["responses"]["200"]["content"])
+        for path in (RECEIPT, FHIR)
+    }
+    assert declared == {RECEIPT: set(RECEIPT_TYPES.values()), FHIR: {"application/fhir+json"}}

@@ -51,11 +51,17 @@ def consent_receipt(
 
 @router.get(
     "/v1/cases/{case_id}/consents/{consent_id}/fhir",
-    responses={200: {"content": {"application/fhir+json": {"schema": {"type": "object"}}}}},
+    response_class=Response,  # it answers application/fhir+json only, never application/json
+    responses={
+        200: {
+            "content": {"application/fhir+json": {"schema": {"type": "object"}}},
+            "description": "the FHIR R4 Consent resource",
+        }
+    },
 )
 def fhir_consent(
     case_id: str, consent_id: str, principal: CurrentPrincipal, service: InteropDep
-) -> Any:
+) -> Response:
     """The consent as a FHIR R4 Consent resource; the survivor appears only as an opaque id."""
     return Response(
         json.dumps(service.fhir_consent(principal, case_id, consent_id), ensure_ascii=False),
