@@ -261,6 +261,7 @@ def deployment(settings: Settings) -> Iterator[Deployment]:
         "LEDGER_LOG_LEVEL": "warning",
         "LEDGER_PG_SCHEMA": schema,
         "LEDGER_WORKERS": str(os.cpu_count() or 1),
+        "LEDGER_RATE_PER_S": "1000000",  # the load generator shares one token: no throttling
     }
     if settings.database_url:
         env["LEDGER_DATABASE_URL"] = settings.database_url
