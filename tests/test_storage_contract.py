@@ -381,6 +381,24 @@ def test_a_group_appends_each_commit_or_refuses_it_alone_without_a_gap(store: St
     assert store.log_size() == 5
 
 
+def test_in_a_group_a_refused_commit_refuses_the_later_commits_of_its_case(store: Store) -> None:
+    """Within a batch, later items of a case were decided on the state the refused one would
+    have made; the version they expect may since be someone else's event, so it cannot vouch
+    for them."""
+    from dataclasses import replace
+
+    case, other = uuid.uuid4(), uuid.uuid4()
+    store.append(event_commit(case, "ev-1", b"first"))  # the case is at version 1
+    stale = replace(event_commit(case, "ev-2", b"stale", version=2), case_version=(str(case), 0))
+    after = replace(event_commit(case, "ev-3", b"after", version=2), case_version=(str(case), 1))
+    elsewhere = replace(event_commit(other, "ev-4", b"elsewhere"), case_version=(str(other), 0))
+    outcomes = store.append_group([stale, after, elsewhere])
+    assert isinstance(outcomes[0], ConflictError)
+    assert isinstance(outcomes[1], ConflictError)  # its own condition holds, but it follows one
+    assert outcomes[2] == [1]
+    assert_log(store, [b"first", b"elsewhere"])
+
+
 # -- agencies and keys ---------------------------------------------------------------------------
 
 

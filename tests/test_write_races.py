@@ -112,7 +112,7 @@ def batch(world: World, agency: Any, bodies: list[dict[str, Any]]) -> list[dict[
 
 
 def test_a_batch_can_build_a_case_whose_later_events_depend_on_earlier_ones(
-    world: World,
+    world: World, monkeypatch: Any
 ) -> None:
     """Items are decided on the state earlier items left, before any of them is committed:
     a child's guardian consent exempt from assent needs the age band sealed in the same batch,
@@ -155,8 +155,18 @@ def test_a_batch_can_build_a_case_whose_later_events_depend_on_earlier_ones(
         ),
     ]
     size = world.ledger.store.log_size()
+    store, groups = world.ledger.store, []
+    real = store.append_group
+
+    def recorded(commits: Any) -> Any:
+        outcomes = real(commits)
+        groups.append(outcomes)
+        return outcomes
+
+    monkeypatch.setattr(store, "append_group", recorded)
     results = batch(world, ngo, bodies)
     assert [r["status"] for r in results] == [201, 201, 201], results
+    assert len(groups) == 1 and all(isinstance(o, list) for o in groups[0])  # one transaction
     assert [r["body"]["case_version"] for r in results] == [1, 2, 3]
     assert [r["body"]["index"] for r in results] == [size, size + 1, size + 2]
     assert world.http.get(f"/v1/cases/{case_id}", headers=world.agency("clinic").auth()).json()
@@ -194,12 +204,16 @@ def test_a_batch_item_that_loses_a_race_is_decided_again_after_the_winner(
     def withdraw_first(commits: Any) -> Any:
         if not fired:
             fired.append(ngo.post(withdrawal).status_code)
+            outcomes = real(commits)
+            fired.append([type(o).__name__ for o in outcomes])
+            return outcomes
         return real(commits)
 
     monkeypatch.setattr(store, "append_group", withdraw_first)
     results = batch(world, ngo, [share(racing), closing, share(racing)])
 
-    assert fired == [201]
+    # The batch's commit refused both shares (the case moved on), kept the other case's item.
+    assert fired == [201, ["ConflictError", "list", "ConflictError"]]
     assert [r["status"] for r in results] == [403, 201, 403], results
     case = world.ledger.cases.load(racing)
     assert case is not None

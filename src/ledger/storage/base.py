@@ -97,7 +97,8 @@ class Commit:
     erasures: Sequence[ErasureRow] = ()
     snapshots: Sequence[StoredEvent] = ()
     # Conditions checked under the log lock; a ConflictError if they no longer hold:
-    case_version: tuple[str, int] | None = None  # the case is still at this version
+    # the case is at this version (before this commit's own events go in):
+    case_version: tuple[str, int] | None = None
     signing_key: str | None = None  # this agency key is still unrevoked
 
 

@@ -166,8 +166,15 @@ class SQLStore(SQLDialect, Store):
                     return [as_conflict(exc)]
                 raise
         outcomes: list[list[int] | ConflictError] = []
+        refused_cases: set[str] = set()
         with self._write() as cur:
             for commit in commits:
+                expected = commit.case_version
+                if expected is not None and expected[0] in refused_cases:
+                    # Decided on the state an earlier, refused commit of this case would have
+                    # made: its expected version may since be someone else's event.
+                    outcomes.append(ConflictError("an earlier commit of the case was refused"))
+                    continue
                 cur.execute("SAVEPOINT item")
                 try:
                     outcomes.append(self._append(cur, commit))
@@ -176,6 +183,8 @@ class SQLStore(SQLDialect, Store):
                         raise
                     cur.execute("ROLLBACK TO SAVEPOINT item")
                     outcomes.append(as_conflict(exc))
+                    if expected is not None:
+                        refused_cases.add(expected[0])
                 cur.execute("RELEASE SAVEPOINT item")
             if any(isinstance(o, list) for o in outcomes):
                 self._after_append(cur)
@@ -185,15 +194,12 @@ class SQLStore(SQLDialect, Store):
         return isinstance(exc, ConflictError) or self._is_conflict(exc)
 
     def _append(self, cur: Cursor, commit: Commit) -> list[int]:
-        # 1. Stored events first: on PostgreSQL this takes the events table lock.
-        if commit.stored_events:
-            self._insert_stored_events(cur, commit.stored_events)
-        if commit.snapshots:
-            self._insert_snapshots(cur, commit.snapshots)
         n = len(commit.entries)
         if n == 0:
             if (
-                commit.events
+                commit.stored_events
+                or commit.snapshots
+                or commit.events
                 or commit.agencies
                 or commit.keys
                 or commit.revocations
@@ -201,14 +207,14 @@ class SQLStore(SQLDialect, Store):
             ):
                 raise ValueError("index rows need the log entry they index")
             return []
-        # 2. Reserve positions with the ledger's own counter (the row lock serialises appends).
+        # 1. Reserve positions with the ledger's own counter (the row lock serialises appends).
         cur.execute(
             self.sql("UPDATE {s}log_head SET size = size + ? WHERE id = 1 RETURNING size"), (n,)
         )
         end = int(cur.fetchone()["size"])
         start = end - n
-        # 3. Conditions that must still hold now that appends are serialised.
-        if commit.case_version is not None:
+        # 2. Conditions that must still hold now that appends are serialised.
+        if commit.case_version is not None:  # checked before this commit's own events go in
             case_id, version = commit.case_version
             if self._case_version(cur, case_id) != version:
                 raise ConflictError("the case changed")
@@ -220,6 +226,11 @@ class SQLStore(SQLDialect, Store):
             row = cur.fetchone()
             if row is None or row["revoked_at"] is not None:
                 raise ConflictError("the signing key was revoked")
+        # 3. The case's events (a version already taken is a conflict) and its snapshot.
+        if commit.stored_events:
+            self._insert_stored_events(cur, commit.stored_events)
+        if commit.snapshots:
+            self._insert_snapshots(cur, commit.snapshots)
         positions = list(range(start, end))
         # 4. The entries themselves, then the tree nodes they complete.
         cur_rows = [
