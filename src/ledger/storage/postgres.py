@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -99,6 +99,9 @@ class PostgresStore(SQLStore):
         from eventsourcing.persistence import IntegrityError
 
         return isinstance(exc, psycopg.errors.UniqueViolation | IntegrityError)
+
+    def _pipelined(self, cur: Cursor) -> AbstractContextManager[Any]:
+        return cur.connection.pipeline()  # type: ignore[attr-defined, no-any-return]
 
     def _after_append(self, cur: Cursor) -> None:
         cur.execute(f"NOTIFY {self.schema}_log")  # wakes the projections; delivered at commit
