@@ -85,7 +85,7 @@ def test_case_state_survives_its_json_form_unchanged() -> None:
                 "purposes": ["referral", "data_sharing"],
                 "recipients": ["clinic", "shelter"],
                 "categories": ["identity", "health"],
-                "expires_at": "2027-01-01T00:00:00Z",
+                "expires_at": "0999-01-01T00:00:00Z",  # four digits, though strftime gives 3
                 "given_by": "guardian",
                 "child_assent": True,
                 "assent_exempt": False,

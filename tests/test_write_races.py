@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from ledger.storage.base import ConflictError
 from tests.conftest import World
 
@@ -219,3 +221,37 @@ def test_a_batch_item_that_loses_a_race_is_decided_again_after_the_winner(
     assert case is not None
     versions = [e.originator_version for e in store.recorder.select_events(case.id)]
     assert versions == list(range(1, case.version + 1))  # no gap, nothing of the refused shares
+
+
+@pytest.mark.parametrize("path", ["single", "batch"])
+def test_a_store_failure_leaves_no_key_and_the_case_id_free(
+    world: World, monkeypatch: Any, path: str
+) -> None:
+    """The store fails while committing a new case (an outage): the answer is 500, the case's
+    key is not left behind, and resending the same submission opens the case."""
+    import uuid
+
+    from tests.conftest import OPENED_ATTRS
+
+    ngo = world.agency("ngo-a")
+    case_id = str(uuid.uuid4())
+    body = ngo.body("case.opened", case_id, {"minor": False}, OPENED_ATTRS)
+    store = world.ledger.store
+
+    def outage(commits: Any) -> Any:
+        raise OSError("the database went away")
+
+    monkeypatch.setattr(store, "append_group", outage)
+    monkeypatch.setattr(store, "append", outage)
+
+    def send() -> Any:
+        if path == "single":
+            return ngo.post(body)
+        return world.http.post("/v1/events:batch", headers=ngo.auth(), json={"events": [body]})
+
+    assert send().status_code == 500
+    assert world.ledger.keys.table.get(case_id) is None
+    monkeypatch.undo()
+    again = send()
+    assert again.status_code in (200, 201), again.text
+    assert world.ledger.cases.load(case_id) is not None

@@ -443,25 +443,29 @@ class Ledger:
         results: list[tuple[int, dict[str, Any]] | None] = [None] * len(items)
         same_as: dict[int, int] = {}  # an identical resubmission within the batch -> original
         pending = _Pending()
-        for i, item in enumerate(items):
-            try:
-                sub = submission_from(item)
-                if sub.type == "case.erased":  # its key destruction follows its own commit
-                    self._commit_pending(principal, pending, results)
-                    pending = _Pending()
-                    results[i] = self._submit(principal, sub)
+        try:
+            for i, item in enumerate(items):
+                try:
+                    sub = submission_from(item)
+                    if sub.type == "case.erased":  # its key destruction follows its own commit
+                        self._commit_pending(principal, pending, results)
+                        pending = _Pending()
+                        results[i] = self._submit(principal, sub)
+                        continue
+                    outcome = self._decide(principal, sub, pending)
+                except LedgerError as exc:
+                    results[i] = _refusal(exc)
                     continue
-                outcome = self._decide(principal, sub, pending)
-            except LedgerError as exc:
-                results[i] = _refusal(exc)
-                continue
-            if isinstance(outcome, _Planned):
-                pending.add(i, outcome)
-            elif isinstance(outcome, int):
-                same_as[i] = outcome
-            else:
-                results[i] = outcome
-        self._commit_pending(principal, pending, results)
+                if isinstance(outcome, _Planned):
+                    pending.add(i, outcome)
+                elif isinstance(outcome, int):
+                    same_as[i] = outcome
+                else:
+                    results[i] = outcome
+            self._commit_pending(principal, pending, results)
+        except BaseException:
+            self._drop_uncommitted_keys(pending.plans)  # the batch fails: leave no trace
+            raise
         for i, original in same_as.items():
             done = results[original]
             if done is not None and done[0] in (200, 201):
@@ -479,8 +483,9 @@ class Ledger:
         if not pending.plans:
             return
         outcomes = self.store.append_group([plan.commit for _, plan in pending.plans])
+        pending.plans, plans = [], pending.plans  # from here on each is committed or redone
         again = []
-        for (i, plan), outcome in zip(pending.plans, outcomes, strict=True):
+        for (i, plan), outcome in zip(plans, outcomes, strict=True):
             if isinstance(outcome, ConflictError):
                 if plan.version == 1:
                     self.keys.destroy(plan.sub.case_id)  # the redo creates it again
@@ -649,12 +654,27 @@ class Ledger:
         try:
             (position,) = self.store.append(plan.commit)
         except BaseException as exc:
-            if plan.version == 1:
-                self.keys.destroy(plan.sub.case_id)  # a refused new case leaves no key behind
+            self._drop_uncommitted_keys([(0, plan)])  # a refused new case leaves no key behind
             if isinstance(exc, ConflictError):
                 raise WriteConflict("concurrent submissions to this case; retry") from exc
             raise
         return self._committed(plan, position)
+
+    def _drop_uncommitted_keys(self, plans: list[tuple[int, _Planned]]) -> None:
+        """Destroy the keys created for new cases whose commit failed. A failure other than a
+        refusal (a lost connection during COMMIT) may hide a commit that went through: then
+        the event is in the store and its key must stay; when the store cannot even say,
+        keys stay for `recover()`, which destroys only keys of cases that never opened."""
+        for _, plan in plans:
+            if plan.version != 1:
+                continue
+            try:
+                committed = self.store.find_event(plan.sub.event_id) is not None
+            except Exception:  # the store is unreachable: leave it to recover()
+                log.warning("case key left for recovery case=%s", plan.sub.case_id)
+                continue
+            if not committed:
+                self.keys.destroy(plan.sub.case_id)
 
     def _committed(self, plan: _Planned, position: int) -> dict[str, Any]:
         """After the commit: confirm a new case's key, log, finish an erasure; the answer."""
