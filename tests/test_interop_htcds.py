@@ -36,6 +36,7 @@ def assert_anonymous(text: str) -> list[dict[str, str]]:
     assert text.split("\n")[0].split(",") == list(htcds.COLUMNS)
     classes: dict[tuple[str, ...], set[tuple[str, ...]]] = defaultdict(set)
     sizes: dict[tuple[str, ...], int] = defaultdict(int)
+    flags: dict[tuple[str, ...], list[set[str]]] = defaultdict(list)
     for row in rows:
         for column, value in row.items():
             if column != "year_of_identification":
@@ -43,8 +44,11 @@ def assert_anonymous(text: str) -> list[dict[str, str]]:
         qi = tuple(row[c] for c in QI_COLUMNS)
         sizes[qi] += 1
         classes[qi].add(tuple(row[c] for c in htcds.EXPLOITATION_COLUMNS))
+        flags[qi].append({c for c in htcds.EXPLOITATION_COLUMNS if row[c] == "1"})
     assert all(n >= htcds.K for n in sizes.values()), sizes
     assert all(len(s) >= htcds.L for s in classes.values())
+    # No published flag is 1 in every row of a class (that would tell it of each member).
+    assert all(not set.intersection(*rows_flags) for rows_flags in flags.values())
     return rows
 
 
@@ -78,6 +82,19 @@ def test_export_is_k_anonymous_l_diverse_and_reports_what_it_did() -> None:
         assert set(report["generalisation"]) == set(htcds.QUASI_IDENTIFIERS)
         assert all(r["year_of_identification"] == "2025" for r in rows)
     assert htcds.export(2025, synthetic(5, 3))[1]["rows_published"] == 0  # fewer than k
+
+
+def test_a_type_every_member_of_a_class_shares_is_not_published() -> None:
+    """Eleven girls aged 15-17: ten sexually exploited, one also in labour. Two distinct
+    combinations, but `is_sexual` would be 1 in every row: the class is not published."""
+
+    def girl(types: set[str]) -> CaseProfile:
+        return CaseProfile("15-17", "female", frozenset(types), False, ())
+
+    profiles = [girl({"sexual"}) for _ in range(10)] + [girl({"sexual", "labour"})]
+    text, report = htcds.export(2025, profiles)
+    assert parse(text) == []
+    assert report["rows_suppressed"] == 11
 
 
 def test_export_is_identical_whatever_the_order_of_cases() -> None:
@@ -136,7 +153,7 @@ def test_cli_exports_a_closed_year_from_the_ledger(world: World, tmp_path: Path)
         case_id = str(uuid.uuid4())
         attrs = OPENED_ATTRS | {
             "identified_at": f"2025-{1 + i % 12:02d}-15",
-            "exploitation": ["labour"] if i % 2 else ["sexual", "labour"],
+            "exploitation": (["labour"], ["sexual"], ["sexual", "labour"])[i % 3],
         }
         ngo.ok("case.opened", case_id, {"minor": False}, attrs,
                {"identity": {"name": f"marker-{i}"}})  # fmt: skip
@@ -165,6 +182,9 @@ def test_cli_exports_a_closed_year_from_the_ledger(world: World, tmp_path: Path)
         assert case_id not in text
     assert "marker" not in text and "2025-" not in text  # no free text, no dates
 
+    # Frozen: a later export of the year is the first one, even after an erasure (two
+    # exports either side of it would otherwise differ by exactly that person's row).
+    assert erase(world, case_ids[-2]).status_code == 201
     again = CliRunner().invoke(cli, [*args[:-2], "--out", str(tmp_path / "again.csv")], env=env)
     assert again.exit_code == 0
     assert (tmp_path / "again.csv").read_text() == text  # identical when re-run

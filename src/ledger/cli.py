@@ -352,6 +352,7 @@ def export_htcds(
     """HTCDS / CTDC-style one-row-per-case CSV of a closed year: k = 11, l = 2, no ids, no
     free text. Runs on the deployment (it unseals attrs with the key-encryption key)."""
     from ledger.deploy import open_ledger, open_readmodels
+    from ledger.envelope import format_timestamp
     from ledger.interop import htcds
     from ledger.interop.service import InteropService
 
@@ -364,12 +365,19 @@ def export_htcds(
         raise typer.Exit(2) from exc
     models = open_readmodels(settings, ledger)
     try:
-        profiles = InteropService(ledger, models).htcds_profiles(year)
+        exports = htcds.ExportStore(models.views)
+        frozen = exports.get(year)
+        if frozen is None:  # the first export of a year is the only one (see docs)
+            profiles = InteropService(ledger, models).htcds_profiles(year)
+            text, details = htcds.export(year, profiles)
+            exports.freeze(year, text, details, format_timestamp(ledger.clock()))
+            frozen = exports.get(year)
+            assert frozen is not None
+        text, details = frozen
     finally:
         models.views.close()
         ledger.store.close()
         ledger.keys.table.close()
-    text, details = htcds.export(year, profiles)
     out.write_text(text, encoding="utf-8")
     rendered = json.dumps(details, indent=2) + "\n"
     if report is not None:

@@ -138,9 +138,7 @@ def parse_timestamp(value: object) -> datetime:
 def format_timestamp(moment: datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SSZ`, the year always four digits (strftime's %Y gives `999`)."""
     m = moment.astimezone(UTC)
-    return (
-        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
-    )
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
 
 
 def _check_uuid4(value: str) -> str:

@@ -15,9 +15,14 @@ Anonymisation, fixed and deterministic:
    whose record suppression stays within `MAX_SUPPRESSION` of the rows wins, else the one
    that suppresses fewest rows.
 3. At that level every equivalence class (rows equal on all quasi-identifiers) must have at
-   least K = 11 rows and L = 2 distinct exploitation combinations; rows of other classes
-   are suppressed (left out).
+   least K = 11 rows, L = 2 distinct exploitation combinations, and no exploitation type
+   shared by all of its rows (each `is_*` column is published on its own: a class where
+   every row has `is_sexual = 1` tells that of anyone known to be in it); rows of other
+   classes are suppressed (left out).
 4. Rows are sorted; the CSV has no timestamp; the report names the levels and counts.
+5. The first export of a year is frozen (`ExportStore`) and every later one returns it: two
+   exports made either side of an erasure or a late entry would otherwise differ by exactly
+   one person's row.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ledger.envelope import AGE_BANDS, COMPONENTS, EXPLOITATIONS, GENDERS
+from ledger.storage.base import ViewStore
 
 FORMAT = "ledger-htcds-export/1"
 K = 11
@@ -169,7 +176,8 @@ def _evaluate(raws: Sequence[dict[str, Any]], levels: dict[str, int]) -> Outcome
     kept: list[tuple[tuple[Any, ...], tuple[str, ...]]] = []
     suppressed_rows = suppressed_classes = 0
     for qi, sensitive in classes.items():
-        if len(sensitive) >= K and len(set(sensitive)) >= L:
+        shared = set.intersection(*(set(s) for s in sensitive))  # types every row has
+        if len(sensitive) >= K and len(set(sensitive)) >= L and not shared:
             kept.extend((qi, s) for s in sensitive)
         else:
             suppressed_rows += len(sensitive)
@@ -217,7 +225,8 @@ def export(year: int, profiles: Sequence[CaseProfile]) -> tuple[str, dict[str, A
         "as_of": f"{year + 1}-01-01T00:00:00Z",
         "k": K,
         "l": L,
-        "l_diversity_on": "exploitation (the combination of types)",
+        "l_diversity_on": "exploitation: at least L distinct combinations of types per class,"
+        " and no type shared by every row of a class",
         "max_suppression": MAX_SUPPRESSION,
         "quasi_identifiers": list(QUASI_IDENTIFIERS),
         "cases": len(profiles),
@@ -246,3 +255,35 @@ def check_year(year: int, current_year: int) -> None:
         )
     if year < 1900:
         raise ExportError("the year must be a four-digit year that has ended")
+
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS {s}htcds_exports (year INTEGER PRIMARY KEY,"
+    " created_at TEXT NOT NULL, csv TEXT NOT NULL, report TEXT NOT NULL)",
+)
+
+
+class ExportStore:
+    """Frozen exports in the view store: the first export of a year is the only one."""
+
+    def __init__(self, views: ViewStore) -> None:
+        self.views = views
+        views.setup(SCHEMA)
+
+    def get(self, year: int) -> tuple[str, dict[str, Any]] | None:
+        with self.views.read() as cur:
+            cur.execute(
+                self.views.sql("SELECT csv, report FROM {s}htcds_exports WHERE year = ?"), (year,)
+            )
+            row = cur.fetchone()
+        return None if row is None else (str(row["csv"]), dict(json.loads(row["report"])))
+
+    def freeze(self, year: int, text: str, report: dict[str, Any], created_at: str) -> None:
+        with self.views.transaction() as cur:
+            cur.execute(
+                self.views.sql(
+                    "INSERT INTO {s}htcds_exports (year, created_at, csv, report)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                ),
+                (year, created_at, text, json.dumps(report, sort_keys=True)),
+            )
