@@ -25,6 +25,7 @@ from eventsourcing.persistence import (
 )
 
 from ledger.gates import CaseState
+from ledger.storage.group import KeyedLocks
 
 Record = dict[str, Any]
 
@@ -73,6 +74,9 @@ class Cases(Application[uuid.UUID]):
     def __init__(self, recorder: ApplicationRecorder, snapshots: AggregateRecorder) -> None:
         self._given_recorder = recorder
         self._given_snapshots = snapshots
+        # eventsourcing fast-forwards a cached aggregate in place under its own lock but
+        # copies it for the caller outside that lock: loads of one case take turns here.
+        self._loading = KeyedLocks()
         super().__init__(
             env={
                 "IS_SNAPSHOTTING_ENABLED": "yes",
@@ -97,7 +101,8 @@ class Cases(Application[uuid.UUID]):
 
     def load(self, case_id: str) -> Case | None:
         try:
-            case: Case = self.repository.get(uuid.UUID(case_id))
+            with self._loading.held(case_id):
+                case: Case = self.repository.get(uuid.UUID(case_id))
         except Exception as exc:  # AggregateNotFoundError
             if type(exc).__name__ == "AggregateNotFoundError":
                 return None

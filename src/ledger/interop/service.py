@@ -158,7 +158,9 @@ class InteropService:
         fmt: str = "note",
     ) -> tuple[bytes, str]:
         """One consent event's receipt as a signed note, HTML or PDF, and its media type."""
-        if self.ledger.receipt_key is None:
+        if fmt == "note" and self.ledger.receipt_key is None:
+            ReadModels._agency(principal)
+            self.ledger._visible_case(principal, case_id)  # 404 / 410 come first
             raise Conflict("this deployment has no receipt key; run `ledger init`")
         record, _now = self.consent_record(principal, case_id, consent_id)
         try:
@@ -172,6 +174,7 @@ class InteropService:
         elif fmt == "pdf":
             body = printout.render_pdf(record, chosen)
         else:
+            assert self.ledger.receipt_key is not None  # checked above
             data = consent_receipt.receipt_record(record, chosen)
             body = consent_receipt.sign_receipt(data, self.ledger.receipt_key).encode()
         log.info("consent receipt case=%s event=%s format=%s", case_id, chosen.event_id, fmt)

@@ -13,6 +13,7 @@ every caller gets exactly the answer it would have had alone, in the order the b
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -65,7 +66,10 @@ class GroupCommit(Generic[Item, Result]):
                     del self._queue[: self._max_batch]
                 self._lead(batch)
         if mine.error is not None:
-            raise mine.error
+            own = _own_copy(mine.error)
+            if own is mine.error:
+                raise own
+            raise own from mine.error
         return mine.result  # type: ignore[return-value]
 
     def _lead(self, batch: list[_Waiting[Item, Result]]) -> None:
@@ -83,6 +87,15 @@ class GroupCommit(Generic[Item, Result]):
             else:
                 waiting.result = outcome
             waiting.done = True
+
+
+def _own_copy(error: BaseException) -> BaseException:
+    """Each waiter raises its own exception object (several threads re-raising one object
+    would overwrite each other's tracebacks), of the same type with the same arguments."""
+    try:
+        return copy.copy(error)
+    except Exception:  # an exception type that cannot be copied: share the original
+        return error
 
 
 class KeyedLocks:
