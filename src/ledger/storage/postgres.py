@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import StoredEvent, Tracking
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
@@ -200,7 +200,17 @@ class PostgresViewStore(ViewStore):
             yield cur
 
     def track(self, cur: Any, name: str, position: int) -> None:
-        self.tracking._insert_tracking(cur, Tracking(name, position))
+        # eventsourcing's own statement (a position can only move forward), executed here
+        # without its forced `prepare=True`, which misreads results in pipeline mode.
+        cur.execute(
+            self.tracking.insert_tracking_statement,
+            {
+                "application_name": name,
+                "notification_id": position,
+            },
+        )
+        if cur.fetchone() is None:
+            raise IntegrityError(f"tracking {name} did not move forward to {position}")
 
     def position(self, name: str) -> int:
         return int(self.tracking.max_tracking_id(name) or 0)
