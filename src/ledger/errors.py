@@ -38,6 +38,14 @@ class Conflict(LedgerError):
     status, code = 409, "conflict"
 
 
+class WriteConflict(Conflict):
+    """409 as well, but transient: a concurrent write took the case version (or a new case's
+    key) first. Sending the identical submission again is safe and may succeed; clients tell
+    this from a final conflict by the code `write_conflict`."""
+
+    code = "write_conflict"
+
+
 class Gone(LedgerError):
     status, code = 410, "gone"
 

@@ -44,6 +44,7 @@ from ledger.errors import (
     NotFound,
     Unauthorized,
     VerificationError,
+    WriteConflict,
 )
 from ledger.gates import (
     APPEND_ROLES,
@@ -504,12 +505,11 @@ class Ledger:
         )
         try:
             (position,) = self.store.append(commit)
-        except BaseException as exc:
-            if case.version == 1:
-                self.keys.destroy(case_id)  # a refused new case leaves no key behind
-            if isinstance(exc, ConflictError):
-                raise Conflict("write conflict with a concurrent submission; retry") from exc
-            raise
+        except ConflictError as exc:
+            # A new case's key stays, unconfirmed: a concurrent `case.opened` of the same case
+            # may share it and have committed with it (KeyStore.create); `recover()` deletes
+            # it once it is old and no case was committed with it.
+            raise WriteConflict("write conflict with a concurrent submission; retry") from exc
         if case.version == 1:
             self.keys.confirm(case_id)
         log.info(
@@ -575,10 +575,10 @@ class Ledger:
             self.finish_erasure(erasure.case_id)
         cutoff = format_timestamp(self.clock() - timedelta(seconds=orphan_age_s))
         orphans = 0
-        for case_id in self.keys.table.unconfirmed(cutoff):
+        for case_id, wrapped in self.keys.table.unconfirmed(cutoff):
             if self.cases.load(case_id) is None:
-                self.keys.destroy(case_id)
-                orphans += 1
+                # Compare-and-set: a key taken over since by a new `case.opened` stays.
+                orphans += self.keys.discard_unconfirmed(case_id, wrapped)
             else:
                 self.keys.confirm(case_id)
         return len(pending) + orphans
@@ -677,7 +677,7 @@ class Ledger:
                 "attrs": attrs,
                 "payload": payload,
             }
-        raise Conflict("the case kept changing while it was read; retry")
+        raise WriteConflict("the case kept changing while it was read; retry")
 
     def _log_access(
         self,
