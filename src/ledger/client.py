@@ -62,6 +62,10 @@ class RetryPolicy:
     cap_s: float = 2.0
     budget_s: float = 60.0
 
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("a retry policy makes at least one attempt")
+
     def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
         """Seconds to wait before try number `attempt + 1` (`attempt` counts from 0)."""
         ceiling = min(self.cap_s, self.base_s * 2**attempt)
