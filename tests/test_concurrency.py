@@ -325,3 +325,41 @@ def test_shares_racing_a_withdrawal_are_before_it_or_refused(
         time.sleep(1)  # until a checkpoint covers the whole log
         audit = dep.cli(*audit_args)
     assert audit.returncode == 0 and f"verified: {size} entries" in audit.stdout, audit.stdout
+
+
+# -- processes starting at once, or while the worker follows ---------------------------------------
+
+
+def test_a_process_starting_while_the_worker_commits_keeps_the_worker_position(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second API process runs the projections' setup while the worker commits a page: the
+    projection must not be set back to 0 (it would apply those entries again)."""
+    from ledger.storage import open_views
+    from projections import all_projections
+    from projections.runner import ProjectionRunner
+
+    ngo = world.agency("ngo-a")
+    for _ in range(3):
+        ngo.open_case()
+    worker = world.models.runner
+    assert worker.views.position("cases") == 0
+    views = open_views(world.settings)  # the starting process's own connections
+    starting = ProjectionRunner(world.ledger.store, views, all_projections())
+    real_transaction, calls = views.transaction, []
+
+    def worker_commits_first(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # after the DDL, before the tracking rows are made sure of
+            worker.catch_up_one(worker.named("cases")[0])
+        return real_transaction(*args)
+
+    monkeypatch.setattr(views, "transaction", worker_commits_first)
+    try:
+        starting.setup()
+    finally:
+        views.close()
+    size = world.ledger.store.log_size()
+    assert len(calls) >= 2 and world.models.views.position("cases") == size
+    worker.catch_up()
+    assert {row["lag"] for row in worker.status()} == {0}

@@ -366,5 +366,9 @@ class ViewStore(SQLDialect, ABC):
         """Set `name`'s tracked position back to 0 (a rebuild; also creates the row)."""
 
     @abstractmethod
+    def start_tracking(self, cur: Any, name: str) -> None:
+        """Create `name`'s tracking row at 0 if it has none; an existing one never moves."""
+
+    @abstractmethod
     def wait_for_appends(self, timeout: float) -> None:
         """Block until the log may have grown, or `timeout` seconds pass."""

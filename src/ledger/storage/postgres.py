@@ -200,6 +200,14 @@ class PostgresViewStore(ViewStore):
             (name,),
         )
 
+    def start_tracking(self, cur: Any, name: str) -> None:
+        cur.execute(
+            f"INSERT INTO {self.schema}.{self.tracking.tracking_table_name}"  # noqa: S608
+            " (application_name, notification_id) VALUES (%s, 0)"
+            " ON CONFLICT (application_name) DO NOTHING",
+            (name,),
+        )
+
     def wait_for_appends(self, timeout: float) -> None:
         """LISTEN for the ledger's NOTIFY; a lost notification costs at most `poll_s`."""
         try:
