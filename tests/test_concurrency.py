@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -328,6 +329,44 @@ def test_shares_racing_a_withdrawal_are_before_it_or_refused(
 
 
 # -- processes starting at once, or while the worker follows ---------------------------------------
+
+
+def test_processes_setting_up_the_read_models_at_once_all_start(tmp_path: Path) -> None:
+    """`ledger serve --workers 2` and `ledger worker` start together on a new deployment: each
+    creates the read models' schema and tables; none may fail on the others' DDL."""
+    import psycopg
+
+    from ledger.storage.postgres import PostgresViewStore
+    from projections import all_projections, stats
+    from tests.conftest import drop_schemas, require_postgres
+
+    url = require_postgres()
+    statements = [*(s for p in all_projections() for s in p.schema), *stats.SCHEMA]
+    for _ in range(5):
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        barrier = threading.Barrier(3, timeout=60)
+        errors: list[str] = []
+
+        def start(barrier: threading.Barrier, errors: list[str], schema: str) -> None:
+            barrier.wait()
+            try:
+                views = PostgresViewStore(url, schema)
+                try:
+                    views.setup(statements)
+                finally:
+                    views.close()
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=start, args=(barrier, errors, schema)) for _ in "abc"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        drop_schemas(url, schema)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema}_views CASCADE")
+        assert errors == []
 
 
 def test_a_process_starting_while_the_worker_commits_keeps_the_worker_position(
