@@ -253,8 +253,9 @@ Share = tuple[bool, int | None, bool]  # accepted, its log index, sent after the
 def race_round(
     dep: Deployment, holder: AgencyCreds, client: LedgerClient, delay: float
 ) -> tuple[list[Share], int, str]:
-    """Six clients share under a consent while the holder withdraws it; each client keeps
-    sharing until two of its shares were sent after the withdrawal was answered."""
+    """Six clients share under a consent while the holder withdraws it (once a first share is
+    in, `delay` later); each client keeps sharing until two of its shares were sent after the
+    withdrawal was answered."""
     case_id = str(uuid.uuid4())
     client.submit_body(opened(client, case_id))
     consent_id = str(uuid.uuid4())
@@ -263,7 +264,7 @@ def race_round(
         "recipients": ["recipient-b"], "categories": ["identity"], "expires_at": None,
         "given_by": "survivor", "child_assent": None, "assent_exempt": False,
     }, {"language": "es", "interpreter": False, "notice_version": "1"})  # fmt: skip
-    withdrawn = threading.Event()
+    withdrawn, shared = threading.Event(), threading.Event()
 
     def share(_: int) -> list[Share]:
         out: list[Share] = []
@@ -276,6 +277,7 @@ def race_round(
                          "categories": ["identity"]}  # fmt: skip
                 try:
                     out.append((True, c.submit("data.shared", case_id, facts, {}).index, late))
+                    shared.set()
                 except LedgerHTTPError as exc:
                     assert exc.status == 403, exc  # the consent gate
                     out.append((False, None, late))
@@ -283,6 +285,7 @@ def race_round(
         return out
 
     def withdraw() -> int:
+        shared.wait(30)  # while the other clients keep sharing
         time.sleep(delay)
         answer = client.submit("consent.withdrawn", case_id, {"consent_id": consent_id},
                                {"reason": "survivor_request"})  # fmt: skip
@@ -304,7 +307,7 @@ def test_shares_racing_a_withdrawal_are_before_it_or_refused(
     accepted_total = refused_total = 0
     with LedgerClient(dep.url, holder.caseworker, holder.key, retry=PATIENT) as client:
         for _round in range(5):
-            results, w, case_id = race_round(dep, holder, client, rng.uniform(0.0, 0.15))
+            results, w, case_id = race_round(dep, holder, client, rng.uniform(0.0, 0.1))
             for ok, index, late in results:
                 if ok:
                     assert index is not None and index < w, (index, w)
