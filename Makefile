@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 TEST_WORKERS ?= 2
 
-.PHONY: install run test fuzz lint clean
+.PHONY: install run test fuzz soak lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: install
 ## fuzz: the schema-driven fuzzing of the whole API, with many more examples
 fuzz: install
 	LEDGER_FUZZ_EXAMPLES=$${LEDGER_FUZZ_EXAMPLES:-300} $(VENV)/bin/pytest -q tests/test_fuzz.py
+
+## soak: the SIGKILL crash test for longer, on SQLite and PostgreSQL (LEDGER_SOAK_KILLS kills over
+## about LEDGER_SOAK_SECONDS seconds of serving, LEDGER_SOAK_WRITERS writers, LEDGER_SOAK_SEED)
+soak: install
+	LEDGER_SOAK_KILLS=$${LEDGER_SOAK_KILLS:-20} LEDGER_SOAK_SECONDS=$${LEDGER_SOAK_SECONDS:-300} \
+	PY=$(PY) bash scripts/with-postgres.sh $(VENV)/bin/pytest -q -s -n 0 tests/test_crash.py $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src projections tests

@@ -43,10 +43,11 @@ class ProjectionRunner:
         from projections import stats
 
         self.views.setup([*(stmt for p in self.projections for stmt in p.schema), *stats.SCHEMA])
-        for projection in self.projections:  # every tracking row exists, so it can be locked
-            if self.views.position(projection.name) == 0:
-                with self.views.transaction() as cur:
-                    self.views.forget(cur, projection.name)
+        # Every tracking row exists, so it can be locked. Created only if missing, never reset:
+        # another process (the worker, a rebuild) may be committing pages as this one starts.
+        with self.views.transaction() as cur:
+            for projection in self.projections:
+                self.views.start_tracking(cur, projection.name)
 
     def named(self, name: str | None) -> list[Projection]:
         chosen = [p for p in self.projections if name in (None, p.name)]

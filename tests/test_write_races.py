@@ -224,11 +224,12 @@ def test_a_batch_item_that_loses_a_race_is_decided_again_after_the_winner(
 
 
 @pytest.mark.parametrize("path", ["single", "batch"])
-def test_a_store_failure_leaves_no_key_and_the_case_id_free(
+def test_a_store_failure_leaves_the_case_id_free_for_the_resend(
     world: World, monkeypatch: Any, path: str
 ) -> None:
-    """The store fails while committing a new case (an outage): the answer is 500, the case's
-    key is not left behind, and resending the same submission opens the case."""
+    """The store fails while committing a new case (an outage): the answer is 500, nothing
+    is in the log, and resending the same submission opens the case with the key the failed
+    attempt left unconfirmed (taken over, never a second key)."""
     import uuid
 
     from tests.conftest import OPENED_ATTRS
@@ -249,9 +250,13 @@ def test_a_store_failure_leaves_no_key_and_the_case_id_free(
             return ngo.post(body)
         return world.http.post("/v1/events:batch", headers=ngo.auth(), json={"events": [body]})
 
+    size = store.log_size()
     assert send().status_code == 500
-    assert world.ledger.keys.table.get(case_id) is None
+    assert store.log_size() == size and world.ledger.cases.load(case_id) is None
     monkeypatch.undo()
     again = send()
     assert again.status_code in (200, 201), again.text
     assert world.ledger.cases.load(case_id) is not None
+    table = world.ledger.keys.table
+    assert table.pending(case_id) is None and table.get(case_id) is not None  # confirmed
+    assert world.ledger.recover(orphan_age_s=0) == 0  # nothing left over to sweep

@@ -6,6 +6,7 @@ answer = client.submit("case.opened", case_id, facts={"minor": False}, attrs={..
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,6 +41,43 @@ class Answer:
     extra: dict[str, Any]
 
 
+# Answers worth sending the identical request again for: a write conflict (409 with the code
+# `write_conflict`, never the final 409 of an event_id in use), too many requests, and the
+# server or a proxy in front of it being briefly unavailable.
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long the client sends an unanswered or transiently refused request again.
+
+    Exponential backoff with full jitter, at most `attempts` tries in all, and never a new try
+    later than `budget_s` after the first: a submission is resent byte for byte (same
+    event_id, same signature), and the ledger checks `signed_at` freshness (300 s by default)
+    on a submission it has not recorded yet, so the budget stays well inside that window.
+    """
+
+    attempts: int = 10
+    base_s: float = 0.05
+    cap_s: float = 2.0
+    budget_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("a retry policy makes at least one attempt")
+
+    def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """Seconds to wait before try number `attempt + 1` (`attempt` counts from 0)."""
+        ceiling = min(self.cap_s, self.base_s * 2**attempt)
+        wait = rng.uniform(0, ceiling)
+        return wait if retry_after is None else max(wait, min(retry_after, self.cap_s))
+
+
+def is_transient(status: int, body: dict[str, Any]) -> bool:
+    """Whether an error answer may succeed when the identical request is sent again."""
+    return status in TRANSIENT_STATUSES or (status == 409 and body.get("error") == "write_conflict")
+
+
 def load_signing_key(path: Path) -> crypto.SigningKey:
     """Read a `PRIVATE+KEY+...` signer key file."""
     return crypto.parse_signing_key(path.read_text())
@@ -59,15 +97,18 @@ class LedgerClient:
         key: crypto.SigningKey | None = None,
         *,
         transport: httpx.BaseTransport | None = None,
-        retries: int = 3,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
     ) -> None:
         self.key = key
-        self.retries = retries
+        self.retry = retry or RetryPolicy()
+        self.retried = 0  # how many times a request was sent again (all requests together)
+        self._rng = random.Random()
         self.http = httpx.Client(
             base_url=url,
             headers={"Authorization": f"Bearer {token}"},
             transport=transport,
-            timeout=30.0,
+            timeout=timeout,
         )
         self._origin: str | None = None
 
@@ -93,7 +134,7 @@ class LedgerClient:
     def origin(self) -> str:
         """The log origin every event must name (from GET /v1/health)."""
         if self._origin is None:
-            self._origin = str(self._json(self.http.get("/v1/health"))["log"])
+            self._origin = str(self._json(self._send("GET", "/v1/health"))["log"])
         return self._origin
 
     def build(
@@ -120,16 +161,43 @@ class LedgerClient:
             event_id=event_id or new_id(),
         )
 
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request under the retry policy: the identical request again after a transport
+        error (no answer, so it may or may not have been processed) or a transient refusal.
+        Only for requests that are safe to repeat: reads, and event submissions (the ledger
+        records an event_id once and answers an identical retry with the original answer).
+        Raises the last transport error when the policy is exhausted without any answer."""
+        policy, started = self.retry, time.monotonic()
+        for attempt in range(policy.attempts):
+            last = attempt == policy.attempts - 1
+            retry_after: float | None = None
+            try:
+                response = self.http.request(method, path, **kw)
+            except httpx.TransportError:
+                if last or time.monotonic() - started >= policy.budget_s:
+                    raise
+            else:
+                if response.status_code < 400 or last:
+                    return response
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = {}
+                if not isinstance(body, dict) or not is_transient(response.status_code, body):
+                    return response
+                if time.monotonic() - started >= policy.budget_s:
+                    return response
+                header = response.headers.get("retry-after", "")
+                retry_after = float(header) if header.isdigit() else None
+            self.retried += 1
+            time.sleep(policy.delay(attempt, self._rng, retry_after))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     def submit_body(self, body: dict[str, Any]) -> Answer:
-        """POST a built body; retry identical bodies on write conflicts (409) and 5xx."""
-        for attempt in range(self.retries + 1):
-            response = self.http.post("/v1/events", json=body)
-            retryable = response.status_code >= 500 or (
-                response.status_code == 409 and "write conflict" in response.text
-            )
-            if not retryable or attempt == self.retries:
-                break
-            time.sleep(0.05 * 2**attempt)
+        """POST a built body; send it again, byte for byte, on write conflicts, transient
+        answers and transport errors (see RetryPolicy). 201: recorded now; 200: an earlier
+        try had recorded it, and this is its original answer."""
+        response = self._send("POST", "/v1/events", json=body)
         data = self._json(response)
         leaf = crypto.b64decode_strict(data["leaf_hash"])
         if len(leaf) != 32 or data["event_id"] != body["envelope"]["event_id"]:
@@ -159,12 +227,12 @@ class LedgerClient:
         return self.submit_body(self.build(type, case_id, facts, attrs, payload, event_id=event_id))
 
     def read_case(self, case_id: str) -> dict[str, Any]:
-        return dict(self._json(self.http.get(f"/v1/cases/{case_id}")))
+        return dict(self._json(self._send("GET", f"/v1/cases/{case_id}")))
 
     # -- the log -----------------------------------------------------------------------------
 
     def checkpoint(self) -> str:
-        response = self.http.get("/v1/log/checkpoint")
+        response = self._send("GET", "/v1/log/checkpoint")
         if response.status_code >= 400:
             self._json(response)
         return response.text
@@ -174,7 +242,7 @@ class LedgerClient:
         out: list[bytes] = []
         while start + len(out) < end:
             page = self._json(
-                self.http.get("/v1/log/entries", params={"start": start + len(out), "end": end})
+                self._send("GET", "/v1/log/entries", params={"start": start + len(out), "end": end})
             )["entries"]
             if not page:
                 break
@@ -186,7 +254,7 @@ class LedgerClient:
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         data = self._json(
-            self.http.get("/v1/log/proof/inclusion", params={"index": index, "size": size})
+            self._send("GET", "/v1/log/proof/inclusion", params={"index": index, "size": size})
         )
         return [crypto.b64decode_strict(p) for p in data["proof"]]
 

@@ -39,10 +39,10 @@ class Conflict(LedgerError):
 
 
 class WriteConflict(Conflict):
-    """409 after the ledger's own retries: concurrent writes to the same case kept winning.
-
-    Safe to resend unchanged (same event_id, same bytes): the retry is decided afresh.
-    """
+    """409 as well, but transient: concurrent writes took the case version (or a new case's
+    key) first, even after the ledger decided the submission again a few times. Sending the
+    identical submission again is safe and may succeed; clients tell this from a final
+    conflict by the code `write_conflict`."""
 
     code = "write_conflict"
 

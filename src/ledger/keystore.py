@@ -113,13 +113,38 @@ class KeyStore:
         return crypto.unseal(self._kek(kek_id), wrapped, self._associated(case_id))
 
     def create(self, case_id: str) -> bytes:
-        """A new data key for a new case; WriteConflict if the case already has one."""
-        key = crypto.new_data_key()
-        wrapped = self.wrap(case_id, key)
-        created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if not self.table.insert(case_id, self.kek_id, wrapped, created_at):
-            raise WriteConflict("the case was opened concurrently; retry")
-        return key
+        """The data key for a new case (its `case.opened` not committed yet).
+
+        An unconfirmed key may be there already: another `case.opened` of the same case in
+        flight, or one that a crash interrupted before its commit (a retry then comes here
+        again). It is shared, not refused: whichever submission commits first seals with it,
+        the other one gets a write conflict. Taking it over re-wraps it with a fresh nonce,
+        compare-and-set, so `Ledger.recover()` never deletes a key that is in use again.
+        WriteConflict if the case's key is confirmed (the case committed meanwhile).
+        """
+        for _ in range(5):
+            key = crypto.new_data_key()
+            created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if self.table.insert(case_id, self.kek_id, self.wrap(case_id, key), created_at):
+                return key
+            found = self.table.pending(case_id)
+            if found is None:
+                if self.table.get(case_id) is not None:
+                    break  # confirmed: the case committed
+                continue  # deleted meanwhile: insert again
+            kek_id, wrapped = found
+            key = self.unwrap(case_id, kek_id, wrapped)
+            rewrapped = self.wrap(case_id, key)
+            if self.table.take_over(case_id, wrapped, self.kek_id, rewrapped, created_at):
+                return key
+        raise WriteConflict("write conflict: the case was opened concurrently; retry")
+
+    def discard_unconfirmed(self, case_id: str, wrapped: bytes) -> bool:
+        """Delete a key that never got a committed case, unless it was taken over since."""
+        if not self.table.delete_unconfirmed(case_id, wrapped):
+            return False
+        self.table.compact()
+        return True
 
     def confirm(self, case_id: str) -> None:
         """The case's `case.opened` committed: its key is no longer a candidate orphan."""

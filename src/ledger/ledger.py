@@ -443,29 +443,25 @@ class Ledger:
         results: list[tuple[int, dict[str, Any]] | None] = [None] * len(items)
         same_as: dict[int, int] = {}  # an identical resubmission within the batch -> original
         pending = _Pending()
-        try:
-            for i, item in enumerate(items):
-                try:
-                    sub = submission_from(item)
-                    if sub.type == "case.erased":  # its key destruction follows its own commit
-                        self._commit_pending(principal, pending, results)
-                        pending = _Pending()
-                        results[i] = self._submit(principal, sub)
-                        continue
-                    outcome = self._decide(principal, sub, pending)
-                except LedgerError as exc:
-                    results[i] = _refusal(exc)
+        for i, item in enumerate(items):
+            try:
+                sub = submission_from(item)
+                if sub.type == "case.erased":  # its key destruction follows its own commit
+                    self._commit_pending(principal, pending, results)
+                    pending = _Pending()
+                    results[i] = self._submit(principal, sub)
                     continue
-                if isinstance(outcome, _Planned):
-                    pending.add(i, outcome)
-                elif isinstance(outcome, int):
-                    same_as[i] = outcome
-                else:
-                    results[i] = outcome
-            self._commit_pending(principal, pending, results)
-        except BaseException:
-            self._drop_uncommitted_keys(pending.plans)  # the batch fails: leave no trace
-            raise
+                outcome = self._decide(principal, sub, pending)
+            except LedgerError as exc:
+                results[i] = _refusal(exc)
+                continue
+            if isinstance(outcome, _Planned):
+                pending.add(i, outcome)
+            elif isinstance(outcome, int):
+                same_as[i] = outcome
+            else:
+                results[i] = outcome
+        self._commit_pending(principal, pending, results)
         for i, original in same_as.items():
             done = results[original]
             if done is not None and done[0] in (200, 201):
@@ -483,13 +479,10 @@ class Ledger:
         if not pending.plans:
             return
         outcomes = self.store.append_group([plan.commit for _, plan in pending.plans])
-        pending.plans, plans = [], pending.plans  # from here on each is committed or redone
         again = []
-        for (i, plan), outcome in zip(plans, outcomes, strict=True):
+        for (i, plan), outcome in zip(pending.plans, outcomes, strict=True):
             if isinstance(outcome, ConflictError):
-                if plan.version == 1:
-                    self.keys.destroy(plan.sub.case_id)  # the redo creates it again
-                again.append(i)
+                again.append(i)  # a new case's key stays unconfirmed: the redo takes it over
             else:
                 results[i] = (201, self._committed(plan, outcome[0]))
         for i in again:  # in batch order, each decided afresh on what is committed now
@@ -653,28 +646,12 @@ class Ledger:
     def _commit(self, plan: _Planned) -> dict[str, Any]:
         try:
             (position,) = self.store.append(plan.commit)
-        except BaseException as exc:
-            self._drop_uncommitted_keys([(0, plan)])  # a refused new case leaves no key behind
-            if isinstance(exc, ConflictError):
-                raise WriteConflict("concurrent submissions to this case; retry") from exc
-            raise
+        except ConflictError as exc:
+            # A new case's key stays, unconfirmed: a concurrent `case.opened` of the same case
+            # may share it and have committed with it (KeyStore.create); `recover()` deletes
+            # it once it is old and no case was committed with it.
+            raise WriteConflict("concurrent submissions to this case; retry") from exc
         return self._committed(plan, position)
-
-    def _drop_uncommitted_keys(self, plans: list[tuple[int, _Planned]]) -> None:
-        """Destroy the keys created for new cases whose commit failed. A failure other than a
-        refusal (a lost connection during COMMIT) may hide a commit that went through: then
-        the event is in the store and its key must stay; when the store cannot even say,
-        keys stay for `recover()`, which destroys only keys of cases that never opened."""
-        for _, plan in plans:
-            if plan.version != 1:
-                continue
-            try:
-                committed = self.store.find_event(plan.sub.event_id) is not None
-            except Exception:  # the store is unreachable: leave it to recover()
-                log.warning("case key left for recovery case=%s", plan.sub.case_id)
-                continue
-            if not committed:
-                self.keys.destroy(plan.sub.case_id)
 
     def _committed(self, plan: _Planned, position: int) -> dict[str, Any]:
         """After the commit: confirm a new case's key, log, finish an erasure; the answer."""
@@ -744,10 +721,10 @@ class Ledger:
             self.finish_erasure(erasure.case_id)
         cutoff = format_timestamp(self.clock() - timedelta(seconds=orphan_age_s))
         orphans = 0
-        for case_id in self.keys.table.unconfirmed(cutoff):
+        for case_id, wrapped in self.keys.table.unconfirmed(cutoff):
             if self.cases.load(case_id) is None:
-                self.keys.destroy(case_id)
-                orphans += 1
+                # Compare-and-set: a key taken over since by a new `case.opened` stays.
+                orphans += self.keys.discard_unconfirmed(case_id, wrapped)
             else:
                 self.keys.confirm(case_id)
         return len(pending) + orphans
@@ -848,7 +825,7 @@ class Ledger:
                 "attrs": attrs,
                 "payload": payload,
             }
-        raise Conflict("the case kept changing while it was read; retry")
+        raise WriteConflict("the case kept changing while it was read; retry")
 
     def _log_access(
         self,

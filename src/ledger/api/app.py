@@ -46,7 +46,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (401, "no token, or a bad, expired or revoked one"),
         (403, "the token's role or agency may not do this, or a consent gate refused it"),
         (404, "unknown to the caller"),
-        (409, "conflict: an id in use with other content, or a concurrent write (retry)"),
+        (
+            409,
+            "conflict: an id in use with other content (error `conflict`), or a concurrent"
+            " write (error `write_conflict`: send the identical request again)",
+        ),
         (410, "the case was erased"),
         (413, "the body is too large"),
         (422, "well-formed but not acceptable (signature, digests, key, facts, attrs)"),

@@ -280,8 +280,24 @@ class KeyTable(ABC):
         """Mark a key as belonging to a committed case."""
 
     @abstractmethod
-    def unconfirmed(self, created_before: str) -> list[str]:
-        """Case ids of keys never confirmed and created before a time (crash leftovers)."""
+    def unconfirmed(self, created_before: str) -> list[tuple[str, bytes]]:
+        """(case_id, wrapped) of keys never confirmed and created (or taken over) before a
+        time: crash leftovers, or keys of new cases whose commit failed."""
+
+    @abstractmethod
+    def pending(self, case_id: str) -> tuple[str, bytes] | None:
+        """(kek_id, wrapped) of a case's key if it is not confirmed yet, else None."""
+
+    @abstractmethod
+    def take_over(
+        self, case_id: str, wrapped: bytes, kek_id: str, rewrapped: bytes, created_at: str
+    ) -> bool:
+        """Replace an unconfirmed key's wrapping (the same key, a fresh nonce) and its time,
+        if it is still unconfirmed and wrapped as `wrapped`."""
+
+    @abstractmethod
+    def delete_unconfirmed(self, case_id: str, wrapped: bytes) -> bool:
+        """Delete a key if it is still unconfirmed and wrapped as `wrapped`."""
 
     @abstractmethod
     def get(self, case_id: str) -> tuple[str, bytes] | None:
@@ -358,6 +374,10 @@ class ViewStore(SQLDialect, ABC):
     @abstractmethod
     def forget(self, cur: Any, name: str) -> None:
         """Set `name`'s tracked position back to 0 (a rebuild; also creates the row)."""
+
+    @abstractmethod
+    def start_tracking(self, cur: Any, name: str) -> None:
+        """Create `name`'s tracking row at 0 if it has none; an existing one never moves."""
 
     @abstractmethod
     def wait_for_appends(self, timeout: float) -> None:

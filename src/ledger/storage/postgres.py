@@ -46,6 +46,19 @@ def datastore_for(url: str, schema: str, pool_size: int = 4) -> PostgresDatastor
     )
 
 
+_DDL_LOCK = 0x6C65646765720001  # pg_advisory_lock key: "ledger" and 1
+
+
+@contextmanager
+def ddl_lock(url: str) -> Iterator[None]:
+    """One process at a time creates schemas and tables: in PostgreSQL, two concurrent
+    `CREATE ... IF NOT EXISTS` of one name can fail on the catalog's unique index (the API's
+    processes and the worker all set up the read models when a new deployment starts)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK,))
+        yield  # released when the connection closes
+
+
 class PostgresStore(SQLStore):
     """Event store, log, tree, agencies and tokens in schema `<schema>`."""
 
@@ -171,11 +184,15 @@ class PostgresViewStore(ViewStore):
         self.schema = check_schema(f"{schema}_views")
         self.prefix = f"{self.schema}."
         self.poll_s = poll_s
-        with psycopg.connect(url, autocommit=True) as conn:
+        with ddl_lock(url), psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
         self.datastore = datastore_for(url, self.schema)
         self.tracking = PostgresTrackingRecorder(self.datastore)
         self._listener: psycopg.Connection[Any] | None = None
+
+    def setup(self, statements: Sequence[str]) -> None:
+        with ddl_lock(self.url):
+            super().setup(statements)
 
     def close(self) -> None:
         if self._listener is not None:
@@ -230,6 +247,14 @@ class PostgresViewStore(ViewStore):
             f"INSERT INTO {self.schema}.{self.tracking.tracking_table_name}"  # noqa: S608
             " (application_name, notification_id) VALUES (%s, 0)"
             " ON CONFLICT (application_name) DO UPDATE SET notification_id = 0",
+            (name,),
+        )
+
+    def start_tracking(self, cur: Any, name: str) -> None:
+        cur.execute(
+            f"INSERT INTO {self.schema}.{self.tracking.tracking_table_name}"  # noqa: S608
+            " (application_name, notification_id) VALUES (%s, 0)"
+            " ON CONFLICT (application_name) DO NOTHING",
             (name,),
         )
 

@@ -613,13 +613,51 @@ class SQLKeyTable(SQLDialect, KeyTable):
                 self.sql("UPDATE {s}case_keys SET confirmed = 1 WHERE case_id = ?"), (case_id,)
             )
 
-    def unconfirmed(self, created_before: str) -> list[str]:
+    def unconfirmed(self, created_before: str) -> list[tuple[str, bytes]]:
         with self._read() as cur:
             cur.execute(
-                self.sql("SELECT case_id FROM {s}case_keys WHERE confirmed = 0 AND created_at < ?"),
+                self.sql(
+                    "SELECT case_id, wrapped FROM {s}case_keys"
+                    " WHERE confirmed = 0 AND created_at < ?"
+                ),
                 (created_before,),
             )
-            return [str(r["case_id"]) for r in cur.fetchall()]
+            return [(str(r["case_id"]), bytes(r["wrapped"])) for r in cur.fetchall()]
+
+    def pending(self, case_id: str) -> tuple[str, bytes] | None:
+        with self._read() as cur:
+            cur.execute(
+                self.sql(
+                    "SELECT kek_id, wrapped FROM {s}case_keys WHERE case_id = ? AND confirmed = 0"
+                ),
+                (case_id,),
+            )
+            r = cur.fetchone()
+        return None if r is None else (str(r["kek_id"]), bytes(r["wrapped"]))
+
+    def take_over(
+        self, case_id: str, wrapped: bytes, kek_id: str, rewrapped: bytes, created_at: str
+    ) -> bool:
+        with self._write() as cur:
+            cur.execute(
+                self.sql(
+                    "UPDATE {s}case_keys SET kek_id = ?, wrapped = ?, created_at = ?"
+                    " WHERE case_id = ? AND confirmed = 0 AND wrapped = ? RETURNING case_id"
+                ),
+                (kek_id, rewrapped, created_at, case_id, wrapped),
+            )
+            return cur.fetchone() is not None
+
+    def delete_unconfirmed(self, case_id: str, wrapped: bytes) -> bool:
+        with self._write() as cur:
+            cur.execute(
+                self.sql(
+                    "DELETE FROM {s}case_keys WHERE case_id = ? AND confirmed = 0 AND wrapped = ?"
+                    " RETURNING case_id"
+                ),
+                (case_id, wrapped),
+            )
+            return cur.fetchone() is not None
 
     def get(self, case_id: str) -> tuple[str, bytes] | None:
         with self._read() as cur:

@@ -228,5 +228,12 @@ class SQLiteViewStore(ViewStore):
             (name,),
         )
 
+    def start_tracking(self, cur: Any, name: str) -> None:
+        cur.execute(
+            "INSERT INTO tracking (application_name, notification_id) VALUES (?, 0)"
+            " ON CONFLICT (application_name) DO NOTHING",
+            (name,),
+        )
+
     def wait_for_appends(self, timeout: float) -> None:
         time.sleep(min(timeout, self.poll_s))  # SQLite has no notifications: poll
