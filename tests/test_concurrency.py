@@ -101,24 +101,28 @@ def test_the_retry_budget_ends_with_the_transport_error(world: World) -> None:
     assert client.submit_body(body).status == 201  # the caller may send it again later
 
 
-def test_a_write_conflict_is_resent_and_recorded_after_the_concurrent_write(
+def test_a_write_that_loses_a_race_is_decided_again_by_the_server(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A concurrent writer commits to the case between our load and our append (here, right
-    before our append): 409 `write_conflict`, and the client's identical resend is recorded."""
+    """Another server process commits to the case between our load and our append: the
+    server decides the submission again on the new state and records it (201, version 3);
+    the client has nothing to resend."""
+    from ledger.deploy import open_ledger
+
     client = sdk(world, "ngo-a", retry=FAST)
     case_id = str(uuid.uuid4())
     client.submit_body(opened(client, case_id))
     store, real_append = world.ledger.store, world.ledger.store.append
     interloper = client.build("service.delivered", case_id, {"referral_id": None},
                               {"component": "housing"})  # fmt: skip
+    other_process = open_ledger(world.settings)
     raced: list[int] = []
 
     def append_after_a_concurrent_writer(commit: Commit) -> list[int]:
         if commit.stored_events and not raced:
             raced.append(1)
-            other = world.ledger.authenticate(world.agency("ngo-a").tokens["caseworker"])
-            assert world.ledger.submit(other, json.dumps(interloper).encode())[0] == 201
+            other = other_process.authenticate(world.agency("ngo-a").tokens["caseworker"])
+            assert other_process.submit(other, json.dumps(interloper).encode())[0] == 201
         return real_append(commit)
 
     monkeypatch.setattr(store, "append", append_after_a_concurrent_writer)
@@ -127,8 +131,38 @@ def test_a_write_conflict_is_resent_and_recorded_after_the_concurrent_write(
         "categories": ["identity"], "expires_at": None, "given_by": "survivor",
         "child_assent": None, "assent_exempt": False,
     }, {"language": "es", "interpreter": False, "notice_version": "1"})  # fmt: skip
-    answer = client.submit_body(body)
-    assert answer.status == 201 and answer.case_version == 3 and client.retried == 1
+    try:
+        answer = client.submit_body(body)
+    finally:
+        other_process.store.close()
+        other_process.keys.table.close()
+    assert raced == [1]
+    assert answer.status == 201 and answer.case_version == 3 and client.retried == 0
+
+
+def test_a_write_conflict_the_server_gives_up_on_is_resent_by_the_client(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Conflicts outlast the server's own attempts: 409 `write_conflict`, and the client's
+    identical resend is recorded."""
+    from ledger.ledger import WRITE_ATTEMPTS
+    from ledger.storage.base import ConflictError
+
+    client = sdk(world, "ngo-a", retry=FAST)
+    case_id = str(uuid.uuid4())
+    client.submit_body(opened(client, case_id))
+    store, real_append = world.ledger.store, world.ledger.store.append
+    conflicts = [WRITE_ATTEMPTS]
+
+    def conflicting_for_a_while(commit: Commit) -> list[int]:
+        if commit.stored_events and conflicts[0] > 0:
+            conflicts[0] -= 1
+            raise ConflictError("a concurrent write")
+        return real_append(commit)
+
+    monkeypatch.setattr(store, "append", conflicting_for_a_while)
+    answer = client.submit_body(client.build("case.closed", case_id, {}, {"reason": "other"}))
+    assert answer.status == 201 and answer.case_version == 2 and client.retried == 1
 
 
 def test_a_write_conflict_answer_is_409_with_its_own_code(
