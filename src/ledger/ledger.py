@@ -750,6 +750,17 @@ class Ledger:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def live_case(self, case_id: str) -> tuple[Case, bytes, list[dict[str, Any]]] | None:
+        """A case that is neither erased nor shredded, with its key and records: for the
+        server's own aggregate uses (statistics releases, exports). None otherwise."""
+        case = self.cases.load(case_id)
+        if case is None or case.state.erased:
+            return None
+        key = self.keys.get(case_id)
+        if key is None:
+            return None
+        return case, key, self.cases.records(case)
+
     def _age_band(self, case: Case, pending: _Pending | None = None) -> str | None:
         """The latest assessed age band (sealed), for the assent exemption."""
         key = self.keys.get(case.state.case_id)

@@ -277,13 +277,10 @@ class ReadModels:
 
     def _figures(self, case_id: str, period: str) -> stats.CaseFigures | None:
         """One case's contribution, unsealed now and never stored."""
-        case = self.ledger.cases.load(case_id)
-        if case is None or case.state.erased:
+        found = self.ledger.live_case(case_id)
+        if found is None:
             return None
-        key = self.ledger.keys.get(case_id)
-        if key is None:
-            return None
-        all_records = self.ledger.cases.records(case)
+        case, key, all_records = found
         opened = unseal_item(key, case_id, all_records[0], "attrs")
         if not opened["identified_at"].startswith(period):
             return None

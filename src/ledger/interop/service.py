@@ -241,13 +241,10 @@ class InteropService:
         return profiles
 
     def _profile(self, case_id: str, year: int) -> CaseProfile | None:
-        case = self.ledger.cases.load(case_id)
-        if case is None or case.state.erased:
+        found = self.ledger.live_case(case_id)
+        if found is None:
             return None
-        key = self.ledger.keys.get(case_id)
-        if key is None:
-            return None
-        records = self.ledger.cases.records(case)
+        _case, key, records = found
         opened = unseal_item(key, case_id, records[0], "attrs")
         if not opened["identified_at"].startswith(f"{year}-"):
             return None
