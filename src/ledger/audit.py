@@ -229,8 +229,9 @@ def _check_entries(items: Sequence[tuple[int, bytes, bytes | None]]) -> list[Aud
 class _Checks:
     """Runs `_check_entries` on chunks: inline for small logs, then on worker processes."""
 
-    def __init__(self, workers: int | None) -> None:
+    def __init__(self, workers: int | None, expected: int) -> None:
         self.workers = workers or os.cpu_count() or 1
+        self.parallel = self.workers > 1 and expected >= _PARALLEL_FROM
         self.pool: ProcessPoolExecutor | None = None
         self.pending: list[Future[list[AuditFailure]]] = []
         self.done: list[AuditFailure] = []
@@ -247,7 +248,7 @@ class _Checks:
         chunk, self.chunk = self.chunk, []
         if not chunk:
             return
-        if self.pool is None and self.workers > 1 and chunk[0][0] >= _PARALLEL_FROM:
+        if self.pool is None and self.parallel:
             self.pool = ProcessPoolExecutor(max_workers=self.workers)
         if self.pool is None:
             self.done.extend(_check_entries(chunk))
@@ -497,8 +498,9 @@ def verify(
         return report
     report = AuditReport(origin, checkpoint.size, crypto.b64(checkpoint.root))
     verifier = _Verifier(origin, agency_keys, freshness_s)
-    checks = _Checks(workers)
+    checks = _Checks(workers, expected=checkpoint.size)
     tree = merkle.MemoryTree()
+    leaves: list[bytes] = []  # appended to the tree a chunk at a time
     saved_root: bytes | None = None
     count = 0
     for raw in entries:
@@ -506,8 +508,12 @@ def verify(
         count += 1
         if position >= checkpoint.size:
             break
-        tree.append([merkle.leaf_hash(raw)])
-        if saved is not None and count == saved.size:
+        leaves.append(merkle.leaf_hash(raw))
+        at_saved = saved is not None and count == saved.size
+        if len(leaves) >= _CHUNK or at_saved:
+            tree.append(leaves)
+            leaves = []
+        if at_saved:
             saved_root = tree.root()
         # 3. Canonical bytes of a known kind; then 4-6 by kind.
         entry = verifier.parse(position, raw)
@@ -525,6 +531,8 @@ def verify(
             checks.add(position, raw, verifier.signer)
         if progress is not None:
             progress(1)
+    if leaves:
+        tree.append(leaves)
     # 2. Completeness.
     if count < checkpoint.size:
         verifier.fail(

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -121,6 +122,11 @@ def parse_timestamp(value: object) -> datetime:
     """`YYYY-MM-DDTHH:MM:SSZ` exactly, as an aware UTC datetime; ValueError otherwise."""
     if not isinstance(value, str) or not _TIMESTAMP.fullmatch(value):
         raise ValueError("timestamps are exactly YYYY-MM-DDTHH:MM:SSZ")
+    return _timestamp(value)
+
+
+@functools.lru_cache(maxsize=4096)  # a log's timestamps repeat (one a second at most)
+def _timestamp(value: str) -> datetime:
     try:  # the pattern fixed every field's place; datetime() checks the ranges (strptime is slow)
         return datetime(
             int(value[0:4]),
