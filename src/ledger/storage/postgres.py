@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import StoredEvent, Tracking
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
@@ -113,9 +113,6 @@ class PostgresStore(SQLStore):
 
         return isinstance(exc, psycopg.errors.UniqueViolation | IntegrityError)
 
-    def _pipelined(self, cur: Cursor) -> AbstractContextManager[Any]:
-        return cur.connection.pipeline()  # type: ignore[attr-defined, no-any-return]
-
     def _after_append(self, cur: Cursor) -> None:
         cur.execute(f"NOTIFY {self.schema}_log")  # wakes the projections; delivered at commit
 
@@ -201,14 +198,7 @@ class PostgresViewStore(ViewStore):
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
-        # Pipeline mode: a page's many small writes go out without waiting for each answer
-        # (a read, like `position_in`, waits for what it needs); errors still abort it all.
-        with (
-            self.datastore.get_connection() as conn,
-            conn.transaction(),
-            conn.pipeline(),
-            conn.cursor() as cur,
-        ):
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as cur:
             yield cur
 
     @contextmanager
@@ -217,17 +207,7 @@ class PostgresViewStore(ViewStore):
             yield cur
 
     def track(self, cur: Any, name: str, position: int) -> None:
-        # eventsourcing's own statement (a position can only move forward), executed here
-        # without its forced `prepare=True`, which misreads results in pipeline mode.
-        cur.execute(
-            self.tracking.insert_tracking_statement,
-            {
-                "application_name": name,
-                "notification_id": position,
-            },
-        )
-        if cur.fetchone() is None:
-            raise IntegrityError(f"tracking {name} did not move forward to {position}")
+        self.tracking._insert_tracking(cur, Tracking(name, position))
 
     def position(self, name: str) -> int:
         return int(self.tracking.max_tracking_id(name) or 0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from eventsourcing.persistence import StoredEvent
@@ -106,11 +106,6 @@ class SQLStore(SQLDialect, Store):
     def _after_append(self, cur: Cursor) -> None:
         """Backend hook at the end of an append transaction (PostgreSQL notifies listeners)."""
 
-    def _pipelined(self, cur: Cursor) -> AbstractContextManager[Any]:
-        """Backend hook: send a commit's statements without waiting for each answer where the
-        driver can (PostgreSQL pipeline mode); errors surface by the end of the block."""
-        return nullcontext()
-
     @abstractmethod
     def _case_version(self, cur: Cursor, case_id: str) -> int:
         """The latest stored version of a case (0 if none), inside the transaction."""
@@ -163,8 +158,7 @@ class SQLStore(SQLDialect, Store):
         if len(commits) == 1:  # no savepoint needed: the transaction is the commit
             try:
                 with self._write() as cur:
-                    with self._pipelined(cur):
-                        positions = self._append(cur, commits[0])
+                    positions = self._append(cur, commits[0])
                     self._after_append(cur)
                     return [positions]
             except Exception as exc:
@@ -181,11 +175,9 @@ class SQLStore(SQLDialect, Store):
                     # made: its expected version may since be someone else's event.
                     outcomes.append(ConflictError("an earlier commit of the case was refused"))
                     continue
+                cur.execute("SAVEPOINT item")
                 try:
-                    with self._pipelined(cur):  # ends (syncs) before the next commit starts
-                        cur.execute("SAVEPOINT item")
-                        positions = self._append(cur, commit)
-                    outcomes.append(positions)  # only now: an error may surface at the sync
+                    outcomes.append(self._append(cur, commit))
                 except Exception as exc:
                     if not self._conflicting(exc):
                         raise
