@@ -63,14 +63,18 @@ def test_go_sumdb_verifies_checkpoint_and_proofs(world: World, tmp_path: Path) -
         "GOCACHE": str(tmp_path / "gocache"),
         "GOFLAGS": "",
     }
-    run = subprocess.run(
-        ["go", "run", str(PROGRAM)],
-        input=json.dumps(payload),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def verify_with_go(data: dict[str, object]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["go", "run", str(PROGRAM)],
+            input=json.dumps(data),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    run = verify_with_go(payload)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
     # and it rejects a proof with one bit flipped
@@ -84,12 +88,5 @@ def test_go_sumdb_verifies_checkpoint_and_proofs(world: World, tmp_path: Path) -
         ]
         + inclusion[1:],
     )
-    run = subprocess.run(
-        ["go", "run", str(PROGRAM)],
-        input=json.dumps(bad),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = verify_with_go(bad)
     assert run.returncode == 1 and "inclusion proof" in run.stderr
