@@ -92,12 +92,16 @@ class ProjectionRunner:
             entries = [(index, json.loads(raw)) for index, raw in rows]
             done = 0
             with self.views.transaction() as cur:
+                due = []
                 for projection in projections:
                     at = self.views.position_in(cur, projection.name)
-                    if not start <= at < page_end:
-                        continue  # moved past this page, or back before it: next round
-                    for index, entry in entries[at - start :]:
-                        projection.apply(self.views, cur, index, entry)
+                    if start <= at < page_end:  # else moved past this page, or back before it
+                        due.append((projection, at))
+                with self.views.writes(cur) as writer:  # reads none of its results
+                    for projection, at in due:
+                        for index, entry in entries[at - start :]:
+                            projection.apply(self.views, writer, index, entry)
+                for projection, at in due:
                     self.views.track(cur, projection.name, page_end)
                     done += page_end - at
             applied += done

@@ -260,3 +260,43 @@ def test_a_store_failure_leaves_the_case_id_free_for_the_resend(
     table = world.ledger.keys.table
     assert table.pending(case_id) is None and table.get(case_id) is not None  # confirmed
     assert world.ledger.recover(orphan_age_s=0) == 0  # nothing left over to sweep
+
+
+def test_a_batch_opening_a_case_whose_key_a_crash_left_behind_takes_that_key_over(
+    world: World,
+) -> None:
+    """A batch stores its new cases' keys together before its commit. A case whose
+    `case.opened` crashed before committing has an unconfirmed key already: its items are
+    decided again one by one (taking the key over), the other case's items commit with the
+    batch, and every event of both cases unseals afterwards with the key that is stored."""
+    import uuid
+
+    from tests.conftest import OPENED_ATTRS
+
+    ngo = world.agency("ngo-a")
+    crashed, fresh = str(uuid.uuid4()), str(uuid.uuid4())
+    world.ledger.keys.create(crashed)  # the leftover of a case.opened that never committed
+
+    def case_events(case_id: str) -> list[dict[str, Any]]:
+        return [
+            ngo.body(
+                "case.opened", case_id, {"minor": False}, OPENED_ATTRS, {"identity": {"name": "A"}}
+            ),
+            ngo.body(
+                "service.delivered",
+                case_id,
+                {"referral_id": None},
+                {"component": "housing"},
+                {"notes": "n"},
+            ),
+        ]
+
+    results = batch(world, ngo, [*case_events(crashed), *case_events(fresh)])
+    assert [r["status"] for r in results] == [201] * 4, results
+    assert [r["body"]["case_version"] for r in results] == [1, 2, 1, 2]
+    for case_id in (crashed, fresh):
+        read = ngo.read(case_id)
+        assert read.status_code == 200, read.text
+        assert read.json()["payload"]["identity"] == {"name": "A"}  # unsealed: the right key
+        assert read.json()["payload"]["notes"] == "n"
+    assert world.ledger.keys.table.unconfirmed("9999-12-31T00:00:00Z") == []  # all confirmed

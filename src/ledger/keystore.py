@@ -139,6 +139,14 @@ class KeyStore:
                 return key
         raise WriteConflict("write conflict: the case was opened concurrently; retry")
 
+    def create_many(self, keys: dict[str, bytes]) -> set[str]:
+        """Store the data keys of new cases (a batch's), unconfirmed, in one transaction; the
+        case ids whose key was stored. A case that has a key already is left out: its items
+        go through `create` one by one (which shares or takes over an unconfirmed key)."""
+        created_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        rows = [(c, self.kek_id, self.wrap(c, key), created_at) for c, key in keys.items()]
+        return self.table.insert_many(rows)
+
     def discard_unconfirmed(self, case_id: str, wrapped: bytes) -> bool:
         """Delete a key that never got a committed case, unless it was taken over since."""
         if not self.table.delete_unconfirmed(case_id, wrapped):
@@ -149,6 +157,10 @@ class KeyStore:
     def confirm(self, case_id: str) -> None:
         """The case's `case.opened` committed: its key is no longer a candidate orphan."""
         self.table.confirm(case_id)
+
+    def confirm_many(self, case_ids: list[str]) -> None:
+        if case_ids:
+            self.table.confirm_many(case_ids)
 
     def get(self, case_id: str) -> bytes | None:
         """The unwrapped data key of a case, or None once destroyed."""

@@ -12,7 +12,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -117,8 +117,18 @@ class _Planned:
 
 @dataclass
 class _Pending:
-    """What a batch has decided but not committed yet; the items after it see it."""
+    """What a batch has decided but not committed yet; the items after it see it.
 
+    It also holds what the batch looked up once for all its items (which cases exist, which
+    event ids are recorded, agency keys, case keys). A concurrent writer can make that stale;
+    every such fact is checked again at commit under the log lock (the case's version, the
+    event id, the signing key), and an item that fails there is decided again on its own."""
+
+    existing: set[str] = field(default_factory=set)  # cases that had events at look-up
+    priors: dict[str, RecordedEvent] = field(default_factory=dict)  # recorded at look-up
+    verify_keys: dict[tuple[str, str], crypto.VerifyKey | None] = field(default_factory=dict)
+    data_keys: dict[str, bytes] = field(default_factory=dict)  # case keys read or made
+    new_keys: dict[str, bytes] = field(default_factory=dict)  # new cases': stored at commit
     plans: list[tuple[int, _Planned]] = field(default_factory=list)
     subs: dict[int, Submission] = field(default_factory=dict)
     cases: dict[str, Case] = field(default_factory=dict)
@@ -393,11 +403,19 @@ class Ledger:
 
     # -- events --------------------------------------------------------------------------------
 
-    def _verify_key_for(self, sub: Submission) -> crypto.VerifyKey | None:
-        record = self.store.agency_key(sub.envelope["key"])
-        if record is None or record.agency != sub.agency or record.revoked_at is not None:
-            return None
-        return crypto.parse_verify_key(record.line)
+    def _verify_key_for(
+        self, sub: Submission, pending: _Pending | None = None
+    ) -> crypto.VerifyKey | None:
+        key_id = sub.envelope["key"]
+        if pending is not None and (sub.agency, key_id) in pending.verify_keys:
+            return pending.verify_keys[(sub.agency, key_id)]
+        record = self.store.agency_key(key_id)
+        found = None
+        if record is not None and record.agency == sub.agency and record.revoked_at is None:
+            found = crypto.parse_verify_key(record.line)
+        if pending is not None:
+            pending.verify_keys[(sub.agency, key_id)] = found
+        return found
 
     @staticmethod
     def _answer(event: RecordedEvent) -> dict[str, Any]:
@@ -442,14 +460,21 @@ class Ledger:
         case version then no longer holds) is decided and recorded again on its own."""
         results: list[tuple[int, dict[str, Any]] | None] = [None] * len(items)
         same_as: dict[int, int] = {}  # an identical resubmission within the batch -> original
-        pending = _Pending()
-        for i, item in enumerate(items):
+        subs: list[Submission | LedgerError] = []
+        for item in items:
             try:
-                sub = submission_from(item)
+                subs.append(submission_from(item))
+            except LedgerError as exc:
+                subs.append(exc)
+        pending = self._look_up(subs)
+        for i, sub in enumerate(subs):
+            try:
+                if isinstance(sub, LedgerError):
+                    raise sub
                 if sub.type == "case.erased":  # its key destruction follows its own commit
                     self._commit_pending(principal, pending, results)
-                    pending = _Pending()
                     results[i] = self._submit(principal, sub)
+                    pending = self._look_up(subs[i + 1 :])
                     continue
                 outcome = self._decide(principal, sub, pending)
             except LedgerError as exc:
@@ -470,6 +495,14 @@ class Ledger:
                 results[i] = self._submit_or_refuse(principal, items[i])
         return [r for r in results if r is not None]
 
+    def _look_up(self, subs: Sequence[Submission | LedgerError]) -> _Pending:
+        """A batch's look-ups for all its (remaining) items at once."""
+        valid = [s for s in subs if isinstance(s, Submission)]
+        return _Pending(
+            existing=self.store.cases_with_events(sorted({s.case_id for s in valid})),
+            priors=self.store.find_events(sorted({s.event_id for s in valid})),
+        )
+
     def _commit_pending(
         self,
         principal: Principal,
@@ -478,13 +511,26 @@ class Ledger:
     ) -> None:
         if not pending.plans:
             return
-        outcomes = self.store.append_group([plan.commit for _, plan in pending.plans])
-        again = []
-        for (i, plan), outcome in zip(pending.plans, outcomes, strict=True):
+        # New cases' keys first, in one transaction, before any event sealed with them; a case
+        # that has a key already (opened concurrently, or a crash's leftover) is redone alone.
+        stored = self.keys.create_many(pending.new_keys) if pending.new_keys else set()
+        lost = set(pending.new_keys) - stored
+        plans = [(i, p) for i, p in pending.plans if p.sub.case_id not in lost]
+        outcomes = self.store.append_group([plan.commit for _, plan in plans])
+        again = [i for i, p in pending.plans if p.sub.case_id in lost]
+        self.keys.confirm_many(
+            [
+                p.sub.case_id
+                for (_, p), outcome in zip(plans, outcomes, strict=True)
+                if p.version == 1 and not isinstance(outcome, ConflictError)
+            ]
+        )
+        for (i, plan), outcome in zip(plans, outcomes, strict=True):
             if isinstance(outcome, ConflictError):
                 again.append(i)  # a new case's key stays unconfirmed: the redo takes it over
             else:
-                results[i] = (201, self._committed(plan, outcome[0]))
+                results[i] = (201, self._committed(plan, outcome[0], confirmed=True))
+        again.sort()
         for i in again:  # in batch order, each decided afresh on what is committed now
             try:
                 results[i] = self._submit(principal, pending.subs[i])
@@ -529,6 +575,8 @@ class Ledger:
         # 3-4. The case must be known to the caller's agency, and not erased.
         if pending is not None and sub.case_id in pending.cases:
             case: Case | None = pending.cases[sub.case_id]
+        elif pending is not None and sub.case_id not in pending.existing:
+            case = None  # no events at look-up (the commit checks it still has none)
         else:
             case = self.cases.load(sub.case_id)
         if case is None:
@@ -537,7 +585,10 @@ class Ledger:
         else:
             self._check_visible(case.state, principal.agency)
         # 5. An identical retry gets the original answer.
-        prior = self.store.find_event(sub.event_id)
+        if pending is not None:
+            prior = pending.priors.get(sub.event_id)
+        else:
+            prior = self.store.find_event(sub.event_id)
         if prior is not None and hmac.compare_digest(prior.fingerprint, sub.fingerprint):
             return 200, self._answer(prior)
         earlier = None if pending is None else pending.events.get(sub.event_id)
@@ -551,7 +602,7 @@ class Ledger:
         verify_integrity(
             sub,
             origin=self.origin,
-            verify_key=self._verify_key_for(sub),
+            verify_key=self._verify_key_for(sub, pending),
             now=now,
             freshness_s=self.freshness_s,
         )
@@ -579,7 +630,25 @@ class Ledger:
             check_consent_gate(
                 case.state, sub.type, sub.facts, now, lambda: self._age_band(case, pending)
             )
-        return self._plan(principal, sub, case, now, batched=pending is not None)
+        return self._plan(principal, sub, case, now, pending)
+
+    def _case_key(self, case_id: str, new: bool, pending: _Pending | None) -> bytes:
+        """The key to seal with: a new case's is created (stored now, or by a batch before
+        its commit), an existing case's read (once per batch)."""
+        key: bytes | None
+        if pending is None:
+            key = self.keys.create(case_id) if new else self.keys.get(case_id)
+        elif case_id in pending.data_keys:
+            key = pending.data_keys[case_id]
+        elif new:
+            key = pending.new_keys[case_id] = crypto.new_data_key()
+        else:
+            key = self.keys.get(case_id)
+        if key is None:
+            raise Gone("the case's key was destroyed")
+        if pending is not None:
+            pending.data_keys[case_id] = key
+        return key
 
     def _plan(
         self,
@@ -587,15 +656,13 @@ class Ledger:
         sub: Submission,
         case: Case | None,
         now: datetime,
-        *,
-        batched: bool,
+        pending: _Pending | None,
     ) -> _Planned:
         """Seal the accepted event and build its commit (the case's key is created for a new
         case; the caller commits, or destroys that key if the commit is refused)."""
         case_id, event_id = sub.case_id, sub.event_id
-        key = self.keys.create(case_id) if case is None else self.keys.get(case_id)
-        if key is None:
-            raise Gone("the case's key was destroyed")
+        batched = pending is not None
+        key = self._case_key(case_id, case is None, pending)
         sealed = seal_record(key, case_id, event_id, sub.attrs, sub.payload, sub.body["salt"])
         recorded_at = format_timestamp(now)
         record = {
@@ -653,10 +720,11 @@ class Ledger:
             raise WriteConflict("concurrent submissions to this case; retry") from exc
         return self._committed(plan, position)
 
-    def _committed(self, plan: _Planned, position: int) -> dict[str, Any]:
-        """After the commit: confirm a new case's key, log, finish an erasure; the answer."""
+    def _committed(self, plan: _Planned, position: int, confirmed: bool = False) -> dict[str, Any]:
+        """After the commit: confirm a new case's key (unless `confirmed` already), log, finish
+        an erasure; the answer."""
         sub, case_id, version, extra = plan.sub, plan.sub.case_id, plan.version, plan.extra
-        if version == 1:
+        if version == 1 and not confirmed:
             self.keys.confirm(case_id)
         log.info(
             "event recorded type=%s case=%s index=%d version=%d",
@@ -763,8 +831,14 @@ class Ledger:
 
     def _age_band(self, case: Case, pending: _Pending | None = None) -> str | None:
         """The latest assessed age band (sealed), for the assent exemption."""
-        key = self.keys.get(case.state.case_id)
-        if key is None or case.state.age_version == 0:
+        if case.state.age_version == 0:
+            return None
+        case_id = case.state.case_id
+        if pending is not None and case_id in pending.data_keys:
+            key: bytes | None = pending.data_keys[case_id]  # maybe a new case's, not stored yet
+        else:
+            key = self.keys.get(case_id)
+        if key is None:
             return None
         at = (case.state.case_id, case.state.age_version)
         if pending is not None and at in pending.records:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -235,6 +235,14 @@ class Store(ABC):
     @abstractmethod
     def find_event(self, event_id: str) -> RecordedEvent | None: ...
 
+    @abstractmethod
+    def find_events(self, event_ids: Sequence[str]) -> dict[str, RecordedEvent]:
+        """`find_event` of many: the recorded ones, by event id."""
+
+    @abstractmethod
+    def cases_with_events(self, case_ids: Sequence[str]) -> set[str]:
+        """Those of the cases that have stored events, as `str(UUID)`."""
+
     # agencies and their keys
     @abstractmethod
     def agency(self, agency_id: str) -> Agency | None: ...
@@ -276,8 +284,17 @@ class KeyTable(ABC):
         """Insert a wrapped key, unconfirmed; False if the case already has one."""
 
     @abstractmethod
+    def insert_many(self, rows: Sequence[tuple[str, str, bytes, str]]) -> set[str]:
+        """`insert` of many (case_id, kek_id, wrapped, created_at) in one transaction; the
+        case ids that had no key and got this one."""
+
+    @abstractmethod
     def confirm(self, case_id: str) -> None:
         """Mark a key as belonging to a committed case."""
+
+    @abstractmethod
+    def confirm_many(self, case_ids: Sequence[str]) -> None:
+        """`confirm` of many, in one transaction."""
 
     @abstractmethod
     def unconfirmed(self, created_before: str) -> list[tuple[str, bytes]]:
@@ -358,6 +375,12 @@ class ViewStore(SQLDialect, ABC):
 
     @abstractmethod
     def read(self) -> AbstractContextManager[Any]: ...
+
+    def writes(self, cur: Any) -> AbstractContextManager[Any]:
+        """A block of writes inside `transaction()` whose results nobody reads: a backend may
+        send them without waiting for each answer (PostgreSQL's pipeline mode). Any error is
+        raised by the end of the block. Nothing may be fetched inside it."""
+        return nullcontext(cur)
 
     @abstractmethod
     def track(self, cur: Any, name: str, position: int) -> None:

@@ -100,13 +100,22 @@ class PostgresStore(SQLStore):
             yield cur
 
     def _insert_stored_events(self, cur: Cursor, events: Sequence[StoredEvent]) -> None:
-        # The aggregate recorder's insert: without the application recorder's LOCK TABLE and
-        # NOTIFY (two round trips per event). Appends are already serialised by the log head's
-        # row lock, and nothing here reads eventsourcing's notification ids or channel.
-        PostgresAggregateRecorder._insert_stored_events(self.recorder, cur, events)  # type: ignore[arg-type]
+        # The columns eventsourcing's recorder writes, row by row in one pipelined
+        # executemany: its own insert dumps the events as an array of a composite type, in
+        # Python (0.8 s for 1,000 events here, against 0.05 s), and the application
+        # recorder's adds a LOCK TABLE and a NOTIFY. Appends are already serialised by the log
+        # head's row lock, and nothing here reads eventsourcing's notification ids or channel.
+        self._insert_rows(cur, "stored_events", events)
 
     def _insert_snapshots(self, cur: Cursor, snapshots: Sequence[StoredEvent]) -> None:
-        self.snapshots._insert_stored_events(cur, snapshots)  # type: ignore[arg-type]
+        self._insert_rows(cur, "case_snapshots", snapshots)
+
+    def _insert_rows(self, cur: Cursor, table: str, events: Sequence[StoredEvent]) -> None:
+        cur.executemany(
+            f"INSERT INTO {self.schema}.{table}"  # noqa: S608
+            " (originator_id, originator_version, topic, state) VALUES (%s, %s, %s, %s)",
+            [(e.originator_id, e.originator_version, e.topic, e.state) for e in events],
+        )
 
     def _is_conflict(self, exc: BaseException) -> bool:
         from eventsourcing.persistence import IntegrityError
@@ -115,6 +124,30 @@ class PostgresStore(SQLStore):
 
     def _after_append(self, cur: Cursor) -> None:
         cur.execute(f"NOTIFY {self.schema}_log")  # wakes the projections; delivered at commit
+
+    def _case_versions(self, cur: Cursor, case_ids: Sequence[str]) -> dict[str, int]:
+        if not case_ids:
+            return {}
+        cur.execute(
+            f"SELECT originator_id, MAX(originator_version) AS v"  # noqa: S608
+            f" FROM {self.schema}.stored_events WHERE originator_id = ANY(%s::uuid[])"
+            " GROUP BY originator_id",
+            (list(case_ids),),
+        )
+        return {str(r["originator_id"]): int(r["v"]) for r in cur.fetchall()}
+
+    def _stored_versions(
+        self, cur: Cursor, pairs: Sequence[tuple[str, int]]
+    ) -> set[tuple[str, int]]:
+        if not pairs:
+            return set()
+        cur.execute(
+            f"SELECT s.originator_id, s.originator_version FROM {self.schema}.stored_events s"  # noqa: S608
+            " JOIN unnest(%s::uuid[], %s::bigint[]) AS p(id, v)"
+            " ON s.originator_id = p.id AND s.originator_version = p.v",
+            ([c for c, _ in pairs], [v for _, v in pairs]),
+        )
+        return {(str(r["originator_id"]), int(r["originator_version"])) for r in cur.fetchall()}
 
     def _case_version(self, cur: Cursor, case_id: str) -> int:
         cur.execute(
@@ -205,6 +238,13 @@ class PostgresViewStore(ViewStore):
     def read(self) -> Iterator[Any]:
         with self.datastore.get_connection() as conn, conn.cursor() as cur:
             yield cur
+
+    @contextmanager
+    def writes(self, cur: Any) -> Iterator[Any]:
+        # Pipeline mode, on a cursor of its own that nothing ever fetches from: so no read
+        # (a tracking position, a RETURNING) can be handed a result queued by these writes.
+        with cur.connection.pipeline(), cur.connection.cursor() as writer:
+            yield writer
 
     def track(self, cur: Any, name: str, position: int) -> None:
         self.tracking._insert_tracking(cur, Tracking(name, position))

@@ -4,6 +4,7 @@ eventsourcing recorder (`sqlite.py`, `postgres.py`)."""
 from __future__ import annotations
 
 import json
+import uuid
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -18,6 +19,7 @@ from ledger.storage.base import (
     Commit,
     ConflictError,
     Erasure,
+    EventRow,
     KeyTable,
     RecordedEvent,
     SQLDialect,
@@ -83,6 +85,7 @@ class SQLStore(SQLDialect, Store):
 
     def __init__(self) -> None:
         self._group: GroupCommit[Commit, list[int]] = GroupCommit(self.append_group)
+        self.unforeseen_conflicts = 0  # groups the database refused after the checks passed
 
     # -- backend hooks ---------------------------------------------------------------------------
 
@@ -109,6 +112,42 @@ class SQLStore(SQLDialect, Store):
     @abstractmethod
     def _case_version(self, cur: Cursor, case_id: str) -> int:
         """The latest stored version of a case (0 if none), inside the transaction."""
+
+    @abstractmethod
+    def _case_versions(self, cur: Cursor, case_ids: Sequence[str]) -> dict[str, int]:
+        """`_case_version` of each case that has events, keyed by `str(UUID)`."""
+
+    @abstractmethod
+    def _stored_versions(
+        self, cur: Cursor, pairs: Sequence[tuple[str, int]]
+    ) -> set[tuple[str, int]]:
+        """Those of the (case, version) pairs that have a stored event."""
+
+    def _live_keys(self, cur: Cursor, key_ids: set[str]) -> set[str]:
+        """Those of the agency keys that exist and are not revoked."""
+        if not key_ids:
+            return set()
+        cur.execute(
+            self.sql(
+                "SELECT key_id FROM {s}agency_keys WHERE revoked_at IS NULL"  # noqa: S608
+                f" AND key_id IN ({marks(len(key_ids), '?')})"
+            ),
+            sorted(key_ids),
+        )
+        return {str(r["key_id"]) for r in cur.fetchall()}
+
+    def _recorded_ids(self, cur: Cursor, event_ids: Sequence[str]) -> set[str]:
+        """Those of the event ids that are recorded already."""
+        if not event_ids:
+            return set()
+        cur.execute(
+            self.sql(
+                "SELECT event_id FROM {s}events_index"  # noqa: S608
+                f" WHERE event_id IN ({marks(len(event_ids), '?')})"
+            ),
+            list(event_ids),
+        )
+        return {str(r["event_id"]) for r in cur.fetchall()}
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -152,9 +191,14 @@ class SQLStore(SQLDialect, Store):
             raise
 
     def append_group(self, commits: Sequence[Commit]) -> list[list[int] | ConflictError]:
-        """One transaction; with several commits, each in a savepoint of its own so that a
-        conflict rolls back only its commit (its reserved positions included: no gap). Any
-        other error aborts the whole transaction."""
+        """One transaction for all the commits, each accepted or refused (ConflictError) on
+        its own, in order, with exactly the answers they would have had one after another. Any
+        other error aborts the whole transaction.
+
+        Commits of events only (the ingest path) are checked together and written with one
+        statement per table (`_append_set`); should a conflict the checks did not foresee
+        still reach the database, or a commit touch the registry, the commits go one by one,
+        each in a savepoint of its own (`_append_each`)."""
         if len(commits) == 1:  # no savepoint needed: the transaction is the commit
             try:
                 with self._write() as cur:
@@ -165,6 +209,81 @@ class SQLStore(SQLDialect, Store):
                 if self._conflicting(exc):
                     return [as_conflict(exc)]
                 raise
+        if all(_events_only(c) for c in commits):
+            try:
+                return self._append_set(commits)
+            except Exception as exc:
+                if not self._conflicting(exc):
+                    raise  # rolled back as a whole; else: one by one below
+                self.unforeseen_conflicts += 1
+        return self._append_each(commits)
+
+    def _append_set(self, commits: Sequence[Commit]) -> list[list[int] | ConflictError]:
+        """Every condition `_append` checks, checked for all the commits at once under the
+        log lock and then replayed in order in memory (a commit sees the versions and event
+        ids of the accepted commits before it); the accepted ones are written together."""
+        outcomes: list[list[int] | ConflictError] = []
+        with self._write() as cur:
+            cur.execute(self.sql("UPDATE {s}log_head SET size = size WHERE id = 1 RETURNING size"))
+            size = start = int(cur.fetchone()["size"])  # locked: appends wait for this commit
+            cases = {_case(c.case_version[0]) for c in commits if c.case_version is not None}
+            cases.update(_case(e.originator_id) for c in commits for e in c.stored_events)
+            versions = self._case_versions(cur, sorted(cases))
+            pairs = {
+                (_case(e.originator_id), e.originator_version)
+                for c in commits
+                for e in c.stored_events
+            }
+            stored = self._stored_versions(cur, sorted(pairs))
+            live_keys = self._live_keys(cur, {c.signing_key for c in commits if c.signing_key})
+            taken = self._recorded_ids(cur, [ev.event_id for c in commits for ev in c.events])
+            refused_cases: set[str] = set()
+            accepted: list[tuple[Commit, list[int]]] = []
+            for commit in commits:
+                expected = commit.case_version
+                reason = _refusal(commit, versions, stored, live_keys, taken, refused_cases)
+                if reason is not None:
+                    outcomes.append(ConflictError(reason))
+                    if expected is not None:
+                        refused_cases.add(_case(expected[0]))
+                    continue
+                for event in commit.stored_events:
+                    case = _case(event.originator_id)
+                    versions[case] = max(versions.get(case, 0), event.originator_version)
+                    stored.add((case, event.originator_version))
+                taken.update(ev.event_id for ev in commit.events)
+                positions = list(range(size, size + len(commit.entries)))
+                size += len(commit.entries)
+                accepted.append((commit, positions))
+                outcomes.append(positions)
+            if not accepted:
+                return outcomes
+            self._insert_stored_events(cur, [e for c, _ in accepted for e in c.stored_events])
+            snapshots = [s for c, _ in accepted for s in c.snapshots]
+            if snapshots:
+                self._insert_snapshots(cur, snapshots)
+            entries = [(p, e) for c, ps in accepted for p, e in zip(ps, c.entries, strict=True)]
+            cur.executemany(
+                self.sql(
+                    "INSERT INTO {s}log_entries (position, kind, leaf_hash, entry, case_id, agency)"
+                    " VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                [(p, e.kind, e.leaf_hash, e.entry, e.case_id, e.agency) for p, e in entries],
+            )
+            leaves = [e.leaf_hash for _, e in entries]
+            cur.executemany(
+                self.sql("INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"),
+                merkle.nodes_to_store(start, leaves, _CursorNodes(self, cur)),
+            )
+            cur.executemany(
+                self.sql(_INSERT_EVENT),
+                [_event_row(ev, ps) for c, ps in accepted for ev in c.events],
+            )
+            cur.execute(self.sql("UPDATE {s}log_head SET size = ? WHERE id = 1"), (size,))
+            self._after_append(cur)
+        return outcomes
+
+    def _append_each(self, commits: Sequence[Commit]) -> list[list[int] | ConflictError]:
         outcomes: list[list[int] | ConflictError] = []
         refused_cases: set[str] = set()
         with self._write() as cur:
@@ -254,21 +373,7 @@ class SQLStore(SQLDialect, Store):
             )
         # 5. Rows that index what was appended.
         for ev in commit.events:
-            cur.execute(
-                self.sql(
-                    "INSERT INTO {s}events_index"
-                    " (event_id, case_id, position, case_version, fingerprint, extra)"
-                    " VALUES (?, ?, ?, ?, ?, ?)"
-                ),
-                (
-                    ev.event_id,
-                    ev.case_id,
-                    positions[ev.entry],
-                    ev.case_version,
-                    ev.fingerprint,
-                    json.dumps(ev.extra, sort_keys=True),
-                ),
-            )
+            cur.execute(self.sql(_INSERT_EVENT), _event_row(ev, positions))
         for ag in commit.agencies:
             cur.execute(
                 self.sql("INSERT INTO {s}agencies (id, name, type, position) VALUES (?, ?, ?, ?)"),
@@ -430,19 +535,35 @@ class SQLStore(SQLDialect, Store):
 
     # -- events ----------------------------------------------------------------------------------
 
+    _FIND_EVENTS = (
+        "SELECT e.event_id, e.case_id, e.position, e.case_version, e.fingerprint,"
+        " e.extra, l.leaf_hash FROM {s}events_index e"
+        " JOIN {s}log_entries l ON l.position = e.position WHERE e.event_id IN "
+    )
+
     def find_event(self, event_id: str) -> RecordedEvent | None:
+        return self.find_events([event_id]).get(event_id)
+
+    def find_events(self, event_ids: Sequence[str]) -> dict[str, RecordedEvent]:
+        found: dict[str, RecordedEvent] = {}
         with self._read() as cur:
-            cur.execute(
-                self.sql(
-                    "SELECT e.event_id, e.case_id, e.position, e.case_version, e.fingerprint,"
-                    " e.extra, l.leaf_hash FROM {s}events_index e"
-                    " JOIN {s}log_entries l ON l.position = e.position WHERE e.event_id = ?"
-                ),
-                (event_id,),
-            )
-            r = cur.fetchone()
-        if r is None:
-            return None
+            for i in range(0, len(event_ids), CHUNK):
+                chunk = list(event_ids[i : i + CHUNK])
+                in_list = f"({marks(len(chunk), '?')})"
+                cur.execute(self.sql(self._FIND_EVENTS + in_list), chunk)
+                for r in cur.fetchall():
+                    found[str(r["event_id"])] = self._recorded(r)
+        return found
+
+    def cases_with_events(self, case_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with self._read() as cur:
+            for i in range(0, len(case_ids), CHUNK):
+                found.update(self._case_versions(cur, list(case_ids[i : i + CHUNK])))
+        return found
+
+    @staticmethod
+    def _recorded(r: Any) -> RecordedEvent:
         return RecordedEvent(
             event_id=r["event_id"],
             case_id=r["case_id"],
@@ -565,6 +686,71 @@ class SQLStore(SQLDialect, Store):
         )
 
 
+_INSERT_EVENT = (
+    "INSERT INTO {s}events_index (event_id, case_id, position, case_version, fingerprint, extra)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _event_row(ev: EventRow, positions: Sequence[int]) -> tuple[Any, ...]:
+    return (
+        ev.event_id,
+        ev.case_id,
+        positions[ev.entry],
+        ev.case_version,
+        ev.fingerprint,
+        json.dumps(ev.extra, sort_keys=True),
+    )
+
+
+def _case(case_id: Any) -> str:
+    """A case id (str or UUID) in one form, to compare ids from envelopes and the store."""
+    return str(case_id if isinstance(case_id, uuid.UUID) else uuid.UUID(case_id))
+
+
+CHUNK = 500  # values in one IN list (SQLite allows 32,766 parameters a statement)
+
+
+def marks(n: int, placeholder: str) -> str:
+    """`?, ?, ...` for an IN list of n values (n >= 1)."""
+    return ", ".join([placeholder] * n)
+
+
+def _events_only(commit: Commit) -> bool:
+    """A commit of log entries, events and their index rows, nothing of the registry."""
+    return bool(commit.entries) and not (
+        commit.agencies or commit.keys or commit.revocations or commit.erasures
+    )
+
+
+def _refusal(
+    commit: Commit,
+    versions: dict[str, int],
+    stored: set[tuple[str, int]],
+    live_keys: set[str],
+    taken: set[str],
+    refused_cases: set[str],
+) -> str | None:
+    """Why `_append` would refuse the commit now, given the state so far (None: it would
+    not): the case's version, the signing key, and the unique indexes on (case, version) and
+    on event ids, checked in the order `_append` meets them."""
+    if commit.case_version is not None:
+        case, version = _case(commit.case_version[0]), commit.case_version[1]
+        if case in refused_cases:
+            return "an earlier commit of the case was refused"
+        if versions.get(case, 0) != version:
+            return "the case changed"
+    if commit.signing_key is not None and commit.signing_key not in live_keys:
+        return "the signing key was revoked"
+    pairs = [(_case(e.originator_id), e.originator_version) for e in commit.stored_events]
+    ids = [ev.event_id for ev in commit.events]
+    if stored.intersection(pairs) or len(set(pairs)) != len(pairs):
+        return "write conflict"
+    if taken.intersection(ids) or len(set(ids)) != len(ids):
+        return "write conflict"
+    return None
+
+
 class _CursorNodes:
     """The merkle NodeReader over the open write transaction."""
 
@@ -599,11 +785,36 @@ class SQLKeyTable(SQLDialect, KeyTable):
             )
             return cur.fetchone() is not None
 
-    def confirm(self, case_id: str) -> None:
+    def insert_many(self, rows: Sequence[tuple[str, str, bytes, str]]) -> set[str]:
+        inserted: set[str] = set()
         with self._write() as cur:
-            cur.execute(
-                self.sql("UPDATE {s}case_keys SET confirmed = 1 WHERE case_id = ?"), (case_id,)
-            )
+            for i in range(0, len(rows), CHUNK // 4):
+                chunk = rows[i : i + CHUNK // 4]
+                values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+                cur.execute(
+                    self.sql(
+                        "INSERT INTO {s}case_keys (case_id, kek_id, wrapped, created_at)"  # noqa: S608
+                        f" VALUES {values} ON CONFLICT DO NOTHING RETURNING case_id"
+                    ),
+                    [v for row in chunk for v in row],
+                )
+                inserted.update(str(r["case_id"]) for r in cur.fetchall())
+        return inserted
+
+    def confirm(self, case_id: str) -> None:
+        self.confirm_many([case_id])
+
+    def confirm_many(self, case_ids: Sequence[str]) -> None:
+        with self._write() as cur:
+            for i in range(0, len(case_ids), CHUNK):
+                chunk = list(case_ids[i : i + CHUNK])
+                cur.execute(
+                    self.sql(
+                        "UPDATE {s}case_keys SET confirmed = 1"  # noqa: S608
+                        f" WHERE case_id IN ({marks(len(chunk), '?')})"
+                    ),
+                    chunk,
+                )
 
     def unconfirmed(self, created_before: str) -> list[tuple[str, bytes]]:
         with self._read() as cur:

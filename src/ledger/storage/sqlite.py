@@ -22,7 +22,7 @@ from eventsourcing.sqlite import (
 )
 
 from ledger.storage.base import ViewStore
-from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
+from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore, marks
 
 LOCK_TIMEOUT_S = 30
 
@@ -120,6 +120,33 @@ class SQLiteStore(SQLStore):
 
     def _is_conflict(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
+
+    def _case_versions(self, cur: Cursor, case_ids: Sequence[str]) -> dict[str, int]:
+        if not case_ids:
+            return {}
+        cur.execute(
+            "SELECT originator_id, MAX(originator_version) AS v FROM stored_events"  # noqa: S608
+            f" WHERE originator_id IN ({marks(len(case_ids), '?')}) GROUP BY originator_id",
+            [uuid.UUID(c).hex for c in case_ids],
+        )
+        return {str(uuid.UUID(r["originator_id"])): int(r["v"]) for r in cur.fetchall()}
+
+    def _stored_versions(
+        self, cur: Cursor, pairs: Sequence[tuple[str, int]]
+    ) -> set[tuple[str, int]]:
+        found: set[tuple[str, int]] = set()
+        for i in range(0, len(pairs), 400):  # SQLite allows 32,766 parameters a statement
+            chunk = pairs[i : i + 400]
+            where = " OR ".join(["(originator_id = ? AND originator_version = ?)"] * len(chunk))
+            cur.execute(
+                f"SELECT originator_id, originator_version FROM stored_events WHERE {where}",  # noqa: S608
+                [v for c, version in chunk for v in (uuid.UUID(c).hex, version)],
+            )
+            found.update(
+                (str(uuid.UUID(r["originator_id"])), int(r["originator_version"]))
+                for r in cur.fetchall()
+            )
+        return found
 
     def _case_version(self, cur: Cursor, case_id: str) -> int:
         cur.execute(
