@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -57,6 +57,16 @@ def ddl_lock(url: str) -> Iterator[None]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_DDL_LOCK,))
         yield  # released when the connection closes
+
+
+@contextmanager
+def pipelined(cur: Any) -> Iterator[Any]:
+    """A cursor of its own in pipeline mode, in `cur`'s transaction, for writes whose results
+    nobody reads: they go out without waiting for each answer, and an error is raised by the
+    end of the block. Nothing is fetched from it, and nothing is fetched from `cur` inside
+    the block, so no read can be handed a result queued by these writes."""
+    with cur.connection.pipeline(), cur.connection.cursor() as writer:
+        yield writer
 
 
 class PostgresStore(SQLStore):
@@ -121,6 +131,9 @@ class PostgresStore(SQLStore):
         from eventsourcing.persistence import IntegrityError
 
         return isinstance(exc, psycopg.errors.UniqueViolation | IntegrityError)
+
+    def _writes(self, cur: Cursor) -> AbstractContextManager[Any]:
+        return pipelined(cur)  # the append's reads (head, checks, tree edge) all come before
 
     def _after_append(self, cur: Cursor) -> None:
         cur.execute(f"NOTIFY {self.schema}_log")  # wakes the projections; delivered at commit
@@ -239,12 +252,8 @@ class PostgresViewStore(ViewStore):
         with self.datastore.get_connection() as conn, conn.cursor() as cur:
             yield cur
 
-    @contextmanager
-    def writes(self, cur: Any) -> Iterator[Any]:
-        # Pipeline mode, on a cursor of its own that nothing ever fetches from: so no read
-        # (a tracking position, a RETURNING) can be handed a result queued by these writes.
-        with cur.connection.pipeline(), cur.connection.cursor() as writer:
-            yield writer
+    def writes(self, cur: Any) -> AbstractContextManager[Any]:
+        return pipelined(cur)  # positions are read before, and tracked after, the block
 
     def track(self, cur: Any, name: str, position: int) -> None:
         self.tracking._insert_tracking(cur, Tracking(name, position))

@@ -7,7 +7,7 @@ import json
 import uuid
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
 
 from eventsourcing.persistence import StoredEvent
@@ -109,6 +109,12 @@ class SQLStore(SQLDialect, Store):
     def _after_append(self, cur: Cursor) -> None:
         """Backend hook at the end of an append transaction (PostgreSQL notifies listeners)."""
 
+    def _writes(self, cur: Cursor) -> AbstractContextManager[Cursor]:
+        """Backend hook: a cursor for writes whose results nobody reads, inside the append's
+        transaction; a backend may send them without waiting for each answer (PostgreSQL's
+        pipeline mode). Errors are raised by the end of the block."""
+        return nullcontext(cur)
+
     @abstractmethod
     def _case_version(self, cur: Cursor, case_id: str) -> int:
         """The latest stored version of a case (0 if none), inside the transaction."""
@@ -202,9 +208,7 @@ class SQLStore(SQLDialect, Store):
         if len(commits) == 1:  # no savepoint needed: the transaction is the commit
             try:
                 with self._write() as cur:
-                    positions = self._append(cur, commits[0])
-                    self._after_append(cur)
-                    return [positions]
+                    return [self._append(cur, commits[0], notify=True)]
             except Exception as exc:
                 if self._conflicting(exc):
                     return [as_conflict(exc)]
@@ -258,29 +262,12 @@ class SQLStore(SQLDialect, Store):
                 outcomes.append(positions)
             if not accepted:
                 return outcomes
-            self._insert_stored_events(cur, [e for c, _ in accepted for e in c.stored_events])
-            snapshots = [s for c, _ in accepted for s in c.snapshots]
-            if snapshots:
-                self._insert_snapshots(cur, snapshots)
-            entries = [(p, e) for c, ps in accepted for p, e in zip(ps, c.entries, strict=True)]
-            cur.executemany(
-                self.sql(
-                    "INSERT INTO {s}log_entries (position, kind, leaf_hash, entry, case_id, agency)"
-                    " VALUES (?, ?, ?, ?, ?, ?)"
-                ),
-                [(p, e.kind, e.leaf_hash, e.entry, e.case_id, e.agency) for p, e in entries],
-            )
-            leaves = [e.leaf_hash for _, e in entries]
-            cur.executemany(
-                self.sql("INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"),
-                merkle.nodes_to_store(start, leaves, _CursorNodes(self, cur)),
-            )
-            cur.executemany(
-                self.sql(_INSERT_EVENT),
-                [_event_row(ev, ps) for c, ps in accepted for ev in c.events],
-            )
-            cur.execute(self.sql("UPDATE {s}log_head SET size = ? WHERE id = 1"), (size,))
-            self._after_append(cur)
+            leaves = [e.leaf_hash for c, _ in accepted for e in c.entries]
+            nodes = merkle.nodes_to_store(start, leaves, _CursorNodes(self, cur))
+            with self._writes(cur) as w:
+                self._write_appended(w, accepted, nodes)
+                w.execute(self.sql("UPDATE {s}log_head SET size = ? WHERE id = 1"), (size,))
+                self._after_append(w)
         return outcomes
 
     def _append_each(self, commits: Sequence[Commit]) -> list[list[int] | ConflictError]:
@@ -312,7 +299,7 @@ class SQLStore(SQLDialect, Store):
     def _conflicting(self, exc: BaseException) -> bool:
         return isinstance(exc, ConflictError) or self._is_conflict(exc)
 
-    def _append(self, cur: Cursor, commit: Commit) -> list[int]:
+    def _append(self, cur: Cursor, commit: Commit, notify: bool = False) -> list[int]:
         n = len(commit.entries)
         if n == 0:
             if (
@@ -345,67 +332,75 @@ class SQLStore(SQLDialect, Store):
             row = cur.fetchone()
             if row is None or row["revoked_at"] is not None:
                 raise ConflictError("the signing key was revoked")
-        # 3. The case's events (a version already taken is a conflict) and its snapshot.
-        if commit.stored_events:
-            self._insert_stored_events(cur, commit.stored_events)
-        if commit.snapshots:
-            self._insert_snapshots(cur, commit.snapshots)
-        positions = list(range(start, end))
-        # 4. The entries themselves, then the tree nodes they complete.
-        cur_rows = [
-            (p, e.kind, e.leaf_hash, e.entry, e.case_id, e.agency)
-            for p, e in zip(positions, commit.entries, strict=True)
-        ]
-        for row in cur_rows:
-            cur.execute(
-                self.sql(
-                    "INSERT INTO {s}log_entries (position, kind, leaf_hash, entry, case_id, agency)"
-                    " VALUES (?, ?, ?, ?, ?, ?)"
-                ),
-                row,
-            )
-        reader = _CursorNodes(self, cur)
-        new_nodes = merkle.nodes_to_store(start, [e.leaf_hash for e in commit.entries], reader)
-        if new_nodes:
-            cur.executemany(
-                self.sql("INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"),
-                new_nodes,
-            )
-        # 5. Rows that index what was appended.
-        for ev in commit.events:
-            cur.execute(self.sql(_INSERT_EVENT), _event_row(ev, positions))
-        for ag in commit.agencies:
-            cur.execute(
-                self.sql("INSERT INTO {s}agencies (id, name, type, position) VALUES (?, ?, ?, ?)"),
-                (ag.id, ag.name, ag.type, start),
-            )
-        for key in commit.keys:
-            cur.execute(
-                self.sql(
-                    "INSERT INTO {s}agency_keys (key_id, agency, line, added_at, revoked_at)"
-                    " VALUES (?, ?, ?, ?, NULL)"
-                ),
-                (key.key_id, key.agency, key.line, positions[key.entry]),
-            )
-        for erasure in commit.erasures:
-            cur.execute(
-                self.sql(
-                    "INSERT INTO {s}erasures (case_id, event_id, position, erased_at)"
-                    " VALUES (?, ?, ?, ?)"
-                ),
-                (erasure.case_id, erasure.event_id, positions[erasure.entry], erasure.erased_at),
-            )
         for revocation in commit.revocations:
             cur.execute(
                 self.sql(
                     "UPDATE {s}agency_keys SET revoked_at = ?"
                     " WHERE key_id = ? AND revoked_at IS NULL RETURNING key_id"
                 ),
-                (positions[revocation.entry], revocation.key_id),
+                (start + revocation.entry, revocation.key_id),
             )
             if cur.fetchone() is None:
                 raise ConflictError("the key is not current")
+        # 3. The tree nodes the entries complete (reads the old tree's lone right edge).
+        positions = list(range(start, end))
+        leaves = [e.leaf_hash for e in commit.entries]
+        nodes = merkle.nodes_to_store(start, leaves, _CursorNodes(self, cur))
+        # 4. The writes; the unique indexes refuse a case version or event id already taken.
+        with self._writes(cur) as w:
+            self._write_appended(w, [(commit, positions)], nodes)
+            if notify:
+                self._after_append(w)
         return positions
+
+    def _write_appended(
+        self,
+        w: Cursor,
+        accepted: Sequence[tuple[Commit, list[int]]],
+        nodes: Sequence[tuple[int, int, bytes]],
+    ) -> None:
+        """Every row of the accepted commits (each with its positions), one statement per
+        table; nothing here is read back, so a backend may pipeline it all (`_writes`)."""
+        events = [e for c, _ in accepted for e in c.stored_events]
+        if events:
+            self._insert_stored_events(w, events)
+        snapshots = [e for c, _ in accepted for e in c.snapshots]
+        if snapshots:
+            self._insert_snapshots(w, snapshots)
+        w.executemany(
+            self.sql(
+                "INSERT INTO {s}log_entries (position, kind, leaf_hash, entry, case_id, agency)"
+                " VALUES (?, ?, ?, ?, ?, ?)"
+            ),
+            [
+                (p, e.kind, e.leaf_hash, e.entry, e.case_id, e.agency)
+                for c, ps in accepted
+                for p, e in zip(ps, c.entries, strict=True)
+            ],
+        )
+        if nodes:
+            w.executemany(
+                self.sql("INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"), nodes
+            )
+        rows: dict[str, list[tuple[Any, ...]]] = {
+            _INSERT_EVENT: [_event_row(ev, ps) for c, ps in accepted for ev in c.events],
+            "INSERT INTO {s}agencies (id, name, type, position) VALUES (?, ?, ?, ?)": [
+                (ag.id, ag.name, ag.type, ps[0]) for c, ps in accepted for ag in c.agencies
+            ],
+            "INSERT INTO {s}agency_keys (key_id, agency, line, added_at, revoked_at)"
+            " VALUES (?, ?, ?, ?, NULL)": [
+                (k.key_id, k.agency, k.line, ps[k.entry]) for c, ps in accepted for k in c.keys
+            ],
+            "INSERT INTO {s}erasures (case_id, event_id, position, erased_at)"
+            " VALUES (?, ?, ?, ?)": [
+                (x.case_id, x.event_id, ps[x.entry], x.erased_at)
+                for c, ps in accepted
+                for x in c.erasures
+            ],
+        }
+        for statement, values in rows.items():
+            if values:
+                w.executemany(self.sql(statement), values)
 
     def _nodes(self, cur: Cursor, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         if not keys:
