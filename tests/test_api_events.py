@@ -629,11 +629,14 @@ def test_identical_submissions_at_once_get_one_201_and_otherwise_200(world: Worl
 
 
 def test_stored_ciphertext_does_not_tell_which_categories_a_case_holds() -> None:
+    from ledger.envelope import canonical_fields
     from ledger.sealing import seal_record
 
     key = crypto.new_data_key()
-    a = json.loads(seal_record(key, new(), new(), {}, {"health": {"hiv": True}}, "s"))
-    b = json.loads(seal_record(key, new(), new(), {}, {"immigration": {"st": 1}}, "s"))
+    health = canonical_fields({}, {"health": {"hiv": True}})
+    immigration = canonical_fields({}, {"immigration": {"st": 1}})
+    a = json.loads(seal_record(key, new(), new(), health, "s"))
+    b = json.loads(seal_record(key, new(), new(), immigration, "s"))
     assert set(a["payload"]) == set(b["payload"])  # all ten, always
     assert [len(v) for v in a["payload"].values()] == [len(v) for v in b["payload"].values()]
 

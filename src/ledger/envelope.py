@@ -452,7 +452,18 @@ def derived_salt(salt: bytes, name: str) -> bytes:
 
 def digest(salt: bytes, name: str, value: Any) -> bytes:
     """`SHA-256(b"ledger-digest-v1\\n" + salt_x + JCS(v))`."""
-    return hashlib.sha256(DIGEST_DOMAIN + derived_salt(salt, name) + jcs(value)).digest()
+    return digest_of(salt, name, jcs(value))
+
+
+def canonical_fields(attrs: Any, payload: Mapping[str, Any]) -> dict[str, bytes]:
+    """JCS bytes of `attrs` and of each payload category (an absent one as `null`): what the
+    digests cover and what is sealed."""
+    return {"attrs": jcs(attrs), **{c: jcs(payload.get(c)) for c in CATEGORIES}}
+
+
+def digest_of(salt: bytes, name: str, canonical: bytes) -> bytes:
+    """`digest` of a value given as its JCS bytes."""
+    return hashlib.sha256(DIGEST_DOMAIN + derived_salt(salt, name) + canonical).digest()
 
 
 def signing_input(envelope: Mapping[str, Any]) -> bytes:
@@ -500,6 +511,12 @@ class Submission:
     @property
     def payload(self) -> dict[str, Any]:
         return self.body["payload"]  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def canonical(self) -> dict[str, bytes]:
+        """JCS bytes of `attrs` and of each payload category (an absent one as `null`),
+        made once for both the digests and the sealed boxes."""
+        return canonical_fields(self.attrs, self.payload)
 
 
 def _members(obj: Any, expected: tuple[str, ...], what: str) -> None:
@@ -612,10 +629,11 @@ def verify_integrity(
     except crypto.BadSignature as exc:
         raise VerificationError("signature does not verify over the envelope") from exc
     # 6. The digests bind attrs and every payload category to the signed envelope.
-    if not hmac.compare_digest(digest(salt, "attrs", sub.attrs), attrs_digest):
+    canonical = sub.canonical
+    if not hmac.compare_digest(digest_of(salt, "attrs", canonical["attrs"]), attrs_digest):
         raise VerificationError("attrs do not match envelope.attrs_digest")
     for category in CATEGORIES:
-        calculated = digest(salt, category, sub.payload.get(category))
+        calculated = digest_of(salt, category, canonical[category])
         if not hmac.compare_digest(calculated, payload_digests[category]):
             raise VerificationError(f"payload.{category} does not match its digest")
 

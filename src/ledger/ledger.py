@@ -663,7 +663,7 @@ class Ledger:
         case_id, event_id = sub.case_id, sub.event_id
         batched = pending is not None
         key = self._case_key(case_id, case is None, pending)
-        sealed = seal_record(key, case_id, event_id, sub.attrs, sub.payload, sub.body["salt"])
+        sealed = seal_record(key, case_id, event_id, sub.canonical, sub.body["salt"])
         recorded_at = format_timestamp(now)
         record = {
             "envelope": sub.envelope,

@@ -9,7 +9,7 @@ its case, its event and its name.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ledger import crypto
@@ -35,18 +35,19 @@ def _json(value: Any) -> bytes:
 
 
 def seal_record(
-    key: bytes, case_id: str, event_id: str, attrs: Any, payload: dict[str, Any], salt: str
+    key: bytes, case_id: str, event_id: str, canonical: Mapping[str, bytes], salt: str
 ) -> bytes:
-    """The stored ciphertext of one event."""
+    """The stored ciphertext of one event: `canonical` holds the JSON bytes of `attrs` and of
+    every payload category (`Submission.canonical`, the bytes its digests were checked on)."""
 
-    def box(name: str, value: Any) -> str:
-        sealed = crypto.seal(key, pad(_json(value)), _associated(case_id, event_id, name))
+    def box(name: str, plaintext: bytes) -> str:
+        sealed = crypto.seal(key, pad(plaintext), _associated(case_id, event_id, name))
         return crypto.b64(sealed)
 
     boxes = {
-        "attrs": box("attrs", attrs),
-        "payload": {c: box(c, payload.get(c)) for c in CATEGORIES},
-        "salt": box("salt", salt),
+        "attrs": box("attrs", canonical["attrs"]),
+        "payload": {c: box(c, canonical[c]) for c in CATEGORIES},
+        "salt": box("salt", _json(salt)),
     }
     return _json(boxes)
 
