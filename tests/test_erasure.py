@@ -119,6 +119,63 @@ def test_a_crash_between_commit_and_key_destruction_ends_fully_erased(
         restarted.keys.table.close()
 
 
+def test_an_erasure_whose_key_destruction_failed_is_finished_while_the_server_runs(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key store fails once, after the commit: the running server's recoverer destroys
+    the key and signs the receipt without waiting for a restart."""
+    import time
+
+    from ledger.ledger import Recoverer
+
+    ngo = world.agency("ngo-a")
+    case_id = ngo.open_case(payload={"notes": "n"})
+    real_destroy, failures = world.ledger.keys.destroy, []
+
+    def fails_once(case: str) -> None:
+        if not failures:
+            failures.append(case)
+            raise OSError("key store unreachable")
+        real_destroy(case)
+
+    monkeypatch.setattr(world.ledger.keys, "destroy", fails_once)
+    assert erase(world, case_id).status_code == 201
+    assert world.ledger.keys.table.get(case_id) is not None  # not destroyed yet
+    recoverer = Recoverer(world.ledger, interval_s=0.05, erasure_age_s=0)
+    recoverer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while world.ledger.keys.table.get(case_id) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        recoverer.stop()
+    assert world.ledger.keys.table.get(case_id) is None
+    erasure = world.ledger.store.erasure(case_id)
+    assert erasure is not None and erasure.key_destroyed and erasure.receipt
+    assert failures == [case_id]
+
+
+def test_a_younger_unfinished_erasure_is_left_to_its_own_request(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """recover(erasure_age_s=...) leaves an erasure committed less than that long ago alone
+    (its own request may still be finishing it); an older one it finishes."""
+    ngo = world.agency("ngo-a")
+    case_id = ngo.open_case()
+
+    def crash(_: str) -> None:
+        raise OSError("power cut")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(world.ledger.keys, "destroy", crash)
+        assert erase(world, case_id).status_code == 201
+    assert world.ledger.recover(erasure_age_s=60) == 0
+    assert world.ledger.keys.table.get(case_id) is not None
+    world.clock.advance(seconds=61)
+    assert world.ledger.recover(erasure_age_s=60) == 1
+    assert world.ledger.keys.table.get(case_id) is None
+
+
 def test_a_tampered_or_foreign_receipt_fails(world: World) -> None:
     ngo = world.agency("ngo-a")
     case_id = ngo.open_case()

@@ -487,6 +487,26 @@ def test_a_group_of_event_commits_answers_exactly_as_the_commits_one_by_one(
             other_table.close()
 
 
+def test_the_first_erasure_receipt_stored_is_kept(store: Store) -> None:
+    """Two finishers of one erasure (its request and the recoverer) may both sign a receipt:
+    the first stored stands, and the second is told which one that is."""
+    from ledger.storage.base import ErasureRow
+
+    case = uuid.uuid4()
+    store.append(event_commit(case, "ev-1", b"opened"))
+    erased = Commit(
+        entries=[new_entry(b"erased", case_id=str(case))],
+        erasures=[ErasureRow(str(case), "ev-erase", 0, "2026-11-29T08:00:00Z")],
+    )
+    store.append(erased)
+    assert store.set_receipt(str(case), "first", {"receipt": "first"}) == "first"
+    assert store.set_receipt(str(case), "second", {"receipt": "second"}) == "first"
+    erasure = store.erasure(str(case))
+    assert erasure is not None and erasure.receipt == "first"
+    with pytest.raises(KeyError):
+        store.set_receipt(str(uuid.uuid4()), "third", {})
+
+
 # -- agencies and keys ---------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import hmac
 import logging
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -750,7 +751,7 @@ class Ledger:
         """After the `case.erased` commit: destroy the key, then sign the receipt (idempotent).
 
         Returns the answer's extra members. A failure here leaves the case erased (nothing
-        unseals it) and is finished by `recover()` at the next start.
+        unseals it) and is finished by `recover()`, which the server runs every minute.
         """
         erasure = self.store.erasure(case_id)
         assert erasure is not None
@@ -771,8 +772,9 @@ class Ledger:
                     checkpoint.size,
                     checkpoint.root,
                 ).sign(self.receipt_key)
-                extra["receipt"] = receipt
-                self.store.set_receipt(case_id, receipt, extra)
+                # The first receipt stored is the receipt (a concurrent recover() may race).
+                answer = {**extra, "receipt": receipt}
+                extra["receipt"] = self.store.set_receipt(case_id, receipt, answer)
         except Exception as exc:
             log.error(
                 "erasure of case=%s not finished (%s); recover() finishes it",
@@ -781,10 +783,17 @@ class Ledger:
             )
         return extra
 
-    def recover(self, orphan_age_s: int = 900) -> int:
-        """Finish what a crash interrupted: erasures whose key or receipt is pending, and keys
-        of new cases whose `case.opened` never committed. Returns how many were pending."""
-        pending = self.store.unfinished_erasures()
+    def recover(self, orphan_age_s: int = 900, erasure_age_s: int = 0) -> int:
+        """Finish what a crash or a failure interrupted: erasures whose key or receipt is
+        pending (committed at least `erasure_age_s` ago: a younger one may still be finishing
+        in its own request), and keys of new cases whose `case.opened` never committed.
+        Returns how many were pending. Run at start-up and then periodically (`Recoverer`)."""
+        erased_before = format_timestamp(self.clock() - timedelta(seconds=erasure_age_s))
+        pending = [
+            e
+            for e in self.store.unfinished_erasures()
+            if erasure_age_s == 0 or e.erased_at < erased_before
+        ]
         for erasure in pending:
             self.finish_erasure(erasure.case_id)
         cutoff = format_timestamp(self.clock() - timedelta(seconds=orphan_age_s))
@@ -938,3 +947,30 @@ class Ledger:
         )
         log.info("case read case=%s agency=%s index=%d", case_id, principal.agency, position)
         return position
+
+
+class Recoverer:
+    """Runs `Ledger.recover()` every `interval_s` seconds in a daemon thread, so an erasure
+    whose key destruction failed (the key store briefly unreachable, say) is finished while the
+    server runs, not at its next start, and orphaned keys of failed new cases do not pile up."""
+
+    def __init__(self, ledger: Ledger, interval_s: float = 60.0, erasure_age_s: int = 60) -> None:
+        self.ledger, self.interval_s, self.erasure_age_s = ledger, interval_s, erasure_age_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="recoverer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                finished = self.ledger.recover(erasure_age_s=self.erasure_age_s)
+                if finished:
+                    log.info("recovered %d interrupted erasure(s) or orphaned key(s)", finished)
+            except Exception as exc:  # try again next round; say what failed, not the data
+                log.error("recoverer: %s", type(exc).__name__)

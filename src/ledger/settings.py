@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     rate_burst: int = 1000  # ... with bursts up to this many
     checkpoint_every: int = 1000  # sign a checkpoint every N entries ...
     checkpoint_interval_s: float = 10.0  # ... or every T seconds when the log has grown
+    # Finish interrupted erasures (committed over a minute ago) and drop orphaned case keys
+    # every T seconds while serving (0: only at start-up).
+    recover_interval_s: float = 60.0
     # Run the projections inside the API process (the embedded default) or leave them to a
     # separate `ledger worker` (PostgreSQL deployments). Unset: in the API for SQLite only.
     projections_in_api_setting: bool | None = Field(default=None, alias="LEDGER_PROJECTIONS_IN_API")

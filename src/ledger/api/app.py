@@ -24,7 +24,7 @@ from ledger.api.routes import (
     tokens,
 )
 from ledger.envelope import SCHEMAS
-from ledger.ledger import Ledger
+from ledger.ledger import Ledger, Recoverer
 from ledger.log.service import CheckpointSigner
 from ledger.readmodels import ReadModels
 from projections.runner import Follower
@@ -76,12 +76,15 @@ def create_app(
     max_body_bytes: int = 1_048_576,
     checkpoint_every: int = 1000,
     checkpoint_interval_s: float = 10.0,
+    recover_interval_s: float = 0.0,
     follow: bool | None = None,
     rate_per_s: float = 500.0,
     rate_burst: int = 1000,
 ) -> FastAPI:
     """The API over an open ledger; `follow` runs the projections in this process (default:
-    when the read models are configured to live in the API process)."""
+    when the read models are configured to live in the API process); `recover_interval_s`
+    runs `Ledger.recover()` that often in the background (0, the default here: never; the
+    server's setting is a minute)."""
     follow = readmodels.inline if follow is None else follow
 
     @asynccontextmanager
@@ -91,7 +94,12 @@ def create_app(
         follower = Follower(readmodels.runner) if follow else None
         if follower is not None:
             follower.start()
+        recoverer = Recoverer(ledger, recover_interval_s) if recover_interval_s > 0 else None
+        if recoverer is not None:
+            recoverer.start()
         yield
+        if recoverer is not None:
+            recoverer.stop()
         if follower is not None:
             follower.stop()
         signer.stop()
@@ -162,6 +170,7 @@ def app_from_settings() -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         checkpoint_every=settings.checkpoint_every,
         checkpoint_interval_s=settings.checkpoint_interval_s,
+        recover_interval_s=settings.recover_interval_s,
         rate_per_s=settings.rate_per_s,
         rate_burst=settings.rate_burst,
     )

@@ -220,8 +220,9 @@ class Store(ABC):
     def mark_key_destroyed(self, case_id: str) -> None: ...
 
     @abstractmethod
-    def set_receipt(self, case_id: str, receipt: str, answer_extra: dict[str, Any]) -> None:
-        """Keep the erasure receipt, and add it to the case.erased event's answer."""
+    def set_receipt(self, case_id: str, receipt: str, answer_extra: dict[str, Any]) -> str:
+        """Keep the erasure receipt, and add it to the case.erased event's answer, unless the
+        erasure has a receipt already; returns the receipt that is kept."""
 
     # checkpoints
     @abstractmethod

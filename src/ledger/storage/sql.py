@@ -489,19 +489,29 @@ class SQLStore(SQLDialect, Store):
                 self.sql("UPDATE {s}erasures SET key_destroyed = 1 WHERE case_id = ?"), (case_id,)
             )
 
-    def set_receipt(self, case_id: str, receipt: str, answer_extra: dict[str, Any]) -> None:
+    def set_receipt(self, case_id: str, receipt: str, answer_extra: dict[str, Any]) -> str:
         with self._write() as cur:
             cur.execute(
-                self.sql("UPDATE {s}erasures SET receipt = ? WHERE case_id = ? RETURNING event_id"),
+                self.sql(
+                    "UPDATE {s}erasures SET receipt = ? WHERE case_id = ? AND receipt IS NULL"
+                    " RETURNING event_id"
+                ),
                 (receipt, case_id),
             )
             row = cur.fetchone()
-            if row is None:
-                raise KeyError(case_id)
+            if row is None:  # set already (or no such erasure): the stored one stands
+                cur.execute(
+                    self.sql("SELECT receipt FROM {s}erasures WHERE case_id = ?"), (case_id,)
+                )
+                stored = cur.fetchone()
+                if stored is None:
+                    raise KeyError(case_id)
+                return str(stored["receipt"])
             cur.execute(
                 self.sql("UPDATE {s}events_index SET extra = ? WHERE event_id = ?"),
                 (json.dumps(answer_extra, sort_keys=True), row["event_id"]),
             )
+        return receipt
 
     # -- checkpoints -----------------------------------------------------------------------------
 
