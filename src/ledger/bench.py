@@ -429,15 +429,71 @@ def _loadgen(url: str, token: str, work: list[list[bytes]], clients: int) -> dic
     return {"latencies": latencies, "wall": wall, "cpu": cpu, "errors": errors}
 
 
+def _cpu_seconds(pick: Callable[[int, int, str], bool]) -> float | None:
+    """User + system CPU seconds of the live processes `pick(pid, ppid, cmdline)` chooses,
+    read from /proc (None where there is none)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # exited meanwhile
+        if pick(int(entry.name), int(fields[1]), cmdline):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _tree(root: int) -> Callable[[int, int, str], bool]:
+    """Picks `root` and its descendants (the server's processes)."""
+    members = {root}
+
+    def pick(pid: int, ppid: int, _: str) -> bool:
+        if pid in members or ppid in members:  # /proc lists parents before their children
+            members.add(pid)
+            return True
+        return False
+
+    return pick
+
+
+def _local_postgres(settings: Settings) -> bool:
+    from psycopg.conninfo import conninfo_to_dict
+
+    host = str(conninfo_to_dict(settings.database_url or "").get("host", "localhost"))
+    return settings.is_postgres and (host in ("localhost", "127.0.0.1", "::1") or host[:1] == "/")
+
+
 def bench_ingest(report: Report, sizes: Sizes, dep: Deployment) -> None:
     key, token = agency_for(dep, "bench-ngo")
     agency_for(dep, "bench-peer")
     rates, p50s, p99s, shares = [], [], [], []
+    server_ms: list[float] = []
+    db_ms: list[float] = []
+    server = _tree(dep.process.pid)
+    postgres = _local_postgres(dep.settings)
+
+    def database(_: int, __: int, cmdline: str) -> bool:
+        return cmdline.startswith("postgres:")
+
     for _ in range(sizes.repeats):
         work = [case_bodies(key, sizes.ingest_events_per_case) for _ in range(sizes.ingest_cases)]
         total = sum(len(w) for w in work)
+        server_before = _cpu_seconds(server)
+        db_before = _cpu_seconds(database) if postgres else None
         with ProcessPoolExecutor(1) as pool:
             result = pool.submit(_loadgen, dep.url, token, work, sizes.clients).result()
+        server_after = _cpu_seconds(server)
+        if server_before is not None and server_after is not None:
+            server_ms.append((server_after - server_before) * 1000 / total)
+        db_after = _cpu_seconds(database) if postgres else None
+        if db_before is not None and db_after is not None:
+            db_ms.append((db_after - db_before) * 1000 / total)
         if result["errors"]:
             raise RuntimeError(f"ingest refused {len(result['errors'])} events")
         lat = sorted(result["latencies"])
@@ -454,6 +510,22 @@ def bench_ingest(report: Report, sizes: Sizes, dep: Deployment) -> None:
     report.put("ingest_single_p50_ms", p50s, method, count)
     report.put("ingest_single_p99_ms", p99s, method, count)
     report.put("loadgen_cpu_share", shares, "load generator CPU time / (wall time x cores)", count)
+    if server_ms:
+        report.put(
+            "ingest_server_cpu_ms_per_event",
+            server_ms,
+            "user + system CPU of the server's processes during single-event ingest, per event"
+            " (on SQLite this includes the database's work)",
+            count,
+        )
+    if db_ms:
+        report.put(
+            "ingest_db_cpu_ms_per_event",
+            db_ms,
+            "user + system CPU of the local PostgreSQL processes during single-event ingest,"
+            " per event",
+            count,
+        )
 
     runs = []
     for _ in range(sizes.repeats):

@@ -142,7 +142,7 @@ def bench(
     for key, detail in data["details"].items():
         ratio = f"  ({detail['ratio']}x {detail['ratio_to']})" if "ratio" in detail else ""
         spread = f" [{detail['min']}..{detail['max']}]" if "min" in detail else ""
-        typer.echo(f"{key:<24} {data[key]!s:>12}{spread}{ratio}  {detail['method']}")
+        typer.echo(f"{key:<30} {data[key]!s:>12}{spread}{ratio}  {detail['method']}")
 
 
 @app.command()
