@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from eventsourcing.persistence import IntegrityError
 
+from ledger.background import Background
 from ledger.storage.base import Store, ViewStore
 from projections.base import Projection
 
@@ -142,21 +142,15 @@ class ProjectionRunner:
         return out
 
 
-class Follower:
+class Follower(Background):
     """Keeps every projection caught up; a failing one is retried after a pause, and reported."""
 
+    name = "projections"
+
     def __init__(self, runner: ProjectionRunner, retry_s: float = 1.0) -> None:
+        super().__init__()
         self.runner = runner
         self.retry_s = retry_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self.run, name="projections", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def run_once(self) -> None:
         now = time.monotonic()
@@ -194,6 +188,6 @@ class Follower:
                 )
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             self.run_once()
             self.runner.views.wait_for_appends(0.5)

@@ -11,7 +11,6 @@ import hmac
 import logging
 import random
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 from ledger import crypto
 from ledger.audit import key_change_message
+from ledger.background import Background
 from ledger.case import Case, Cases
 from ledger.envelope import (
     AGENCY_RE,
@@ -949,25 +949,19 @@ class Ledger:
         return position
 
 
-class Recoverer:
+class Recoverer(Background):
     """Runs `Ledger.recover()` every `interval_s` seconds in a daemon thread, so an erasure
     whose key destruction failed (the key store briefly unreachable, say) is finished while the
     server runs, not at its next start, and orphaned keys of failed new cases do not pile up."""
 
+    name = "recoverer"
+
     def __init__(self, ledger: Ledger, interval_s: float = 60.0, erasure_age_s: int = 60) -> None:
+        super().__init__()
         self.ledger, self.interval_s, self.erasure_age_s = ledger, interval_s, erasure_age_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="recoverer", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval_s):
             try:
                 finished = self.ledger.recover(erasure_age_s=self.erasure_age_s)
                 if finished:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from ledger import crypto
+from ledger.background import Background
 from ledger.envelope import format_timestamp
 from ledger.errors import BadRequest, Forbidden
 from ledger.log import merkle
@@ -115,24 +116,19 @@ class LogService:
         return merkle.consistency_proof(first, second, self.reader)
 
 
-class CheckpointSigner:
+class CheckpointSigner(Background):
     """Signs a checkpoint every `every` entries or `interval_s` seconds (a daemon thread)."""
 
+    name = "checkpoint-signer"
+    join_s = 5.0
+
     def __init__(self, service: LogService, every: int, interval_s: float) -> None:
+        super().__init__()
         self.service, self.every, self.interval_s = service, every, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="checkpoint-signer", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
+    def run(self) -> None:
         last_signed = time.monotonic()
-        while not self._stop.wait(min(1.0, self.interval_s)):
+        while not self.stopping.wait(min(1.0, self.interval_s)):
             try:
                 latest = self.service.store.latest_checkpoint()
                 behind = self.service.store.log_size() - (latest.size if latest else 0)

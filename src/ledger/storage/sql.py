@@ -129,31 +129,22 @@ class SQLStore(SQLDialect, Store):
     ) -> set[tuple[str, int]]:
         """Those of the (case, version) pairs that have a stored event."""
 
-    def _live_keys(self, cur: Cursor, key_ids: set[str]) -> set[str]:
-        """Those of the agency keys that exist and are not revoked."""
-        if not key_ids:
-            return set()
-        cur.execute(
-            self.sql(
-                "SELECT key_id FROM {s}agency_keys WHERE revoked_at IS NULL"  # noqa: S608
-                f" AND key_id IN ({marks(len(key_ids), '?')})"
-            ),
-            sorted(key_ids),
-        )
-        return {str(r["key_id"]) for r in cur.fetchall()}
-
-    def _recorded_ids(self, cur: Cursor, event_ids: Sequence[str]) -> set[str]:
-        """Those of the event ids that are recorded already."""
-        if not event_ids:
-            return set()
-        cur.execute(
-            self.sql(
-                "SELECT event_id FROM {s}events_index"  # noqa: S608
-                f" WHERE event_id IN ({marks(len(event_ids), '?')})"
-            ),
-            list(event_ids),
-        )
-        return {str(r["event_id"]) for r in cur.fetchall()}
+    def _present(
+        self, cur: Cursor, table: str, column: str, values: Sequence[str], where: str = ""
+    ) -> set[str]:
+        """Those of `values` found in `table.column` (rows also meeting `where`), in chunks."""
+        found: set[str] = set()
+        for i in range(0, len(values), CHUNK):
+            chunk = list(values[i : i + CHUNK])
+            cur.execute(
+                self.sql(
+                    f"SELECT {column} FROM {{s}}{table} WHERE {where}"  # noqa: S608
+                    f" {column} IN ({marks(len(chunk), '?')})"
+                ),
+                chunk,
+            )
+            found.update(str(r[column]) for r in cur.fetchall())
+        return found
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -239,8 +230,12 @@ class SQLStore(SQLDialect, Store):
                 for e in c.stored_events
             }
             stored = self._stored_versions(cur, sorted(pairs))
-            live_keys = self._live_keys(cur, {c.signing_key for c in commits if c.signing_key})
-            taken = self._recorded_ids(cur, [ev.event_id for c in commits for ev in c.events])
+            signing_keys = sorted({c.signing_key for c in commits if c.signing_key})
+            live_keys = self._present(
+                cur, "agency_keys", "key_id", signing_keys, "revoked_at IS NULL AND"
+            )
+            event_ids = [ev.event_id for c in commits for ev in c.events]
+            taken = self._present(cur, "events_index", "event_id", event_ids)
             refused_cases: set[str] = set()
             accepted: list[tuple[Commit, list[int]]] = []
             for commit in commits:
