@@ -112,7 +112,7 @@ class PostgresStore(SQLStore):
     def _insert_stored_events(self, cur: Cursor, events: Sequence[StoredEvent]) -> None:
         # The columns eventsourcing's recorder writes, row by row in one pipelined
         # executemany: its own insert dumps the events as an array of a composite type, in
-        # Python (0.8 s for 1,000 events here, against 0.05 s), and the application
+        # Python (265 ms for 1,000 events of 3 KB here, against 52 ms), and the application
         # recorder's adds a LOCK TABLE and a NOTIFY. Appends are already serialised by the log
         # head's row lock, and nothing here reads eventsourcing's notification ids or channel.
         self._insert_rows(cur, "stored_events", events)
