@@ -9,13 +9,20 @@ payload is unsealed at request time. `stats` keeps the frozen statistics release
 
 from projections.base import Projection
 from projections.cases import CasesProjection
+from projections.consent_events import ConsentEventsProjection
 from projections.consents import ConsentsProjection
 from projections.disclosures import DisclosuresProjection
 from projections.referrals import ReferralsProjection
 
 
 def all_projections() -> list[Projection]:
-    return [CasesProjection(), ConsentsProjection(), ReferralsProjection(), DisclosuresProjection()]
+    return [
+        CasesProjection(),
+        ConsentsProjection(),
+        ReferralsProjection(),
+        DisclosuresProjection(),
+        ConsentEventsProjection(),
+    ]
 
 
 __all__ = ["Projection", "all_projections"]

@@ -225,9 +225,18 @@ def test_staff_look_up_a_printed_code_and_erasure_kills_it(world: World, tmp_pat
     ngo.ok("consent.withdrawn", case_id, {"consent_id": consent}, {"reason": "other"})
     assert world.http.get(f"/v1/consent-receipts/{code}", headers=clinic.auth()).status_code == 404
     assert world.http.get(f"/v1/consent-receipts/{code}", headers=ngo.auth()).status_code == 200
+    # The withdrawal's own receipt has a code of its own, found as the withdrawal.
+    url = receipt_url(case_id, consent) + "?event=withdrawn"
+    note = world.http.get(url, headers=ngo.auth()).text
+    withdrawn = verify_consent_receipt(note, receipt_key(world))["record_header"]["receipt_code"]
+    assert withdrawn != code
+    found = world.http.get(f"/v1/consent-receipts/{withdrawn}", headers=ngo.auth())
+    assert found.json() == {"case_id": case_id, "consent_id": consent, "event": "withdrawn"}
     erased = erase(world, case_id)
     assert erased.status_code == 201
-    assert world.http.get(f"/v1/consent-receipts/{code}", headers=ngo.auth()).status_code == 404
+    for printed in (code, withdrawn):
+        gone = world.http.get(f"/v1/consent-receipts/{printed}", headers=ngo.auth())
+        assert gone.status_code == 404
     # the same command checks the erasure receipt the survivor is given then
     (tmp_path / "erasure.txt").write_text(erased.json()["receipt"])
     key = str(KeyPaths(world.settings.keys).receipt_vkey)

@@ -170,6 +170,13 @@ class KeyStore:
         kek_id, wrapped = found
         return self.unwrap(case_id, kek_id, wrapped)
 
+    def get_many(self, case_ids: list[str]) -> dict[str, bytes]:
+        """`get` of many cases in one read: the unwrapped keys of those that have one."""
+        return {
+            case_id: self.unwrap(case_id, kek_id, wrapped)
+            for case_id, (kek_id, wrapped) in self.table.get_many(case_ids).items()
+        }
+
     def destroy(self, case_id: str) -> None:
         """Crypto-shred a case: delete its wrapped key (idempotent)."""
         self.table.delete(case_id)

@@ -13,12 +13,11 @@ anonymised output only: it adds no access entries (see docs/interop/htcds.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 from functools import partial
 from typing import Any
 
-from ledger.case import Case, Record
+from ledger.case import Case
 from ledger.envelope import CATEGORIES, PURPOSES
 from ledger.errors import Conflict, Forbidden, Gone, NotFound
 from ledger.gates import Consent, readable_categories
@@ -37,6 +36,7 @@ from ledger.readmodels import ReadModels
 from ledger.sealing import unseal_item
 from ledger.storage.base import ConflictError
 from projections.cases import cases_of
+from projections.consent_events import consent_events_of
 
 log = logging.getLogger("ledger.interop")
 
@@ -188,40 +188,40 @@ class InteropService:
     def lookup(self, principal: Principal, code: str) -> dict[str, str]:
         """Staff look-up of a printed receipt code among the consents the caller may see.
 
-        The code is keyed by each case's key, so it is recomputed per consent event of the
-        caller's cases (no stored index to leak or to purge; erased cases drop out)."""
+        The code is keyed by each case's key, so it is recomputed for each consent event of
+        the caller's cases (no stored index of codes to leak or to purge; an erased case has
+        no key, so its codes drop out): the consent events' ids come from their read model,
+        the keys in one read, and only the case whose code matches is loaded and checked."""
         agency = ReadModels._agency(principal)
         wanted = normalise_code(code)
         self.models._fresh()
-        for row in cases_of(self.models.views, agency):
-            case = self.ledger.cases.load(row["case_id"])
-            key = (
-                None if case is None or case.state.erased else self.ledger.keys.get(row["case_id"])
-            )
-            if case is None or key is None:
-                continue
-            if agency not in case.state.holders:
-                try:  # the register's rule: a recipient needs a consent that counts now
-                    readable_categories(
-                        case.state,
-                        agency,
-                        self.ledger.clock(),
-                        partial(self.ledger._age_band, case),
-                    )
-                except Forbidden:
-                    continue
-            for kind, record in _consent_events(self.ledger.cases.records(case)):
-                consent = case.state.consents[record["envelope"]["facts"]["consent_id"]]
-                if agency not in case.state.holders and agency not in consent.recipients:
-                    continue
-                if receipt_code(key, record["envelope"]["event_id"]) == wanted:
-                    log.info("receipt code looked up case=%s agency=%s", row["case_id"], agency)
-                    return {
-                        "case_id": row["case_id"],
-                        "consent_id": consent.consent_id,
-                        "event": kind,
-                    }
+        case_ids = [row["case_id"] for row in cases_of(self.models.views, agency)]
+        events = consent_events_of(self.models.views, case_ids)
+        keys = self.ledger.keys.get_many([c for c in case_ids if c in events])
+        for case_id, key in keys.items():
+            for consent_id, event_id, kind in events[case_id]:
+                if receipt_code(key, event_id) == wanted:
+                    if self._may_see(agency, case_id, consent_id):
+                        log.info("receipt code looked up case=%s agency=%s", case_id, agency)
+                        return {"case_id": case_id, "consent_id": consent_id, "event": kind}
+                    raise NotFound("no consent receipt with this code among your agency's cases")
         raise NotFound("no consent receipt with this code among your agency's cases")
+
+    def _may_see(self, agency: str, case_id: str, consent_id: str) -> bool:
+        """The register's rule for one consent of a case: its holders see it; a recipient
+        sees the consents naming it, while one of its consents counts now."""
+        case = self.ledger.cases.load(case_id)
+        if case is None or case.state.erased:
+            return False
+        if agency in case.state.holders:
+            return True
+        try:
+            readable_categories(
+                case.state, agency, self.ledger.clock(), partial(self.ledger._age_band, case)
+            )
+        except Forbidden:
+            return False
+        return agency in case.state.consents[consent_id].recipients
 
     # -- HTCDS -------------------------------------------------------------------------------------
 
@@ -274,12 +274,3 @@ class InteropService:
             closed=closed,
             referrals=tuple(sorted((components[r], outcomes[r]) for r in components)),
         )
-
-
-def _consent_events(records: list[Record]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for record in records:
-        etype = record["envelope"]["type"]
-        if etype == "consent.granted":
-            yield "granted", record
-        elif etype == "consent.withdrawn":
-            yield "withdrawn", record

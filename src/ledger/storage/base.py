@@ -318,6 +318,10 @@ class KeyTable(ABC):
         """Delete a key if it is still unconfirmed and wrapped as `wrapped`."""
 
     @abstractmethod
+    def get_many(self, case_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """`get` of many: (kek_id, wrapped) of those cases that have a key."""
+
+    @abstractmethod
     def get(self, case_id: str) -> tuple[str, bytes] | None:
         """(kek_id, wrapped) of a case, or None."""
 

@@ -869,6 +869,22 @@ class SQLKeyTable(SQLDialect, KeyTable):
             )
             return cur.fetchone() is not None
 
+    def get_many(self, case_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        found: dict[str, tuple[str, bytes]] = {}
+        with self._read() as cur:
+            for i in range(0, len(case_ids), CHUNK):
+                chunk = list(case_ids[i : i + CHUNK])
+                cur.execute(
+                    self.sql(
+                        "SELECT case_id, kek_id, wrapped FROM {s}case_keys"  # noqa: S608
+                        f" WHERE case_id IN ({marks(len(chunk), '?')})"
+                    ),
+                    chunk,
+                )
+                for r in cur.fetchall():
+                    found[str(r["case_id"])] = (str(r["kek_id"]), bytes(r["wrapped"]))
+        return found
+
     def get(self, case_id: str) -> tuple[str, bytes] | None:
         with self._read() as cur:
             cur.execute(
