@@ -456,7 +456,7 @@ class Ledger:
         self, principal: Principal, items: list[Any]
     ) -> list[tuple[int, dict[str, Any]]]:
         """Decide the items in order, each on the state the items before it left, and commit
-        the accepted ones in one transaction (each in its own savepoint). An item whose commit
+        the accepted ones in one transaction (one group, `Store.append_group`). An item whose commit
         lost a race with another writer (and the items of its case after it, whose expected
         case version then no longer holds) is decided and recorded again on its own."""
         results: list[tuple[int, dict[str, Any]] | None] = [None] * len(items)
@@ -517,7 +517,7 @@ class Ledger:
         stored = self.keys.create_many(pending.new_keys) if pending.new_keys else set()
         lost = set(pending.new_keys) - stored
         plans = [(i, p) for i, p in pending.plans if p.sub.case_id not in lost]
-        outcomes = self.store.append_group([plan.commit for _, plan in plans])
+        outcomes = self.store.append_group([plan.commit for _, plan in plans]) if plans else []
         again = [i for i, p in pending.plans if p.sub.case_id in lost]
         self.keys.confirm_many(
             [
