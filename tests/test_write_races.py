@@ -300,3 +300,26 @@ def test_a_batch_opening_a_case_whose_key_a_crash_left_behind_takes_that_key_ove
         assert read.json()["payload"]["identity"] == {"name": "A"}  # unsealed: the right key
         assert read.json()["payload"]["notes"] == "n"
     assert world.ledger.keys.table.unconfirmed("9999-12-31T00:00:00Z") == []  # all confirmed
+
+
+def test_a_refused_erasure_in_a_batch_leaves_the_earlier_items_answers_as_they_were(
+    world: World,
+) -> None:
+    """The items before a `case.erased` commit first; if the erasure is then refused, they
+    must not be committed (or answered) again: the items are 201, 404, 201 in order."""
+    import uuid
+
+    from tests.conftest import OPENED_ATTRS
+
+    ngo = world.agency("ngo-a")
+    case_id, unknown = str(uuid.uuid4()), str(uuid.uuid4())
+    bodies = [
+        ngo.body("case.opened", case_id, {"minor": False}, OPENED_ATTRS),
+        ngo.body("case.erased", unknown, {"request_event_id": str(uuid.uuid4())}, {}),
+        ngo.body("case.closed", case_id, {}, {"reason": "other"}),
+    ]
+    size = world.ledger.store.log_size()
+    results = batch(world, ngo, bodies)
+    assert [r["status"] for r in results] == [201, 404, 201], results
+    assert [r["body"]["case_version"] for r in (results[0], results[2])] == [1, 2]
+    assert world.ledger.store.log_size() == size + 2

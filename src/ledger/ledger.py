@@ -121,9 +121,10 @@ class _Pending:
     """What a batch has decided but not committed yet; the items after it see it.
 
     It also holds what the batch looked up once for all its items (which cases exist, which
-    event ids are recorded, agency keys, case keys). A concurrent writer can make that stale;
-    every such fact is checked again at commit under the log lock (the case's version, the
-    event id, the signing key), and an item that fails there is decided again on its own."""
+    event ids are recorded, agency keys, case keys). A concurrent writer can make that stale:
+    every such fact behind an accepted item is checked again at commit under the log lock (the
+    case's version, the event id, the signing key), and an item that fails there is decided
+    again on its own; a refusal is the answer as of the batch's look-up."""
 
     existing: set[str] = field(default_factory=set)  # cases that had events at look-up
     priors: dict[str, RecordedEvent] = field(default_factory=dict)  # recorded at look-up
@@ -474,8 +475,11 @@ class Ledger:
                     raise sub
                 if sub.type == "case.erased":  # its key destruction follows its own commit
                     self._commit_pending(principal, pending, results)
-                    results[i] = self._submit(principal, sub)
-                    pending = self._look_up(subs[i + 1 :])
+                    pending = _Pending()  # committed: none of it may be committed again
+                    try:
+                        results[i] = self._submit(principal, sub)
+                    finally:  # accepted or refused, the items after it look up afresh
+                        pending = self._look_up(subs[i + 1 :])
                     continue
                 outcome = self._decide(principal, sub, pending)
             except LedgerError as exc:
