@@ -243,3 +243,23 @@ def test_staff_look_up_a_printed_code_and_erasure_kills_it(world: World, tmp_pat
     args = ["receipt", "verify", str(tmp_path / "erasure.txt"), "--receipt-key", key]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0 and "erasure receipt" in result.output
+
+
+def test_a_code_printed_a_moment_ago_is_found_while_a_worker_runs_the_projections(
+    world: World,
+) -> None:
+    """With the projections left to a separate worker (PostgreSQL deployments), the look-up
+    brings the consent-events read model up to the log itself: a consent recorded a moment
+    ago, not yet projected, is found."""
+    world.models.inline = False  # as in a deployment with `ledger worker`
+    ngo = world.agency("ngo-a")
+    world.agency("clinic")
+    case_id = ngo.open_case()
+    world.models.runner.catch_up()  # the worker has seen the case, not the consent yet
+    consent = ngo.grant(case_id, ["clinic"])
+    assert world.models.views.position("consent_events") < world.ledger.store.log_size()
+    note = world.http.get(receipt_url(case_id, consent), headers=ngo.auth()).text
+    code = verify_consent_receipt(note, receipt_key(world))["record_header"]["receipt_code"]
+    found = world.http.get(f"/v1/consent-receipts/{code}", headers=ngo.auth())
+    assert found.status_code == 200, found.text
+    assert found.json() == {"case_id": case_id, "consent_id": consent, "event": "granted"}

@@ -429,13 +429,13 @@ def _loadgen(url: str, token: str, work: list[list[bytes]], clients: int) -> dic
     return {"latencies": latencies, "wall": wall, "cpu": cpu, "errors": errors}
 
 
-def _cpu_seconds(pick: Callable[[int, int, str], bool]) -> float | None:
-    """User + system CPU seconds of the live processes `pick(pid, ppid, cmdline)` chooses,
-    read from /proc (None where there is none)."""
-    proc = Path("/proc")
+def _processes() -> list[tuple[int, int, str, float]]:
+    """(pid, ppid, cmdline, user + system CPU seconds) of every live process, from /proc
+    (empty where there is none)."""
+    proc, out = Path("/proc"), []
     if not (proc / "self" / "stat").exists():
-        return None
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+        return []
+    tick = os.sysconf("SC_CLK_TCK")
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -444,22 +444,35 @@ def _cpu_seconds(pick: Callable[[int, int, str], bool]) -> float | None:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue  # exited meanwhile
-        if pick(int(entry.name), int(fields[1]), cmdline):
-            total += (int(fields[11]) + int(fields[12])) / tick
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        out.append((int(entry.name), int(fields[1]), cmdline, cpu))
+    return out
+
+
+def _tree_cpu(root: int) -> float | None:
+    """CPU seconds of `root` and all its descendants (the server's processes)."""
+    processes = _processes()
+    if not processes:
+        return None
+    children: dict[int, list[int]] = {}
+    cpu = {}
+    for pid, ppid, _, seconds in processes:
+        children.setdefault(ppid, []).append(pid)
+        cpu[pid] = seconds
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(children.get(pid, ()))
     return total
 
 
-def _tree(root: int) -> Callable[[int, int, str], bool]:
-    """Picks `root` and its descendants (the server's processes)."""
-    members = {root}
-
-    def pick(pid: int, ppid: int, _: str) -> bool:
-        if pid in members or ppid in members:  # /proc lists parents before their children
-            members.add(pid)
-            return True
-        return False
-
-    return pick
+def _postgres_cpu() -> float | None:
+    """CPU seconds of the local PostgreSQL server's processes."""
+    processes = _processes()
+    if not processes:
+        return None
+    return sum(seconds for _, _, cmdline, seconds in processes if cmdline.startswith("postgres:"))
 
 
 def _local_postgres(settings: Settings) -> bool:
@@ -475,23 +488,18 @@ def bench_ingest(report: Report, sizes: Sizes, dep: Deployment) -> None:
     rates, p50s, p99s, shares = [], [], [], []
     server_ms: list[float] = []
     db_ms: list[float] = []
-    server = _tree(dep.process.pid)
     postgres = _local_postgres(dep.settings)
-
-    def database(_: int, __: int, cmdline: str) -> bool:
-        return cmdline.startswith("postgres:")
-
     for _ in range(sizes.repeats):
         work = [case_bodies(key, sizes.ingest_events_per_case) for _ in range(sizes.ingest_cases)]
         total = sum(len(w) for w in work)
-        server_before = _cpu_seconds(server)
-        db_before = _cpu_seconds(database) if postgres else None
+        server_before = _tree_cpu(dep.process.pid)
+        db_before = _postgres_cpu() if postgres else None
         with ProcessPoolExecutor(1) as pool:
             result = pool.submit(_loadgen, dep.url, token, work, sizes.clients).result()
-        server_after = _cpu_seconds(server)
+        server_after = _tree_cpu(dep.process.pid)
         if server_before is not None and server_after is not None:
             server_ms.append((server_after - server_before) * 1000 / total)
-        db_after = _cpu_seconds(database) if postgres else None
+        db_after = _postgres_cpu() if postgres else None
         if db_before is not None and db_after is not None:
             db_ms.append((db_after - db_before) * 1000 / total)
         if result["errors"]:

@@ -195,16 +195,19 @@ class InteropService:
         agency = ReadModels._agency(principal)
         wanted = normalise_code(code)
         self.models._fresh()
+        # Up to the log's head even when a separate worker runs the projections: a consent
+        # recorded a moment ago is found (applying pages here is safe beside the worker).
+        self.models.runner.catch_up("consent_events")
         case_ids = [row["case_id"] for row in cases_of(self.models.views, agency)]
         events = consent_events_of(self.models.views, case_ids)
         keys = self.ledger.keys.get_many([c for c in case_ids if c in events])
         for case_id, key in keys.items():
             for consent_id, event_id, kind in events[case_id]:
-                if receipt_code(key, event_id) == wanted:
-                    if self._may_see(agency, case_id, consent_id):
-                        log.info("receipt code looked up case=%s agency=%s", case_id, agency)
-                        return {"case_id": case_id, "consent_id": consent_id, "event": kind}
-                    raise NotFound("no consent receipt with this code among your agency's cases")
+                if receipt_code(key, event_id) == wanted and self._may_see(
+                    agency, case_id, consent_id
+                ):
+                    log.info("receipt code looked up case=%s agency=%s", case_id, agency)
+                    return {"case_id": case_id, "consent_id": consent_id, "event": kind}
         raise NotFound("no consent receipt with this code among your agency's cases")
 
     def _may_see(self, agency: str, case_id: str, consent_id: str) -> bool:

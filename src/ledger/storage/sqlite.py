@@ -22,7 +22,7 @@ from eventsourcing.sqlite import (
 )
 
 from ledger.storage.base import ViewStore
-from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore, marks
+from ledger.storage.sql import CHUNK, Cursor, SQLKeyTable, SQLStore, marks
 
 LOCK_TIMEOUT_S = 30
 
@@ -122,21 +122,23 @@ class SQLiteStore(SQLStore):
         return isinstance(exc, sqlite3.IntegrityError)
 
     def _case_versions(self, cur: Cursor, case_ids: Sequence[str]) -> dict[str, int]:
-        if not case_ids:
-            return {}
-        cur.execute(
-            "SELECT originator_id, MAX(originator_version) AS v FROM stored_events"  # noqa: S608
-            f" WHERE originator_id IN ({marks(len(case_ids), '?')}) GROUP BY originator_id",
-            [uuid.UUID(c).hex for c in case_ids],
-        )
-        return {str(uuid.UUID(r["originator_id"])): int(r["v"]) for r in cur.fetchall()}
+        found: dict[str, int] = {}
+        for i in range(0, len(case_ids), CHUNK):
+            chunk = case_ids[i : i + CHUNK]
+            cur.execute(
+                "SELECT originator_id, MAX(originator_version) AS v FROM stored_events"  # noqa: S608
+                f" WHERE originator_id IN ({marks(len(chunk), '?')}) GROUP BY originator_id",
+                [uuid.UUID(c).hex for c in chunk],
+            )
+            found.update((str(uuid.UUID(r["originator_id"])), int(r["v"])) for r in cur.fetchall())
+        return found
 
     def _stored_versions(
         self, cur: Cursor, pairs: Sequence[tuple[str, int]]
     ) -> set[tuple[str, int]]:
         found: set[tuple[str, int]] = set()
-        for i in range(0, len(pairs), 400):  # SQLite allows 32,766 parameters a statement
-            chunk = pairs[i : i + 400]
+        for i in range(0, len(pairs), CHUNK // 2):  # two parameters a pair
+            chunk = pairs[i : i + CHUNK // 2]
             where = " OR ".join(["(originator_id = ? AND originator_version = ?)"] * len(chunk))
             cur.execute(
                 f"SELECT originator_id, originator_version FROM stored_events WHERE {where}",  # noqa: S608
