@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ledger.storage.base import ViewStore
+from ledger.storage.base import ViewStore, in_lists
 from projections.base import Projection, event_of
 
 KINDS = {"consent.granted": "granted", "consent.withdrawn": "withdrawn"}
@@ -46,13 +46,11 @@ def consent_events_of(
     """(consent_id, event_id, kind) of each case's consent events, in log order."""
     out: dict[str, list[tuple[str, str, str]]] = {}
     with views.read() as cur:
-        for i in range(0, len(case_ids), 500):
-            chunk = list(case_ids[i : i + 500])
-            marks = ", ".join(["?"] * len(chunk))
+        for chunk, in_list in in_lists(case_ids):
             cur.execute(
                 views.sql(
                     "SELECT case_id, consent_id, event_id, kind FROM {s}view_consent_events"  # noqa: S608
-                    f" WHERE case_id IN ({marks}) ORDER BY position"
+                    f" WHERE case_id IN {in_list} ORDER BY position"
                 ),
                 chunk,
             )

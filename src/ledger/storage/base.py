@@ -10,12 +10,14 @@ that index them. A `KeyTable` holds wrapped case keys apart from all of it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -340,6 +342,16 @@ class KeyTable(ABC):
     @abstractmethod
     def compact(self) -> None:
         """Reclaim space that may still hold old wrapped keys (WAL, dead tuples)."""
+
+
+IN_LIST = 500  # values in one IN list (SQLite allows 32,766 parameters a statement)
+
+
+def in_lists(values: Sequence[T], size: int = IN_LIST) -> Iterator[tuple[list[T], str]]:
+    """`values` in chunks of `size`, each with its `(?, ?, ...)` list for `IN`."""
+    for i in range(0, len(values), size):
+        chunk = list(values[i : i + size])
+        yield chunk, "(" + ", ".join(["?"] * len(chunk)) + ")"
 
 
 class SQLDialect:

@@ -15,6 +15,7 @@ from eventsourcing.persistence import StoredEvent
 
 from ledger.log import merkle
 from ledger.storage.base import (
+    IN_LIST,
     Agency,
     AgencyKey,
     Commit,
@@ -27,6 +28,7 @@ from ledger.storage.base import (
     Store,
     StoredCheckpoint,
     Token,
+    in_lists,
 )
 from ledger.storage.group import GroupCommit
 
@@ -137,12 +139,11 @@ class SQLStore(SQLDialect, Store):
     ) -> set[str]:
         """Those of `values` found in `table.column` (rows also meeting `where`), in chunks."""
         found: set[str] = set()
-        for i in range(0, len(values), CHUNK):
-            chunk = list(values[i : i + CHUNK])
+        for chunk, in_list in in_lists(values):
             cur.execute(
                 self.sql(
-                    f"SELECT {column} FROM {{s}}{table} WHERE {where}"  # noqa: S608
-                    f" {column} IN ({marks(len(chunk), '?')})"
+                    f"SELECT {column} FROM {{s}}{table}"  # noqa: S608
+                    f" WHERE {where} {column} IN {in_list}"
                 ),
                 chunk,
             )
@@ -554,9 +555,7 @@ class SQLStore(SQLDialect, Store):
     def find_events(self, event_ids: Sequence[str]) -> dict[str, RecordedEvent]:
         found: dict[str, RecordedEvent] = {}
         with self._read() as cur:
-            for i in range(0, len(event_ids), CHUNK):
-                chunk = list(event_ids[i : i + CHUNK])
-                in_list = f"({marks(len(chunk), '?')})"
+            for chunk, in_list in in_lists(event_ids):
                 cur.execute(self.sql(self._FIND_EVENTS + in_list), chunk)
                 for r in cur.fetchall():
                     found[str(r["event_id"])] = self._recorded(r)
@@ -565,8 +564,8 @@ class SQLStore(SQLDialect, Store):
     def cases_with_events(self, case_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         with self._read() as cur:
-            for i in range(0, len(case_ids), CHUNK):
-                found.update(self._case_versions(cur, list(case_ids[i : i + CHUNK])))
+            for chunk, _ in in_lists(case_ids):
+                found.update(self._case_versions(cur, chunk))
         return found
 
     @staticmethod
@@ -715,14 +714,6 @@ def _case(case_id: Any) -> str:
     return str(case_id if isinstance(case_id, uuid.UUID) else uuid.UUID(case_id))
 
 
-CHUNK = 500  # values in one IN list (SQLite allows 32,766 parameters a statement)
-
-
-def marks(n: int, placeholder: str) -> str:
-    """`?, ?, ...` for an IN list of n values (n >= 1)."""
-    return ", ".join([placeholder] * n)
-
-
 def _events_only(commit: Commit) -> bool:
     """A commit of log entries, events and their index rows, nothing of the registry."""
     return bool(commit.entries) and not (
@@ -795,8 +786,7 @@ class SQLKeyTable(SQLDialect, KeyTable):
     def insert_many(self, rows: Sequence[tuple[str, str, bytes, str]]) -> set[str]:
         inserted: set[str] = set()
         with self._write() as cur:
-            for i in range(0, len(rows), CHUNK // 4):
-                chunk = rows[i : i + CHUNK // 4]
+            for chunk, _ in in_lists(rows, IN_LIST // 4):  # four parameters a row
                 values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
                 cur.execute(
                     self.sql(
@@ -813,12 +803,11 @@ class SQLKeyTable(SQLDialect, KeyTable):
 
     def confirm_many(self, case_ids: Sequence[str]) -> None:
         with self._write() as cur:
-            for i in range(0, len(case_ids), CHUNK):
-                chunk = list(case_ids[i : i + CHUNK])
+            for chunk, in_list in in_lists(case_ids):
                 cur.execute(
                     self.sql(
                         "UPDATE {s}case_keys SET confirmed = 1"  # noqa: S608
-                        f" WHERE case_id IN ({marks(len(chunk), '?')})"
+                        f" WHERE case_id IN {in_list}"
                     ),
                     chunk,
                 )
@@ -872,12 +861,11 @@ class SQLKeyTable(SQLDialect, KeyTable):
     def get_many(self, case_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
         found: dict[str, tuple[str, bytes]] = {}
         with self._read() as cur:
-            for i in range(0, len(case_ids), CHUNK):
-                chunk = list(case_ids[i : i + CHUNK])
+            for chunk, in_list in in_lists(case_ids):
                 cur.execute(
                     self.sql(
                         "SELECT case_id, kek_id, wrapped FROM {s}case_keys"  # noqa: S608
-                        f" WHERE case_id IN ({marks(len(chunk), '?')})"
+                        f" WHERE case_id IN {in_list}"
                     ),
                     chunk,
                 )

@@ -21,8 +21,8 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
-from ledger.storage.base import ViewStore
-from ledger.storage.sql import CHUNK, Cursor, SQLKeyTable, SQLStore, marks
+from ledger.storage.base import IN_LIST, ViewStore, in_lists
+from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
 
 LOCK_TIMEOUT_S = 30
 
@@ -123,11 +123,10 @@ class SQLiteStore(SQLStore):
 
     def _case_versions(self, cur: Cursor, case_ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
-        for i in range(0, len(case_ids), CHUNK):
-            chunk = case_ids[i : i + CHUNK]
+        for chunk, in_list in in_lists(case_ids):
             cur.execute(
                 "SELECT originator_id, MAX(originator_version) AS v FROM stored_events"  # noqa: S608
-                f" WHERE originator_id IN ({marks(len(chunk), '?')}) GROUP BY originator_id",
+                f" WHERE originator_id IN {in_list} GROUP BY originator_id",
                 [uuid.UUID(c).hex for c in chunk],
             )
             found.update((str(uuid.UUID(r["originator_id"])), int(r["v"])) for r in cur.fetchall())
@@ -137,8 +136,7 @@ class SQLiteStore(SQLStore):
         self, cur: Cursor, pairs: Sequence[tuple[str, int]]
     ) -> set[tuple[str, int]]:
         found: set[tuple[str, int]] = set()
-        for i in range(0, len(pairs), CHUNK // 2):  # two parameters a pair
-            chunk = pairs[i : i + CHUNK // 2]
+        for chunk, _ in in_lists(pairs, IN_LIST // 2):  # two parameters a pair
             where = " OR ".join(["(originator_id = ? AND originator_version = ?)"] * len(chunk))
             cur.execute(
                 f"SELECT originator_id, originator_version FROM stored_events WHERE {where}",  # noqa: S608
