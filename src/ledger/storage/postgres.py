@@ -162,15 +162,6 @@ class PostgresStore(SQLStore):
         )
         return {(str(r["originator_id"]), int(r["originator_version"])) for r in cur.fetchall()}
 
-    def _case_version(self, cur: Cursor, case_id: str) -> int:
-        cur.execute(
-            f"SELECT MAX(originator_version) AS v FROM {self.schema}.stored_events"  # noqa: S608
-            " WHERE originator_id = %s",
-            (case_id,),
-        )
-        row = cur.fetchone()
-        return int(row["v"] or 0)
-
 
 class PostgresKeyTable(SQLKeyTable):
     """Wrapped case keys in schema `<schema>_keys`, apart from the event store."""

@@ -21,7 +21,6 @@ from ledger.storage.base import (
     Commit,
     ConflictError,
     Erasure,
-    EventRow,
     KeyTable,
     RecordedEvent,
     SQLDialect,
@@ -121,12 +120,9 @@ class SQLStore(SQLDialect, Store):
         return nullcontext(cur)
 
     @abstractmethod
-    def _case_version(self, cur: Cursor, case_id: str) -> int:
-        """The latest stored version of a case (0 if none), inside the transaction."""
-
-    @abstractmethod
     def _case_versions(self, cur: Cursor, case_ids: Sequence[str]) -> dict[str, int]:
-        """`_case_version` of each case that has events, keyed by `str(UUID)`."""
+        """The latest stored version of each case that has events, keyed by `str(UUID)`,
+        inside the transaction."""
 
     @abstractmethod
     def _stored_versions(
@@ -325,7 +321,7 @@ class SQLStore(SQLDialect, Store):
         # 2. Conditions that must still hold now that appends are serialised.
         if commit.case_version is not None:  # checked before this commit's own events go in
             case_id, version = commit.case_version
-            if self._case_version(cur, case_id) != version:
+            if self._case_versions(cur, [case_id]).get(_case(case_id), 0) != version:
                 raise ConflictError("the case changed")
         if commit.signing_key is not None:
             cur.execute(
@@ -386,7 +382,20 @@ class SQLStore(SQLDialect, Store):
                 self.sql("INSERT INTO {s}tree_nodes (level, idx, hash) VALUES (?, ?, ?)"), nodes
             )
         rows: dict[str, list[tuple[Any, ...]]] = {
-            _INSERT_EVENT: [_event_row(ev, ps) for c, ps in accepted for ev in c.events],
+            "INSERT INTO {s}events_index"
+            " (event_id, case_id, position, case_version, fingerprint, extra)"
+            " VALUES (?, ?, ?, ?, ?, ?)": [
+                (
+                    ev.event_id,
+                    ev.case_id,
+                    ps[ev.entry],
+                    ev.case_version,
+                    ev.fingerprint,
+                    json.dumps(ev.extra, sort_keys=True),
+                )
+                for c, ps in accepted
+                for ev in c.events
+            ],
             "INSERT INTO {s}agencies (id, name, type, position) VALUES (?, ?, ?, ?)": [
                 (ag.id, ag.name, ag.type, ps[0]) for c, ps in accepted for ag in c.agencies
             ],
@@ -690,23 +699,6 @@ class SQLStore(SQLDialect, Store):
             r["expires_at"],
             r["revoked_at"] is not None,
         )
-
-
-_INSERT_EVENT = (
-    "INSERT INTO {s}events_index (event_id, case_id, position, case_version, fingerprint, extra)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
-)
-
-
-def _event_row(ev: EventRow, positions: Sequence[int]) -> tuple[Any, ...]:
-    return (
-        ev.event_id,
-        ev.case_id,
-        positions[ev.entry],
-        ev.case_version,
-        ev.fingerprint,
-        json.dumps(ev.extra, sort_keys=True),
-    )
 
 
 def _case(case_id: Any) -> str:

@@ -148,14 +148,6 @@ class SQLiteStore(SQLStore):
             )
         return found
 
-    def _case_version(self, cur: Cursor, case_id: str) -> int:
-        cur.execute(
-            "SELECT MAX(originator_version) AS v FROM stored_events WHERE originator_id = ?",
-            (uuid.UUID(case_id).hex,),
-        )
-        row = cur.fetchone()
-        return int(row["v"] or 0)
-
 
 class SQLiteKeyTable(SQLKeyTable):
     """Wrapped case keys in their own file under `LEDGER_KEYS`, with secure_delete on."""
