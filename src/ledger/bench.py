@@ -449,8 +449,9 @@ def _processes() -> list[tuple[int, int, str, float]]:
     return out
 
 
-def _tree_cpu(root: int) -> float | None:
-    """CPU seconds of `root` and all its descendants (the server's processes)."""
+def _cpu(root: int) -> tuple[float, float] | None:
+    """CPU seconds of `root` and all its descendants (the server's processes), and of the
+    local PostgreSQL server's processes, from one reading of /proc (None without /proc)."""
     processes = _processes()
     if not processes:
         return None
@@ -459,20 +460,13 @@ def _tree_cpu(root: int) -> float | None:
     for pid, ppid, _, seconds in processes:
         children.setdefault(ppid, []).append(pid)
         cpu[pid] = seconds
-    total, todo = 0.0, [root]
+    server, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
-        total += cpu.get(pid, 0.0)
+        server += cpu.get(pid, 0.0)
         todo.extend(children.get(pid, ()))
-    return total
-
-
-def _postgres_cpu() -> float | None:
-    """CPU seconds of the local PostgreSQL server's processes."""
-    processes = _processes()
-    if not processes:
-        return None
-    return sum(seconds for _, _, cmdline, seconds in processes if cmdline.startswith("postgres:"))
+    database = sum(seconds for _, _, cmd, seconds in processes if cmd.startswith("postgres:"))
+    return server, database
 
 
 def _local_postgres(settings: Settings) -> bool:
@@ -492,16 +486,14 @@ def bench_ingest(report: Report, sizes: Sizes, dep: Deployment) -> None:
     for _ in range(sizes.repeats):
         work = [case_bodies(key, sizes.ingest_events_per_case) for _ in range(sizes.ingest_cases)]
         total = sum(len(w) for w in work)
-        server_before = _tree_cpu(dep.process.pid)
-        db_before = _postgres_cpu() if postgres else None
+        before = _cpu(dep.process.pid)
         with ProcessPoolExecutor(1) as pool:
             result = pool.submit(_loadgen, dep.url, token, work, sizes.clients).result()
-        server_after = _tree_cpu(dep.process.pid)
-        if server_before is not None and server_after is not None:
-            server_ms.append((server_after - server_before) * 1000 / total)
-        db_after = _postgres_cpu() if postgres else None
-        if db_before is not None and db_after is not None:
-            db_ms.append((db_after - db_before) * 1000 / total)
+        after = _cpu(dep.process.pid)
+        if before is not None and after is not None:
+            server_ms.append((after[0] - before[0]) * 1000 / total)
+            if postgres:
+                db_ms.append((after[1] - before[1]) * 1000 / total)
         if result["errors"]:
             raise RuntimeError(f"ingest refused {len(result['errors'])} events")
         lat = sorted(result["latencies"])
