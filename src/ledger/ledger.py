@@ -457,9 +457,9 @@ class Ledger:
         self, principal: Principal, items: list[Any]
     ) -> list[tuple[int, dict[str, Any]]]:
         """Decide the items in order, each on the state the items before it left, and commit
-        the accepted ones in one transaction (one group, `Store.append_group`). An item whose commit
-        lost a race with another writer (and the items of its case after it, whose expected
-        case version then no longer holds) is decided and recorded again on its own."""
+        the accepted ones in one transaction (one group, `Store.append_group`). An item whose
+        commit lost a race with another writer (and the items of its case after it, whose
+        expected case version then no longer holds) is decided and recorded again on its own."""
         results: list[tuple[int, dict[str, Any]] | None] = [None] * len(items)
         same_as: dict[int, int] = {}  # an identical resubmission within the batch -> original
         subs: list[Submission | LedgerError] = []
@@ -497,7 +497,9 @@ class Ledger:
             if done is not None and done[0] in (200, 201):
                 results[i] = (200, done[1])
             else:
-                results[i] = self._submit_or_refuse(principal, items[i])
+                sub = subs[i]
+                assert isinstance(sub, Submission)  # it was decided: it parsed
+                results[i] = self._submit_or_refuse(principal, sub)
         return [r for r in results if r is not None]
 
     def _look_up(self, subs: Sequence[Submission | LedgerError]) -> _Pending:
@@ -537,14 +539,13 @@ class Ledger:
                 results[i] = (201, self._committed(plan, outcome[0], confirmed=True))
         again.sort()
         for i in again:  # in batch order, each decided afresh on what is committed now
-            try:
-                results[i] = self._submit(principal, pending.subs[i])
-            except LedgerError as exc:
-                results[i] = _refusal(exc)
+            results[i] = self._submit_or_refuse(principal, pending.subs[i])
 
-    def _submit_or_refuse(self, principal: Principal, item: Any) -> tuple[int, dict[str, Any]]:
+    def _submit_or_refuse(
+        self, principal: Principal, sub: Submission
+    ) -> tuple[int, dict[str, Any]]:
         try:
-            return self._submit(principal, submission_from(item))
+            return self._submit(principal, sub)
         except LedgerError as exc:
             return _refusal(exc)
 
