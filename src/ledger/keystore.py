@@ -164,11 +164,7 @@ class KeyStore:
 
     def get(self, case_id: str) -> bytes | None:
         """The unwrapped data key of a case, or None once destroyed."""
-        found = self.table.get(case_id)
-        if found is None:
-            return None
-        kek_id, wrapped = found
-        return self.unwrap(case_id, kek_id, wrapped)
+        return self.get_many([case_id]).get(case_id)
 
     def get_many(self, case_ids: list[str]) -> dict[str, bytes]:
         """`get` of many cases in one read: the unwrapped keys of those that have one."""

@@ -866,12 +866,7 @@ class SQLKeyTable(SQLDialect, KeyTable):
         return found
 
     def get(self, case_id: str) -> tuple[str, bytes] | None:
-        with self._read() as cur:
-            cur.execute(
-                self.sql("SELECT kek_id, wrapped FROM {s}case_keys WHERE case_id = ?"), (case_id,)
-            )
-            r = cur.fetchone()
-        return None if r is None else (str(r["kek_id"]), bytes(r["wrapped"]))
+        return self.get_many([case_id]).get(case_id)
 
     def delete(self, case_id: str) -> None:
         with self._write() as cur:
