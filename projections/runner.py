@@ -20,10 +20,6 @@ log = logging.getLogger("ledger.projections")
 PAGE = 2000
 
 
-class _Moved(Exception):
-    """The projection's tracked position changed under us: re-read it and go on."""
-
-
 @dataclass
 class Health:
     failures: int = 0
