@@ -11,6 +11,10 @@ are read from the event store when a read needs them (`Cases.records`).
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from copy import deepcopy
 from typing import Any
 
 from eventsourcing.application import Application
@@ -71,9 +75,15 @@ class Cases(Application[uuid.UUID]):
 
     name = "Cases"
 
-    def __init__(self, recorder: ApplicationRecorder, snapshots: AggregateRecorder) -> None:
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        snapshots: AggregateRecorder,
+        events_after: Callable[[Sequence[tuple[str, int]]], list[StoredEvent]],
+    ) -> None:
         self._given_recorder = recorder
         self._given_snapshots = snapshots
+        self._events_after = events_after  # `Store.events_after`
         # eventsourcing fast-forwards a cached aggregate in place under its own lock but
         # copies it for the caller outside that lock: loads of one case take turns here.
         self._loading = KeyedLocks()
@@ -109,6 +119,32 @@ class Cases(Application[uuid.UUID]):
             raise
         assert isinstance(case, Case)
         return case
+
+    def load_many(self, case_ids: Sequence[str]) -> dict[str, Case | None]:
+        """`load` of several cases: those this process has cached are brought up to date
+        together, with one query for all their new events; the others load one by one."""
+        assert self.repository.cache is not None
+        cached: dict[str, Case] = {}
+        for case_id in case_ids:
+            with suppress(KeyError):  # not cached in this process
+                cached[case_id] = self.repository.cache.get(uuid.UUID(case_id))  # type: ignore[assignment]
+        newer: defaultdict[str, list[StoredEvent]] = defaultdict(list)
+        for stored in self._events_after([(c, case.version) for c, case in cached.items()]):
+            newer[str(stored.originator_id)].append(stored)
+        loaded: dict[str, Case | None] = {}
+        for case_id in case_ids:
+            if case_id not in cached:
+                loaded[case_id] = self.load(case_id)
+                continue
+            # Fast-forward in place, as the repository does, under the lock its loads take;
+            # events another load applied meanwhile are skipped (the versions are checked).
+            with self._loading.held(case_id):
+                case = cached[case_id]
+                for stored in newer.get(case_id, ()):
+                    if stored.originator_version > case.version:
+                        self.mapper.to_domain_event(stored).mutate(case)  # type: ignore[attr-defined]
+                loaded[case_id] = deepcopy(case)
+        return loaded
 
     def stored_changes(self, case: Case) -> tuple[list[StoredEvent], list[StoredEvent]]:
         """The case's new events, and a snapshot when its version reaches the interval."""

@@ -76,7 +76,7 @@ from ledger.storage.base import (
     Store,
     Token,
 )
-from ledger.storage.group import KeyedLocks
+from ledger.storage.group import GroupCommit, KeyedLocks
 
 log = logging.getLogger("ledger")
 
@@ -127,19 +127,20 @@ class _Pending:
     again on its own; a refusal is the answer as of the batch's look-up."""
 
     existing: set[str] = field(default_factory=set)  # cases that had events at look-up
+    loaded: dict[str, Case | None] = field(default_factory=dict)  # those cases, loaded then
     priors: dict[str, RecordedEvent] = field(default_factory=dict)  # recorded at look-up
     verify_keys: dict[tuple[str, str], crypto.VerifyKey | None] = field(default_factory=dict)
     data_keys: dict[str, bytes] = field(default_factory=dict)  # case keys read or made
     new_keys: dict[str, bytes] = field(default_factory=dict)  # new cases': stored at commit
     plans: list[tuple[int, _Planned]] = field(default_factory=list)
-    subs: dict[int, Submission] = field(default_factory=dict)
+    subs: dict[int, tuple[Principal, Submission]] = field(default_factory=dict)
     cases: dict[str, Case] = field(default_factory=dict)
     events: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # fingerprint, item
     records: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
 
-    def add(self, item: int, plan: _Planned) -> None:
+    def add(self, item: int, principal: Principal, plan: _Planned) -> None:
         self.plans.append((item, plan))
-        self.subs[item] = plan.sub
+        self.subs[item] = (principal, plan.sub)
         self.cases[plan.sub.case_id] = plan.case
         self.events[plan.sub.event_id] = (plan.sub.fingerprint, item)
         self.records[(plan.sub.case_id, plan.version)] = plan.record
@@ -164,8 +165,12 @@ class Ledger:
     ) -> None:
         self.store = store
         self.keys = keys
-        self.cases = Cases(store.recorder, store.snapshots)
+        self.cases = Cases(store.recorder, store.snapshots, store.events_after)
         self._case_locks = KeyedLocks()
+        # Concurrent single submissions, decided and committed as one batch (see `submit`).
+        self._grouped: GroupCommit[tuple[Principal, Submission], tuple[int, dict[str, Any]]] = (
+            GroupCommit(self._run_group)
+        )
         self.freshness_s = freshness_s
         self.clock = clock
         origin = store.get_meta("origin")
@@ -433,10 +438,14 @@ class Ledger:
     def submit(self, principal: Principal, raw: bytes) -> tuple[int, dict[str, Any]]:
         """Check a submission in the contract's refusal order, then record it.
 
-        Returns (201, answer) for a new event, (200, original answer) for an identical retry.
+        Returns (201, answer) for a new event, (200, original answer) for an identical retry;
+        a refusal raises. Concurrent submissions in this process are decided and committed
+        together, as one batch (`_grouped`): each gets the answer it would have had alone,
+        in the order the batch ran, for the look-ups and the commit of one.
         """
         # 2. Well-formed JSON with exactly the contract's members.
-        return self._submit(principal, parse_submission(raw))
+        sub = parse_submission(raw)
+        return self._grouped.submit((principal, sub))
 
     def submit_batch(
         self, principal: Principal, raw: bytes, limit: int = 1000
@@ -451,53 +460,67 @@ class Ledger:
             raise BadRequest('a batch is {"events": [submission, ...]}')
         if not 1 <= len(body["events"]) <= limit:
             raise BadRequest(f"a batch holds 1 to {limit} events")
-        return self._run_batch(principal, body["events"])
+        items: list[tuple[Principal, Submission | LedgerError]] = []
+        for item in body["events"]:
+            try:
+                items.append((principal, submission_from(item)))
+            except LedgerError as exc:
+                items.append((principal, exc))
+        return [
+            _refusal(outcome) if isinstance(outcome, LedgerError) else outcome
+            for outcome in self._run_batch(items)
+        ]
+
+    def _run_group(
+        self, items: Sequence[tuple[Principal, Submission]]
+    ) -> list[tuple[int, dict[str, Any]] | LedgerError]:
+        """Concurrent single submissions: a lone one on its own (its look-ups are the
+        case's, not a batch's), several as a batch."""
+        if len(items) == 1:
+            return [self._submit_or_refuse(*items[0])]
+        return self._run_batch(items)
 
     def _run_batch(
-        self, principal: Principal, items: list[Any]
-    ) -> list[tuple[int, dict[str, Any]]]:
+        self, items: Sequence[tuple[Principal, Submission | LedgerError]]
+    ) -> list[tuple[int, dict[str, Any]] | LedgerError]:
         """Decide the items in order, each on the state the items before it left, and commit
         the accepted ones in one transaction (one group, `Store.append_group`). An item whose
         commit lost a race with another writer (and the items of its case after it, whose
-        expected case version then no longer holds) is decided and recorded again on its own."""
-        results: list[tuple[int, dict[str, Any]] | None] = [None] * len(items)
+        expected case version then no longer holds) is decided and recorded again on its own.
+        Each item's answer, or its refusal (the LedgerError), in order."""
+        results: list[tuple[int, dict[str, Any]] | LedgerError | None] = [None] * len(items)
         same_as: dict[int, int] = {}  # an identical resubmission within the batch -> original
-        subs: list[Submission | LedgerError] = []
-        for item in items:
-            try:
-                subs.append(submission_from(item))
-            except LedgerError as exc:
-                subs.append(exc)
+        subs = [sub for _, sub in items]
         pending = self._look_up(subs)
-        for i, sub in enumerate(subs):
+        for i, (principal, sub) in enumerate(items):
             try:
                 if isinstance(sub, LedgerError):
                     raise sub
                 if sub.type == "case.erased":  # its key destruction follows its own commit
-                    self._commit_pending(principal, pending, results)
+                    self._commit_pending(pending, results)
                     pending = _Pending()  # committed: none of it may be committed again
                     try:
-                        results[i] = self._submit(principal, sub)
+                        results[i] = self._submit_or_refuse(principal, sub)
                     finally:  # accepted or refused, the items after it look up afresh
                         pending = self._look_up(subs[i + 1 :])
                     continue
                 outcome = self._decide(principal, sub, pending)
             except LedgerError as exc:
-                results[i] = _refusal(exc)
+                results[i] = exc
                 continue
             if isinstance(outcome, _Planned):
-                pending.add(i, outcome)
+                pending.add(i, principal, outcome)
             elif isinstance(outcome, int):
                 same_as[i] = outcome
             else:
                 results[i] = outcome
-        self._commit_pending(principal, pending, results)
+        self._commit_pending(pending, results)
         for i, original in same_as.items():
             done = results[original]
-            if done is not None and done[0] in (200, 201):
+            if isinstance(done, tuple) and done[0] in (200, 201):
                 results[i] = (200, done[1])
             else:
-                sub = subs[i]
+                principal, sub = items[i]
                 assert isinstance(sub, Submission)  # it was decided: it parsed
                 results[i] = self._submit_or_refuse(principal, sub)
         return [r for r in results if r is not None]
@@ -505,16 +528,18 @@ class Ledger:
     def _look_up(self, subs: Sequence[Submission | LedgerError]) -> _Pending:
         """A batch's look-ups for all its (remaining) items at once."""
         valid = [s for s in subs if isinstance(s, Submission)]
+        existing = self.store.cases_with_events(sorted({s.case_id for s in valid}))
         return _Pending(
-            existing=self.store.cases_with_events(sorted({s.case_id for s in valid})),
+            existing=existing,
             priors=self.store.find_events(sorted({s.event_id for s in valid})),
+            loaded=self.cases.load_many(sorted(existing)),
+            data_keys=self.keys.get_many(sorted(existing)),
         )
 
     def _commit_pending(
         self,
-        principal: Principal,
         pending: _Pending,
-        results: list[tuple[int, dict[str, Any]] | None],
+        results: list[tuple[int, dict[str, Any]] | LedgerError | None],
     ) -> None:
         if not pending.plans:
             return
@@ -539,15 +564,15 @@ class Ledger:
                 results[i] = (201, self._committed(plan, outcome[0], confirmed=True))
         again.sort()
         for i in again:  # in batch order, each decided afresh on what is committed now
-            results[i] = self._submit_or_refuse(principal, pending.subs[i])
+            results[i] = self._submit_or_refuse(*pending.subs[i])
 
     def _submit_or_refuse(
         self, principal: Principal, sub: Submission
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> tuple[int, dict[str, Any]] | LedgerError:
         try:
             return self._submit(principal, sub)
         except LedgerError as exc:
-            return _refusal(exc)
+            return exc
 
     def _submit(self, principal: Principal, sub: Submission) -> tuple[int, dict[str, Any]]:
         """Decide and record; a write that lost a race is decided again on the new state.
@@ -583,6 +608,10 @@ class Ledger:
             case: Case | None = pending.cases[sub.case_id]
         elif pending is not None and sub.case_id not in pending.existing:
             case = None  # no events at look-up (the commit checks it still has none)
+        elif pending is not None and sub.case_id in pending.loaded:
+            # Taken, not shared: should this item be refused after it changed the case, the
+            # next item of the case loads it afresh.
+            case = pending.loaded.pop(sub.case_id)
         else:
             case = self.cases.load(sub.case_id)
         if case is None:

@@ -246,6 +246,11 @@ class Store(ABC):
     def cases_with_events(self, case_ids: Sequence[str]) -> set[str]:
         """Those of the cases that have stored events, as `str(UUID)`."""
 
+    @abstractmethod
+    def events_after(self, versions: Sequence[tuple[str, int]]) -> list[StoredEvent]:
+        """The stored events of each `(case, version)` pair's case after that version, by
+        case and version (what brings cached cases up to date, in one query)."""
+
     # agencies and their keys
     @abstractmethod
     def agency(self, agency_id: str) -> Agency | None: ...

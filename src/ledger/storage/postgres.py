@@ -162,6 +162,20 @@ class PostgresStore(SQLStore):
         )
         return {(str(r["originator_id"]), int(r["originator_version"])) for r in cur.fetchall()}
 
+    def _events_after(self, cur: Cursor, versions: Sequence[tuple[str, int]]) -> list[StoredEvent]:
+        cur.execute(
+            "SELECT s.originator_id, s.originator_version, s.topic, s.state"  # noqa: S608
+            f" FROM {self.schema}.stored_events s"
+            " JOIN unnest(%s::uuid[], %s::bigint[]) AS p(id, v)"
+            " ON s.originator_id = p.id AND s.originator_version > p.v"
+            " ORDER BY s.originator_id, s.originator_version",
+            ([c for c, _ in versions], [v for _, v in versions]),
+        )
+        return [
+            StoredEvent(r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"]))
+            for r in cur.fetchall()
+        ]
+
 
 class PostgresKeyTable(SQLKeyTable):
     """Wrapped case keys in schema `<schema>_keys`, apart from the event store."""

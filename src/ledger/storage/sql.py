@@ -577,6 +577,16 @@ class SQLStore(SQLDialect, Store):
                 found.update(self._case_versions(cur, chunk))
         return found
 
+    def events_after(self, versions: Sequence[tuple[str, int]]) -> list[StoredEvent]:
+        if not versions:
+            return []
+        with self._read() as cur:
+            return self._events_after(cur, versions)
+
+    @abstractmethod
+    def _events_after(self, cur: Cursor, versions: Sequence[tuple[str, int]]) -> list[StoredEvent]:
+        """`events_after` inside a transaction; originator ids as UUIDs."""
+
     @staticmethod
     def _recorded(r: Any) -> RecordedEvent:
         return RecordedEvent(

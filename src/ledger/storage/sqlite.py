@@ -148,6 +148,23 @@ class SQLiteStore(SQLStore):
             )
         return found
 
+    def _events_after(self, cur: Cursor, versions: Sequence[tuple[str, int]]) -> list[StoredEvent]:
+        found: list[StoredEvent] = []
+        for chunk, _ in in_lists(versions, IN_LIST // 2):  # two parameters a pair
+            where = " OR ".join(["(originator_id = ? AND originator_version > ?)"] * len(chunk))
+            cur.execute(
+                "SELECT originator_id, originator_version, topic, state FROM stored_events"  # noqa: S608
+                f" WHERE {where} ORDER BY originator_id, originator_version",
+                [v for c, version in chunk for v in (uuid.UUID(c).hex, version)],
+            )
+            found.extend(
+                StoredEvent(
+                    uuid.UUID(r["originator_id"]), r["originator_version"], r["topic"], r["state"]
+                )
+                for r in cur.fetchall()
+            )
+        return found
+
 
 class SQLiteKeyTable(SQLKeyTable):
     """Wrapped case keys in their own file under `LEDGER_KEYS`, with secure_delete on."""
