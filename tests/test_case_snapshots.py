@@ -3,7 +3,9 @@ replay gives, and reads still see every record."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from contextlib import suppress
 from datetime import timedelta
 
 import pytest
@@ -107,3 +109,42 @@ def test_case_state_survives_its_json_form_unchanged() -> None:
         state.apply(envelope, "tok_1", "2026-11-29T00:00:00Z")
     assert CaseState.from_json(state.to_json()) == state
     assert state.erased and state.referrals["r1"].status == "accepted"
+
+
+def test_load_many_gives_what_load_gives_for_cached_uncached_and_unknown_cases(
+    world: World,
+) -> None:
+    """A batch's look-up: cases cached in this process are brought up to date with what
+    another process committed since (one query for all), others load as `load` does, and
+    each caller gets its own copy."""
+    from ledger.deploy import open_ledger
+
+    ngo = world.agency("ngo-a")
+    cached, uncached = ngo.open_case(), ngo.open_case()
+    unknown = str(uuid.uuid4())
+    cases = world.ledger.cases
+    assert cases.load(cached) is not None  # now in this process's cache, at version 1
+    other = open_ledger(world.settings)  # another server process on the same store
+    try:
+        principal = other.authenticate(ngo.tokens["caseworker"])
+        for case_id, note in ((cached, "one"), (cached, "two"), (uncached, "three")):
+            body = ngo.body(
+                "service.delivered", case_id, {"referral_id": None}, {"component": "housing"},
+                {"notes": note},
+            )  # fmt: skip
+            assert other.submit(principal, json.dumps(body).encode())[0] == 201
+    finally:
+        other.store.close()
+        other.keys.table.close()
+
+    assert cases.repository.cache is not None
+    with suppress(KeyError):  # not cached in this process (as after a restart)
+        cases.repository.cache.get(uuid.UUID(uncached), evict=True)
+    loaded = cases.load_many([cached, uncached, unknown])
+    assert loaded[unknown] is None
+    for case_id, version in ((cached, 3), (uncached, 2)):
+        case = loaded[case_id]
+        assert case is not None and case.version == version
+        assert case.state == full_replay(world, case_id)
+    again = cases.load_many([cached])[cached]
+    assert again is not loaded[cached] and again.state == loaded[cached].state

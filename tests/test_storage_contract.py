@@ -260,6 +260,30 @@ def test_append_with_stored_event_is_found_by_event_id_and_readable_from_recorde
     assert_log(store, [b"before 0", b"before 1", b"an access entry", b"the event entry"])
 
 
+def test_events_after_gives_each_cases_later_events_in_case_and_version_order(
+    store: Store,
+) -> None:
+    """What `Cases.load_many` fast-forwards cached cases with, in one query: exactly the
+    events after each given version, ids as UUIDs, states as stored."""
+    a, b, c = sorted((uuid.uuid4() for _ in range(3)), key=str)
+    for case, versions in ((a, 4), (b, 2), (c, 3)):
+        for v in range(1, versions + 1):
+            data = f"{case} {v}".encode()
+            store.append(event_commit(case, f"{case}-{v}", data, v, f'{{"v":{v}}}'.encode()))
+    found = store.events_after([(str(c), 1), (str(a), 2), (str(b), 2)])
+    assert [(e.originator_id, e.originator_version) for e in found] == [
+        (a, 3), (a, 4), (c, 2), (c, 3)
+    ]  # fmt: skip
+    assert all(isinstance(e.originator_id, uuid.UUID) for e in found)
+    assert [bytes(e.state) for e in found] == [b'{"v":3}', b'{"v":4}', b'{"v":2}', b'{"v":3}']
+    assert {e.topic for e in found} == {"x"}
+    assert store.events_after([(str(a), 0)])[0].originator_version == 1
+    assert store.events_after([(str(uuid.uuid4()), 0)]) == []
+    assert store.events_after([]) == []
+    many = [(str(uuid.uuid4()), 0) for _ in range(600)] + [(str(b), 1)]  # past one IN list
+    assert [(e.originator_id, e.originator_version) for e in store.events_after(many)] == [(b, 2)]
+
+
 def test_duplicate_case_version_raises_conflict_and_leaves_nothing_behind(store: Store) -> None:
     datas = [f"pre {i}".encode() for i in range(6)]
     store.append(entries_commit(datas))

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from ledger import crypto
 from ledger.storage.base import ConflictError
-from tests.conftest import World
+from tests.conftest import CONSENT_ATTRS, OPENED_ATTRS, World
 
 
 def run_together(jobs: list[Callable[[], Any]]) -> list[Any]:
@@ -323,3 +326,73 @@ def test_a_refused_erasure_in_a_batch_leaves_the_earlier_items_answers_as_they_w
     assert [r["status"] for r in results] == [201, 404, 201], results
     assert [r["body"]["case_version"] for r in (results[0], results[2])] == [1, 2]
     assert world.ledger.store.log_size() == size + 2
+
+
+def test_single_submissions_queued_together_are_one_batch_with_each_answer_its_own(
+    world: World,
+) -> None:
+    """Concurrent `POST /v1/events` in one process are decided and committed as one batch
+    (`Ledger._grouped`): callers of different agencies and roles, refusals, an identical
+    retry and an item that builds on an earlier one each get the answer they would have had
+    one after another, in queue order."""
+    from ledger.errors import LedgerError
+
+    ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
+    case_a, case_c = ngo.open_case(), str(uuid.uuid4())
+
+    def principal(agency: Any, role: str = "caseworker") -> Any:
+        return world.ledger.authenticate(agency.auth(role)["Authorization"].split()[1])
+
+    def delivered(case_id: str, note: str) -> dict[str, Any]:
+        return ngo.body(
+            "service.delivered", case_id, {"referral_id": None}, {"component": "housing"},
+            {"notes": note},
+        )  # fmt: skip
+
+    first = delivered(case_a, "first")
+    forged = delivered(case_a, "forged")
+    forged["signature"] = crypto.b64(bytes(64))
+    consent = {
+        "consent_id": str(uuid.uuid4()), "purposes": ["data_sharing"], "recipients": ["clinic"],
+        "categories": ["identity"], "expires_at": None, "given_by": "survivor",
+        "child_assent": None, "assent_exempt": False,
+    }  # fmt: skip
+    queue = [
+        (principal(ngo), first),
+        (principal(clinic), delivered(case_a, "unrelated")),
+        (principal(ngo), first),  # an identical retry of the first
+        (principal(ngo), ngo.body("case.opened", case_c, {"minor": False}, OPENED_ATTRS)),
+        (principal(ngo), ngo.body("consent.granted", case_c, consent, CONSENT_ATTRS)),
+        (principal(ngo), forged),
+        (principal(ngo, "auditor"), delivered(case_a, "auditor")),
+        (principal(ngo), delivered(case_a, "second")),
+    ]
+    group = world.ledger._grouped
+    answers: list[Any] = [None] * len(queue)
+
+    def submit(i: int) -> None:
+        who, body = queue[i]
+        try:
+            answers[i] = world.ledger.submit(who, json.dumps(body).encode())
+        except LedgerError as exc:
+            answers[i] = exc
+
+    batches = group.batches
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(queue))]
+    with group._leader:  # as if a batch were running: everything queues behind it, in order
+        for i, t in enumerate(threads):
+            t.start()
+            while len(group._queue) < i + 1:
+                time.sleep(0.001)
+    for t in threads:
+        t.join(30)
+
+    assert group.batches == batches + 1  # one batch decided and committed all eight
+    statuses = [a.status if isinstance(a, LedgerError) else a[0] for a in answers]
+    assert statuses == [201, 404, 200, 201, 201, 422, 403, 201]
+    assert answers[2][1] == answers[0][1]
+    assert [answers[i][1]["case_version"] for i in (0, 3, 4, 7)] == [2, 1, 2, 3]
+    for i in (0, 3, 4, 7):
+        found = world.ledger.store.find_event(answers[i][1]["event_id"])
+        assert found is not None and found.position == answers[i][1]["index"]
+    assert world.ledger.keys.get(case_c) is not None  # the new case's key was kept
