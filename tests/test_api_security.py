@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Iterator
+
 import pytest
 
 from ledger.api.ratelimit import RateLimiter, TooManyRequests
 from ledger.envelope import format_timestamp
-from tests.conftest import World
+from tests.conftest import OPENED_ATTRS, World
 from tests.test_audit import run_audit
 
 
@@ -95,3 +99,44 @@ def test_the_limiter_refills_over_time() -> None:
 
     time.sleep(0.01)
     limiter.check("t")
+
+
+def test_a_body_over_the_limit_is_413_after_the_token_is_checked(world: World) -> None:
+    """Declared or streamed, a body past the limit is refused without being kept; the token
+    is checked first (step 1), so an unauthenticated caller learns nothing else."""
+    ngo = world.agency("ngo-a")
+    world.http.app.state.max_body_bytes = 1000  # type: ignore[attr-defined]
+    size = world.ledger.store.log_size()
+    big = b'{"envelope": "' + b"x" * 2000 + b'"}'
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+        yield from (big[i : i + 100] for i in range(0, len(big), 100))
+
+    for content in (big, chunks()):
+        r = world.http.post("/v1/events", content=content, headers=ngo.auth())
+        assert r.status_code == 413 and r.json()["error"] == "too_large", r.text
+        assert "x" * 10 not in r.text
+    r = world.http.post("/v1/events", content=big, headers=bearer("lgr_nope"))
+    assert r.status_code == 401
+    batch = b'{"events": ["' + b"x" * 40_000 + b'"]}'  # a batch may be 32 times larger
+    r = world.http.post("/v1/events:batch", content=batch, headers=ngo.auth())
+    assert r.status_code == 413
+    assert world.ledger.store.log_size() == size
+
+
+def test_single_submissions_share_the_tokens_rate_limit_and_the_token_comes_first(
+    world: World,
+) -> None:
+    ngo = world.agency("ngo-a")
+    world.http.app.state.rate_limiter = RateLimiter(rate=1, burst=3)  # type: ignore[attr-defined]
+    headers = ngo.auth()
+    assert world.http.get("/v1/cases", headers=headers).status_code == 200
+    answers = [ngo.submit("case.opened", str(uuid.uuid4()), {"minor": False}, OPENED_ATTRS)
+               for _ in range(3)]  # fmt: skip
+    assert [a.status_code for a in answers] == [201, 201, 429]
+    assert int(answers[-1].headers["Retry-After"]) >= 1
+    assert world.ledger.store.find_event(
+        json.loads(answers[-1].request.content)["envelope"]["event_id"]
+    ) is None  # fmt: skip
+    r = world.http.post("/v1/events", content=b"{}", headers=bearer("lgr_nope"))
+    assert r.status_code == 401  # a bad token is told so, whatever the limiter holds

@@ -592,6 +592,13 @@ def test_token_is_found_by_its_hash_only_and_the_raw_token_is_not_stored(store: 
     assert store.token_by_hash(hashlib.sha256(b"admin secret").digest()) == admin
     assert store.token_by_hash(hashlib.sha256(b"unknown").digest()) is None
     assert store.token_by_hash(raw.encode()) is None
+    admin_hash = hashlib.sha256(b"admin secret").digest()
+    unknown = hashlib.sha256(b"unknown").digest()
+    assert store.tokens_by_hash([unknown, admin_hash, token_hash, admin_hash]) == {
+        token_hash: token,
+        admin_hash: admin,
+    }
+    assert store.tokens_by_hash([]) == {}
 
     # What is stored is the hash given, never the raw token.
     with store._read() as cur:  # type: ignore[attr-defined]

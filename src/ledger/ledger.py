@@ -103,6 +103,17 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(b"ledger-token-v1\n" + token.encode()).digest()
 
 
+@dataclass(frozen=True)
+class _Single:
+    """One single submission waiting for its group: its caller (authenticated, or the
+    bearer token still to check), the submission or why it did not parse, and the check
+    that admits the caller (the API's rate limit)."""
+
+    caller: Principal | str | None
+    sub: Submission | LedgerError
+    admit: Callable[[Principal], None] | None = None
+
+
 @dataclass
 class _Planned:
     """An accepted submission, sealed, with the commit that records it."""
@@ -168,8 +179,8 @@ class Ledger:
         self.cases = Cases(store.recorder, store.snapshots, store.events_after)
         self._case_locks = KeyedLocks()
         # Concurrent single submissions, decided and committed as one batch (see `submit`).
-        self._grouped: GroupCommit[tuple[Principal, Submission], tuple[int, dict[str, Any]]] = (
-            GroupCommit(self._run_group)
+        self._grouped: GroupCommit[_Single, tuple[int, dict[str, Any]]] = GroupCommit(
+            self._run_group
         )
         self.freshness_s = freshness_s
         self.clock = clock
@@ -184,14 +195,28 @@ class Ledger:
 
     def authenticate(self, bearer: str | None) -> Principal:
         """Step 1: a known, unexpired, unrevoked token, or Unauthorized."""
-        if not bearer:
-            raise Unauthorized("send a token: Authorization: Bearer <token>")
-        token = self.store.token_by_hash(hash_token(bearer))
-        if token is None or token.revoked:
-            raise Unauthorized("the token is not valid")
-        if token.expires_at is not None and token.expires_at <= format_timestamp(self.clock()):
-            raise Unauthorized("the token has expired")
-        return Principal(token.id, token.role, token.agency)
+        (principal,) = self._authenticate_many([bearer])
+        if isinstance(principal, LedgerError):
+            raise principal
+        return principal
+
+    def _authenticate_many(self, bearers: Sequence[str | None]) -> list[Principal | LedgerError]:
+        """`authenticate` of several bearer tokens with one read."""
+        hashes = {bearer: hash_token(bearer) for bearer in bearers if bearer}
+        tokens = self.store.tokens_by_hash(list(hashes.values())) if hashes else {}
+        now = format_timestamp(self.clock())
+        principals: list[Principal | LedgerError] = []
+        for bearer in bearers:
+            token = tokens.get(hashes[bearer]) if bearer else None
+            if not bearer:
+                principals.append(Unauthorized("send a token: Authorization: Bearer <token>"))
+            elif token is None or token.revoked:
+                principals.append(Unauthorized("the token is not valid"))
+            elif token.expires_at is not None and token.expires_at <= now:
+                principals.append(Unauthorized("the token has expired"))
+            else:
+                principals.append(Principal(token.id, token.role, token.agency))
+        return principals
 
     def issue_token(
         self, role: str, agency: str | None, label: str, expires_at: str | None = None
@@ -444,8 +469,26 @@ class Ledger:
         in the order the batch ran, for the look-ups and the commit of one.
         """
         # 2. Well-formed JSON with exactly the contract's members.
-        sub = parse_submission(raw)
-        return self._grouped.submit((principal, sub))
+        return self._grouped.submit(_Single(principal, parse_submission(raw)))
+
+    def submit_as(
+        self,
+        bearer: str | None,
+        body: bytes | LedgerError,
+        admit: Callable[[Principal], None] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        """`submit` for the HTTP API: the bearer token is checked in the group too (one read
+        for all its callers), then `admit` (the API's rate limit), then the body, which may be
+        the error reading it met (too large): step 1 comes first."""
+        sub: Submission | LedgerError
+        if isinstance(body, LedgerError):
+            sub = body
+        else:
+            try:
+                sub = parse_submission(body)
+            except LedgerError as exc:
+                sub = exc
+        return self._grouped.submit(_Single(bearer, sub, admit))
 
     def submit_batch(
         self, principal: Principal, raw: bytes, limit: int = 1000
@@ -472,13 +515,34 @@ class Ledger:
         ]
 
     def _run_group(
-        self, items: Sequence[tuple[Principal, Submission]]
+        self, items: Sequence[_Single]
     ) -> list[tuple[int, dict[str, Any]] | LedgerError]:
-        """Concurrent single submissions: a lone one on its own (its look-ups are the
-        case's, not a batch's), several as a batch."""
-        if len(items) == 1:
-            return [self._submit_or_refuse(*items[0])]
-        return self._run_batch(items)
+        """Concurrent single submissions: their callers authenticated and admitted, then a
+        lone one decided on its own (its look-ups are the case's, not a batch's), several
+        as a batch."""
+        bearers = [i.caller for i in items if not isinstance(i.caller, Principal)]
+        checked = iter(self._authenticate_many(bearers) if bearers else [])
+        results: list[tuple[int, dict[str, Any]] | LedgerError | None] = [None] * len(items)
+        ready: list[tuple[int, Principal, Submission | LedgerError]] = []
+        for i, item in enumerate(items):
+            who = item.caller if isinstance(item.caller, Principal) else next(checked)
+            try:
+                if isinstance(who, LedgerError):
+                    raise who
+                if item.admit is not None:
+                    item.admit(who)
+            except LedgerError as exc:
+                results[i] = exc
+                continue
+            ready.append((i, who, item.sub))
+        lone = ready[0][2] if len(ready) == 1 else None
+        if isinstance(lone, Submission):
+            results[ready[0][0]] = self._submit_or_refuse(ready[0][1], lone)
+        elif ready:
+            outcomes = self._run_batch([(who, sub) for _, who, sub in ready])
+            for (i, _, _), outcome in zip(ready, outcomes, strict=True):
+                results[i] = outcome
+        return [r for r in results if r is not None]
 
     def _run_batch(
         self, items: Sequence[tuple[Principal, Submission | LedgerError]]

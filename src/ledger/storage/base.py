@@ -270,6 +270,10 @@ class Store(ABC):
     def token_by_hash(self, token_hash: bytes) -> Token | None: ...
 
     @abstractmethod
+    def tokens_by_hash(self, token_hashes: Sequence[bytes]) -> dict[bytes, Token]:
+        """`token_by_hash` of many, in one read: the known ones, by hash."""
+
+    @abstractmethod
     def revoke_tokens(self, *, token_id: str | None = None, agency: str | None = None,
                       at: str) -> int:  # fmt: skip
         """Revoke one token, or every token of an agency; returns how many were revoked."""

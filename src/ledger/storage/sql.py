@@ -689,26 +689,28 @@ class SQLStore(SQLDialect, Store):
             )
             return len(cur.fetchall())
 
+    _TOKENS_BY_HASH = (
+        "SELECT hash, id, role, agency, label, expires_at, revoked_at FROM {s}tokens WHERE hash IN "
+    )
+
     def token_by_hash(self, token_hash: bytes) -> Token | None:
+        return self.tokens_by_hash([token_hash]).get(token_hash)
+
+    def tokens_by_hash(self, token_hashes: Sequence[bytes]) -> dict[bytes, Token]:
+        found: dict[bytes, Token] = {}
         with self._read() as cur:
-            cur.execute(
-                self.sql(
-                    "SELECT id, role, agency, label, expires_at, revoked_at"
-                    " FROM {s}tokens WHERE hash = ?"
-                ),
-                (token_hash,),
-            )
-            r = cur.fetchone()
-        if r is None:
-            return None
-        return Token(
-            r["id"],
-            r["role"],
-            r["agency"],
-            r["label"],
-            r["expires_at"],
-            r["revoked_at"] is not None,
-        )
+            for chunk, in_list in in_lists(sorted(set(token_hashes))):
+                cur.execute(self.sql(self._TOKENS_BY_HASH + in_list), chunk)
+                for r in cur.fetchall():
+                    found[bytes(r["hash"])] = Token(
+                        r["id"],
+                        r["role"],
+                        r["agency"],
+                        r["label"],
+                        r["expires_at"],
+                        r["revoked_at"] is not None,
+                    )
+        return found
 
 
 def _case(case_id: Any) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
@@ -7,9 +8,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ledger.api.deps import CurrentPrincipal, LedgerDep
+from ledger.api.deps import BearerToken, CurrentPrincipal, LedgerDep, admit
 from ledger.envelope import CATEGORIES, EVENT_TYPES
-from ledger.errors import TooLarge
+from ledger.errors import LedgerError, TooLarge
 
 router = APIRouter(tags=["events"])
 
@@ -86,11 +87,17 @@ async def read_limited(request: Request, limit: int) -> bytes:
     },
 )
 async def submit_event(
-    request: Request, principal: CurrentPrincipal, ledger: LedgerDep
+    request: Request, bearer: BearerToken, ledger: LedgerDep
 ) -> Annotated[Any, JSONResponse]:
     """Append a signed event; refusals follow the contract's order (section 3)."""
-    raw = await read_limited(request, request.app.state.max_body_bytes)
-    status, answer = await run_in_threadpool(ledger.submit, principal, raw)
+    body: bytes | LedgerError
+    try:
+        body = await read_limited(request, request.app.state.max_body_bytes)
+    except TooLarge as exc:
+        body = exc  # answered after the token is checked: step 1 comes first
+    status, answer = await run_in_threadpool(
+        ledger.submit_as, bearer, body, partial(admit, request)
+    )
     return JSONResponse(answer, status_code=status)
 
 
