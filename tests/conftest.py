@@ -61,9 +61,10 @@ def require_postgres() -> str:
 
 
 def drop_schemas(url: str, schema: str) -> None:
+    """A deployment's three schemas: the ledger's, its keys' and its read models'."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema}_keys CASCADE")
+        for suffix in ("", "_keys", "_views"):
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema}{suffix} CASCADE")
 
 
 @pytest.fixture(params=BACKENDS)

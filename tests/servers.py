@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
 from ledger import crypto
 from ledger.client import LedgerClient
@@ -187,8 +186,6 @@ def deployment(backend: str, root: Path, *, workers: int = 2, **env: str) -> Ite
         dep.stop()
         if url is not None:
             drop_schemas(url, schema)
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA IF EXISTS {schema}_views CASCADE")
 
 
 @dataclass

@@ -140,11 +140,17 @@ def test_load_many_gives_what_load_gives_for_cached_uncached_and_unknown_cases(
     assert cases.repository.cache is not None
     with suppress(KeyError):  # not cached in this process (as after a restart)
         cases.repository.cache.get(uuid.UUID(uncached), evict=True)
-    loaded = cases.load_many([cached, uncached, unknown])
-    assert loaded[unknown] is None
+    versions = world.ledger.store.case_versions([cached, uncached, unknown])
+    assert versions == {cached: 3, uncached: 2}
+    queries: list[object] = []
+    real = cases._events_after
+    cases._events_after = lambda pairs: queries.append(pairs) or real(pairs)  # type: ignore[method-assign]
+    loaded = cases.load_many(versions)
+    assert queries == [[(cached, 1)]]  # one query, for the cached case that was behind
     for case_id, version in ((cached, 3), (uncached, 2)):
         case = loaded[case_id]
         assert case is not None and case.version == version
         assert case.state == full_replay(world, case_id)
-    again = cases.load_many([cached])[cached]
+    again = cases.load_many({cached: 3})[cached]
+    assert queries == [[(cached, 1)]]  # the cache is current now: no query
     assert again is not loaded[cached] and again.state == loaded[cached].state

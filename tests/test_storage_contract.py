@@ -260,7 +260,7 @@ def test_append_with_stored_event_is_found_by_event_id_and_readable_from_recorde
     assert_log(store, [b"before 0", b"before 1", b"an access entry", b"the event entry"])
 
 
-def test_events_after_gives_each_cases_later_events_in_case_and_version_order(
+def test_case_versions_and_events_after_give_each_cases_latest_and_later_events(
     store: Store,
 ) -> None:
     """What `Cases.load_many` fast-forwards cached cases with, in one query: exactly the
@@ -270,6 +270,11 @@ def test_events_after_gives_each_cases_later_events_in_case_and_version_order(
         for v in range(1, versions + 1):
             data = f"{case} {v}".encode()
             store.append(event_commit(case, f"{case}-{v}", data, v, f'{{"v":{v}}}'.encode()))
+    unknown = str(uuid.uuid4())
+    assert store.case_versions([str(a), unknown, str(b), str(c)]) == {
+        str(a): 4, str(b): 2, str(c): 3
+    }  # fmt: skip
+    assert store.case_versions([]) == {}
     found = store.events_after([(str(c), 1), (str(a), 2), (str(b), 2)])
     assert [(e.originator_id, e.originator_version) for e in found] == [
         (a, 3), (a, 4), (c, 2), (c, 3)

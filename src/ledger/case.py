@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from copy import deepcopy
 from typing import Any
@@ -120,19 +120,22 @@ class Cases(Application[uuid.UUID]):
         assert isinstance(case, Case)
         return case
 
-    def load_many(self, case_ids: Sequence[str]) -> dict[str, Case | None]:
-        """`load` of several cases: those this process has cached are brought up to date
-        together, with one query for all their new events; the others load one by one."""
+    def load_many(self, versions: Mapping[str, int]) -> dict[str, Case | None]:
+        """`load` of several cases, given their latest stored versions (`case_versions`):
+        those this process has cached are brought up to that version together, with one
+        query for all their new events (none when the cache is current); the others load
+        one by one."""
         assert self.repository.cache is not None
         cached: dict[str, Case] = {}
-        for case_id in case_ids:
+        for case_id in versions:
             with suppress(KeyError):  # not cached in this process
                 cached[case_id] = self.repository.cache.get(uuid.UUID(case_id))  # type: ignore[assignment]
+        behind = [(c, case.version) for c, case in cached.items() if case.version < versions[c]]
         newer: defaultdict[str, list[StoredEvent]] = defaultdict(list)
-        for stored in self._events_after([(c, case.version) for c, case in cached.items()]):
+        for stored in self._events_after(behind) if behind else ():
             newer[str(stored.originator_id)].append(stored)
         loaded: dict[str, Case | None] = {}
-        for case_id in case_ids:
+        for case_id in versions:
             if case_id not in cached:
                 loaded[case_id] = self.load(case_id)
                 continue
@@ -145,6 +148,14 @@ class Cases(Application[uuid.UUID]):
                         self.mapper.to_domain_event(stored).mutate(case)  # type: ignore[attr-defined]
                 loaded[case_id] = deepcopy(case)
         return loaded
+
+    def remember(self, case: Case) -> None:
+        """Cache a case just committed, at the version committed (as `Application.save`
+        does), so this process's next load of it starts there; the caller no longer
+        changes it."""
+        assert self.repository.cache is not None
+        with self._loading.held(str(case.id)):
+            self.repository.cache.put(case.id, case)
 
     def stored_changes(self, case: Case) -> tuple[list[StoredEvent], list[StoredEvent]]:
         """The case's new events, and a snapshot when its version reaches the interval."""

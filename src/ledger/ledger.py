@@ -104,13 +104,14 @@ def hash_token(token: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class _Single:
-    """One single submission waiting for its group: its caller (authenticated, or the
-    bearer token still to check), the submission or why it did not parse, and the check
-    that admits the caller (the API's rate limit)."""
+class Incoming:
+    """One single submission, for `Ledger.submit_many`: its caller (authenticated, or the
+    bearer token still to check), its body (or the error reading it met, such as too large:
+    told after the token, as step 1 comes first) and the check that admits the caller (the
+    API's rate limit)."""
 
     caller: Principal | str | None
-    sub: Submission | LedgerError
+    body: bytes | LedgerError
     admit: Callable[[Principal], None] | None = None
 
 
@@ -178,9 +179,9 @@ class Ledger:
         self.keys = keys
         self.cases = Cases(store.recorder, store.snapshots, store.events_after)
         self._case_locks = KeyedLocks()
-        # Concurrent single submissions, decided and committed as one batch (see `submit`).
-        self._grouped: GroupCommit[_Single, tuple[int, dict[str, Any]]] = GroupCommit(
-            self._run_group
+        # Threads submitting at once share one `submit_many` (the API groups its own callers).
+        self._grouped: GroupCommit[Incoming, tuple[int, dict[str, Any]]] = GroupCommit(
+            self.submit_many
         )
         self.freshness_s = freshness_s
         self.clock = clock
@@ -464,31 +465,9 @@ class Ledger:
         """Check a submission in the contract's refusal order, then record it.
 
         Returns (201, answer) for a new event, (200, original answer) for an identical retry;
-        a refusal raises. Concurrent submissions in this process are decided and committed
-        together, as one batch (`_grouped`): each gets the answer it would have had alone,
-        in the order the batch ran, for the look-ups and the commit of one.
+        a refusal raises. Threads submitting at once share one `submit_many` (`_grouped`).
         """
-        # 2. Well-formed JSON with exactly the contract's members.
-        return self._grouped.submit(_Single(principal, parse_submission(raw)))
-
-    def submit_as(
-        self,
-        bearer: str | None,
-        body: bytes | LedgerError,
-        admit: Callable[[Principal], None] | None = None,
-    ) -> tuple[int, dict[str, Any]]:
-        """`submit` for the HTTP API: the bearer token is checked in the group too (one read
-        for all its callers), then `admit` (the API's rate limit), then the body, which may be
-        the error reading it met (too large): step 1 comes first."""
-        sub: Submission | LedgerError
-        if isinstance(body, LedgerError):
-            sub = body
-        else:
-            try:
-                sub = parse_submission(body)
-            except LedgerError as exc:
-                sub = exc
-        return self._grouped.submit(_Single(bearer, sub, admit))
+        return self._grouped.submit(Incoming(principal, raw))
 
     def submit_batch(
         self, principal: Principal, raw: bytes, limit: int = 1000
@@ -514,16 +493,18 @@ class Ledger:
             for outcome in self._run_batch(items)
         ]
 
-    def _run_group(
-        self, items: Sequence[_Single]
+    def submit_many(
+        self, items: Sequence[Incoming]
     ) -> list[tuple[int, dict[str, Any]] | LedgerError]:
-        """Concurrent single submissions: their callers authenticated and admitted, then a
-        lone one decided on its own (its look-ups are the case's, not a batch's), several
-        as a batch."""
+        """Single submissions that arrived together, each answered (or refused) exactly as if
+        they had come one after another in this order: the callers authenticated with one
+        read and admitted, the bodies parsed (step 2), then a lone submission decided on its
+        own (its look-ups are its case's), several as one batch (`_run_batch`: one look-up
+        and one transaction for all)."""
         bearers = [i.caller for i in items if not isinstance(i.caller, Principal)]
         checked = iter(self._authenticate_many(bearers) if bearers else [])
         results: list[tuple[int, dict[str, Any]] | LedgerError | None] = [None] * len(items)
-        ready: list[tuple[int, Principal, Submission | LedgerError]] = []
+        ready: list[tuple[int, Principal, Submission]] = []
         for i, item in enumerate(items):
             who = item.caller if isinstance(item.caller, Principal) else next(checked)
             try:
@@ -531,13 +512,15 @@ class Ledger:
                     raise who
                 if item.admit is not None:
                     item.admit(who)
+                if isinstance(item.body, LedgerError):
+                    raise item.body
+                # 2. Well-formed JSON with exactly the contract's members.
+                ready.append((i, who, parse_submission(item.body)))
             except LedgerError as exc:
                 results[i] = exc
-                continue
-            ready.append((i, who, item.sub))
-        lone = ready[0][2] if len(ready) == 1 else None
-        if isinstance(lone, Submission):
-            results[ready[0][0]] = self._submit_or_refuse(ready[0][1], lone)
+        if len(ready) == 1:
+            ((i, who, sub),) = ready
+            results[i] = self._submit_or_refuse(who, sub)
         elif ready:
             outcomes = self._run_batch([(who, sub) for _, who, sub in ready])
             for (i, _, _), outcome in zip(ready, outcomes, strict=True):
@@ -592,12 +575,12 @@ class Ledger:
     def _look_up(self, subs: Sequence[Submission | LedgerError]) -> _Pending:
         """A batch's look-ups for all its (remaining) items at once."""
         valid = [s for s in subs if isinstance(s, Submission)]
-        existing = self.store.cases_with_events(sorted({s.case_id for s in valid}))
+        versions = self.store.case_versions(sorted({s.case_id for s in valid}))
         return _Pending(
-            existing=existing,
+            existing=set(versions),
             priors=self.store.find_events(sorted({s.event_id for s in valid})),
-            loaded=self.cases.load_many(sorted(existing)),
-            data_keys=self.keys.get_many(sorted(existing)),
+            loaded=self.cases.load_many(versions),
+            data_keys=self.keys.get_many(sorted(versions)),
         )
 
     def _commit_pending(
@@ -621,11 +604,16 @@ class Ledger:
                 if p.version == 1 and not isinstance(outcome, ConflictError)
             ]
         )
+        committed: dict[str, Case] = {}
         for (i, plan), outcome in zip(plans, outcomes, strict=True):
             if isinstance(outcome, ConflictError):
                 again.append(i)  # a new case's key stays unconfirmed: the redo takes it over
             else:
                 results[i] = (201, self._committed(plan, outcome[0], confirmed=True))
+                committed[plan.sub.case_id] = plan.case
+        # A case whose every planned event committed is cached where the batch left it.
+        for case_id in committed.keys() - {pending.subs[i][1].case_id for i in again}:
+            self.cases.remember(committed[case_id])
         again.sort()
         for i in again:  # in batch order, each decided afresh on what is committed now
             results[i] = self._submit_or_refuse(*pending.subs[i])
@@ -817,6 +805,7 @@ class Ledger:
             # may share it and have committed with it (KeyStore.create); `recover()` deletes
             # it once it is old and no case was committed with it.
             raise WriteConflict("concurrent submissions to this case; retry") from exc
+        self.cases.remember(plan.case)
         return self._committed(plan, position)
 
     def _committed(self, plan: _Planned, position: int, confirmed: bool = False) -> dict[str, Any]:

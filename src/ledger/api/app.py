@@ -27,6 +27,7 @@ from ledger.envelope import SCHEMAS
 from ledger.ledger import Ledger, Recoverer
 from ledger.log.service import CheckpointSigner
 from ledger.readmodels import ReadModels
+from ledger.storage.group import AsyncGroup
 from projections.runner import Follower
 
 
@@ -114,6 +115,7 @@ def create_app(
     app.state.ledger = ledger
     app.state.readmodels = readmodels
     app.state.rate_limiter = RateLimiter(rate_per_s, rate_burst)
+    app.state.submissions = AsyncGroup(ledger.submit_many)
     app.state.max_body_bytes = max_body_bytes
     errors.install(app)
     for module in (health, events, cases, interop, referrals, stats, agencies, tokens, log):

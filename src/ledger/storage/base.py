@@ -243,8 +243,8 @@ class Store(ABC):
         """`find_event` of many: the recorded ones, by event id."""
 
     @abstractmethod
-    def cases_with_events(self, case_ids: Sequence[str]) -> set[str]:
-        """Those of the cases that have stored events, as `str(UUID)`."""
+    def case_versions(self, case_ids: Sequence[str]) -> dict[str, int]:
+        """The latest stored version of each of the cases that has events, by `str(UUID)`."""
 
     @abstractmethod
     def events_after(self, versions: Sequence[tuple[str, int]]) -> list[StoredEvent]:

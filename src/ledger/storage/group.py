@@ -13,12 +13,15 @@ every caller gets exactly the answer it would have had alone, in the order the b
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+import anyio.to_thread
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -87,6 +90,60 @@ class GroupCommit(Generic[Item, Result]):
             else:
                 waiting.result = outcome
             waiting.done = True
+
+
+class AsyncGroup(Generic[Item, Result]):
+    """`GroupCommit` for asyncio callers (the API's request handlers): what is submitted
+    while a batch runs forms the next batch, and each batch is one call of `run_batch` in a
+    worker thread. No thread waits per caller, and a lone caller's batch starts at once."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[Item]], Sequence[Result | BaseException]],
+        max_batch: int = 256,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._runner: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.items = 0
+
+    async def submit(self, item: Item) -> Result:
+        waiting: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, waiting))
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run())
+        return await waiting
+
+    async def _run(self) -> None:
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
+        try:
+            while self._queue:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                items = [item for item, _ in batch]
+                try:
+                    outcomes = await anyio.to_thread.run_sync(self._run_batch, items)
+                    if len(outcomes) != len(batch):
+                        raise RuntimeError("run_batch must answer every item")
+                except Exception as exc:  # the transaction failed as a whole
+                    outcomes = [exc] * len(batch)
+                self.batches += 1
+                self.items += len(batch)
+                for (_, waiting), outcome in zip(batch, outcomes, strict=True):
+                    if waiting.done():  # its caller went away; the answer stands in the log
+                        continue
+                    if isinstance(outcome, BaseException):
+                        waiting.set_exception(_own_copy(outcome))
+                    else:
+                        waiting.set_result(outcome)
+                batch = []
+        finally:  # the queue is empty, or this task was cancelled (the server stopping)
+            self._runner = None
+            for _, waiting in [*batch, *self._queue]:
+                waiting.cancel()
+            self._queue.clear()
 
 
 def _own_copy(error: BaseException) -> BaseException:

@@ -570,8 +570,8 @@ class SQLStore(SQLDialect, Store):
                     found[str(r["event_id"])] = self._recorded(r)
         return found
 
-    def cases_with_events(self, case_ids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
+    def case_versions(self, case_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
         with self._read() as cur:
             for chunk, _ in in_lists(case_ids):
                 found.update(self._case_versions(cur, chunk))

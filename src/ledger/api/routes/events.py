@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from ledger.api.deps import BearerToken, CurrentPrincipal, LedgerDep, admit
 from ledger.envelope import CATEGORIES, EVENT_TYPES
 from ledger.errors import LedgerError, TooLarge
+from ledger.ledger import Incoming
 
 router = APIRouter(tags=["events"])
 
@@ -86,17 +87,17 @@ async def read_limited(request: Request, limit: int) -> bytes:
         }
     },
 )
-async def submit_event(
-    request: Request, bearer: BearerToken, ledger: LedgerDep
-) -> Annotated[Any, JSONResponse]:
+async def submit_event(request: Request, bearer: BearerToken) -> Annotated[Any, JSONResponse]:
     """Append a signed event; refusals follow the contract's order (section 3)."""
     body: bytes | LedgerError
     try:
         body = await read_limited(request, request.app.state.max_body_bytes)
     except TooLarge as exc:
         body = exc  # answered after the token is checked: step 1 comes first
-    status, answer = await run_in_threadpool(
-        ledger.submit_as, bearer, body, partial(admit, request)
+    # Requests arriving together are decided and committed together (one worker-thread call
+    # per batch, `Ledger.submit_many`), each answered as if it had come alone.
+    status, answer = await request.app.state.submissions.submit(
+        Incoming(bearer, body, partial(admit, request))
     )
     return JSONResponse(answer, status_code=status)
 
