@@ -35,7 +35,7 @@ class _Waiting(Generic[Item, Result]):
     error: BaseException | None = None
 
 
-class GroupCommit(Generic[Item, Result]):
+class _Grouping(Generic[Item, Result]):
     """Runs `run_batch(items)` for batches of concurrently submitted items.
 
     `run_batch` returns one result or exception per item, in order (`submit` returns the
@@ -50,11 +50,33 @@ class GroupCommit(Generic[Item, Result]):
     ) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
+        self.batches = 0  # for tests and the bench: how many batches ran
+        self.items = 0
+
+    def _outcomes(self, items: list[Item]) -> Sequence[Result | BaseException]:
+        try:
+            outcomes = self._run_batch(items)
+            if len(outcomes) != len(items):
+                raise RuntimeError("run_batch must answer every item")
+        except BaseException as exc:  # the whole transaction failed: everyone's answer
+            outcomes = [exc] * len(items)
+        self.batches += 1
+        self.items += len(items)
+        return outcomes
+
+
+class GroupCommit(_Grouping[Item, Result]):
+    """Group commit for threads: the caller that finds no batch running leads the next."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[Item]], Sequence[Result | BaseException]],
+        max_batch: int = 256,
+    ) -> None:
+        super().__init__(run_batch, max_batch)
         self._leader = threading.Lock()
         self._queue_lock = threading.Lock()
         self._queue: list[_Waiting[Item, Result]] = []
-        self.batches = 0  # for tests and the bench: how many transactions ran
-        self.items = 0
 
     def submit(self, item: Item) -> Result:
         mine: _Waiting[Item, Result] = _Waiting(item)
@@ -76,14 +98,7 @@ class GroupCommit(Generic[Item, Result]):
         return mine.result  # type: ignore[return-value]
 
     def _lead(self, batch: list[_Waiting[Item, Result]]) -> None:
-        try:
-            outcomes: Sequence[Result | BaseException] = self._run_batch([w.item for w in batch])
-            if len(outcomes) != len(batch):
-                raise RuntimeError("run_batch must answer every item")
-        except BaseException as exc:  # the whole transaction failed: everyone's answer
-            outcomes = [exc] * len(batch)
-        self.batches += 1
-        self.items += len(batch)
+        outcomes = self._outcomes([w.item for w in batch])
         for waiting, outcome in zip(batch, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 waiting.error = outcome
@@ -92,7 +107,7 @@ class GroupCommit(Generic[Item, Result]):
             waiting.done = True
 
 
-class AsyncGroup(Generic[Item, Result]):
+class AsyncGroup(_Grouping[Item, Result]):
     """`GroupCommit` for asyncio callers (the API's request handlers): what is submitted
     while a batch runs forms the next batch, and each batch is one call of `run_batch` in a
     worker thread. No thread waits per caller, and a lone caller's batch starts at once."""
@@ -102,12 +117,9 @@ class AsyncGroup(Generic[Item, Result]):
         run_batch: Callable[[Sequence[Item]], Sequence[Result | BaseException]],
         max_batch: int = 256,
     ) -> None:
-        self._run_batch = run_batch
-        self._max_batch = max_batch
+        super().__init__(run_batch, max_batch)
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
         self._runner: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.items = 0
 
     async def submit(self, item: Item) -> Result:
         waiting: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -123,14 +135,7 @@ class AsyncGroup(Generic[Item, Result]):
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
                 items = [item for item, _ in batch]
-                try:
-                    outcomes = await anyio.to_thread.run_sync(self._run_batch, items)
-                    if len(outcomes) != len(batch):
-                        raise RuntimeError("run_batch must answer every item")
-                except Exception as exc:  # the transaction failed as a whole
-                    outcomes = [exc] * len(batch)
-                self.batches += 1
-                self.items += len(batch)
+                outcomes = await anyio.to_thread.run_sync(self._outcomes, items)
                 for (_, waiting), outcome in zip(batch, outcomes, strict=True):
                     if waiting.done():  # its caller went away; the answer stands in the log
                         continue
