@@ -396,3 +396,133 @@ def test_single_submissions_queued_together_are_one_batch_with_each_answer_its_o
         found = world.ledger.store.find_event(answers[i][1]["event_id"])
         assert found is not None and found.position == answers[i][1]["index"]
     assert world.ledger.keys.get(case_c) is not None  # the new case's key was kept
+
+
+def second_key(world: World, agency: Any) -> Any:
+    """The agency with a second registered key (its tokens shared): items signed with the
+    first can be refused at commit, by revoking it in between, while the second's stand."""
+    from tests.conftest import Agency
+
+    key = crypto.generate_signing_key(agency.id)
+    r = world.http.post(
+        f"/v1/agencies/{agency.id}/keys", json=agency.key_change(key), headers=world.admin_auth
+    )
+    assert r.status_code == 201, r.text
+    return Agency(world, agency.id, key, agency.tokens)
+
+
+def revoke_during_commit(world: World, key: crypto.SigningKey) -> None:
+    """The key is revoked (a concurrent admin request) between the batch's decisions and
+    its commit: the commit refuses the items signed with it, and they are decided again."""
+    store, admin = world.ledger.store, world.ledger.authenticate(world.admin)
+    real = store.append_group
+
+    def racing(commits: Any) -> Any:
+        store.append_group = real  # type: ignore[method-assign]
+        world.ledger.revoke_key(admin, key.name, key.verify_key.key_id, None)
+        return real(commits)
+
+    store.append_group = racing  # type: ignore[method-assign]
+
+
+def grouped(world: World, agency: Any, bodies: list[dict[str, Any]]) -> list[Any]:
+    from ledger.ledger import Incoming
+
+    who = world.ledger.authenticate(agency.tokens["caseworker"])
+    return world.ledger.submit_many([Incoming(who, json.dumps(b).encode()) for b in bodies])
+
+
+def test_a_refusal_that_leaned_on_an_item_refused_at_commit_is_decided_again(
+    world: World,
+) -> None:
+    """Found in review: a share refused because an earlier item of its group withdrew the
+    consent must not stay refused when that withdrawal is itself refused at commit (its key
+    revoked meanwhile): one after another, in either order, the share is recorded."""
+    from ledger.errors import LedgerError
+
+    ngo, _ = world.agency("ngo-a"), world.agency("clinic")
+    case_id = ngo.open_case()
+    consent = ngo.grant(case_id, ["clinic"])
+    other_key = second_key(world, ngo)
+    withdraw = ngo.body(
+        "consent.withdrawn", case_id, {"consent_id": consent}, {"reason": "survivor_request"}
+    )
+    share = other_key.body("data.shared", case_id, {
+        "share_id": str(uuid.uuid4()), "recipient": "clinic", "consent_id": consent,
+        "purpose": "data_sharing", "categories": ["identity"],
+    }, {})  # fmt: skip
+    revoke_during_commit(world, ngo.key)
+    refused, shared = grouped(world, ngo, [withdraw, share])
+
+    assert isinstance(refused, LedgerError) and refused.status == 422
+    assert world.ledger.store.find_event(withdraw["envelope"]["event_id"]) is None
+    assert not isinstance(shared, BaseException), shared
+    assert shared[0] == 201 and shared[1]["case_version"] == 3
+
+
+def test_a_case_is_cached_only_at_a_version_that_committed(world: World) -> None:
+    """Found in review: the first of a case's two grouped items commits, the second is
+    refused at commit. The cache must hold the case at the first's version (the store's),
+    so the next event lands right after it, without a gap in the case's stream."""
+    from ledger.errors import LedgerError
+
+    ngo = world.agency("ngo-a")
+    case_id = ngo.open_case()
+    other_key = second_key(world, ngo)
+
+    def delivered(agency: Any, note: str) -> dict[str, Any]:
+        return agency.body(
+            "service.delivered", case_id, {"referral_id": None}, {"component": "housing"},
+            {"notes": note},
+        )  # fmt: skip
+
+    revoke_during_commit(world, other_key.key)
+    first, second = grouped(world, ngo, [delivered(ngo, "a"), delivered(other_key, "b")])
+    assert first[0] == 201 and isinstance(second, LedgerError) and second.status == 422
+
+    cache = world.ledger.cases.repository.cache
+    assert cache is not None and cache.get(uuid.UUID(case_id)).version == 2
+    (after,) = grouped(world, ngo, [delivered(ngo, "c")])
+    assert after[0] == 201 and after[1]["case_version"] == 3
+    stored = world.ledger.store.events_after([(case_id, 0)])
+    assert [e.originator_version for e in stored] == [1, 2, 3]
+
+
+def test_an_item_failing_in_a_group_fails_alone_and_its_case_is_decided_afresh(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a refusal (a bug, say) for one item: that caller gets the failure (a 500), the
+    group's other items are recorded, the later items of its case are decided on their own
+    after the commit, and nothing of the failed item reaches the store or the cache."""
+    ngo = world.agency("ngo-a")
+    case_a, case_b = ngo.open_case(), ngo.open_case()
+
+    def delivered(case_id: str, note: str) -> dict[str, Any]:
+        return ngo.body(
+            "service.delivered", case_id, {"referral_id": None}, {"component": "housing"},
+            {"notes": note},
+        )  # fmt: skip
+
+    bodies = [delivered(case_a, "ok"), delivered(case_a, "poison"), delivered(case_a, "after"),
+              delivered(case_b, "other")]  # fmt: skip
+    poison = bodies[1]["envelope"]["event_id"]
+    ledger = world.ledger
+    real_plan = ledger._plan
+
+    def plan(principal: Any, sub: Any, case: Any, now: Any, pending: Any) -> Any:
+        planned = real_plan(principal, sub, case, now, pending)
+        if sub.event_id == poison:  # fails after it moved the batch's working copy on
+            raise RuntimeError("a bug")
+        return planned
+
+    monkeypatch.setattr(ledger, "_plan", plan)
+    answers = grouped(world, ngo, bodies)
+
+    assert isinstance(answers[1], RuntimeError)
+    assert [answers[i][0] for i in (0, 2, 3)] == [201, 201, 201]
+    assert [answers[i][1]["case_version"] for i in (0, 2, 3)] == [2, 3, 2]
+    assert ledger.store.find_event(poison) is None
+    stored = ledger.store.events_after([(case_a, 0)])
+    assert [e.originator_version for e in stored] == [1, 2, 3]
+    loaded = ledger.cases.load(case_a)
+    assert loaded is not None and loaded.version == 3

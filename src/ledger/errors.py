@@ -65,3 +65,12 @@ class VerificationError(Invalid):
     """422: signature, digest, key, origin or freshness did not check out."""
 
     code = "verification_failed"
+
+
+def failure_site(exc: BaseException) -> str:
+    """Where an unexpected exception was raised (file:line), for a log line that names its
+    type and place only: messages may hold data."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"

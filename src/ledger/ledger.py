@@ -48,6 +48,7 @@ from ledger.errors import (
     Unauthorized,
     VerificationError,
     WriteConflict,
+    failure_site,
 )
 from ledger.gates import (
     APPEND_ROLES,
@@ -103,16 +104,16 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(b"ledger-token-v1\n" + token.encode()).digest()
 
 
+Outcome = tuple[int, dict[str, Any]] | LedgerError | Exception
+"""An item's answer in a group: (status, answer), its refusal, or (not a refusal) its failure."""
+
+
 @dataclass(frozen=True)
 class Incoming:
-    """One single submission, for `Ledger.submit_many`: its caller (authenticated, or the
-    bearer token still to check), its body (or the error reading it met, such as too large:
-    told after the token, as step 1 comes first) and the check that admits the caller (the
-    API's rate limit)."""
+    """One single submission for `Ledger.submit_many`: its authenticated caller and its body."""
 
-    caller: Principal | str | None
-    body: bytes | LedgerError
-    admit: Callable[[Principal], None] | None = None
+    caller: Principal
+    body: bytes = field(repr=False)
 
 
 @dataclass
@@ -149,6 +150,12 @@ class _Pending:
     cases: dict[str, Case] = field(default_factory=dict)
     events: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # fingerprint, item
     records: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    case_items: dict[str, list[int]] = field(default_factory=dict)  # planned items by case
+    # Refusals decided on planned items' state, by the items they leaned on: decided again
+    # after the commit if one of those did not commit.
+    leaned: dict[int, set[int]] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)  # cases an item failed on (not a refusal)
+    deferred: list[int] = field(default_factory=list)  # their later items: decided alone
 
     def add(self, item: int, principal: Principal, plan: _Planned) -> None:
         self.plans.append((item, plan))
@@ -156,10 +163,29 @@ class _Pending:
         self.cases[plan.sub.case_id] = plan.case
         self.events[plan.sub.event_id] = (plan.sub.fingerprint, item)
         self.records[(plan.sub.case_id, plan.version)] = plan.record
+        self.case_items.setdefault(plan.sub.case_id, []).append(item)
+
+    def leaned_on(self, sub: Submission) -> set[int]:
+        """The planned items a decision on `sub` saw: its case's, and its event id's."""
+        items = set(self.case_items.get(sub.case_id, ()))
+        if sub.event_id in self.events:
+            items.add(self.events[sub.event_id][1])
+        return items
 
 
 def _refusal(exc: LedgerError) -> tuple[int, dict[str, Any]]:
     return exc.status, {"error": exc.code, "message": exc.message, **exc.extra}
+
+
+def _answer_of(outcome: Outcome) -> tuple[int, dict[str, Any]]:
+    """A batch item's answer: its refusal's, or (a failure, not a refusal) a bare 500 that
+    names nothing."""
+    if isinstance(outcome, LedgerError):
+        return _refusal(outcome)
+    if isinstance(outcome, Exception):  # logged where it was caught
+        message = "the server failed on this item; send it again (a recorded one answers 200)"
+        return 500, {"error": "internal", "message": message}
+    return outcome
 
 
 class Ledger:
@@ -196,13 +222,14 @@ class Ledger:
 
     def authenticate(self, bearer: str | None) -> Principal:
         """Step 1: a known, unexpired, unrevoked token, or Unauthorized."""
-        (principal,) = self._authenticate_many([bearer])
+        (principal,) = self.authenticate_many([bearer])
         if isinstance(principal, LedgerError):
             raise principal
         return principal
 
-    def _authenticate_many(self, bearers: Sequence[str | None]) -> list[Principal | LedgerError]:
-        """`authenticate` of several bearer tokens with one read."""
+    def authenticate_many(self, bearers: Sequence[str | None]) -> list[Principal | LedgerError]:
+        """`authenticate` of several bearer tokens with one read (the API checks the tokens
+        of concurrent requests together): a principal or the refusal, in order."""
         hashes = {bearer: hash_token(bearer) for bearer in bearers if bearer}
         tokens = self.store.tokens_by_hash(list(hashes.values())) if hashes else {}
         now = format_timestamp(self.clock())
@@ -488,88 +515,92 @@ class Ledger:
                 items.append((principal, submission_from(item)))
             except LedgerError as exc:
                 items.append((principal, exc))
-        return [
-            _refusal(outcome) if isinstance(outcome, LedgerError) else outcome
-            for outcome in self._run_batch(items)
-        ]
+        return [_answer_of(outcome) for outcome in self._run_batch(items)]
 
-    def submit_many(
-        self, items: Sequence[Incoming]
-    ) -> list[tuple[int, dict[str, Any]] | LedgerError]:
+    def submit_many(self, items: Sequence[Incoming]) -> list[Outcome]:
         """Single submissions that arrived together, each answered (or refused) exactly as if
-        they had come one after another in this order: the callers authenticated with one
-        read and admitted, the bodies parsed (step 2), then a lone submission decided on its
-        own (its look-ups are its case's), several as one batch (`_run_batch`: one look-up
-        and one transaction for all)."""
-        bearers = [i.caller for i in items if not isinstance(i.caller, Principal)]
-        checked = iter(self._authenticate_many(bearers) if bearers else [])
-        results: list[tuple[int, dict[str, Any]] | LedgerError | None] = [None] * len(items)
-        ready: list[tuple[int, Principal, Submission]] = []
-        for i, item in enumerate(items):
-            who = item.caller if isinstance(item.caller, Principal) else next(checked)
+        they had come one after another in this order: parsed (step 2), then a lone one
+        decided on its own (its look-ups are its case's), several as one batch (`_run_batch`:
+        one look-up and one transaction for all)."""
+        subs: list[tuple[Principal, Submission | LedgerError]] = []
+        for item in items:
             try:
-                if isinstance(who, LedgerError):
-                    raise who
-                if item.admit is not None:
-                    item.admit(who)
-                if isinstance(item.body, LedgerError):
-                    raise item.body
                 # 2. Well-formed JSON with exactly the contract's members.
-                ready.append((i, who, parse_submission(item.body)))
+                subs.append((item.caller, parse_submission(item.body)))
             except LedgerError as exc:
-                results[i] = exc
-        if len(ready) == 1:
-            ((i, who, sub),) = ready
-            results[i] = self._submit_or_refuse(who, sub)
-        elif ready:
-            outcomes = self._run_batch([(who, sub) for _, who, sub in ready])
-            for (i, _, _), outcome in zip(ready, outcomes, strict=True):
-                results[i] = outcome
-        return [r for r in results if r is not None]
+                subs.append((item.caller, exc))
+        if len(subs) == 1:
+            principal, sub = subs[0]
+            return [sub if isinstance(sub, LedgerError) else self._submit_or_refuse(principal, sub)]
+        return self._run_batch(subs)
 
     def _run_batch(
         self, items: Sequence[tuple[Principal, Submission | LedgerError]]
-    ) -> list[tuple[int, dict[str, Any]] | LedgerError]:
+    ) -> list[Outcome]:
         """Decide the items in order, each on the state the items before it left, and commit
         the accepted ones in one transaction (one group, `Store.append_group`). An item whose
         commit lost a race with another writer (and the items of its case after it, whose
         expected case version then no longer holds) is decided and recorded again on its own.
         Each item's answer, or its refusal (the LedgerError), in order."""
-        results: list[tuple[int, dict[str, Any]] | LedgerError | None] = [None] * len(items)
+        results: list[Outcome | None] = [None] * len(items)
         same_as: dict[int, int] = {}  # an identical resubmission within the batch -> original
         subs = [sub for _, sub in items]
-        pending = self._look_up(subs)
-        for i, (principal, sub) in enumerate(items):
-            try:
-                if isinstance(sub, LedgerError):
-                    raise sub
-                if sub.type == "case.erased":  # its key destruction follows its own commit
-                    self._commit_pending(pending, results)
-                    pending = _Pending()  # committed: none of it may be committed again
-                    try:
-                        results[i] = self._submit_or_refuse(principal, sub)
-                    finally:  # accepted or refused, the items after it look up afresh
-                        pending = self._look_up(subs[i + 1 :])
+        pending = _Pending()
+        try:
+            pending = self._look_up(subs)
+            for i, (principal, sub) in enumerate(items):
+                if isinstance(sub, Submission) and sub.case_id in pending.broken:
+                    pending.subs[i] = (principal, sub)
+                    pending.deferred.append(i)
                     continue
-                outcome = self._decide(principal, sub, pending)
-            except LedgerError as exc:
-                results[i] = exc
-                continue
-            if isinstance(outcome, _Planned):
-                pending.add(i, principal, outcome)
-            elif isinstance(outcome, int):
-                same_as[i] = outcome
-            else:
-                results[i] = outcome
-        self._commit_pending(pending, results)
-        for i, original in same_as.items():
-            done = results[original]
-            if isinstance(done, tuple) and done[0] in (200, 201):
-                results[i] = (200, done[1])
-            else:
-                principal, sub = items[i]
-                assert isinstance(sub, Submission)  # it was decided: it parsed
-                results[i] = self._submit_or_refuse(principal, sub)
+                try:
+                    if isinstance(sub, LedgerError):
+                        raise sub
+                    if sub.type == "case.erased":  # its key destruction follows its commit
+                        self._commit_pending(pending, results)
+                        pending = _Pending()  # committed: none of it may be committed again
+                        results[i] = self._submit_or_refuse(principal, sub)
+                        pending = self._look_up(subs[i + 1 :])  # the items after it: afresh
+                        continue
+                    outcome = self._decide(principal, sub, pending)
+                except LedgerError as exc:
+                    results[i] = exc
+                    if isinstance(sub, Submission) and (leaned := pending.leaned_on(sub)):
+                        pending.subs[i] = (principal, sub)
+                        pending.leaned[i] = leaned
+                    continue
+                except Exception as exc:  # not a refusal: this item's failure alone
+                    log.error(
+                        "a submission failed: %s at %s", type(exc).__name__, failure_site(exc)
+                    )
+                    results[i] = exc
+                    if isinstance(sub, Submission):  # its case's working copy may hold it
+                        pending.broken.add(sub.case_id)
+                    continue
+                if isinstance(outcome, _Planned):
+                    pending.add(i, principal, outcome)
+                elif isinstance(outcome, int):
+                    same_as[i] = outcome
+                else:
+                    results[i] = outcome
+            self._commit_pending(pending, results)
+            for i, original in same_as.items():
+                done = results[original]
+                if isinstance(done, tuple) and done[0] in (200, 201):
+                    results[i] = (200, done[1])
+                else:
+                    principal, sub = items[i]
+                    assert isinstance(sub, Submission)  # it was decided: it parsed
+                    results[i] = self._submit_or_refuse(principal, sub)
+        except Exception as exc:
+            # Not one item's. Nothing recorded yet: the batch failed as a whole (500). Else
+            # whoever has no final answer yet gets it; the recorded items' answers stand.
+            if not any(isinstance(r, tuple) and r[0] == 201 for r in results):
+                raise
+            log.error("a batch failed: %s at %s", type(exc).__name__, failure_site(exc))
+            for i, result in enumerate(results):
+                if result is None or i in pending.leaned:
+                    results[i] = exc
         return [r for r in results if r is not None]
 
     def _look_up(self, subs: Sequence[Submission | LedgerError]) -> _Pending:
@@ -583,12 +614,11 @@ class Ledger:
             data_keys=self.keys.get_many(sorted(versions)),
         )
 
-    def _commit_pending(
-        self,
-        pending: _Pending,
-        results: list[tuple[int, dict[str, Any]] | LedgerError | None],
-    ) -> None:
-        if not pending.plans:
+    def _commit_pending(self, pending: _Pending, results: list[Outcome | None]) -> None:
+        """Commit the planned items; then decide again, alone and in batch order, those whose
+        commit lost a race, the refusals that leaned on an item that did not commit, and the
+        items deferred behind a failure."""
+        if not pending.plans and not pending.deferred:
             return
         # New cases' keys first, in one transaction, before any event sealed with them; a case
         # that has a key already (opened concurrently, or a crash's leftover) is redone alone.
@@ -612,15 +642,16 @@ class Ledger:
                 results[i] = (201, self._committed(plan, outcome[0], confirmed=True))
                 committed[plan.sub.case_id] = plan.case
         # A case whose every planned event committed is cached where the batch left it.
-        for case_id in committed.keys() - {pending.subs[i][1].case_id for i in again}:
+        unsettled = {pending.subs[i][1].case_id for i in again} | pending.broken
+        for case_id in committed.keys() - unsettled:
             self.cases.remember(committed[case_id])
-        again.sort()
-        for i in again:  # in batch order, each decided afresh on what is committed now
+        failed = set(again)
+        again += [i for i, leaned in pending.leaned.items() if leaned & failed]
+        pending.leaned.clear()  # settled: every refusal still in `results` stands
+        for i in sorted([*again, *pending.deferred]):  # each afresh on what is committed now
             results[i] = self._submit_or_refuse(*pending.subs[i])
 
-    def _submit_or_refuse(
-        self, principal: Principal, sub: Submission
-    ) -> tuple[int, dict[str, Any]] | LedgerError:
+    def _submit_or_refuse(self, principal: Principal, sub: Submission) -> Outcome:
         try:
             return self._submit(principal, sub)
         except LedgerError as exc:
@@ -748,7 +779,6 @@ class Ledger:
         """Seal the accepted event and build its commit (the case's key is created for a new
         case; the caller commits, or destroys that key if the commit is refused)."""
         case_id, event_id = sub.case_id, sub.event_id
-        batched = pending is not None
         key = self._case_key(case_id, case is None, pending)
         sealed = seal_record(key, case_id, event_id, sub.canonical, sub.body["salt"])
         recorded_at = format_timestamp(now)
@@ -790,9 +820,10 @@ class Ledger:
             entries=[NewEntry("event", entry, leaf_hash(entry), case_id, sub.agency)],
             events=[EventRow(event_id, case_id, case.version, sub.fingerprint, 0, extra)],
             erasures=erasures,
-            # In a batch, an earlier item of this case may be refused at commit: the version
-            # check then refuses this one too, instead of leaving a gap in the case's stream.
-            case_version=(case_id, case.version - 1) if batched else None,
+            # The case must still be at the version this was decided on: in a batch, an
+            # earlier item of the case refused at commit refuses this one too, and a case
+            # loaded ahead of the store (never) would conflict instead of leaving a gap.
+            case_version=(case_id, case.version - 1),
             signing_key=sub.envelope["key"],
         )
         return _Planned(sub, case, case.version, record, commit, leaf_hash(entry), extra)

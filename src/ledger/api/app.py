@@ -116,6 +116,7 @@ def create_app(
     app.state.ledger = ledger
     app.state.readmodels = readmodels
     app.state.rate_limiter = RateLimiter(rate_per_s, rate_burst)
+    app.state.callers = AsyncGroup(ledger.authenticate_many)  # POST /v1/events's grouping
     app.state.submissions = AsyncGroup(ledger.submit_many)
     app.state.max_body_bytes = max_body_bytes
     errors.install(app)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, failure_site
 
 log = logging.getLogger("ledger.api")
 
@@ -72,11 +72,7 @@ class NoLeaks:
         try:
             await self.app(scope, receive, watched)
         except Exception as exc:
-            tb = exc.__traceback__
-            while tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
-            log.error("internal error %s at %s", type(exc).__name__, where)
+            log.error("internal error %s at %s", type(exc).__name__, failure_site(exc))
             if started:  # the answer is under way: all that is left is to drop the connection
                 return
             response = JSONResponse(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
@@ -10,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from ledger.api.deps import BearerToken, CurrentPrincipal, LedgerDep, admit
 from ledger.envelope import CATEGORIES, EVENT_TYPES
-from ledger.errors import LedgerError, TooLarge
+from ledger.errors import TooLarge
 from ledger.ledger import Incoming
 
 router = APIRouter(tags=["events"])
@@ -89,16 +88,13 @@ async def read_limited(request: Request, limit: int) -> bytes:
 )
 async def submit_event(request: Request, bearer: BearerToken) -> Annotated[Any, JSONResponse]:
     """Append a signed event; refusals follow the contract's order (section 3)."""
-    body: bytes | LedgerError
-    try:
-        body = await read_limited(request, request.app.state.max_body_bytes)
-    except TooLarge as exc:
-        body = exc  # answered after the token is checked: step 1 comes first
-    # Requests arriving together are decided and committed together (one worker-thread call
-    # per batch, `Ledger.submit_many`), each answered as if it had come alone.
-    status, answer = await request.app.state.submissions.submit(
-        Incoming(bearer, body, partial(admit, request))
-    )
+    # Concurrent requests are taken together, one worker-thread call per batch: first their
+    # tokens (one read; step 1, before any body is read), then their submissions
+    # (`Ledger.submit_many`: one look-up and one transaction), each answered as if alone.
+    principal = await request.app.state.callers.submit(bearer)
+    admit(request, principal)
+    raw = await read_limited(request, request.app.state.max_body_bytes)
+    status, answer = await request.app.state.submissions.submit(Incoming(principal, raw))
     return JSONResponse(answer, status_code=status)
 
 
