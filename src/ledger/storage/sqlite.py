@@ -136,11 +136,10 @@ class SQLiteStore(SQLStore):
         self, cur: Cursor, pairs: Sequence[tuple[str, int]]
     ) -> set[tuple[str, int]]:
         found: set[tuple[str, int]] = set()
-        for chunk, _ in in_lists(pairs, IN_LIST // 2):  # two parameters a pair
-            where = " OR ".join(["(originator_id = ? AND originator_version = ?)"] * len(chunk))
+        for where, params in _version_pairs(pairs, "="):
             cur.execute(
                 f"SELECT originator_id, originator_version FROM stored_events WHERE {where}",  # noqa: S608
-                [v for c, version in chunk for v in (uuid.UUID(c).hex, version)],
+                params,
             )
             found.update(
                 (str(uuid.UUID(r["originator_id"])), int(r["originator_version"]))
@@ -150,12 +149,11 @@ class SQLiteStore(SQLStore):
 
     def _events_after(self, cur: Cursor, versions: Sequence[tuple[str, int]]) -> list[StoredEvent]:
         found: list[StoredEvent] = []
-        for chunk, _ in in_lists(versions, IN_LIST // 2):  # two parameters a pair
-            where = " OR ".join(["(originator_id = ? AND originator_version > ?)"] * len(chunk))
+        for where, params in _version_pairs(versions, ">"):
             cur.execute(
                 "SELECT originator_id, originator_version, topic, state FROM stored_events"  # noqa: S608
                 f" WHERE {where} ORDER BY originator_id, originator_version",
-                [v for c, version in chunk for v in (uuid.UUID(c).hex, version)],
+                params,
             )
             found.extend(
                 StoredEvent(
@@ -164,6 +162,17 @@ class SQLiteStore(SQLStore):
                 for r in cur.fetchall()
             )
         return found
+
+
+def _version_pairs(
+    pairs: Sequence[tuple[str, int]], op: str
+) -> Iterator[tuple[str, list[str | int]]]:
+    """`(case, version)` pairs as `WHERE` conditions on stored events (`originator_version
+    <op> version` for each case), in chunks within SQLite's parameter limit, with their
+    parameters."""
+    for chunk, _ in in_lists(pairs, IN_LIST // 2):  # two parameters a pair
+        where = " OR ".join([f"(originator_id = ? AND originator_version {op} ?)"] * len(chunk))
+        yield where, [v for c, version in chunk for v in (uuid.UUID(c).hex, version)]
 
 
 class SQLiteKeyTable(SQLKeyTable):
