@@ -177,6 +177,14 @@ def _refusal(exc: LedgerError) -> tuple[int, dict[str, Any]]:
     return exc.status, {"error": exc.code, "message": exc.message, **exc.extra}
 
 
+def _parsed(parse: Callable[[Any], Submission], value: Any) -> Submission | LedgerError:
+    """Step 2 on one item of a group: the submission, or its refusal, answered in its turn."""
+    try:
+        return parse(value)
+    except LedgerError as exc:
+        return exc
+
+
 def _answer_of(outcome: Outcome) -> tuple[int, dict[str, Any]]:
     """A batch item's answer: its refusal's, or (a failure, not a refusal) a bare 500 that
     names nothing."""
@@ -509,12 +517,7 @@ class Ledger:
             raise BadRequest('a batch is {"events": [submission, ...]}')
         if not 1 <= len(body["events"]) <= limit:
             raise BadRequest(f"a batch holds 1 to {limit} events")
-        items: list[tuple[Principal, Submission | LedgerError]] = []
-        for item in body["events"]:
-            try:
-                items.append((principal, submission_from(item)))
-            except LedgerError as exc:
-                items.append((principal, exc))
+        items = [(principal, _parsed(submission_from, item)) for item in body["events"]]
         return [_answer_of(outcome) for outcome in self._run_batch(items)]
 
     def submit_many(self, items: Sequence[Incoming]) -> list[Outcome]:
@@ -522,13 +525,8 @@ class Ledger:
         they had come one after another in this order: parsed (step 2), then a lone one
         decided on its own (its look-ups are its case's), several as one batch (`_run_batch`:
         one look-up and one transaction for all)."""
-        subs: list[tuple[Principal, Submission | LedgerError]] = []
-        for item in items:
-            try:
-                # 2. Well-formed JSON with exactly the contract's members.
-                subs.append((item.caller, parse_submission(item.body)))
-            except LedgerError as exc:
-                subs.append((item.caller, exc))
+        # 2. Well-formed JSON with exactly the contract's members.
+        subs = [(item.caller, _parsed(parse_submission, item.body)) for item in items]
         if len(subs) == 1:
             principal, sub = subs[0]
             return [sub if isinstance(sub, LedgerError) else self._submit_or_refuse(principal, sub)]
