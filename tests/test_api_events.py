@@ -40,7 +40,7 @@ def test_accepted_event_answers_position_version_and_leaf_hash(world: World) -> 
     r = ngo.submit("case.opened", case_id, {"minor": False}, OPENED_ATTRS)
     assert r.status_code == 201, r.text
     answer = r.json()
-    assert set(answer) == {"event_id", "case_id", "index", "case_version", "leaf_hash"}
+    assert set(answer) == {"event_id", "case_id", "index", "case_version", "leaf_hash", "entry"}
     assert answer["index"] == before and answer["case_version"] == 1
     ((position, entry),) = world.ledger.store.entries(before, before + 1)
     from ledger.log.merkle import leaf_hash
@@ -48,6 +48,10 @@ def test_accepted_event_answers_position_version_and_leaf_hash(world: World) -> 
     assert crypto.b64(leaf_hash(entry)) == answer["leaf_hash"]
     parsed = json.loads(entry)
     assert parsed["kind"] == "event" and parsed["role"] == "caseworker"
+    # The answer names what the ledger added to the entry: the agency can rebuild its bytes.
+    assert answer["entry"] == {
+        k: parsed[k] for k in ("sealed_digest", "actor", "role", "recorded_at")
+    }
     assert parsed["envelope"]["case_id"] == case_id
     second = ngo.ok(
         "age.assessed", case_id, {"minor": False}, {"age_band": "adult", "method": "document"}

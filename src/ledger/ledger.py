@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import random
 import secrets
@@ -85,6 +86,9 @@ ROLES = ("caseworker", "supervisor", "auditor", "monitor", "admin")
 AGENCY_ROLES = frozenset({"caseworker", "supervisor"})
 WRITE_ATTEMPTS = 8  # a write that lost a race is decided again up to this many times
 AGE_EVENTS = ("case.opened", "age.assessed")  # the events whose attrs make the case profile
+# The members of an event's log entry beside its envelope and signature: the answer carries
+# them, so the agency can rebuild the entry and its leaf hash from what it submitted.
+ENTRY_ADDED = ("sealed_digest", "actor", "role", "recorded_at")
 
 
 @dataclass(frozen=True)
@@ -110,10 +114,11 @@ Outcome = tuple[int, dict[str, Any]] | LedgerError | Exception
 
 @dataclass(frozen=True)
 class Incoming:
-    """One single submission for `Ledger.submit_many`: its authenticated caller and its body."""
+    """One single submission for `Ledger.submit_many`: its authenticated caller and its body,
+    as bytes or already parsed (`Ledger.parse`: the API parses before it joins the group)."""
 
     caller: Principal
-    body: bytes = field(repr=False)
+    body: bytes | Submission | LedgerError = field(repr=False)
 
 
 @dataclass
@@ -126,6 +131,7 @@ class _Planned:
     record: dict[str, Any]
     commit: Commit
     leaf: bytes
+    added: dict[str, Any]  # what the log entry holds beside the envelope and signature
     extra: dict[str, Any]
 
 
@@ -485,14 +491,18 @@ class Ledger:
             pending.verify_keys[(sub.agency, key_id)] = found
         return found
 
-    @staticmethod
-    def _answer(event: RecordedEvent) -> dict[str, Any]:
+    def _answer(self, event: RecordedEvent) -> dict[str, Any]:
+        """The original answer of a recorded event (an identical retry's), with the members
+        the ledger added to its log entry, read back from the entry itself."""
+        ((_, raw),) = self.store.entries(event.position, event.position + 1)
+        entry = json.loads(raw)
         return {
             "event_id": event.event_id,
             "case_id": event.case_id,
             "index": event.position,
             "case_version": event.case_version,
             "leaf_hash": crypto.b64(event.leaf_hash),
+            "entry": {name: entry[name] for name in ENTRY_ADDED},
             **event.extra,
         }
 
@@ -520,13 +530,21 @@ class Ledger:
         items = [(principal, _parsed(submission_from, item)) for item in body["events"]]
         return [_answer_of(outcome) for outcome in self._run_batch(items)]
 
+    @staticmethod
+    def parse(body: bytes | Submission | LedgerError) -> Submission | LedgerError:
+        """Step 2 of the refusal order on one body: the submission, or its refusal (a body
+        already parsed passes through)."""
+        if isinstance(body, bytes):
+            return _parsed(parse_submission, body)
+        return body
+
     def submit_many(self, items: Sequence[Incoming]) -> list[Outcome]:
         """Single submissions that arrived together, each answered (or refused) exactly as if
         they had come one after another in this order: parsed (step 2), then a lone one
         decided on its own (its look-ups are its case's), several as one batch (`_run_batch`:
         one look-up and one transaction for all)."""
         # 2. Well-formed JSON with exactly the contract's members.
-        subs = [(item.caller, _parsed(parse_submission, item.body)) for item in items]
+        subs = [(item.caller, self.parse(item.body)) for item in items]
         if len(subs) == 1:
             principal, sub = subs[0]
             return [sub if isinstance(sub, LedgerError) else self._submit_or_refuse(principal, sub)]
@@ -793,16 +811,14 @@ class Ledger:
             case = Case(record)
         else:
             case.append(record)
+        added = {
+            "sealed_digest": crypto.b64(crypto.sha256(sealed)),
+            "actor": principal.token_id,
+            "role": principal.role,
+            "recorded_at": recorded_at,
+        }
         entry = jcs(
-            {
-                "kind": "event",
-                "envelope": sub.envelope,
-                "signature": sub.body["signature"],
-                "sealed_digest": crypto.b64(crypto.sha256(sealed)),
-                "actor": principal.token_id,
-                "role": principal.role,
-                "recorded_at": recorded_at,
-            }
+            {"kind": "event", "envelope": sub.envelope, "signature": sub.body["signature"], **added}
         )
         extra: dict[str, Any] = {}
         erasures = []
@@ -824,7 +840,7 @@ class Ledger:
             case_version=(case_id, case.version - 1),
             signing_key=sub.envelope["key"],
         )
-        return _Planned(sub, case, case.version, record, commit, leaf_hash(entry), extra)
+        return _Planned(sub, case, case.version, record, commit, leaf_hash(entry), added, extra)
 
     def _commit(self, plan: _Planned) -> dict[str, Any]:
         try:
@@ -858,6 +874,7 @@ class Ledger:
             "index": position,
             "case_version": version,
             "leaf_hash": crypto.b64(plan.leaf),
+            "entry": plan.added,
             **extra,
         }
 

@@ -47,12 +47,23 @@ class SubmissionDoc(BaseModel):
     signature: str = Field(description="base64 Ed25519 over b'ledger-event-v1\\n' + JCS(envelope)")
 
 
+class EntryAdded(BaseModel):
+    """What the ledger put in the event's log entry beside the envelope and signature: with
+    them the agency rebuilds the entry's bytes, and its leaf hash, from what it submitted."""
+
+    sealed_digest: str = Field(description="b64 SHA-256 of the stored ciphertext")
+    actor: str = Field(description="the opaque id of the token used")
+    role: str
+    recorded_at: str
+
+
 class EventAnswer(BaseModel):
     event_id: str
     case_id: str
     index: int
     case_version: int
     leaf_hash: str
+    entry: EntryAdded
     notify: list[str] | None = None
     receipt: str | None = None
 
