@@ -1,4 +1,4 @@
-"""Case list: each case's status and the agencies related to it (holders and recipients)."""
+"""Case list: each case's status and the agencies related to it (its holder and the others)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ class CasesProjection(Projection):
             )
         named = set(facts.get("recipients") or ())
         named.update(facts[k] for k in ("recipient", "to") if facts.get(k))
-        holder = etype in ("case.opened", "referral.accepted")
+        holder = etype == "case.opened"  # the agency that opened the case holds it
         for other in sorted(named | {agency}):
             cur.execute(
                 views.sql(

@@ -83,8 +83,9 @@ def consents_naming(views: ViewStore, agency: str) -> list[dict[str, Any]]:
     with views.read() as cur:
         cur.execute(
             views.sql(
-                "SELECT case_id, categories, recipients, expires_at, given_by, child_assent"
-                " FROM {s}view_consents WHERE withdrawn_at IS NULL AND recipients LIKE ?"
+                "SELECT case_id, consent_id, categories, purposes, recipients, expires_at,"
+                " given_by, child_assent FROM {s}view_consents"
+                " WHERE withdrawn_at IS NULL AND recipients LIKE ?"
             ),
             (like,),
         )

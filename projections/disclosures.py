@@ -19,6 +19,7 @@ class DisclosuresProjection(Projection):
         " by_agency TEXT, categories TEXT NOT NULL, consent_id TEXT, purpose TEXT,"
         " at TEXT NOT NULL, actor TEXT NOT NULL)",
         "CREATE INDEX IF NOT EXISTS view_disclosures_case ON {s}view_disclosures (case_id)",
+        "CREATE INDEX IF NOT EXISTS view_disclosures_agency ON {s}view_disclosures (agency, kind)",
     )
 
     def apply(self, views: ViewStore, cur: Any, position: int, entry: dict[str, Any]) -> None:
@@ -76,6 +77,22 @@ def disclosures_of(views: ViewStore, case_id: str) -> list[dict[str, Any]]:
                 " FROM {s}view_disclosures WHERE case_id = ? ORDER BY position"
             ),
             (case_id,),
+        )
+        rows = [dict(r) for r in cur.fetchall()]
+    for row in rows:
+        row["categories"] = json.loads(row["categories"])
+    return rows
+
+
+def shares_to(views: ViewStore, agency: str) -> list[dict[str, Any]]:
+    """(case_id, consent_id, categories) of every share an agency received."""
+    with views.read() as cur:
+        cur.execute(
+            views.sql(
+                "SELECT case_id, consent_id, categories FROM {s}view_disclosures"
+                " WHERE agency = ? AND kind = 'share'"
+            ),
+            (agency,),
         )
         rows = [dict(r) for r in cur.fetchall()]
     for row in rows:

@@ -67,7 +67,8 @@ def test_a_long_case_loads_from_snapshots_to_the_state_a_full_replay_gives(
     assert loaded.state == full_replay(world, case_id)
     assert loaded.state.consents[withdrawn].withdrawn
     assert loaded.state.referrals[referral].status == "accepted"
-    assert "clinic" in loaded.state.holders
+    assert loaded.state.holder == "ngo-a"  # accepting a referral makes no holder
+    assert loaded.state.disclosed["clinic"] == {expiring: {"health"}}
     # Reads still reach the first record, which no snapshot repeats.
     read = ngo.read(case_id)
     assert read.status_code == 200, read.text
@@ -100,7 +101,14 @@ def test_case_state_survives_its_json_form_unchanged() -> None:
             {"referral_id": "r1", "to": "clinic", "consent_id": "c1", "categories": ["health"]},
         ),
         ("referral.accepted", "clinic", {"referral_id": "r1"}),
-        ("plan.goal_set", "ngo-a", {"goal_id": "g1"}),
+        (
+            "data.shared",
+            "ngo-a",
+            {"share_id": "s1", "recipient": "shelter", "consent_id": "c1",
+             "purpose": "data_sharing", "categories": ["identity"]},
+        ),  # fmt: skip
+        ("plan.goal_set", "ngo-a", {"goal_id": "g1", "referral_id": "r1"}),
+        ("plan.goal_set", "ngo-a", {"goal_id": "g2", "referral_id": None}),
         ("erasure.requested", "ngo-a", {}),
         ("case.erased", "ngo-a", {}),
     ]
@@ -109,6 +117,9 @@ def test_case_state_survives_its_json_form_unchanged() -> None:
         state.apply(envelope, "tok_1", "2026-11-29T00:00:00Z")
     assert CaseState.from_json(state.to_json()) == state
     assert state.erased and state.referrals["r1"].status == "accepted"
+    assert state.holder == "ngo-a"
+    assert state.disclosed == {"clinic": {"c1": {"health"}}, "shelter": {"c1": {"identity"}}}
+    assert state.goals == {"g1": "r1", "g2": None}
 
 
 def test_load_many_gives_what_load_gives_for_cached_uncached_and_unknown_cases(

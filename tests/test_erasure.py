@@ -43,7 +43,7 @@ def test_erasure_end_to_end(world: World) -> None:
     consent = ngo.grant(case_id, ["clinic", "legal"], categories=["identity", "location"])
     assert ngo.share(case_id, "clinic", consent, ["identity", "location"]).status_code == 201
     assert clinic.read(case_id).status_code == 200
-    assert legal.read(case_id).status_code == 200  # named in the consent and read it
+    assert legal.read(case_id).status_code == 403  # named in the consent, sent nothing
     found = world.ledger.keys.table.get(case_id)
     assert found is not None
     wrapped = found[1]

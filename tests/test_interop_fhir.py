@@ -111,6 +111,8 @@ def test_fhir_export_follows_the_consent_registers_rules(world: World) -> None:
     world.agency("other")
     case_id = ngo.open_case()
     consent = ngo.grant(case_id, ["clinic"])
+    assert fhir(world, case_id, consent, "clinic").status_code == 403  # named, sent nothing
+    assert ngo.share(case_id, "clinic", consent).status_code == 201
     size = world.ledger.store.log_size()
     assert fhir(world, case_id, consent, "clinic").status_code == 200
     assert world.ledger.store.log_size() == size + 1  # the unsealed language: an access entry

@@ -44,6 +44,7 @@ def scenario(world: World) -> tuple[str, str]:
         categories=["identity", "health", "immigration"],
         expires_at="2030-01-01T00:00:00Z",
     )
+    assert ngo.share(case_id, "clinic", consent, ["health"]).status_code == 201  # clinic reads
     return case_id, consent
 
 
@@ -195,8 +196,10 @@ def test_receipt_endpoints_follow_the_consent_registers_rules(world: World) -> N
     ngo, clinic = world.agencies["ngo-a"], world.agencies["clinic"]
     legal, other = world.agency("legal"), world.agency("other")
     solo = ngo.grant(case_id, ["legal"])  # names legal only
+    assert world.http.get(receipt_url(case_id, solo), headers=legal.auth()).status_code == 403
+    assert ngo.share(case_id, "legal", solo).status_code == 201  # now legal may read something
     url = receipt_url(case_id, consent)
-    assert world.http.get(url, headers=clinic.auth()).status_code == 200  # named, counts
+    assert world.http.get(url, headers=clinic.auth()).status_code == 200  # named, sent, counts
     assert world.http.get(receipt_url(case_id, solo), headers=clinic.auth()).status_code == 404
     assert world.http.get(url, headers=legal.auth()).status_code == 404  # not named in it
     assert world.http.get(url, headers=other.auth()).status_code == 404  # unrelated

@@ -38,7 +38,17 @@ def test_case_list_shows_status_open_referrals_and_readable_categories(world: Wo
     assert [(c["case_id"], c["holder"], c["open_referrals"]) for c in mine] == [(case_id, True, 1)]
     assert len(mine[0]["categories"]) == 10
     theirs = world.http.get("/v1/cases", headers=clinic.auth()).json()["cases"]
-    assert theirs[0]["categories"] == ["identity", "health"] and not theirs[0]["holder"]
+    assert theirs[0]["categories"] == [] and not theirs[0]["holder"]  # nothing sent yet
+    ngo.share(case_id, "clinic", consent, ["identity"])
+    theirs = world.http.get("/v1/cases", headers=clinic.auth()).json()["cases"]
+    assert theirs[0]["categories"] == ["identity"]  # what the share sent
+    referral = world.models.referrals(
+        world.ledger.authenticate(ngo.tokens["caseworker"])
+    )["referrals"][0]["referral_id"]
+    clinic.ok("referral.accepted", case_id, {"referral_id": referral}, {"reason": None})
+    theirs = world.http.get("/v1/cases", headers=clinic.auth()).json()["cases"]
+    assert theirs[0]["categories"] == ["identity", "health"]  # and the accepted referral
+    assert not theirs[0]["holder"]  # accepting makes no holder
     ngo.ok("consent.withdrawn", case_id, {"consent_id": consent}, {"reason": "survivor_request"})
     theirs = world.http.get("/v1/cases", headers=clinic.auth()).json()["cases"]
     assert theirs[0]["categories"] == []
@@ -52,6 +62,7 @@ def test_consent_register_unseals_language_and_logs_the_read(world: World) -> No
     case_id = ngo.open_case("12-14")
     a = ngo.grant(case_id, ["clinic"], given_by="guardian_ad_litem", child_assent=True)
     b = ngo.grant(case_id, ["legal"], given_by="survivor")  # does not count: a child's case
+    assert ngo.share(case_id, "clinic", a).status_code == 201
     size = world.ledger.store.log_size()
     register = world.http.get(f"/v1/cases/{case_id}/consents", headers=ngo.auth()).json()
     assert world.ledger.store.log_size() == size + 1  # attrs were unsealed: an access entry
@@ -106,7 +117,9 @@ def test_disclosure_register_answers_who_has_my_data(world: World) -> None:
     case_id = ngo.open_case(payload={"identity": {"n": 1}, "health": {"h": 1}})
     consent = ngo.grant(case_id, ["clinic"])
     ngo.share(case_id, "clinic", consent, ["identity"])
-    refer(world, case_id, consent, "clinic", "health_psychosocial")
+    referral = refer(world, case_id, consent, "clinic", "health_psychosocial")
+    clinic.read(case_id)  # the referral is pending: only the shared category is readable
+    clinic.ok("referral.accepted", case_id, {"referral_id": referral}, {"reason": None})
     clinic.read(case_id)
     register = world.http.get(f"/v1/cases/{case_id}/disclosures", headers=ngo.auth()).json()
     rows = [(d["kind"], d["agency"], d["categories"], d["consent_id"])
@@ -114,6 +127,7 @@ def test_disclosure_register_answers_who_has_my_data(world: World) -> None:
     assert rows == [
         ("share", "clinic", ["identity"], consent),
         ("referral", "clinic", ["health"], consent),
+        ("read", "clinic", ["identity"], None),
         ("read", "clinic", ["identity", "health"], None),
     ]
     assert world.http.get(f"/v1/cases/{case_id}/disclosures",

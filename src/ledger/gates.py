@@ -9,7 +9,7 @@ exemption was claimed in a minor case.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,13 +20,19 @@ from ledger.errors import Forbidden, Gone, Invalid, NotFound
 APPEND_ROLES = frozenset({"caseworker", "supervisor"})
 GUARDIANS = frozenset({"guardian", "guardian_ad_litem"})
 
-# Who may append each type (ARCHITECTURE.md section 3).
-ANYONE, HOLDER, REFERRAL_TO, SUPERVISOR, SECOND_SUPERVISOR = (
+# Purposes under which a consent discloses data to its recipients; a consent for `statistics`
+# or `prosecution` alone lets its recipients read nothing.
+DISCLOSING_PURPOSES = frozenset({"assistance", "referral", "data_sharing"})
+
+# Who may append each type (docs/authorization.md). The holder is the agency that opened the
+# case; a provider is the `to` of an accepted referral, which appends for that referral only.
+ANYONE, HOLDER, REFERRAL_TO, HOLDER_OR_PROVIDER, SUPERVISOR, SECOND_SUPERVISOR = (
     "any agency",
-    "a holder",
+    "the case's holder",
     "the referral's recipient",
-    "a supervisor of a holder",
-    "another supervisor of a holder",
+    "the case's holder, or the provider of the accepted referral it names",
+    "a supervisor of the case's holder",
+    "another supervisor of the case's holder",
 )
 APPEND_RULES: Mapping[str, str] = {
     "case.opened": ANYONE,
@@ -39,13 +45,20 @@ APPEND_RULES: Mapping[str, str] = {
     "referral.declined": REFERRAL_TO,
     "referral.completed": REFERRAL_TO,
     "data.shared": HOLDER,
-    "service.delivered": HOLDER,
-    "plan.goal_set": HOLDER,
-    "plan.goal_updated": HOLDER,
-    "feedback.recorded": HOLDER,
+    "service.delivered": HOLDER_OR_PROVIDER,
+    "plan.goal_set": HOLDER_OR_PROVIDER,
+    "plan.goal_updated": HOLDER_OR_PROVIDER,
+    "feedback.recorded": HOLDER_OR_PROVIDER,
     "case.closed": HOLDER,
     "erasure.requested": SUPERVISOR,
     "case.erased": SECOND_SUPERVISOR,
+}
+# Facts naming agencies that the event sends data to or names as recipients: each must be a
+# registered agency with a live key (step 8).
+NAMED_AGENCY_FACTS: Mapping[str, tuple[str, ...]] = {
+    "consent.granted": ("recipients",),
+    "referral.made": ("to",),
+    "data.shared": ("recipient",),
 }
 
 AgeBandOf = Callable[[], str | None] | None
@@ -125,12 +138,15 @@ class CaseState:
     version: int = 0
     minor: bool = True  # presumption of minority until the case says otherwise
     age_version: int = 0  # case version whose sealed attrs hold the latest age band
-    holders: set[str] = field(default_factory=set)
+    holder: str | None = None  # the agency that opened the case
     related: set[str] = field(default_factory=set)
     named: set[str] = field(default_factory=set)  # ever a recipient, recipient or `to`
     consents: dict[str, Consent] = field(default_factory=dict)
     referrals: dict[str, Referral] = field(default_factory=dict)
-    goals: set[str] = field(default_factory=set)
+    # What each agency was sent: agency -> consent id -> categories, from its shares and the
+    # referrals it accepted. Reads follow it (`readable_categories`).
+    disclosed: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    goals: dict[str, str | None] = field(default_factory=dict)  # goal id -> its referral
     erasure_requests: dict[str, str] = field(default_factory=dict)  # event id -> actor
     closed: bool = False
     erased: bool = False
@@ -144,12 +160,16 @@ class CaseState:
             "version": self.version,
             "minor": self.minor,
             "age_version": self.age_version,
-            "holders": sorted(self.holders),
+            "holder": self.holder,
             "related": sorted(self.related),
             "named": sorted(self.named),
             "consents": [c.to_json() for c in self.consents.values()],
             "referrals": [r.to_json() for r in self.referrals.values()],
-            "goals": sorted(self.goals),
+            "disclosed": {
+                agency: {consent: sorted(cats) for consent, cats in sent.items()}
+                for agency, sent in sorted(self.disclosed.items())
+            },
+            "goals": [[goal, referral] for goal, referral in self.goals.items()],
             "erasure_requests": [[k, v] for k, v in self.erasure_requests.items()],
             "closed": self.closed,
             "erased": self.erased,
@@ -164,12 +184,15 @@ class CaseState:
         return cls(
             **{
                 **data,
-                "holders": set(data["holders"]),
                 "related": set(data["related"]),
                 "named": set(data["named"]),
                 "consents": {c.consent_id: c for c in consents},
                 "referrals": {r.referral_id: r for r in referrals},
-                "goals": set(data["goals"]),
+                "disclosed": {
+                    agency: {consent: set(cats) for consent, cats in sent.items()}
+                    for agency, sent in data["disclosed"].items()
+                },
+                "goals": {goal: referral for goal, referral in data["goals"]},
                 "erasure_requests": {k: v for k, v in data["erasure_requests"]},
             }
         )
@@ -184,7 +207,7 @@ class CaseState:
         self.named |= named
         self.related |= named
         if etype == "case.opened":
-            self.holders.add(agency)
+            self.holder = agency
         if etype in ("case.opened", "age.assessed"):
             self.minor = bool(facts["minor"])
             self.age_version = self.version
@@ -213,10 +236,12 @@ class CaseState:
         elif etype in ("referral.accepted", "referral.declined", "referral.completed"):
             referral = self.referrals[facts["referral_id"]]
             referral.status = etype.split(".")[1]
-            if etype == "referral.accepted":
-                self.holders.add(agency)
+            if etype == "referral.accepted":  # the referral's categories are sent now
+                self._disclose(referral.to, referral.consent_id, referral.categories)
+        elif etype == "data.shared":
+            self._disclose(facts["recipient"], facts["consent_id"], facts["categories"])
         elif etype == "plan.goal_set":
-            self.goals.add(facts["goal_id"])
+            self.goals[facts["goal_id"]] = facts["referral_id"]
         elif etype == "case.closed":
             self.closed = True
         elif etype == "erasure.requested":
@@ -225,6 +250,18 @@ class CaseState:
             self.erased = True
             self.erased_at = recorded_at
             self.erased_version = self.version
+
+    def _disclose(self, agency: str, consent_id: str, categories: Iterable[str]) -> None:
+        self.disclosed.setdefault(agency, {}).setdefault(consent_id, set()).update(categories)
+
+    def provided_referral(self, etype: str, facts: Mapping[str, Any]) -> Referral | None:
+        """The referral a provider's append is for (`service.delivered`, `feedback.recorded`
+        and `plan.goal_set` name it; `plan.goal_updated` through its goal), if any."""
+        if etype == "plan.goal_updated":
+            referral_id = self.goals.get(facts["goal_id"])
+        else:
+            referral_id = facts.get("referral_id")
+        return None if referral_id is None else self.referrals.get(referral_id)
 
 
 # --- step 3 and 4: relation and erasure -------------------------------------------------------
@@ -267,7 +304,8 @@ def check_references(state: CaseState | None, etype: str, facts: Mapping[str, An
         raise Invalid("facts.referral_id is already used in this case; use a new id")
     referral_id = facts.get("referral_id")
     if etype in _REFERRAL_FROM or (
-        etype in ("service.delivered", "feedback.recorded") and referral_id is not None
+        etype in ("service.delivered", "feedback.recorded", "plan.goal_set")
+        and referral_id is not None
     ):
         referral = state.referrals.get(referral_id or "")
         if referral is None:
@@ -304,7 +342,15 @@ def check_permission(
         if state.referrals[facts["referral_id"]].to != agency:
             raise Forbidden(f"{etype} may be appended only by {rule}")
         return
-    if agency not in state.holders:
+    if rule == HOLDER_OR_PROVIDER and agency != state.holder:
+        referral = state.provided_referral(etype, facts)
+        if referral is None or referral.to != agency or referral.status != "accepted":
+            raise Forbidden(
+                f"{etype} may be appended only by {rule} (a provider appends for its own "
+                "accepted referral: name it in facts.referral_id)"
+            )
+        return
+    if agency != state.holder:
         raise Forbidden(f"{etype} may be appended only by {rule}")
     if rule in (SUPERVISOR, SECOND_SUPERVISOR) and role != "supervisor":
         raise Forbidden(f"{etype} needs a supervisor token")
@@ -336,10 +382,13 @@ def check_consent_gate(
     facts: Mapping[str, Any],
     now: datetime,
     age_band_of: AgeBandOf,
+    agency: str | None = None,
 ) -> None:
-    """No share, referral or acceptance without a counting consent that covers it: Forbidden.
+    """No share, referral or acceptance without a counting consent that covers it, and no
+    provider's append for a referral whose consent no longer counts: Forbidden.
 
-    Accepting a referral makes the recipient a holder, so its consent must still count then.
+    Accepting a referral sends its categories to the recipient, so its consent must still
+    count then; a provider works under the referral's consent, so a withdrawal stops it.
     """
     categories = facts.get("categories")
     if etype == "data.shared":
@@ -349,6 +398,11 @@ def check_consent_gate(
         consent_id, recipient, needed = facts["consent_id"], facts["to"], {"referral"}
     elif etype == "referral.accepted":
         referral = state.referrals[facts["referral_id"]]
+        consent_id, recipient, needed = referral.consent_id, referral.to, {"referral"}
+        categories = sorted(referral.categories)
+    elif APPEND_RULES[etype] == HOLDER_OR_PROVIDER and agency != state.holder:
+        referral = state.provided_referral(etype, facts)
+        assert referral is not None  # check_permission let only its provider through
         consent_id, recipient, needed = referral.consent_id, referral.to, {"referral"}
         categories = sorted(referral.categories)
     else:
@@ -371,16 +425,53 @@ def check_consent_gate(
         )
 
 
+def disclosed_categories(
+    state: CaseState, agency: str, now: datetime, age_band_of: AgeBandOf
+) -> frozenset[str]:
+    """The categories an agency other than the holder may read now: those a share or an
+    accepted referral sent it, under a consent that names it, has a disclosing purpose and
+    counts now (not withdrawn, not expired, the minors rule)."""
+    readable: set[str] = set()
+    for consent_id, sent in state.disclosed.get(agency, {}).items():
+        consent = state.consents[consent_id]
+        if (
+            agency in consent.recipients
+            and consent.purposes & DISCLOSING_PURPOSES
+            and consent_counts(state, consent, now, age_band_of)
+        ):
+            readable |= sent & consent.categories
+    return frozenset(readable)
+
+
 def readable_categories(
     state: CaseState, agency: str, now: datetime, age_band_of: AgeBandOf
 ) -> frozenset[str] | None:
-    """Categories a related agency may unseal; None means all (a holder). Forbidden if none."""
-    if agency in state.holders:
+    """Categories an agency may unseal; None means all (the holder). Forbidden if none."""
+    if agency == state.holder:
         return None
-    granted: set[str] = set()
-    for consent in state.consents.values():
-        if agency in consent.recipients and consent_counts(state, consent, now, age_band_of):
-            granted |= consent.categories
-    if not granted:  # consents always name at least one category
-        raise Forbidden("no active consent lets your agency read this case")
-    return frozenset(granted)
+    granted = disclosed_categories(state, agency, now, age_band_of)
+    if not granted:
+        raise Forbidden(
+            "nothing of this case was sent to your agency under a consent that counts now"
+        )
+    return granted
+
+
+def referral_counts(
+    state: CaseState, referral: Referral, now: datetime, age_band_of: AgeBandOf
+) -> bool:
+    """A referral's own attrs (component, urgency, due time) are its recipient's to see while
+    the consent it was made under counts, accepted or not: it needs them to answer."""
+    return consent_counts(state, state.consents[referral.consent_id], now, age_band_of)
+
+
+def may_unseal_attrs(state: CaseState, agency: str, now: datetime, age_band_of: AgeBandOf) -> bool:
+    """Whether an unsealed read of a case's attrs alone (an access entry without categories)
+    is allowed: the holder, an agency that may read a category, or the recipient of a
+    referral whose consent counts (its referral's attrs)."""
+    if agency == state.holder or disclosed_categories(state, agency, now, age_band_of):
+        return True
+    return any(
+        referral.to == agency and referral_counts(state, referral, now, age_band_of)
+        for referral in state.referrals.values()
+    )

@@ -762,7 +762,12 @@ class Ledger:
         )
         if case is not None:
             check_consent_gate(
-                case.state, sub.type, sub.facts, now, lambda: self._age_band(case, pending)
+                case.state,
+                sub.type,
+                sub.facts,
+                now,
+                lambda: self._age_band(case, pending),
+                agency=sub.agency,
             )
         return self._plan(principal, sub, case, now, pending)
 

@@ -15,18 +15,25 @@ from typing import Any
 
 from ledger.envelope import CATEGORIES, format_timestamp, parse_timestamp
 from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
-from ledger.gates import APPEND_ROLES, consent_counts, readable_categories
+from ledger.gates import (
+    APPEND_ROLES,
+    DISCLOSING_PURPOSES,
+    consent_counts,
+    readable_categories,
+    referral_counts,
+)
 from ledger.ledger import Ledger, Principal
 from ledger.sealing import unseal_item
 from ledger.storage.base import ViewStore
 from projections import stats
 from projections.cases import cases_of
 from projections.consents import consents_naming, consents_of
-from projections.disclosures import disclosures_of
+from projections.disclosures import disclosures_of, shares_to
 from projections.referrals import referrals_of
 from projections.runner import ProjectionRunner
 
 OPEN_REFERRAL = ("pending", "accepted")
+RECEIVED = ("accepted", "completed")  # a referral whose categories reached its recipient
 HEALTH_COMPONENT = "health_psychosocial"
 _PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
@@ -62,20 +69,8 @@ class ReadModels:
         """The caller's cases: status, open referrals, the categories it may read."""
         agency = self._agency(principal)
         self._fresh()
-        now = format_timestamp(self.ledger.clock())
-        consented: dict[str, set[str]] = defaultdict(set)
         rows = cases_of(self.views, agency)
-        minor = {r["case_id"]: bool(r["minor"]) for r in rows}
-        for consent in consents_naming(self.views, agency):
-            if consent["expires_at"] is not None and consent["expires_at"] <= now:
-                continue
-            # In a minor's case only a guardian's consent with assent counts here; an assent
-            # exemption depends on the sealed age band, which the list does not unseal.
-            if minor.get(consent["case_id"]) and not (
-                consent["given_by"] != "survivor" and consent["child_assent"]
-            ):
-                continue
-            consented[consent["case_id"]].update(json.loads(consent["categories"]))
+        readable = self._readable(agency, {r["case_id"]: bool(r["minor"]) for r in rows})
         open_referrals: dict[str, int] = defaultdict(int)
         for referral in referrals_of(self.views, agency):
             if referral["status"] in OPEN_REFERRAL:
@@ -91,10 +86,43 @@ class ReadModels:
                 "open_referrals": open_referrals[r["case_id"]],
                 "categories": list(CATEGORIES)
                 if r["holder"]
-                else [c for c in CATEGORIES if c in consented[r["case_id"]]],
+                else [c for c in CATEGORIES if c in readable[r["case_id"]]],
             }
             for r in rows
         ]
+
+    def _readable(self, agency: str, minor: dict[str, bool]) -> dict[str, set[str]]:
+        """Per case, the categories the agency (not the holder) may read now, from the read
+        models: what its shares and accepted referrals sent it, under consents that name it,
+        disclose, and count now (`gates.disclosed_categories`, without unsealing anything).
+        In a minor's case only a guardian's consent with assent counts here; an assent
+        exemption depends on the sealed age band, which the list does not unseal."""
+        now = format_timestamp(self.ledger.clock())
+        counting: dict[tuple[str, str], set[str]] = {}
+        for consent in consents_naming(self.views, agency):
+            if consent["expires_at"] is not None and consent["expires_at"] <= now:
+                continue
+            if not DISCLOSING_PURPOSES & set(json.loads(consent["purposes"])):
+                continue
+            if minor.get(consent["case_id"]) and not (
+                consent["given_by"] != "survivor" and consent["child_assent"]
+            ):
+                continue
+            counting[consent["case_id"], consent["consent_id"]] = set(
+                json.loads(consent["categories"])
+            )
+        sent = [
+            *shares_to(self.views, agency),
+            *(r for r in referrals_of(self.views, agency) if r["status"] in RECEIVED),
+        ]
+        readable: dict[str, set[str]] = defaultdict(set)
+        for row in sent:
+            if row.get("to_agency", agency) != agency:
+                continue  # a referral the agency made, not one it received
+            allowed = counting.get((row["case_id"], row["consent_id"]))
+            if allowed is not None:
+                readable[row["case_id"]] |= allowed & set(row["categories"])
+        return readable
 
     # -- consents --------------------------------------------------------------------------
 
@@ -108,7 +136,7 @@ class ReadModels:
         readable_categories(state, agency, now, age_band)  # 403 for a related agency without any
         key = self.ledger.keys.get(case_id)
         records = {r["envelope"]["event_id"]: r for r in self.ledger.cases.records(case)}
-        holder = agency in state.holders
+        holder = agency == state.holder
         out = []
         for row in consents_of(self.views, case_id):
             if not holder and agency not in row["recipients"]:
@@ -156,8 +184,8 @@ class ReadModels:
         """Every share, referral and unsealed read of a case (holders only)."""
         agency = self._agency(principal)
         _case, state = self.ledger._visible_case(principal, case_id)
-        if agency not in state.holders:
-            raise Forbidden("the disclosure register is for the agencies holding the case")
+        if agency != state.holder:
+            raise Forbidden("the disclosure register is for the agency holding the case")
         self._fresh()
         return {"case_id": case_id, "disclosures": disclosures_of(self.views, case_id)}
 
@@ -189,17 +217,26 @@ class ReadModels:
             case = self.ledger.cases.load(case_id)
             if case is None or case.state.erased:
                 continue
+            state, age_band = case.state, partial(self.ledger._age_band, case)
+            # The referrer (the holder) sees its referrals' attrs; a recipient those of the
+            # referrals to it whose consent counts now, accepted or not (it needs them to
+            # answer); the others' stay sealed (null).
+            visible = [
+                row
+                for row in case_rows
+                if agency == state.holder
+                or (
+                    row["to_agency"] == agency
+                    and referral_counts(state, state.referrals[row["referral_id"]], now, age_band)
+                )
+            ]
             sealed: dict[str, dict[str, Any]] = {}
-            try:
-                readable_categories(case.state, agency, now, partial(self.ledger._age_band, case))
-                key = self.ledger.keys.get(case_id)
-            except Forbidden:
-                key = None  # related, but no counting consent now: no attrs
+            key = self.ledger.keys.get(case_id) if visible else None
             if key is not None:
                 all_records = self.ledger.cases.records(case)
                 records = {r["envelope"]["event_id"]: r for r in all_records}
                 opened = unseal_item(key, case_id, all_records[0], "attrs")
-                for row in case_rows:
+                for row in visible:
                     attrs = unseal_item(key, case_id, records[row["event_id"]], "attrs")
                     due = parse_timestamp(attrs["due_by"])
                     if attrs["component"] == HEALTH_COMPONENT:

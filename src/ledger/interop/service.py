@@ -1,8 +1,8 @@
 """Access rules, unsealing and access logging around the interoperability formats.
 
 Receipts and FHIR resources follow the rules of the consent register
-(`GET /v1/cases/{id}/consents`): holders see every consent of the case, other related
-agencies the consents that name them while one counts for them (403 otherwise), unrelated
+(`GET /v1/cases/{id}/consents`): the holder sees every consent of the case, other related
+agencies the consents that name them while they may read some category (403 otherwise), unrelated
 agencies get 404, an erased case 410. Each answer unseals the consent's attrs (language,
 interpreter, notice version, withdrawal reason), so each is logged as an access entry,
 as `read_case` does. The HTCDS export unseals attrs of every case of a year on the
@@ -64,7 +64,7 @@ class InteropService:
         state = case.state
         readable_categories(state, agency, now, partial(self.ledger._age_band, case))
         consent = state.consents.get(consent_id)
-        if consent is None or (agency not in state.holders and agency not in consent.recipients):
+        if consent is None or (agency != state.holder and agency not in consent.recipients):
             raise NotFound("no such consent in this case for your agency")
         return consent
 
@@ -211,12 +211,12 @@ class InteropService:
         raise NotFound("no consent receipt with this code among your agency's cases")
 
     def _may_see(self, agency: str, case_id: str, consent_id: str) -> bool:
-        """The register's rule for one consent of a case: its holders see it; a recipient
+        """The register's rule for one consent of a case: its holder sees it; a recipient
         sees the consents naming it, while one of its consents counts now."""
         case = self.ledger.cases.load(case_id)
         if case is None or case.state.erased:
             return False
-        if agency in case.state.holders:
+        if agency == case.state.holder:
             return True
         try:
             readable_categories(
