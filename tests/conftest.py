@@ -287,7 +287,8 @@ def open_world(settings: Settings) -> Iterator[World]:
     models.inline = True  # queries catch up first: tests read their writes on both backends
     try:
         with TestClient(
-            create_app(ledger, models, follow=False), raise_server_exceptions=False
+            create_app(ledger, models, follow=False, checkpoint_interval_s=0.2),
+            raise_server_exceptions=False,
         ) as http:
             yield World(settings, ledger, http, clock, admin, models)
     finally:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import pytest
 
 from ledger import crypto
 from ledger.log import merkle
-from ledger.log.checkpoint import verify_checkpoint
-from tests.conftest import ORIGIN, World
+from ledger.log.checkpoint import Checkpoint, verify_checkpoint
+from ledger.log.service import CheckpointSigner, LogService
+from ledger.settings import Settings
+from tests.conftest import ORIGIN, World, open_world
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -27,12 +32,37 @@ def log_vkey(world: World) -> crypto.VerifyKey:
     return crypto.parse_verify_key((world.settings.keys / "log.vkey").read_text())
 
 
+def covering(world: World, headers: dict[str, str], timeout_s: float = 10.0) -> Checkpoint:
+    """The served checkpoint, once the log's signer (every 0.2 s in tests) covers the log."""
+    size, deadline = world.ledger.store.log_size(), time.monotonic() + timeout_s
+    while True:
+        r = world.http.get("/v1/log/checkpoint", headers=headers)
+        assert r.status_code == 200, r.text
+        cp = verify_checkpoint(r.text, log_vkey(world), ORIGIN)
+        if cp.size >= size or time.monotonic() > deadline:
+            return cp
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def unscheduled(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """A world whose checkpoint signer never signs by itself (every 10^9 entries or a day):
+    whatever is signed here, a request signed it."""
+
+    def idle(service: LogService, every: int, interval_s: float) -> CheckpointSigner:
+        return CheckpointSigner(service, 10**9, 86_400.0)
+
+    monkeypatch.setattr("ledger.api.app.CheckpointSigner", idle)
+    with open_world(settings) as fresh:
+        yield fresh
+
+
 def test_checkpoint_is_a_signed_note_over_the_current_root(world: World) -> None:
     grow(world)
     auditor = bearer(world.token("auditor"))
     r = world.http.get("/v1/log/checkpoint", headers=auditor)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    cp = verify_checkpoint(r.text, log_vkey(world), ORIGIN)
+    cp = covering(world, auditor)
     size = world.ledger.store.log_size()
     assert cp.size == size
     leaves = [merkle.leaf_hash(e) for _, e in world.ledger.store.entries(0, size)]
@@ -45,13 +75,10 @@ def test_checkpoint_is_a_signed_note_over_the_current_root(world: World) -> None
 def test_each_new_checkpoint_is_consistent_with_the_previous_one(world: World) -> None:
     auditor = bearer(world.token("auditor"))
     grow(world, 1)
-    first = verify_checkpoint(
-        world.http.get("/v1/log/checkpoint", headers=auditor).text, log_vkey(world)
-    )
+    first = covering(world, auditor)
     grow(world, 2)
-    second = verify_checkpoint(
-        world.http.get("/v1/log/checkpoint", headers=auditor).text, log_vkey(world)
-    )
+    second = covering(world, auditor)
+    assert second.size > first.size
     r = world.http.get(
         f"/v1/log/proof/consistency?from={first.size}&to={second.size}", headers=auditor
     )
@@ -63,9 +90,7 @@ def test_each_new_checkpoint_is_consistent_with_the_previous_one(world: World) -
 def test_entries_page_and_inclusion_proofs_verify_against_the_checkpoint(world: World) -> None:
     answers = grow(world, 4)
     auditor = bearer(world.token("auditor"))
-    cp = verify_checkpoint(
-        world.http.get("/v1/log/checkpoint", headers=auditor).text, log_vkey(world)
-    )
+    cp = covering(world, auditor)
     page = world.http.get(f"/v1/log/entries?start=0&end={cp.size + 50}", headers=auditor).json()
     assert [e["index"] for e in page["entries"]] == list(range(cp.size))
     for answer in answers:
@@ -75,6 +100,74 @@ def test_entries_page_and_inclusion_proofs_verify_against_the_checkpoint(world: 
         r = world.http.get(f"/v1/log/proof/inclusion?index={index}&size={cp.size}", headers=auditor)
         proof = [crypto.b64decode_strict(p) for p in r.json()["proof"]]
         merkle.verify_inclusion(index, cp.size, merkle.leaf_hash(leaf), proof, cp.root)
+
+
+@pytest.mark.regression("any token's checkpoint request signed and stored a checkpoint")
+def test_a_checkpoint_request_after_the_log_grew_neither_signs_nor_stores_anything(
+    unscheduled: World,
+) -> None:
+    world = unscheduled
+    auditor = bearer(world.token("auditor"))
+    grow(world, 1)
+    first = world.http.get("/v1/log/checkpoint", headers=auditor).text  # the log's first
+    stored = world.ledger.store.latest_checkpoint()
+    assert stored is not None and stored.note == first
+    grow(world, 2)
+    assert world.ledger.store.log_size() > stored.size
+    for _ in range(3):
+        assert world.http.get("/v1/log/checkpoint", headers=auditor).text == first
+    assert world.ledger.store.latest_checkpoint() == stored  # nothing signed, nothing stored
+    # The log's schedule signs (here by hand, as CheckpointSigner would); then it is served.
+    signed = world.ledger.log.sign_checkpoint()
+    assert signed.size == world.ledger.store.log_size()
+    assert world.http.get("/v1/log/checkpoint", headers=auditor).text == signed.note
+
+
+def test_the_first_checkpoint_request_of_a_log_without_one_signs_it(unscheduled: World) -> None:
+    world = unscheduled
+    grow(world, 1)
+    assert world.ledger.store.latest_checkpoint() is None
+    r = world.http.get("/v1/log/checkpoint", headers=world.agency("ngo-a").auth())
+    cp = verify_checkpoint(r.text, log_vkey(world), ORIGIN)
+    assert cp.size == world.ledger.store.log_size()
+    stored = world.ledger.store.latest_checkpoint()
+    assert stored is not None and stored.note == r.text
+
+
+def test_the_signer_covers_new_entries_on_its_schedule(world: World) -> None:
+    auditor = bearer(world.token("auditor"))
+    grow(world, 1)
+    assert covering(world, auditor).size == world.ledger.store.log_size()
+    grow(world, 1)
+    assert covering(world, auditor).size == world.ledger.store.log_size()
+
+
+def signed_size(world: World, size: int, timeout_s: float) -> int:
+    """The stored checkpoint's size, once it is `size` or `timeout_s` seconds have passed."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        latest = world.ledger.store.latest_checkpoint()
+        signed = latest.size if latest is not None else -1
+        if signed == size or time.monotonic() > deadline:
+            return signed
+        time.sleep(0.05)
+
+
+def test_the_signer_signs_every_n_entries_without_waiting_for_its_interval(
+    unscheduled: World,
+) -> None:
+    world = unscheduled
+    ngo = world.agency("ngo-a")
+    size = world.ledger.log.sign_checkpoint().size
+    signer = CheckpointSigner(world.ledger.log, every=2, interval_s=3600.0)
+    signer.start()  # it looks at the log once a second
+    try:
+        ngo.open_case()
+        assert signed_size(world, size + 1, 1.5) == size  # one entry behind: it waits
+        ngo.open_case()
+        assert signed_size(world, size + 2, 5.0) == size + 2  # two: it signs
+    finally:
+        signer.stop()
 
 
 def test_agencies_get_proofs_of_their_own_entries_only(world: World) -> None:

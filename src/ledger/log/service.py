@@ -82,8 +82,16 @@ class LogService:
             return saved
 
     def checkpoint(self) -> str:
-        """The newest signed checkpoint, signing one on demand when the log has grown."""
-        return self.sign_checkpoint().note
+        """The newest signed checkpoint, as `GET /v1/log/checkpoint` serves it.
+
+        Never signs when one exists, however much the log has grown: signing reads the tree,
+        proves consistency and stores a checkpoint for good, and readers (any token) must not
+        be able to make the server do that at will. `CheckpointSigner` signs on its schedule;
+        only the very first checkpoint of a log may be signed here, so that a reader never
+        finds none.
+        """
+        latest = self.store.latest_checkpoint()
+        return (latest if latest is not None else self.sign_checkpoint()).note
 
     # -- reads -----------------------------------------------------------------------------------
 

@@ -41,7 +41,11 @@ class ConsistencyProof(BaseModel):
 
 @router.get("/v1/log/checkpoint", response_class=PlainTextResponse)
 def checkpoint(principal: CurrentPrincipal, ledger: LedgerDep) -> PlainTextResponse:
-    """The newest C2SP checkpoint, an Ed25519 signed note by the log key."""
+    """The newest C2SP checkpoint, an Ed25519 signed note by the log key.
+
+    Signed on the log's schedule (every N entries or T seconds), never by this request: a new
+    entry is covered from the next scheduled checkpoint on.
+    """
     return PlainTextResponse(ledger.log.checkpoint(), media_type=TEXT)
 
 
