@@ -248,7 +248,7 @@ def test_event_id_reused_with_other_content_is_409_before_invalid_facts(world: W
 
 
 def test_invalid_facts_and_unknown_references_are_422_before_permission(world: World) -> None:
-    ngo = world.agency("ngo-a")
+    ngo, other = world.agency("ngo-a"), world.agency("ngo-b")
     case_id = ngo.open_case()
     auditor = world.token("auditor")
     body = ngo.body("case.closed", case_id, {"bogus": 1}, {"reason": "other"})
@@ -267,9 +267,12 @@ def test_invalid_facts_and_unknown_references_are_422_before_permission(world: W
         {},
     )
     assert ngo.post(share).status_code == 422  # unknown consent, not 403
+    # Another agency's caseworker: step 8 (the facts) before step 9 (agency).
     opened = ngo.body("case.opened", new(), {"minor": True}, OPENED_ATTRS)  # adult but minor
+    assert world.http.post("/v1/events", json=opened, headers=other.auth()).status_code == 422
+    # Roles that never append are refused before the body is read (issue 15): 403 for them.
     r = world.http.post("/v1/events", json=opened, headers={"Authorization": f"Bearer {auditor}"})
-    assert r.status_code == 422
+    assert r.status_code == 403
 
 
 def test_roles_that_never_append_are_403(world: World) -> None:

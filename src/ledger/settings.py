@@ -18,7 +18,14 @@ class Settings(BaseSettings):
     database_url: str | None = None
     pg_schema: str = "ledger"
     freshness_s: int = 300
+    # Request body caps, enforced by the API's gate before and while reading: one event, a
+    # batch of up to 1,000 (1,000 events of 1 KiB payloads are about 2.2 MB), anything else.
     max_body_bytes: int = 1_048_576
+    max_batch_bytes: int = 4_194_304
+    max_other_body_bytes: int = 65_536
+    # Body bytes one token may have read and not yet answered in one API process (429 past
+    # it); at least max_batch_bytes, or no batch could ever be sent.
+    inflight_bytes_per_token: int = 8_388_608
     log_level: str = "info"
     workers: int = 1  # `ledger serve` processes
     rate_per_s: float = 500.0  # requests per second per token (0: no limit) ...

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ledger import __version__
 from ledger.api import errors
-from ledger.api.ratelimit import RateLimiter
+from ledger.api.gate import Gate
+from ledger.api.ratelimit import InFlight, RateLimiter
 from ledger.api.routes import (
     agencies,
     cases,
@@ -56,7 +57,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (410, "the case was erased"),
         (413, "the body is too large"),
         (422, "well-formed but not acceptable (signature, digests, key, facts, attrs)"),
-        (429, "too many requests for this token (see Retry-After)"),
+        (429, "too many requests, or request bytes in flight, for this token (see Retry-After)"),
     )
 }
 
@@ -76,6 +77,9 @@ def create_app(
     readmodels: ReadModels,
     *,
     max_body_bytes: int = 1_048_576,
+    max_batch_bytes: int = 4_194_304,
+    max_other_body_bytes: int = 65_536,
+    inflight_bytes_per_token: int = 8_388_608,
     checkpoint_every: int = 1000,
     checkpoint_interval_s: float = 10.0,
     recover_interval_s: float = 0.0,
@@ -115,10 +119,18 @@ def create_app(
     )
     app.state.ledger = ledger
     app.state.readmodels = readmodels
+    # What the gate (`ledger.api.gate`) checks before any route reads a body: the tokens of
+    # concurrent requests together (one read), the rate limit, the body caps, the bytes in
+    # flight per token.
+    app.state.callers = AsyncGroup(ledger.authenticate_many)
     app.state.rate_limiter = RateLimiter(rate_per_s, rate_burst)
-    app.state.callers = AsyncGroup(ledger.authenticate_many)  # POST /v1/events's grouping
-    app.state.submissions = AsyncGroup(ledger.submit_many)
     app.state.max_body_bytes = max_body_bytes
+    app.state.max_batch_bytes = max_batch_bytes
+    app.state.max_other_body_bytes = max_other_body_bytes
+    app.state.inflight = InFlight(inflight_bytes_per_token)
+    app.state.large_bodies = events.Lane()  # large bodies are parsed one at a time
+    app.state.submissions = AsyncGroup(ledger.submit_many)  # POST /v1/events's grouping
+    app.add_middleware(Gate)  # first in the stack, inside NoLeaks (added by install)
     errors.install(app)
     for module in (health, events, cases, interop, referrals, stats, agencies, tokens, log):
         app.include_router(module.router)
@@ -172,6 +184,9 @@ def app_from_settings() -> FastAPI:
         ledger,
         open_readmodels(settings, ledger),
         max_body_bytes=settings.max_body_bytes,
+        max_batch_bytes=settings.max_batch_bytes,
+        max_other_body_bytes=settings.max_other_body_bytes,
+        inflight_bytes_per_token=settings.inflight_bytes_per_token,
         checkpoint_every=settings.checkpoint_every,
         checkpoint_interval_s=settings.checkpoint_interval_s,
         recover_interval_s=settings.recover_interval_s,

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ledger.api.gate import principal_of
 from ledger.interop.service import InteropService
 from ledger.ledger import Ledger, Principal
 from ledger.readmodels import ReadModels
@@ -44,18 +45,18 @@ async def get_bearer(
 
 
 BearerToken = Annotated[str | None, Depends(get_bearer)]
-"""The bearer token as sent, not yet checked (POST /v1/events checks it in its group)."""
+"""The bearer token as sent, not yet checked."""
 
 
-def get_principal(request: Request, ledger: LedgerDep, bearer: BearerToken) -> Principal:
-    principal = ledger.authenticate(bearer)
-    admit(request, principal)
+async def get_principal(request: Request, bearer: BearerToken) -> Principal:
+    """The caller the gate authenticated (`ledger.api.gate`: token checked and rate limit
+    taken before any body was read). A route the gate does not cover authenticates here,
+    the same way, so no route can run without a checked token."""
+    principal = principal_of(request.scope)
+    if principal is None:
+        principal = await request.app.state.callers.submit(bearer)
+        request.app.state.rate_limiter.check(principal.token_id)
     return principal
-
-
-def admit(request: Request, principal: Principal) -> None:
-    """The per-token rate limit (429)."""
-    request.app.state.rate_limiter.check(principal.token_id)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
