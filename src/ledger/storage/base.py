@@ -9,6 +9,7 @@ that index them. A `KeyTable` holds wrapped case keys apart from all of it.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -18,6 +19,8 @@ from typing import Any, TypeVar
 from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
 
 T = TypeVar("T")
+
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,18 @@ class Commit:
     # the case is at this version (before this commit's own events go in):
     case_version: tuple[str, int] | None = None
     signing_key: str | None = None  # this agency key is still unrevoked
+    # The time the ledger decided the commit at (every entry's `recorded_at`), not earlier
+    # than the log's latest (else `StaleTime`); None: not checked, and it leaves the latest.
+    recorded_at: str | None = None
+    # Agencies the commit names (recipients, `to`): each still live (else `AgencyGone`).
+    named_agencies: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        # The log's latest time is compared as a string: only the fixed-width form orders.
+        if self.recorded_at is not None and not _TIMESTAMP.fullmatch(self.recorded_at):
+            raise ValueError("recorded_at must be YYYY-MM-DDTHH:MM:SSZ")
+        if isinstance(self.named_agencies, str):  # a str is a Sequence[str] of letters
+            raise TypeError("named_agencies is a sequence of agency ids, not one id")
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,32 @@ class ConflictError(Exception):
     """A concurrent write took the same case version or event id: retry."""
 
 
+class StaleTime(ConflictError):
+    """The commit's `recorded_at` is earlier than the latest one in the log: another commit,
+    decided later, committed first. Decide it again with a fresh clock reading, not earlier
+    than `latest` (the log's times never go backwards; the audit fails a log where they do)."""
+
+    def __init__(self, latest: str) -> None:
+        super().__init__(latest)  # the constructor's arguments: copies keep `latest`
+        self.latest = latest
+
+    def __str__(self) -> str:
+        return f"the log has entries recorded at {self.latest}, later than this commit's time"
+
+
+class AgencyGone(ConflictError):
+    """An agency the commit names is no longer live (removed, unregistered, or without an
+    unrevoked key) since the commit was decided: decide it again (a recipient that is not
+    live is refused, 422)."""
+
+    def __init__(self, agencies: Sequence[str]) -> None:
+        super().__init__(tuple(sorted(set(agencies))))
+        self.agencies: frozenset[str] = frozenset(agencies)
+
+    def __str__(self) -> str:
+        return "an agency the commit names is no longer registered, or has no current key"
+
+
 class Store(ABC):
     """Ledger storage on one backend."""
 
@@ -182,14 +223,17 @@ class Store(ABC):
         """Write the commit atomically; return the positions of its entries.
 
         Raises ConflictError when a stored event's version or an event id is already taken,
-        or a condition of the commit no longer holds. Concurrent appends may share one
-        transaction (group commit); each is still all or nothing on its own.
+        or a condition of the commit no longer holds: `StaleTime` when its `recorded_at` is
+        earlier than the log's latest, `AgencyGone` when an agency it names is no longer
+        live. Concurrent appends may share one transaction (group commit); each is still
+        all or nothing on its own.
         """
 
     @abstractmethod
     def append_group(self, commits: Sequence[Commit]) -> list[list[int] | ConflictError]:
         """Several commits in one transaction, in order, each appended or refused on its own:
-        a refused commit leaves nothing behind and takes no position."""
+        a refused commit leaves nothing behind and takes no position (nor moves the log's
+        latest time); each is checked against the accepted commits before it."""
 
     @abstractmethod
     def log_size(self) -> int: ...
@@ -256,6 +300,11 @@ class Store(ABC):
     def agency(self, agency_id: str) -> Agency | None: ...
 
     @abstractmethod
+    def live_agencies(self, agency_ids: Sequence[str]) -> set[str]:
+        """Those of the agencies that are registered, not removed and have an unrevoked key
+        (in one query): what `Commit.named_agencies` must still be at commit."""
+
+    @abstractmethod
     def agency_key(self, key_id: str) -> AgencyKey | None: ...
 
     @abstractmethod
@@ -264,7 +313,10 @@ class Store(ABC):
 
     # tokens
     @abstractmethod
-    def add_token(self, token: Token, token_hash: bytes, created_at: str) -> None: ...
+    def add_token(self, token: Token, token_hash: bytes, created_at: str) -> bool:
+        """Store a token, unless it has an agency that is not registered or is removed
+        (False, nothing stored). Atomic against `remove_agency`: no token of an agency is
+        stored after its removal, so none escapes its revocation."""
 
     @abstractmethod
     def token_by_hash(self, token_hash: bytes) -> Token | None: ...
@@ -279,7 +331,14 @@ class Store(ABC):
         """Revoke one token, or every token of an agency; returns how many were revoked."""
 
     @abstractmethod
-    def mark_agency_removed(self, agency: str, at: str) -> None: ...
+    def mark_agency_removed(self, agency: str, at: str) -> None:
+        """Set an agency's removal time; its tokens stay as they are (see `remove_agency`)."""
+
+    @abstractmethod
+    def remove_agency(self, agency: str, at: str) -> int:
+        """Mark an agency removed (an earlier removal time stays) and revoke every one of its
+        tokens, in one transaction; returns how many tokens it revoked. KeyError if the
+        agency is not registered."""
 
 
 class KeyTable(ABC):

@@ -74,6 +74,9 @@ class PostgresStore(SQLStore):
 
     blob = "BYTEA"
     placeholder = "%s"
+    # FOR SHARE, not FOR KEY SHARE: an UPDATE of a non-key column (removed_at) takes a
+    # FOR NO KEY UPDATE lock, which only FOR SHARE and stronger conflict with.
+    share_lock = " FOR SHARE"
     recorder: PostgresApplicationRecorder
     snapshots: PostgresAggregateRecorder
 

@@ -17,6 +17,7 @@ from ledger.log import merkle
 from ledger.storage.base import (
     IN_LIST,
     Agency,
+    AgencyGone,
     AgencyKey,
     Commit,
     ConflictError,
@@ -24,6 +25,7 @@ from ledger.storage.base import (
     KeyTable,
     RecordedEvent,
     SQLDialect,
+    StaleTime,
     Store,
     StoredCheckpoint,
     Token,
@@ -45,7 +47,7 @@ LEDGER_TABLES = """
 CREATE TABLE IF NOT EXISTS {s}ledger_meta (
   key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}log_head (
-  id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL);
+  id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, recorded_at TEXT);
 INSERT INTO {s}log_head (id, size) VALUES (1, 0) ON CONFLICT DO NOTHING;
 CREATE TABLE IF NOT EXISTS {s}log_entries (
   position BIGINT PRIMARY KEY, kind TEXT NOT NULL, leaf_hash {blob} NOT NULL,
@@ -63,6 +65,7 @@ CREATE TABLE IF NOT EXISTS {s}agencies (
 CREATE TABLE IF NOT EXISTS {s}agency_keys (
   key_id TEXT PRIMARY KEY, agency TEXT NOT NULL, line TEXT NOT NULL,
   added_at BIGINT NOT NULL, revoked_at BIGINT);
+CREATE INDEX IF NOT EXISTS agency_keys_agency ON {s}agency_keys (agency);
 CREATE TABLE IF NOT EXISTS {s}checkpoints (
   size BIGINT PRIMARY KEY, root {blob} NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}erasures (
@@ -85,7 +88,16 @@ def as_conflict(exc: BaseException) -> ConflictError:
 
 
 class SQLStore(SQLDialect, Store):
-    """Ledger tables in SQL; `{s}` is the schema prefix, `?` the placeholder."""
+    """Ledger tables in SQL; `{s}` is the schema prefix, `?` the placeholder.
+
+    `log_head` holds the log's size and its latest `recorded_at` (of the accepted commits
+    that had one); its row is the log lock every append takes first.
+    """
+
+    # Appended to a SELECT that must lock the agency row it reads until commit (PostgreSQL's
+    # READ COMMITTED would otherwise act on a row another transaction is changing); SQLite
+    # serialises every writer with BEGIN IMMEDIATE and needs none.
+    share_lock = ""
 
     def __init__(self) -> None:
         self._group: GroupCommit[Commit, list[int]] = GroupCommit(self.append_group)
@@ -219,12 +231,20 @@ class SQLStore(SQLDialect, Store):
 
     def _append_set(self, commits: Sequence[Commit]) -> list[list[int] | ConflictError]:
         """Every condition `_append` checks, checked for all the commits at once under the
-        log lock and then replayed in order in memory (a commit sees the versions and event
-        ids of the accepted commits before it); the accepted ones are written together."""
+        log lock and then replayed in order in memory (a commit sees the versions, event ids
+        and latest time of the accepted commits before it); the accepted ones are written
+        together. Events-only commits change no agency or key, so the live agencies and keys
+        read once hold for the whole group."""
         outcomes: list[list[int] | ConflictError] = []
         with self._write() as cur:
-            cur.execute(self.sql("UPDATE {s}log_head SET size = size WHERE id = 1 RETURNING size"))
-            size = start = int(cur.fetchone()["size"])  # locked: appends wait for this commit
+            cur.execute(
+                self.sql(
+                    "UPDATE {s}log_head SET size = size WHERE id = 1 RETURNING size, recorded_at"
+                )
+            )
+            head = cur.fetchone()  # locked: appends wait for this commit
+            size = start = int(head["size"])
+            latest: str | None = head["recorded_at"]
             cases = {_case(c.case_version[0]) for c in commits if c.case_version is not None}
             cases.update(_case(e.originator_id) for c in commits for e in c.stored_events)
             versions = self._case_versions(cur, sorted(cases))
@@ -238,18 +258,24 @@ class SQLStore(SQLDialect, Store):
             live_keys = self._present(
                 cur, "agency_keys", "key_id", signing_keys, "revoked_at IS NULL AND"
             )
+            named = sorted({a for c in commits for a in c.named_agencies})
+            live = self._live_agencies(cur, named)
             event_ids = [ev.event_id for c in commits for ev in c.events]
             taken = self._present(cur, "events_index", "event_id", event_ids)
             refused_cases: set[str] = set()
             accepted: list[tuple[Commit, list[int]]] = []
             for commit in commits:
                 expected = commit.case_version
-                reason = _refusal(commit, versions, stored, live_keys, taken, refused_cases)
-                if reason is not None:
-                    outcomes.append(ConflictError(reason))
+                refusal = _refusal(
+                    commit, latest, versions, stored, live_keys, live, taken, refused_cases
+                )
+                if refusal is not None:
+                    outcomes.append(refusal)
                     if expected is not None:
                         refused_cases.add(_case(expected[0]))
                     continue
+                if commit.recorded_at is not None:  # not earlier than `latest`: checked
+                    latest = commit.recorded_at
                 for event in commit.stored_events:
                     case = _case(event.originator_id)
                     versions[case] = max(versions.get(case, 0), event.originator_version)
@@ -265,7 +291,10 @@ class SQLStore(SQLDialect, Store):
             nodes = merkle.nodes_to_store(start, leaves, _CursorNodes(self, cur))
             with self._writes(cur) as w:
                 self._write_appended(w, accepted, nodes)
-                w.execute(self.sql("UPDATE {s}log_head SET size = ? WHERE id = 1"), (size,))
+                w.execute(
+                    self.sql("UPDATE {s}log_head SET size = ?, recorded_at = ? WHERE id = 1"),
+                    (size, latest),
+                )
                 self._after_append(w)
         return outcomes
 
@@ -312,13 +341,28 @@ class SQLStore(SQLDialect, Store):
             ):
                 raise ValueError("index rows need the log entry they index")
             return []
-        # 1. Reserve positions with the ledger's own counter (the row lock serialises appends).
-        cur.execute(
-            self.sql("UPDATE {s}log_head SET size = size + ? WHERE id = 1 RETURNING size"), (n,)
-        )
-        end = int(cur.fetchone()["size"])
+        # 1. Reserve positions with the ledger's own counter (the row lock serialises appends),
+        # and move the log's latest time to the commit's, unless the latest is later.
+        if commit.recorded_at is None:
+            cur.execute(
+                self.sql("UPDATE {s}log_head SET size = size + ? WHERE id = 1 RETURNING size"),
+                (n,),
+            )
+        else:
+            cur.execute(
+                self.sql(
+                    "UPDATE {s}log_head SET size = size + ?, recorded_at = CASE"
+                    " WHEN recorded_at > ? THEN recorded_at ELSE ? END"
+                    " WHERE id = 1 RETURNING size, recorded_at"
+                ),
+                (n, commit.recorded_at, commit.recorded_at),
+            )
+        head = cur.fetchone()
+        end = int(head["size"])
         start = end - n
         # 2. Conditions that must still hold now that appends are serialised.
+        if commit.recorded_at is not None and head["recorded_at"] != commit.recorded_at:
+            raise StaleTime(head["recorded_at"])  # the latest was later: it stayed
         if commit.case_version is not None:  # checked before this commit's own events go in
             case_id, version = commit.case_version
             if self._case_versions(cur, [case_id]).get(_case(case_id), 0) != version:
@@ -331,6 +375,10 @@ class SQLStore(SQLDialect, Store):
             row = cur.fetchone()
             if row is None or row["revoked_at"] is not None:
                 raise ConflictError("the signing key was revoked")
+        if commit.named_agencies:
+            gone = set(commit.named_agencies) - self._live_agencies(cur, commit.named_agencies)
+            if gone:
+                raise AgencyGone(sorted(gone))
         for revocation in commit.revocations:
             cur.execute(
                 self.sql(
@@ -614,11 +662,45 @@ class SQLStore(SQLDialect, Store):
             return None
         return Agency(r["id"], r["name"], r["type"], int(r["position"]), r["removed_at"])
 
+    def live_agencies(self, agency_ids: Sequence[str]) -> set[str]:
+        with self._read() as cur:
+            return self._live_agencies(cur, agency_ids)
+
+    _LIVE_AGENCIES = (
+        "SELECT a.id FROM {s}agencies a WHERE a.removed_at IS NULL AND EXISTS"
+        " (SELECT 1 FROM {s}agency_keys k WHERE k.agency = a.id AND k.revoked_at IS NULL)"
+        " AND a.id IN "
+    )
+
+    def _live_agencies(self, cur: Cursor, agency_ids: Sequence[str]) -> set[str]:
+        """`live_agencies` inside the caller's transaction (no query for none)."""
+        live: set[str] = set()
+        for chunk, in_list in in_lists(sorted(set(agency_ids))):
+            cur.execute(self.sql(self._LIVE_AGENCIES + in_list), chunk)
+            live.update(str(r["id"]) for r in cur.fetchall())
+        return live
+
     def mark_agency_removed(self, agency: str, at: str) -> None:
         with self._write() as cur:
             cur.execute(
                 self.sql("UPDATE {s}agencies SET removed_at = ? WHERE id = ?"), (at, agency)
             )
+
+    def remove_agency(self, agency: str, at: str) -> int:
+        """The agency's row is updated first: on PostgreSQL its lock makes a concurrent
+        `add_token` wait and then see the removal, or (holding the lock first) commit its
+        token before the revocation below reads the tokens."""
+        with self._write() as cur:
+            cur.execute(
+                self.sql(
+                    "UPDATE {s}agencies SET removed_at = COALESCE(removed_at, ?)"
+                    " WHERE id = ? RETURNING id"
+                ),
+                (at, agency),
+            )
+            if cur.fetchone() is None:
+                raise KeyError(agency)
+            return self._revoke_tokens(cur, "agency", agency, at)
 
     @staticmethod
     def _agency_key(r: Any) -> AgencyKey:
@@ -656,38 +738,60 @@ class SQLStore(SQLDialect, Store):
 
     # -- tokens ----------------------------------------------------------------------------------
 
-    def add_token(self, token: Token, token_hash: bytes, created_at: str) -> None:
+    def add_token(self, token: Token, token_hash: bytes, created_at: str) -> bool:
+        """One statement: the insert selects its row from the agency's, if that is still
+        not removed, and (on PostgreSQL) locks it for share until commit, so it cannot
+        interleave with `remove_agency`: a plain conditional insert under READ COMMITTED
+        could read the agency as live while a removal is committing, and store its token
+        after the removal's revocation."""
         with self._write() as cur:
-            cur.execute(
-                self.sql(
-                    "INSERT INTO {s}tokens"
-                    " (id, hash, role, agency, label, created_at, expires_at, revoked_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, NULL)"
-                ),
-                (
-                    token.id,
-                    token_hash,
-                    token.role,
-                    token.agency,
-                    token.label,
-                    created_at,
-                    token.expires_at,
-                ),
-            )
+            if token.agency is None:
+                cur.execute(
+                    self.sql(
+                        "INSERT INTO {s}tokens"
+                        " (id, hash, role, agency, label, created_at, expires_at)"
+                        " VALUES (?, ?, ?, NULL, ?, ?, ?) RETURNING id"
+                    ),
+                    (token.id, token_hash, token.role, token.label, created_at, token.expires_at),
+                )
+            else:
+                cur.execute(
+                    self.sql(
+                        "INSERT INTO {s}tokens"  # noqa: S608
+                        " (id, hash, role, agency, label, created_at, expires_at)"
+                        " SELECT ?, ?, ?, a.id, ?, ?, ? FROM {s}agencies a"
+                        " WHERE a.id = ? AND a.removed_at IS NULL"
+                        + self.share_lock
+                        + " RETURNING id"
+                    ),
+                    (
+                        token.id,
+                        token_hash,
+                        token.role,
+                        token.label,
+                        created_at,
+                        token.expires_at,
+                        token.agency,
+                    ),
+                )
+            return cur.fetchone() is not None
 
     def revoke_tokens(
         self, *, token_id: str | None = None, agency: str | None = None, at: str
     ) -> int:
         column, value = ("id", token_id) if token_id is not None else ("agency", agency)
         with self._write() as cur:
-            cur.execute(
-                self.sql(
-                    f"UPDATE {{s}}tokens SET revoked_at = ? WHERE {column} = ?"  # noqa: S608
-                    " AND revoked_at IS NULL RETURNING id"
-                ),
-                (at, value),
-            )
-            return len(cur.fetchall())
+            return self._revoke_tokens(cur, column, value, at)
+
+    def _revoke_tokens(self, cur: Cursor, column: str, value: str | None, at: str) -> int:
+        cur.execute(
+            self.sql(
+                f"UPDATE {{s}}tokens SET revoked_at = ? WHERE {column} = ?"  # noqa: S608
+                " AND revoked_at IS NULL RETURNING id"
+            ),
+            (at, value),
+        )
+        return len(cur.fetchall())
 
     _TOKENS_BY_HASH = (
         "SELECT hash, id, role, agency, label, expires_at, revoked_at FROM {s}tokens WHERE hash IN "
@@ -727,29 +831,37 @@ def _events_only(commit: Commit) -> bool:
 
 def _refusal(
     commit: Commit,
+    latest: str | None,
     versions: dict[str, int],
     stored: set[tuple[str, int]],
     live_keys: set[str],
+    live_agencies: set[str],
     taken: set[str],
     refused_cases: set[str],
-) -> str | None:
-    """Why `_append` would refuse the commit now, given the state so far (None: it would
-    not): the case's version, the signing key, and the unique indexes on (case, version) and
-    on event ids, checked in the order `_append` meets them."""
-    if commit.case_version is not None:
-        case, version = _case(commit.case_version[0]), commit.case_version[1]
-        if case in refused_cases:
-            return "an earlier commit of the case was refused"
-        if versions.get(case, 0) != version:
-            return "the case changed"
+) -> ConflictError | None:
+    """The error `_append_each` would refuse the commit with now, given the state so far
+    (None: it would not): a refused predecessor of its case, the log's latest time, the
+    case's version, the signing key, the named agencies, and the unique indexes on (case,
+    version) and on event ids, checked in the order `_append_each` meets them."""
+    expected = commit.case_version
+    case = None if expected is None else _case(expected[0])
+    if case is not None and case in refused_cases:
+        return ConflictError("an earlier commit of the case was refused")
+    if commit.recorded_at is not None and latest is not None and commit.recorded_at < latest:
+        return StaleTime(latest)
+    if expected is not None and case is not None and versions.get(case, 0) != expected[1]:
+        return ConflictError("the case changed")
     if commit.signing_key is not None and commit.signing_key not in live_keys:
-        return "the signing key was revoked"
+        return ConflictError("the signing key was revoked")
+    gone = set(commit.named_agencies) - live_agencies
+    if gone:
+        return AgencyGone(sorted(gone))
     pairs = [(_case(e.originator_id), e.originator_version) for e in commit.stored_events]
     ids = [ev.event_id for ev in commit.events]
     if stored.intersection(pairs) or len(set(pairs)) != len(pairs):
-        return "write conflict"
+        return ConflictError("write conflict")
     if taken.intersection(ids) or len(set(ids)) != len(ids):
-        return "write conflict"
+        return ConflictError("write conflict")
     return None
 
 
