@@ -69,7 +69,7 @@ def run_audit(
     saved: audit.SavedState | None = None,
     keys: dict[str, crypto.VerifyKey] | None = None,
 ) -> audit.AuditReport:
-    note = world.ledger.log.checkpoint()
+    note = world.ledger.log.sign_checkpoint().note
     size = audit.checkpoint_size(note)
     entries = [e for _, e in world.ledger.store.entries(0, size)]
     log_key = crypto.parse_verify_key((world.settings.keys / "log.vkey").read_text())
@@ -159,7 +159,7 @@ def test_an_honest_history_verifies(world: World, history: dict[str, Any]) -> No
 def test_a_byte_changed_in_a_stored_envelope_is_detected(
     world: World, history: dict[str, Any]
 ) -> None:
-    world.ledger.log.checkpoint()
+    world.ledger.log.sign_checkpoint()
     position = event_positions(world)[2]
     raw = entry_at(world, position)
     tampered = raw.replace(b'"purpose":"data_sharing"', b'"purpose":"data_sharinG"')
@@ -171,7 +171,7 @@ def test_a_byte_changed_in_a_stored_envelope_is_detected(
 
 
 def test_a_deleted_entry_is_detected(world: World, history: dict[str, Any]) -> None:
-    world.ledger.log.checkpoint()
+    world.ledger.log.sign_checkpoint()
     sql(world, "DELETE FROM {s}log_entries WHERE position = ?", (3,))
     report = run_audit(world)
     assert "completeness" in checks(report)
@@ -179,7 +179,7 @@ def test_a_deleted_entry_is_detected(world: World, history: dict[str, Any]) -> N
 
 
 def test_two_swapped_entries_are_detected(world: World, history: dict[str, Any]) -> None:
-    world.ledger.log.checkpoint()
+    world.ledger.log.sign_checkpoint()
     first, second = event_positions(world)[1:3]
     a, b = entry_at(world, first), entry_at(world, second)
     set_entry(world, first, b)
@@ -206,7 +206,7 @@ def test_an_entry_inserted_in_the_database_is_detected(
 
 
 def test_a_non_canonical_entry_is_detected(world: World, history: dict[str, Any]) -> None:
-    world.ledger.log.checkpoint()
+    world.ledger.log.sign_checkpoint()
     raw = entry_at(world, 4)
     set_entry(world, 4, raw.replace(b'{"', b'{ "', 1))
     report = run_audit(world)
@@ -320,7 +320,7 @@ def test_an_erasure_by_the_requesting_supervisor_is_detected(
 def test_an_agency_missing_from_the_auditors_keys_fails(
     world: World, history: dict[str, Any]
 ) -> None:
-    note = world.ledger.log.checkpoint()
+    note = world.ledger.log.sign_checkpoint().note
     entries = [e for _, e in world.ledger.store.entries(0, audit.checkpoint_size(note))]
     log_key = crypto.parse_verify_key((world.settings.keys / "log.vkey").read_text())
     keys = agency_keys(world)
@@ -330,7 +330,7 @@ def test_an_agency_missing_from_the_auditors_keys_fails(
 
 
 def test_a_checkpoint_signed_by_another_key_fails(world: World, history: dict[str, Any]) -> None:
-    note = world.ledger.log.checkpoint()
+    note = world.ledger.log.sign_checkpoint().note
     entries = [e for _, e in world.ledger.store.entries(0, audit.checkpoint_size(note))]
     impostor = crypto.generate_signing_key(world.ledger.origin).verify_key
     report = audit.verify(note, entries, impostor, agency_keys(world))
