@@ -110,6 +110,7 @@ def test_a_write_that_loses_a_race_is_decided_again_by_the_server(
     from ledger.deploy import open_ledger
 
     client = sdk(world, "ngo-a", retry=FAST)
+    world.agency("ngo-b")  # the consent's recipient: registered
     case_id = str(uuid.uuid4())
     client.submit_body(opened(client, case_id))
     store, real_append = world.ledger.store, world.ledger.store.append
@@ -149,6 +150,7 @@ def test_a_write_conflict_the_server_gives_up_on_is_resent_by_the_client(
     from ledger.storage.base import ConflictError
 
     client = sdk(world, "ngo-a", retry=FAST)
+    world.agency("ngo-b")  # the consent's recipient: registered
     case_id = str(uuid.uuid4())
     client.submit_body(opened(client, case_id))
     store, real_append = world.ledger.store, world.ledger.store.append

@@ -296,3 +296,78 @@ def test_the_audit_fails_a_read_under_a_statistics_consent(world: World) -> None
     position = inject_access(world, prosecutor, case_id, ["identity"])
     failure = run_audit(world).first_failure
     assert failure is not None and (failure.position, failure.check) == (position, "access")
+
+
+# --- recipients must be registered, live agencies ------------------------------------------------
+
+
+@pytest.mark.regression("a share to a typo of an agency id was accepted and waited for it")
+def test_recipients_must_be_registered_live_agencies(world: World) -> None:
+    ngo = world.agency("ngo-a")
+    world.agency("clinic-north")
+    gone = world.agency("gone")
+    case_id = ngo.open_case(payload=PAYLOAD)
+    consent = ngo.grant(case_id, ["clinic-north", "gone"])
+    size = world.ledger.store.log_size()
+    typo = consent_facts(["clinic-nort"])
+    assert status(ngo, "consent.granted", case_id, typo, CONSENT_ATTRS) == 422
+    assert ngo.share(case_id, "clinic-nort", consent).status_code == 422  # before 403
+    r = ngo.submit(
+        "referral.made",
+        case_id,
+        {"referral_id": new(), "to": "clinic-nort", "consent_id": consent,
+         "categories": ["health"]},
+        {"component": "health_psychosocial", "due_by": "2030-01-01T00:00:00Z",
+         "urgency": "urgent"},
+    )  # fmt: skip
+    assert r.status_code == 422 and "not registered" in r.json()["message"]
+    assert "clinic-nort" not in r.text  # the submitted id is not echoed
+    assert world.ledger.store.log_size() == size
+    removed = world.http.delete(f"/v1/agencies/{gone.id}", headers=world.admin_auth)
+    assert removed.status_code == 200, removed.text
+    assert ngo.share(case_id, "gone", consent).status_code == 422
+    assert ngo.share(case_id, "clinic-north", consent).status_code == 201
+    batch = world.http.post(
+        "/v1/events:batch",
+        json={"events": [ngo.body("data.shared", case_id, {
+            "share_id": new(), "recipient": "gone", "consent_id": consent,
+            "purpose": "data_sharing", "categories": ["identity"]}, {})]},
+        headers=ngo.auth(),
+    )  # fmt: skip
+    assert batch.json()["results"][0]["status"] == 422
+    # The registry entries say it too: the audit re-checks every named agency.
+    assert run_audit(world).ok
+
+
+@pytest.mark.regression("an agency removed between the decision and the commit still received")
+@pytest.mark.parametrize("path", ["single", "batch"])
+def test_a_recipient_removed_before_the_commit_is_refused(
+    world: World, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    ngo, gone = world.agency("ngo-a"), world.agency("gone")
+    case_id = ngo.open_case(payload=PAYLOAD)
+    consent = ngo.grant(case_id, ["gone"])
+    store, looked_up = world.ledger.store, []
+    real = store.live_agencies
+
+    def removed_after_the_look_up(ids: Any) -> set[str]:
+        live = real(ids)
+        if not looked_up:  # the agency is removed right after the decision looked it up
+            looked_up.append(1)
+            assert world.http.delete(f"/v1/agencies/{gone.id}",
+                                     headers=world.admin_auth).status_code == 200  # fmt: skip
+        return live
+
+    monkeypatch.setattr(store, "live_agencies", removed_after_the_look_up)
+    size = store.log_size()
+    body = ngo.body("data.shared", case_id, {
+        "share_id": new(), "recipient": "gone", "consent_id": consent,
+        "purpose": "data_sharing", "categories": ["identity"]}, {})  # fmt: skip
+    if path == "single":
+        assert ngo.post(body).status_code == 422
+    else:
+        r = world.http.post("/v1/events:batch", json={"events": [body]}, headers=ngo.auth())
+        assert r.json()["results"][0]["status"] == 422
+    assert looked_up == [1]
+    revocations = store.log_size() - size  # the removal's key revocation, nothing else
+    assert revocations == 1

@@ -9,7 +9,7 @@ exemption was claimed in a minor case.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -321,6 +321,27 @@ def check_references(state: CaseState | None, etype: str, facts: Mapping[str, An
         raise Invalid("facts.request_event_id does not name an erasure.requested of this case")
 
 
+def named_agencies(etype: str, facts: Mapping[str, Any]) -> list[str]:
+    """The agencies an event names as recipients: a consent's, a referral's `to`, a share's."""
+    names: list[str] = []
+    for member in NAMED_AGENCY_FACTS.get(etype, ()):
+        value = facts[member]
+        names.extend(value if isinstance(value, list) else [value])
+    return names
+
+
+def check_named_agencies(etype: str, facts: Mapping[str, Any], live: Collection[str]) -> None:
+    """Every agency the event names must be registered, not removed and hold a live key
+    (Invalid): a share to a typo would otherwise wait for whoever registers that id."""
+    for member in NAMED_AGENCY_FACTS.get(etype, ()):
+        value = facts[member]
+        if any(name not in live for name in (value if isinstance(value, list) else [value])):
+            raise Invalid(
+                f"facts.{member} names an agency that is not registered (or was removed); "
+                "check the agency id"
+            )
+
+
 # --- step 9: permissions and consent gates ------------------------------------------------------
 
 
@@ -401,10 +422,10 @@ def check_consent_gate(
         consent_id, recipient, needed = referral.consent_id, referral.to, {"referral"}
         categories = sorted(referral.categories)
     elif APPEND_RULES[etype] == HOLDER_OR_PROVIDER and agency != state.holder:
-        referral = state.provided_referral(etype, facts)
-        assert referral is not None  # check_permission let only its provider through
-        consent_id, recipient, needed = referral.consent_id, referral.to, {"referral"}
-        categories = sorted(referral.categories)
+        provided = state.provided_referral(etype, facts)
+        assert provided is not None  # check_permission let only its provider through
+        consent_id, recipient, needed = provided.consent_id, provided.to, {"referral"}
+        categories = sorted(provided.categories)
     else:
         return
     consent = state.consents[consent_id]

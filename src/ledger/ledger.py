@@ -15,11 +15,12 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from ledger import crypto
+from ledger.access import CaseAccess, Unsealed
 from ledger.audit import key_change_message
 from ledger.background import Background
 from ledger.case import Case, Cases
@@ -53,16 +54,17 @@ from ledger.errors import (
 )
 from ledger.gates import (
     APPEND_ROLES,
-    CaseState,
     check_consent_gate,
+    check_named_agencies,
     check_permission,
     check_references,
-    check_visible,
+    named_agencies,
     readable_categories,
 )
 from ledger.keystore import KeyStore
 from ledger.log.merkle import leaf_hash
 from ledger.log.service import LogService
+from ledger.logtime import LogTime, utc_now
 from ledger.receipts import ErasureReceipt
 from ledger.sealing import seal_record, unseal_item, unseal_items
 from ledger.storage.base import (
@@ -75,6 +77,7 @@ from ledger.storage.base import (
     NewEntry,
     RecordedEvent,
     Revocation,
+    StaleTime,
     Store,
     Token,
 )
@@ -98,10 +101,6 @@ class Principal:
     token_id: str
     role: str
     agency: str | None
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def hash_token(token: str) -> bytes:
@@ -149,6 +148,7 @@ class _Pending:
     loaded: dict[str, Case | None] = field(default_factory=dict)  # those cases, loaded then
     priors: dict[str, RecordedEvent] = field(default_factory=dict)  # recorded at look-up
     verify_keys: dict[tuple[str, str], crypto.VerifyKey | None] = field(default_factory=dict)
+    agencies: dict[str, bool] = field(default_factory=dict)  # named agencies: live or not
     data_keys: dict[str, bytes] = field(default_factory=dict)  # case keys read or made
     new_keys: dict[str, bytes] = field(default_factory=dict)  # new cases': stored at commit
     plans: list[tuple[int, _Planned]] = field(default_factory=list)
@@ -230,6 +230,8 @@ class Ledger:
             raise RuntimeError("the ledger is not initialised: run `ledger init`")
         self.origin = origin
         self.log = LogService(store, log_key, origin, lambda: self.clock())
+        self.time = LogTime(lambda: self.clock())  # the time entries are recorded at
+        self.access = CaseAccess(self.cases, keys, store, self.time)
         self.receipt_key = receipt_key
 
     # -- authentication ----------------------------------------------------------------------
@@ -266,11 +268,13 @@ class Ledger:
         """Create a token and store only its hash; returns (token, id)."""
         secret = "lgr_" + secrets.token_urlsafe(32)
         token_id = "tok_" + secrets.token_hex(8)
-        self.store.add_token(
+        stored = self.store.add_token(
             Token(token_id, role, agency, label, expires_at, False),
             hash_token(secret),
             format_timestamp(self.clock()),
         )
+        if not stored:  # removed meanwhile (the check and the insert are one statement)
+            raise Invalid("agency is not a registered agency")
         return secret, token_id
 
     # -- agencies and tokens -------------------------------------------------------------------
@@ -286,16 +290,16 @@ class Ledger:
         key = self._agency_key_line(agency_id, verify_key)
         if self.store.agency(agency_id) is not None:
             raise Conflict("an agency with this id is already registered")
-        entry = self._registry_entry(principal, "agency.registered", agency_id, key.line(), [])
-        commit = Commit(
-            entries=[NewEntry("registry", entry, leaf_hash(entry), None, agency_id)],
+        position = self._append_registry(
+            principal,
+            "agency.registered",
+            agency_id,
+            key.line(),
+            [],
+            "an agency or key with this id is already registered",
             agencies=[AgencyRow(agency_id, name, kind)],
             keys=[KeyRow(key.key_id, agency_id, key.line(), 0)],
         )
-        try:
-            (position,) = self.store.append(commit)
-        except ConflictError as exc:
-            raise Conflict("an agency or key with this id is already registered") from exc
         log.info("agency registered agency=%s index=%d", agency_id, position)
         return {"id": agency_id, "index": position}
 
@@ -350,9 +354,9 @@ class Ledger:
             for key in self.store.agency_keys(agency_id)
             if key.revoked_at is None
         ]
-        now = format_timestamp(self.clock())
-        self.store.mark_agency_removed(agency_id, now)
-        revoked = self.store.revoke_tokens(agency=agency_id, at=now)
+        # Keys first (a commit naming the agency is refused once none is live), then the
+        # removal and its tokens in one transaction (no token is created after it).
+        revoked = self.store.remove_agency(agency_id, format_timestamp(self.clock()))
         log.info("agency removed agency=%s keys=%d tokens=%d", agency_id, len(positions), revoked)
         return {"id": agency_id, "revoked_keys": positions, "revoked_tokens": revoked}
 
@@ -367,21 +371,45 @@ class Ledger:
             raise Invalid("verify_key's name must equal the agency id")
         return key
 
-    def _registry_entry(
+    def _append_registry(
         self,
         principal: Principal,
         action: str,
         agency_id: str,
         key_line: str,
         signatures: list[dict[str, str]],
+        refused: str,
+        *,
+        agencies: Sequence[AgencyRow] = (),
+        keys: Sequence[KeyRow] = (),
+        revocations: Sequence[Revocation] = (),
         **extra: Any,
-    ) -> bytes:
-        """The canonical bytes of a registry entry (ARCHITECTURE.md section 4)."""
-        return jcs({
-            "kind": "registry", "action": action, "agency": agency_id, "key": key_line,
-            "signatures": signatures, "actor": principal.token_id,
-            "recorded_at": format_timestamp(self.clock()), **extra,
-        })  # fmt: skip
+    ) -> int:
+        """Append a registry entry (docs/contract.md, the log) with its rows; its position. A
+        commit that met a later time in the log is made again at that time; any other
+        conflict is `Conflict(refused)`."""
+        for _attempt in range(WRITE_ATTEMPTS):
+            recorded_at = format_timestamp(self.time.now())
+            entry = jcs({
+                "kind": "registry", "action": action, "agency": agency_id, "key": key_line,
+                "signatures": signatures, "actor": principal.token_id,
+                "recorded_at": recorded_at, **extra,
+            })  # fmt: skip
+            commit = Commit(
+                entries=[NewEntry("registry", entry, leaf_hash(entry), None, agency_id)],
+                agencies=agencies,
+                keys=keys,
+                revocations=revocations,
+                recorded_at=recorded_at,
+            )
+            try:
+                (position,) = self.store.append(commit)
+                return position
+            except StaleTime as exc:
+                self.time.saw(exc.latest)
+            except ConflictError as exc:
+                raise Conflict(refused) from exc
+        raise WriteConflict("the log kept moving past this change; retry")
 
     def _may_manage_keys(self, principal: Principal, agency_id: str) -> None:
         if principal.role == "admin" or (
@@ -430,16 +458,15 @@ class Ledger:
             signers.add("new" if signer == key else "current")
         if signers != {"new", "current"}:
             raise VerificationError("a new key needs signatures by a current key and by itself")
-        entry = self._registry_entry(principal, "key.added", agency_id, key.line(), signatures)
-        try:
-            (position,) = self.store.append(
-                Commit(
-                    entries=[NewEntry("registry", entry, leaf_hash(entry), None, agency_id)],
-                    keys=[KeyRow(key.key_id, agency_id, key.line(), 0)],
-                )
-            )
-        except ConflictError as exc:
-            raise Conflict("this key is already registered") from exc
+        position = self._append_registry(
+            principal,
+            "key.added",
+            agency_id,
+            key.line(),
+            signatures,
+            "this key is already registered",
+            keys=[KeyRow(key.key_id, agency_id, key.line(), 0)],
+        )
         log.info("key added agency=%s key=%s index=%d", agency_id, key.key_id, position)
         return {"id": agency_id, "key": key.key_id, "index": position}
 
@@ -455,23 +482,16 @@ class Ledger:
             raise Conflict("the key is already revoked")
         if compromised_since is not None and not 0 <= compromised_since <= self.store.log_size():
             raise BadRequest("compromised_since must be a log position or null")
-        entry = self._registry_entry(
+        position = self._append_registry(
             principal,
             "key.revoked",
             agency_id,
             record.line,
             [],
+            "the key is already revoked",
+            revocations=[Revocation(key_id, 0)],
             compromised_since=compromised_since,
         )
-        try:
-            (position,) = self.store.append(
-                Commit(
-                    entries=[NewEntry("registry", entry, leaf_hash(entry), None, agency_id)],
-                    revocations=[Revocation(key_id, 0)],
-                )
-            )
-        except ConflictError as exc:
-            raise Conflict("the key is already revoked") from exc
         log.info("key revoked agency=%s key=%s index=%d", agency_id, key_id, position)
         return {"id": agency_id, "key": key_id, "index": position}
 
@@ -623,8 +643,11 @@ class Ledger:
         """A batch's look-ups for all its (remaining) items at once."""
         valid = [s for s in subs if isinstance(s, Submission)]
         versions = self.store.case_versions(sorted({s.case_id for s in valid}))
+        named = sorted({n for s in valid for n in named_agencies(s.type, s.facts)})
+        live = self.store.live_agencies(named) if named else set()
         return _Pending(
             existing=set(versions),
+            agencies={n: n in live for n in named},
             priors=self.store.find_events(sorted({s.event_id for s in valid})),
             loaded=self.cases.load_many(versions),
             data_keys=self.keys.get_many(sorted(versions)),
@@ -653,6 +676,7 @@ class Ledger:
         committed: dict[str, Case] = {}
         for (i, plan), outcome in zip(plans, outcomes, strict=True):
             if isinstance(outcome, ConflictError):
+                self._conflicted(outcome)
                 again.append(i)  # a new case's key stays unconfirmed: the redo takes it over
             else:
                 results[i] = (201, self._committed(plan, outcome[0], confirmed=True))
@@ -666,6 +690,12 @@ class Ledger:
         pending.leaned.clear()  # settled: every refusal still in `results` stands
         for i in sorted([*again, *pending.deferred]):  # each afresh on what is committed now
             results[i] = self._submit_or_refuse(*pending.subs[i])
+
+    def _conflicted(self, exc: ConflictError) -> None:
+        """What a refused commit teaches: the log's latest time (`StaleTime`); a named agency
+        gone (`AgencyGone`) is found again when the redo looks agencies up."""
+        if isinstance(exc, StaleTime):
+            self.time.saw(exc.latest)
 
     def _submit_or_refuse(self, principal: Principal, sub: Submission) -> Outcome:
         try:
@@ -717,7 +747,7 @@ class Ledger:
             if sub.type != "case.opened":
                 raise NotFound("no such case for your agency")
         else:
-            self._check_visible(case.state, principal.agency)
+            self.access.check_visible(case.state, principal.agency)
         # 5. An identical retry gets the original answer.
         if pending is not None:
             prior = pending.priors.get(sub.event_id)
@@ -732,7 +762,7 @@ class Ledger:
         if case is not None and sub.type == "case.opened":
             raise Conflict("the case is already open; use a new case_id for a new case")
         # 6. Origin, key, freshness, encodings, signature, digests.
-        now = self.clock()
+        now = self.time.now()
         verify_integrity(
             sub,
             origin=self.origin,
@@ -743,10 +773,13 @@ class Ledger:
         # 7. Conflicts.
         if prior is not None or earlier is not None:
             raise Conflict("event_id is already recorded with other content; use a new event_id")
-        # 8. Facts, attrs and the ids they name.
+        # 8. Facts, attrs, the ids they name, and the agencies they name.
         validate_content(sub)
         state = None if case is None else case.state
         check_references(state, sub.type, sub.facts)
+        named = named_agencies(sub.type, sub.facts)
+        if named:
+            check_named_agencies(sub.type, sub.facts, self._live_agencies(named, pending))
         # 9. Role, agency, append permission and consent gates.
         if principal.role not in APPEND_ROLES:
             raise Forbidden(f"a {principal.role} token cannot append events")
@@ -770,6 +803,17 @@ class Ledger:
                 agency=sub.agency,
             )
         return self._plan(principal, sub, case, now, pending)
+
+    def _live_agencies(self, names: Sequence[str], pending: _Pending | None) -> set[str]:
+        """Those of the agencies that are registered, not removed, with a live key (within a
+        batch, as looked up for all its items; the commit checks them again)."""
+        if pending is None:
+            return self.store.live_agencies(names)
+        unknown = [n for n in names if n not in pending.agencies]
+        if unknown:
+            live = self.store.live_agencies(unknown)
+            pending.agencies.update((n, n in live) for n in unknown)
+        return {n for n in names if pending.agencies[n]}
 
     def _case_key(self, case_id: str, new: bool, pending: _Pending | None) -> bytes:
         """The key to seal with: a new case's is created (stored now, or by a batch before
@@ -844,6 +888,8 @@ class Ledger:
             # loaded ahead of the store (never) would conflict instead of leaving a gap.
             case_version=(case_id, case.version - 1),
             signing_key=sub.envelope["key"],
+            recorded_at=recorded_at,
+            named_agencies=named_agencies(sub.type, sub.facts),
         )
         return _Planned(sub, case, case.version, record, commit, leaf_hash(entry), added, extra)
 
@@ -854,6 +900,7 @@ class Ledger:
             # A new case's key stays, unconfirmed: a concurrent `case.opened` of the same case
             # may share it and have committed with it (KeyStore.create); `recover()` deletes
             # it once it is old and no case was committed with it.
+            self._conflicted(exc)
             raise WriteConflict("concurrent submissions to this case; retry") from exc
         self.cases.remember(plan.case)
         return self._committed(plan, position)
@@ -976,61 +1023,31 @@ class Ledger:
             return None
         return case, key, self.cases.records(case)
 
-    def _age_band(self, case: Case, pending: _Pending | None = None) -> str | None:
-        """The latest assessed age band (sealed), for the assent exemption."""
-        if case.state.age_version == 0:
-            return None
+    def _age_band(self, case: Case, pending: _Pending | None) -> str | None:
+        """The latest assessed age band (sealed), for the assent exemption; within a batch
+        from its own keys and records first (a new case's key is not stored yet)."""
+        if pending is None or case.state.age_version == 0:
+            return self.access.age_band(case)
         case_id = case.state.case_id
-        if pending is not None and case_id in pending.data_keys:
-            key: bytes | None = pending.data_keys[case_id]  # maybe a new case's, not stored yet
-        else:
-            key = self.keys.get(case_id)
+        key = pending.data_keys.get(case_id) or self.keys.get(case_id)
         if key is None:
             return None
-        at = (case.state.case_id, case.state.age_version)
-        if pending is not None and at in pending.records:
-            record = pending.records[at]
-        else:
-            record = self.cases.record_at(case, case.state.age_version)
-        attrs = unseal_item(key, case.state.case_id, record, "attrs")
-        return str(attrs.get("age_band"))
-
-    def _check_visible(self, state: CaseState | None, agency: str | None) -> CaseState:
-        """404 for unrelated agencies; 410 with the erasure's time and log position."""
-        try:
-            return check_visible(state, agency)
-        except Gone:
-            assert state is not None
-            erasure = self.store.erasure(state.case_id)
-            raise Gone(
-                "the case was erased",
-                erased_at=state.erased_at,
-                index=None if erasure is None else erasure.position,
-            ) from None
-
-    def _visible_case(self, principal: Principal, case_id: str) -> tuple[Case, CaseState]:
-        case = self.cases.load(case_id) if is_uuid4(case_id) else None
-        state = self._check_visible(None if case is None else case.state, principal.agency)
-        assert case is not None
-        return case, state
+        at = (case_id, case.state.age_version)
+        record = pending.records.get(at) or self.cases.record_at(case, case.state.age_version)
+        return str(unseal_item(key, case_id, record, "attrs").get("age_band"))
 
     def read_case(self, principal: Principal, case_id: str) -> dict[str, Any]:
-        """Unseal what the caller's agency may see, and log the read as an access entry.
-
-        The access entry commits only if the case has not changed since it was loaded, so a
-        read never returns data that a withdrawal or erasure committed before it had cut.
-        """
+        """Unseal what the caller's agency may see, and log the read as an access entry
+        (`CaseAccess.read`: never past a change committed before the entry)."""
         if principal.role not in APPEND_ROLES:
             raise Forbidden(f"a {principal.role} token cannot read case data")
-        for _attempt in range(5):
-            case, state = self._visible_case(principal, case_id)
-            agency = principal.agency
-            assert agency is not None
-            now = self.clock()
-            allowed = readable_categories(state, agency, now, partial(self._age_band, case))
-            key = self.keys.get(case_id)
-            if key is None:
-                raise Gone("the case's key was destroyed")
+        agency = principal.agency
+        assert agency is not None
+
+        def build(case: Case, now: datetime) -> Unsealed[dict[str, Any]]:
+            state = case.state
+            allowed = readable_categories(state, agency, now, partial(self.access.age_band, case))
+            key = self.access.key(case_id)
             attrs: dict[str, Any] = {}
             payload: dict[str, Any] = {}
             categories = CATEGORIES if allowed is None else sorted(allowed)
@@ -1046,45 +1063,16 @@ class Ledger:
                     if opened[category] is not None:
                         payload[category] = opened[category]
             payload = {c: payload[c] for c in CATEGORIES if c in payload}
-            try:
-                self._log_access(principal, case_id, list(payload), now, case.version)
-            except ConflictError:
-                continue  # the case changed meanwhile: decide again on its new state
-            return {
+            answer = {
                 "case_id": case_id,
                 "status": "closed" if state.closed else "open",
                 "facts": {"minor": state.minor},
                 "attrs": attrs,
                 "payload": payload,
             }
-        raise WriteConflict("the case kept changing while it was read; retry")
+            return Unsealed(answer, list(payload))
 
-    def _log_access(
-        self,
-        principal: Principal,
-        case_id: str,
-        categories: list[str],
-        now: datetime,
-        case_version: int,
-    ) -> int:
-        entry = jcs(
-            {
-                "kind": "access",
-                "case_id": case_id,
-                "agency": principal.agency,
-                "actor": principal.token_id,
-                "categories": categories,
-                "recorded_at": format_timestamp(now),
-            }
-        )
-        (position,) = self.store.append(
-            Commit(
-                entries=[NewEntry("access", entry, leaf_hash(entry), case_id, principal.agency)],
-                case_version=(case_id, case_version),
-            )
-        )
-        log.info("case read case=%s agency=%s index=%d", case_id, principal.agency, position)
-        return position
+        return self.access.read(principal, case_id, build)
 
 
 class Recoverer(Background):

@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
+from ledger.access import Unsealed
+from ledger.case import Case
 from ledger.envelope import CATEGORIES, format_timestamp, parse_timestamp
 from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
 from ledger.gates import (
@@ -129,62 +131,67 @@ class ReadModels:
     def consents(self, principal: Principal, case_id: str) -> dict[str, Any]:
         """Consent register of a case; non-holders see the consents that name them."""
         agency = self._agency(principal)
-        case, state = self.ledger._visible_case(principal, case_id)
         self._fresh()
-        now = self.ledger.clock()
-        age_band = partial(self.ledger._age_band, case)
-        readable_categories(state, agency, now, age_band)  # 403 for a related agency without any
-        key = self.ledger.keys.get(case_id)
-        records = {r["envelope"]["event_id"]: r for r in self.ledger.cases.records(case)}
-        holder = agency == state.holder
-        out = []
-        for row in consents_of(self.views, case_id):
-            if not holder and agency not in row["recipients"]:
-                continue
-            consent = state.consents[row["consent_id"]]
-            attrs = unseal_item(key, case_id, records[row["event_id"]], "attrs") if key else {}
-            out.append(
-                {
-                    "consent_id": row["consent_id"],
-                    "granted_by": row["granted_by"],
-                    "granted_at": row["granted_at"],
-                    "purposes": row["purposes"],
-                    "recipients": row["recipients"],
-                    "categories": row["categories"],
-                    "expires_at": row["expires_at"],
-                    "given_by": row["given_by"],
-                    "child_assent": row["child_assent"],
-                    "assent_exempt": row["assent_exempt"],
-                    "withdrawn_at": row["withdrawn_at"],
-                    "language": attrs.get("language"),
-                    "interpreter": attrs.get("interpreter"),
-                    "notice_version": attrs.get("notice_version"),
-                    "active": consent.active(now),
-                    "counts": consent_counts(state, consent, now, age_band),
-                }
-            )
-        may_receive: dict[str, set[str]] = defaultdict(set)
-        for consent in state.consents.values():
-            if consent_counts(state, consent, now, age_band):
-                for recipient in consent.recipients:
-                    if holder or recipient == agency:
-                        may_receive[recipient] |= consent.categories
-        self.ledger._log_access(principal, case_id, [], now, case.version)
-        return {
-            "case_id": case_id,
-            "consents": out,
-            "may_receive": {
-                a: [c for c in CATEGORIES if c in cats] for a, cats in sorted(may_receive.items())
-            },
-        }
+
+        def build(case: Case, now: datetime) -> Unsealed[dict[str, Any]]:
+            state = case.state
+            age_band = partial(self.ledger.access.age_band, case)
+            readable_categories(state, agency, now, age_band)  # 403 for a related agency
+            key = self.ledger.keys.get(case_id)
+            records = {r["envelope"]["event_id"]: r for r in self.ledger.cases.records(case)}
+            holder = agency == state.holder
+            out = []
+            for row in consents_of(self.views, case_id):
+                if not holder and agency not in row["recipients"]:
+                    continue
+                consent = state.consents.get(row["consent_id"])
+                if consent is None:  # the read model is ahead of the loaded case
+                    continue
+                attrs = unseal_item(key, case_id, records[row["event_id"]], "attrs") if key else {}
+                out.append(
+                    {
+                        "consent_id": row["consent_id"],
+                        "granted_by": row["granted_by"],
+                        "granted_at": row["granted_at"],
+                        "purposes": row["purposes"],
+                        "recipients": row["recipients"],
+                        "categories": row["categories"],
+                        "expires_at": row["expires_at"],
+                        "given_by": row["given_by"],
+                        "child_assent": row["child_assent"],
+                        "assent_exempt": row["assent_exempt"],
+                        "withdrawn_at": row["withdrawn_at"] if consent.withdrawn else None,
+                        "language": attrs.get("language"),
+                        "interpreter": attrs.get("interpreter"),
+                        "notice_version": attrs.get("notice_version"),
+                        "active": consent.active(now),
+                        "counts": consent_counts(state, consent, now, age_band),
+                    }
+                )
+            may_receive: dict[str, set[str]] = defaultdict(set)
+            for consent in state.consents.values():
+                if consent_counts(state, consent, now, age_band):
+                    for recipient in consent.recipients:
+                        if holder or recipient == agency:
+                            may_receive[recipient] |= consent.categories
+            answer = {
+                "case_id": case_id,
+                "consents": out,
+                "may_receive": {
+                    a: [c for c in CATEGORIES if c in cats]
+                    for a, cats in sorted(may_receive.items())
+                },
+            }
+            return Unsealed(answer, [])  # attrs of consents: an access entry, no categories
+
+        return self.ledger.access.read(principal, case_id, build)
 
     # -- disclosures -----------------------------------------------------------------------
 
     def disclosures(self, principal: Principal, case_id: str) -> dict[str, Any]:
         """Every share, referral and unsealed read of a case (holders only)."""
         agency = self._agency(principal)
-        _case, state = self.ledger._visible_case(principal, case_id)
-        if agency != state.holder:
+        if agency != self.ledger.access.visible(principal, case_id).state.holder:
             raise Forbidden("the disclosure register is for the agency holding the case")
         self._fresh()
         return {"case_id": case_id, "disclosures": disclosures_of(self.views, case_id)}
@@ -203,21 +210,15 @@ class ReadModels:
         """Referrals the caller made or received, with due times computed now."""
         agency = self._agency(principal)
         self._fresh()
-        now = self.ledger.clock()
-        rows = [
-            r
-            for r in referrals_of(self.views, agency, status)
-            if to is None or r["to_agency"] == to
-        ]
+        rows = [r for r in referrals_of(self.views, agency) if to is None or r["to_agency"] == to]
         by_case: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             by_case[row["case_id"]].append(row)
-        out = []
-        for case_id, case_rows in by_case.items():
-            case = self.ledger.cases.load(case_id)
-            if case is None or case.state.erased:
-                continue
-            state, age_band = case.state, partial(self.ledger._age_band, case)
+
+        def build(case: Case, now: datetime) -> Unsealed[list[dict[str, Any]]]:
+            case_id, state = case.state.case_id, case.state
+            age_band = partial(self.ledger.access.age_band, case)
+            case_rows = [r for r in by_case[case_id] if r["referral_id"] in state.referrals]
             # The referrer (the holder) sees its referrals' attrs; a recipient those of the
             # referrals to it whose consent counts now, accepted or not (it needs them to
             # answer); the others' stay sealed (null).
@@ -242,30 +243,40 @@ class ReadModels:
                     if attrs["component"] == HEALTH_COMPONENT:
                         due = min(due, health_deadline(opened["identified_at"]))
                     sealed[row["referral_id"]] = {**attrs, "due_by": format_timestamp(due)}
-                self.ledger._log_access(principal, case_id, [], now, case.version)
+            items = []
             for row in case_rows:
                 attrs = sealed.get(row["referral_id"], {})
                 due_by = attrs.get("due_by")
+                status_now = state.referrals[row["referral_id"]].status
                 late = (
-                    row["status"] in OPEN_REFERRAL
+                    status_now in OPEN_REFERRAL
                     and due_by is not None
                     and parse_timestamp(due_by) < now
                 )
-                item = {
-                    "case_id": case_id,
-                    "referral_id": row["referral_id"],
-                    "from": row["from_agency"],
-                    "to": row["to_agency"],
-                    "consent_id": row["consent_id"],
-                    "categories": row["categories"],
-                    "status": row["status"],
-                    "made_at": row["made_at"],
-                    "updated_at": row["updated_at"],
-                    "component": attrs.get("component"),
-                    "urgency": attrs.get("urgency"),
-                    "due_by": due_by,
-                    "overdue": late,
-                }
+                items.append(
+                    {
+                        "case_id": case_id,
+                        "referral_id": row["referral_id"],
+                        "from": row["from_agency"],
+                        "to": row["to_agency"],
+                        "consent_id": row["consent_id"],
+                        "categories": row["categories"],
+                        "status": status_now,
+                        "made_at": row["made_at"],
+                        "updated_at": row["updated_at"],
+                        "component": attrs.get("component"),
+                        "urgency": attrs.get("urgency"),
+                        "due_by": due_by,
+                        "overdue": late,
+                    }
+                )
+            return Unsealed(items, [] if sealed else None)
+
+        out = []
+        for items in self.ledger.access.read_many(principal, list(by_case), build).values():
+            for item in items:  # filtered on the state each case was read at
+                if status is not None and item["status"] != status:
+                    continue
                 if component is not None and item["component"] != component:
                     continue
                 if overdue is not None and item["overdue"] != overdue:

@@ -17,9 +17,10 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from ledger.access import Unsealed
 from ledger.case import Case
 from ledger.envelope import CATEGORIES, PURPOSES
-from ledger.errors import Conflict, Forbidden, Gone, NotFound
+from ledger.errors import Conflict, Forbidden, NotFound
 from ledger.gates import Consent, readable_categories
 from ledger.interop import consent_receipt, fhir, printout
 from ledger.interop.htcds import CaseProfile
@@ -34,7 +35,6 @@ from ledger.interop.record import (
 from ledger.ledger import Ledger, Principal
 from ledger.readmodels import ReadModels
 from ledger.sealing import unseal_item
-from ledger.storage.base import ConflictError
 from projections.cases import cases_of
 from projections.consent_events import consent_events_of
 
@@ -62,7 +62,7 @@ class InteropService:
         a consent that does not exist or (for a non-holder) does not name the caller."""
         agency = ReadModels._agency(principal)
         state = case.state
-        readable_categories(state, agency, now, partial(self.ledger._age_band, case))
+        readable_categories(state, agency, now, partial(self.ledger.access.age_band, case))
         consent = state.consents.get(consent_id)
         if consent is None or (agency != state.holder and agency not in consent.recipients):
             raise NotFound("no such consent in this case for your agency")
@@ -132,20 +132,13 @@ class InteropService:
     ) -> tuple[ConsentRecord, datetime]:
         """The consent as the caller may see it, its attrs unsealed and the read logged."""
         ReadModels._agency(principal)
-        for _attempt in range(5):
-            case, _state = self.ledger._visible_case(principal, case_id)
-            now = self.ledger.clock()
+
+        def build(case: Case, now: datetime) -> Unsealed[tuple[ConsentRecord, datetime]]:
             consent = self._visible_consent(principal, case, consent_id, now)
-            key = self.ledger.keys.get(case_id)
-            if key is None:
-                raise Gone("the case's key was destroyed")
-            record = self._record(case, consent, key)
-            try:
-                self.ledger._log_access(principal, case_id, [], now, case.version)
-            except ConflictError:
-                continue  # the case changed meanwhile: decide again on its new state
-            return record, now
-        raise Conflict("the case kept changing while it was read; retry")
+            record = self._record(case, consent, self.ledger.access.key(case_id))
+            return Unsealed((record, now), [])  # the consent's attrs, no category
+
+        return self.ledger.access.read(principal, case_id, build)
 
     # -- the formats ---------------------------------------------------------------------------
 
@@ -160,7 +153,7 @@ class InteropService:
         """One consent event's receipt as a signed note, HTML or PDF, and its media type."""
         if fmt == "note" and self.ledger.receipt_key is None:
             ReadModels._agency(principal)
-            self.ledger._visible_case(principal, case_id)  # 404 / 410 come first
+            self.ledger.access.visible(principal, case_id)  # 404 / 410 come first
             raise Conflict("this deployment has no receipt key; run `ledger init`")
         record, _now = self.consent_record(principal, case_id, consent_id)
         try:
@@ -220,7 +213,7 @@ class InteropService:
             return True
         try:
             readable_categories(
-                case.state, agency, self.ledger.clock(), partial(self.ledger._age_band, case)
+                case.state, agency, self.ledger.clock(), partial(self.ledger.access.age_band, case)
             )
         except Forbidden:
             return False

@@ -1,0 +1,176 @@
+"""Case access: which cases a caller may see (404 / 410), and the logged unsealed read.
+
+Every read that unseals case data goes through `CaseAccess.read` (one case) or
+`CaseAccess.read_many` (several, for lists): the case is loaded and its visibility decided,
+the answer built from that state, and an access entry appended only if the case has not
+changed since it was loaded. If it has (a withdrawal, a share, an erasure committed in
+between), the answer is thrown away and decided again on the new state, so a read never
+returns data that a change committed before its access entry had cut, and no access entry is
+written for an answer that is not given. After `ATTEMPTS` decisions the caller gets
+`WriteConflict` (409 `write_conflict`), which clients retry like any write conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from ledger.case import Case, Cases
+from ledger.envelope import format_timestamp, is_uuid4, jcs
+from ledger.errors import Gone, WriteConflict
+from ledger.gates import CaseState, check_visible
+from ledger.keystore import KeyStore
+from ledger.log.merkle import leaf_hash
+from ledger.logtime import LogTime
+from ledger.sealing import unseal_item
+from ledger.storage.base import Commit, ConflictError, NewEntry, StaleTime, Store
+
+if TYPE_CHECKING:
+    from ledger.ledger import Principal
+
+log = logging.getLogger("ledger")
+
+T = TypeVar("T")
+ATTEMPTS = 5  # decisions of one read before it answers write_conflict
+
+
+@dataclass(frozen=True)
+class Unsealed(Generic[T]):
+    """What a read built from one case: its answer, and the categories it unsealed (an empty
+    list: attrs only), or None when it unsealed nothing (no access entry)."""
+
+    answer: T
+    categories: Sequence[str] | None
+
+
+Build = Callable[[Case, datetime], Unsealed[T]]
+
+
+class CaseAccess:
+    """Visibility and logged reads over the cases, their keys and the log."""
+
+    def __init__(self, cases: Cases, keys: KeyStore, store: Store, time: LogTime) -> None:
+        self.cases, self.keys, self.store, self.time = cases, keys, store, time
+
+    # -- visibility ------------------------------------------------------------------------------
+
+    def check_visible(self, state: CaseState | None, agency: str | None) -> CaseState:
+        """404 for unrelated agencies; 410 with the erasure's time and log position."""
+        try:
+            return check_visible(state, agency)
+        except Gone:
+            assert state is not None
+            erasure = self.store.erasure(state.case_id)
+            raise Gone(
+                "the case was erased",
+                erased_at=state.erased_at,
+                index=None if erasure is None else erasure.position,
+            ) from None
+
+    def visible(self, principal: Principal, case_id: str) -> Case:
+        """The case, if the caller's agency may know of it (404 / 410 otherwise)."""
+        case = self.cases.load(case_id) if is_uuid4(case_id) else None
+        self.check_visible(None if case is None else case.state, principal.agency)
+        assert case is not None
+        return case
+
+    def key(self, case_id: str) -> bytes:
+        """The case's data key (410 once it is destroyed)."""
+        key = self.keys.get(case_id)
+        if key is None:
+            raise Gone("the case's key was destroyed")
+        return key
+
+    def age_band(self, case: Case) -> str | None:
+        """The latest assessed age band (sealed), for the assent exemption."""
+        if case.state.age_version == 0:
+            return None
+        key = self.keys.get(case.state.case_id)
+        if key is None:
+            return None
+        record = self.cases.record_at(case, case.state.age_version)
+        return str(unseal_item(key, case.state.case_id, record, "attrs").get("age_band"))
+
+    # -- logged reads ----------------------------------------------------------------------------
+
+    def read(self, principal: Principal, case_id: str, build: Build[T]) -> T:
+        """Build an answer from a case the caller may see, and log what it unsealed."""
+        for _attempt in range(ATTEMPTS):
+            case = self.visible(principal, case_id)
+            now = self.time.now()
+            unsealed = build(case, now)
+            if unsealed.categories is None:
+                return unsealed.answer
+            try:
+                self.store.append(self._access(principal, case, unsealed.categories, now))
+            except ConflictError as exc:
+                self._conflicted(exc)
+                continue  # the case changed meanwhile: decide again on its new state
+            self._logged(principal, case_id)
+            return unsealed.answer
+        raise WriteConflict("the case kept changing while it was read; retry")
+
+    def read_many(
+        self, principal: Principal, case_ids: Sequence[str], build: Build[T]
+    ) -> dict[str, T]:
+        """`read` of several cases, their access entries in one transaction: each case's
+        answer stands once its entry committed; the cases that changed meanwhile are decided
+        again. Cases that are gone (erased, or unknown) are left out."""
+        answers: dict[str, T] = {}
+        todo = list(case_ids)
+        for _attempt in range(ATTEMPTS):
+            now = self.time.now()
+            built: list[tuple[Case, Unsealed[T]]] = []
+            for case_id in todo:
+                case = self.cases.load(case_id)
+                if case is None or case.state.erased:
+                    continue
+                built.append((case, build(case, now)))
+            logged = [(c, u) for c, u in built if u.categories is not None]
+            commits = [self._access(principal, c, u.categories or (), now) for c, u in logged]
+            outcomes = self.store.append_group(commits) if commits else []
+            todo = []
+            for (case, _), outcome in zip(logged, outcomes, strict=True):
+                if isinstance(outcome, ConflictError):
+                    self._conflicted(outcome)
+                    todo.append(case.state.case_id)
+                else:
+                    self._logged(principal, case.state.case_id)
+            answers.update(
+                (c.state.case_id, u.answer) for c, u in built if c.state.case_id not in todo
+            )
+            if not todo:
+                return {c: answers[c] for c in case_ids if c in answers}
+        raise WriteConflict("the cases kept changing while they were read; retry")
+
+    def _access(
+        self, principal: Principal, case: Case, categories: Sequence[str], now: datetime
+    ) -> Commit:
+        """The access entry of one read, committed only if the case is still as loaded."""
+        case_id = case.state.case_id
+        entry = jcs(
+            {
+                "kind": "access",
+                "case_id": case_id,
+                "agency": principal.agency,
+                "actor": principal.token_id,
+                "categories": list(categories),
+                "recorded_at": format_timestamp(now),
+            }
+        )
+        return Commit(
+            entries=[NewEntry("access", entry, leaf_hash(entry), case_id, principal.agency)],
+            case_version=(case_id, case.version),
+            recorded_at=format_timestamp(now),
+        )
+
+    def _conflicted(self, exc: ConflictError) -> None:
+        if isinstance(exc, StaleTime):  # another commit, decided later, went first
+            self.time.saw(exc.latest)
+
+    @staticmethod
+    def _logged(principal: Principal, case_id: str) -> None:
+        log.info("case read case=%s agency=%s", case_id, principal.agency)
