@@ -526,3 +526,43 @@ def test_an_item_failing_in_a_group_fails_alone_and_its_case_is_decided_afresh(
     assert [e.originator_version for e in stored] == [1, 2, 3]
     loaded = ledger.cases.load(case_a)
     assert loaded is not None and loaded.version == 3
+
+
+@pytest.mark.regression("recorded_at went backwards when a later decision committed first")
+def test_a_server_behind_another_records_at_the_logs_latest_time(world: World) -> None:
+    """Two server processes, one clock 30 s behind the other: the log's times never go
+    backwards. The slow one's commit is refused for its time (StaleTime), decided again at
+    the log's latest time, and recorded; reads and registry changes follow the same rule;
+    the audit (which fails a log whose times go back) passes."""
+    from datetime import timedelta
+
+    from ledger.deploy import open_ledger
+    from tests.test_audit import run_audit
+
+    ngo = world.agency("ngo-a")
+    world.agency("clinic")
+    case_id = ngo.open_case(payload={"identity": {"n": 1}})
+    behind = open_ledger(world.settings)  # another process on the same store
+    behind.clock = lambda: world.clock.now - timedelta(seconds=30)  # type: ignore[method-assign]
+    seen: list[str] = []
+    real_saw = behind.time.saw
+    behind.time.saw = lambda latest: seen.append(latest) or real_saw(latest)  # type: ignore[method-assign]
+    try:
+        principal = behind.authenticate(ngo.tokens["caseworker"])
+        body = ngo.body("service.delivered", case_id, {"referral_id": None},
+                        {"component": "housing"}, signed_at=world.clock.now)  # fmt: skip
+        status, answer = behind.submit(principal, json.dumps(body).encode())
+        assert status == 201, answer
+        assert seen  # refused once for its time, then recorded at the log's latest
+        assert answer["entry"]["recorded_at"] == seen[-1]
+        assert behind.read_case(principal, case_id)["payload"] == {"identity": {"n": 1}}
+        admin = behind.authenticate(world.admin)
+        assert behind.revoke_key(admin, "clinic", world.agencies["clinic"].key.verify_key.key_id,
+                                 None)["index"] > 0  # fmt: skip
+    finally:
+        behind.store.close()
+        behind.keys.table.close()
+    times = [json.loads(e)["recorded_at"]
+             for _, e in world.ledger.store.entries(0, world.ledger.store.log_size())]  # fmt: skip
+    assert times == sorted(times)
+    assert run_audit(world).ok, [str(f) for f in run_audit(world).failures]
