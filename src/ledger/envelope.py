@@ -16,7 +16,7 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -347,11 +347,14 @@ EVENT_TYPES = tuple(SCHEMAS)
 
 # --- canonical JSON -----------------------------------------------------------------------------
 
+# A character beyond U+FFFF: UTF-16 writes it as surrogates, which sort below U+E000..U+FFFF.
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
 
 def _plain(value: Any) -> bool:
     """True when compact sorted `json.dumps` is exactly RFC 8785 for this value: no floats
-    (ES6 number formatting), only ASCII member names (UTF-16 vs code-point ordering),
-    integers within JCS's range."""
+    (ES6 number formatting), integers within JCS's range, member names without characters
+    beyond U+FFFF (within the Basic Multilingual Plane code-point order is UTF-16 order)."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -364,7 +367,7 @@ def _plain(value: Any) -> bool:
             return False
         if kind is dict:
             for name, member in item.items():
-                if type(name) is not str or not name.isascii():
+                if type(name) is not str or not name.isascii() and _ASTRAL.search(name):
                     return False
                 stack.append(member)
             continue
@@ -379,67 +382,57 @@ def jcs(value: Any) -> bytes:
     """RFC 8785 canonical JSON bytes (the `rfc8785` library, with a fast path for values
     where the standard library's compact sorted output is already canonical)."""
     if _plain(value):
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-        return text.encode("utf-8")
+        return _dumps(value).encode("utf-8")
     return rfc8785.dumps(value)
 
 
-class _DuplicateMember(ValueError):
-    pass
+def _dumps(
+    value: Any, *, sort_keys: bool = True, ensure_ascii: bool = False, default: Any = None
+) -> str:
+    """Compact JSON text, names sorted by code point, non-ASCII as itself (C, one pass)."""
+    return json.dumps(
+        value,
+        ensure_ascii=ensure_ascii,
+        separators=(",", ":"),
+        sort_keys=sort_keys,
+        allow_nan=False,
+        check_circular=False,  # parsed JSON has no cycles; a caller's cycle is a RecursionError
+        default=default,
+    )
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise _DuplicateMember(name)
-        result[name] = value
-    return result
+_ASTRAL_LEADS = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")  # UTF-8 lead bytes beyond U+FFFF
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+def _may_reorder(data: bytes) -> bool:
+    """Whether RFC 8785's order of member names (by UTF-16 code units) can differ from the
+    code-point order of `_dumps` for this UTF-8 text: only when it holds a character beyond
+    U+FFFF and one in U+E000..U+FFFF (lead bytes EE, EF). Five byte searches, no parsing."""
+    return (b"\xee" in data or b"\xef" in data) and any(lead in data for lead in _ASTRAL_LEADS)
 
 
-def loads_strict(raw: bytes) -> Any:
-    """Parse JSON, refusing duplicate member names, NaN/Infinity and invalid UTF-8 (BadRequest)."""
-    try:
-        text = raw.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
-    except _DuplicateMember as exc:
-        raise BadRequest("JSON has a duplicate member name; send each member once") from exc
-    except RecursionError as exc:
-        raise BadRequest("JSON is nested too deeply") from exc
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest("body is not valid UTF-8 JSON") from exc
+def _utf16_ordered(value: Any) -> bytes:
+    """RFC 8785 bytes of (a part of) a body step 2 accepted, its member names sorted by UTF-16
+    code units: the rare path `_may_reorder` asks for, in C like the rest of step 2.
+
+    The ASCII text of the value spells a character beyond U+FFFF as the \\u escapes of its two
+    surrogates. Decoding only the \\u escapes (`raw_unicode_escape`; those of control
+    characters kept) leaves the surrogates unpaired, so parsing that and sorting names by
+    code point sorts them by code units; parsing the sorted text pairs the surrogates again
+    and keeps that order."""
+    spelled = _dumps(value, sort_keys=False, ensure_ascii=True)
+    kept = spelled.replace("\\u000", "\x01u000").replace("\\u001", "\x01u001")  # no \x01 in it
+    units = kept.encode("ascii").decode("raw_unicode_escape").replace("\x01", "\\")
+    ordered = _dumps(json.loads(units), ensure_ascii=True)
+    return _dumps(json.loads(ordered), sort_keys=False).encode("utf-8")
 
 
-MAX_DEPTH = 64
-
-
-def _check_text(value: Any, depth: int = 1) -> None:
-    """Strings NFC without lone surrogates; integers within the JCS-safe range; depth <= 64."""
-    if isinstance(value, dict | list) and depth > MAX_DEPTH:
-        raise BadRequest(f"JSON is nested too deeply (at most {MAX_DEPTH} levels)")
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise BadRequest("strings must be valid Unicode (no lone surrogates)") from exc
-        if not unicodedata.is_normalized("NFC", value):
-            raise BadRequest("strings must be in Unicode normalisation form C (NFC)")
-    elif isinstance(value, bool) or value is None:
-        return
-    elif isinstance(value, int):
-        if abs(value) > _MAX_SAFE_INT:
-            raise BadRequest("integers must lie within ±(2^53 - 1)")
-    elif isinstance(value, dict):
-        for name, member in value.items():
-            _check_text(name, depth + 1)
-            _check_text(member, depth + 1)
-    elif isinstance(value, list):
-        for member in value:
-            _check_text(member, depth + 1)
+def _canonical(value: Any) -> bytes:
+    """RFC 8785 bytes of (a part of) a body that step 2 accepted: its strings are valid
+    Unicode and its numbers integers within JCS's range, so `_dumps` is canonical but for
+    the order of names beyond U+FFFF, which `_may_reorder` rules out or `_utf16_ordered` mends."""
+    data = _dumps(value).encode("utf-8")
+    return _utf16_ordered(value) if _may_reorder(data) else data
 
 
 # --- digests ------------------------------------------------------------------------------------
@@ -470,15 +463,238 @@ def signing_input(envelope: Mapping[str, Any]) -> bytes:
     return EVENT_DOMAIN + jcs(envelope)
 
 
+# --- parsing (step 2) ---------------------------------------------------------------------------
+#
+# Step 2 costs a small multiple of `json.loads` + `json.dumps` whatever a body holds: parsing
+# and one canonical serialisation run in C, and every encoding rule is then checked on that
+# canonical text with byte searches and regular expressions (also C), never value by value in
+# Python. The canonical text is also what the fingerprint hashes.
+
+FRACTIONS = "numbers must be integers within ±(2^53 - 1); send fractions as strings"
+MAX_DEPTH = 64
+
+
+class _Fraction:
+    """What `loads_strict` puts where the JSON has a fraction or an exponent (a JSON number
+    that is not an integer): canonical encoding refuses it, so the batch item holding it is
+    refused in its turn (step 2), not the whole batch."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<fraction>"
+
+
+_FRACTION = _Fraction()
+
+
+class _FractionFound(Exception):
+    pass
+
+
+def _mark_fraction(text: str) -> _Fraction:
+    return _FRACTION
+
+
+def _refuse_fraction(text: str) -> Any:
+    raise _FractionFound
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _not_json(value: Any) -> Any:
+    if value is _FRACTION:
+        raise _FractionFound
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _fraction_as_null(value: Any) -> None:
+    if value is _FRACTION:
+        return None
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _loads(raw: bytes, parse_float: Any) -> tuple[Any, str]:
+    """The parsed value and the decoded text; NaN, Infinity and invalid UTF-8 refused."""
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_float=parse_float, parse_constant=_reject_constant), text
+    except _FractionFound as exc:
+        raise BadRequest(FRACTIONS) from exc
+    except RecursionError as exc:
+        raise BadRequest("JSON is nested too deeply") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("body is not valid UTF-8 JSON") from exc
+
+
+# A JSON string of the canonical text or of a valid request (an escape is a backslash and the
+# character after it). Matched from the left, every quote it meets opens a string, so it never
+# falls out of step with the text; possessive, so it never backtracks.
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+
+
+def _outside_strings(text: str) -> str:
+    """The JSON text without its strings: brackets, commas, colons, numbers and literals."""
+    return _STRING.sub("", text)
+
+
+def _refuse_duplicates(source: str, canonical: str) -> None:
+    """Refuse a member name repeated in one object of the request text `source`, given the
+    canonical text of what `json.loads` made of it (which kept the last of repeated names).
+
+    Every member has exactly one colon outside strings, in both texts, and parsing can only
+    lose members (and their strings), never add any: the canonical text has fewer colons
+    exactly when a name repeated. Only a `\\u003a` escape in the request adds colons to the
+    parsed strings; then colons outside strings are counted instead."""
+    if "\\u003a" in source or "\\u003A" in source:
+        repeated = _outside_strings(source).count(":") != _outside_strings(canonical).count(":")
+    else:
+        repeated = source.count(":") != canonical.count(":")
+    if repeated:
+        raise BadRequest("JSON has a duplicate member name; send each member once")
+
+
+def loads_strict(raw: bytes) -> Any:
+    """Parse JSON, refusing duplicate member names, NaN/Infinity and invalid UTF-8 (BadRequest).
+    A fraction parses as a marker that `submission_from` refuses (FRACTIONS)."""
+    value, text = _loads(raw, _mark_fraction)
+    try:
+        canonical = _dumps(value, sort_keys=False, default=_fraction_as_null)
+    except RecursionError as exc:
+        raise BadRequest("JSON is nested too deeply") from exc
+    _refuse_duplicates(text, canonical)
+    return value
+
+
+def _canonical_text(body: Any) -> str:
+    """`_dumps` of a parsed body, its failures as refusals (a fraction, a caller's non-JSON)."""
+    try:
+        return _dumps(body, default=_not_json)
+    except _FractionFound as exc:
+        raise BadRequest(FRACTIONS) from exc
+    except RecursionError as exc:
+        raise BadRequest("JSON is nested too deeply") from exc
+    except (TypeError, ValueError) as exc:
+        raise BadRequest("body cannot be encoded as canonical JSON (RFC 8785)") from exc
+
+
+# The escapes `json.dumps` writes but `\\\\`; once that is replaced, every backslash starts one.
+_SHORT_ESCAPES = ('\\"', "\\n", "\\r", "\\t", "\\b", "\\f")
+_CONTROL_ESCAPES = tuple(f"\\u{c:04x}" for c in range(0x20))
+
+
+def _is_nfc(text: str) -> bool:
+    """Whether every string of the canonical text is in NFC, from the whole text at once.
+
+    The quotes between strings neither compose nor reorder with anything, so the text is in
+    NFC when every string is. The converse fails only where an escape ends in a letter that
+    composes with the combining mark after it (`\\n` + U+0303 reads as 'n' + U+0303 = 'ñ'):
+    so when the text is not in NFC, it is checked again with every escape replaced by U+0000,
+    which, like the control character, quote or backslash it stands for, composes with
+    nothing. That answer is exact."""
+    if unicodedata.is_normalized("NFC", text):
+        return True
+    if "\\" not in text:
+        return False
+    inert = text.replace("\\\\", "\x00")
+    for escape in _SHORT_ESCAPES:
+        inert = inert.replace(escape, "\x00")
+    if "\\u" in inert:
+        for escape in _CONTROL_ESCAPES:
+            inert = inert.replace(escape, "\x00")
+    return unicodedata.is_normalized("NFC", inert)
+
+
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+
+
+def _above(bound: str) -> str:
+    """A pattern for the numerals of len(bound) digits greater than `bound`, as a trie (each
+    digit read once: ",9(?:[1-9]...|0(?:[1-9]...|0(?:..." for bound 9007199254740991)."""
+    first, rest = int(bound[0]), bound[1:]
+    branches = [f"[{first + 1}-9][0-9]{{{len(rest)}}}"] if first < 9 else []
+    if rest:
+        branches.append(f"{first}(?:{_above(rest)})")
+    return "|".join(branches)
+
+
+# In the text outside strings with every byte but digits turned into a comma, a 16-digit integer
+# beyond 2^53 - 1 (one that begins with 9, so the search skips from ",9" to ",9").
+_UNSAFE_16 = re.compile(f",(?:{_above(str(_MAX_SAFE_INT))})".encode())
+_DIGITS_AND_COMMAS = bytes(c if c in b"0123456789" else ord(",") for c in range(256))
+
+
+def _check_numbers(structure: str) -> None:
+    """Integers within ±(2^53 - 1) and no fractions, in the text outside strings, where every
+    digit belongs to a number, `json.dumps` writes integers without leading zeros, and only
+    a float (`repr`: 1.5, 1e-05, 1e+16) writes a point or an exponent's sign."""
+    ascii_ = structure.encode("ascii")
+    if b"." in ascii_ or b"e-" in ascii_ or b"e+" in ascii_:  # a caller's Python float
+        raise BadRequest(FRACTIONS)
+    digits = ascii_.translate(_DIGITS_AS_ZERO)
+    if b"0" * 17 in digits or (
+        b"0" * 16 in digits and _UNSAFE_16.search(ascii_.translate(_DIGITS_AND_COMMAS))
+    ):
+        raise BadRequest("integers must lie within ±(2^53 - 1)")
+
+
+def _nesting(levels: int) -> re.Pattern[bytes]:
+    """Brackets (`[` and `]` only) nested at most `levels` deep, as a possessive pattern that
+    matches in one pass without backtracking."""
+    pattern = b""
+    for _ in range(levels):
+        pattern = rb"(?:\[" + pattern + rb"\])*+"
+    return re.compile(pattern)
+
+
+_AT_MOST_MAX_DEPTH = _nesting(MAX_DEPTH)
+_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+
+
+def _check_text(text: str) -> bytes:
+    """The encoding rules of every string, number and container of a body, checked on its
+    canonical text: strings valid Unicode (no lone surrogates) and NFC; integers within
+    ±(2^53 - 1); at most MAX_DEPTH levels of containers (the body is level 1). Returns the
+    text's UTF-8 bytes. A body that breaks several rules is refused for the first of these."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest("strings must be valid Unicode (no lone surrogates)") from exc
+    if not text.isascii() and not _is_nfc(text):
+        raise BadRequest("strings must be in Unicode normalisation form C (NFC)")
+    structure = None
+    digits = data.translate(_DIGITS_AS_ZERO)
+    if b"0" * 16 in digits or b"0." in digits or b"0e-00" in digits or b"0e+00" in digits:
+        structure = _outside_strings(text)  # these may all lie in strings
+        _check_numbers(structure)
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH:  # fewer cannot nest too deeply
+        if structure is None:
+            structure = _outside_strings(text)
+        brackets = structure.encode("ascii").translate(_BRACKETS, _NOT_BRACKETS)
+        if not _AT_MOST_MAX_DEPTH.fullmatch(brackets):
+            raise BadRequest(f"JSON is nested too deeply (at most {MAX_DEPTH} levels)")
+    return data
+
+
 # --- the submission ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Submission:
-    """A parsed, structurally valid submission (step 2 passed)."""
+    """A parsed, structurally valid submission (step 2 passed). Its repr names the event,
+    never the body: attrs and payload are personal data in plaintext."""
 
-    body: dict[str, Any]
-    fingerprint: bytes  # SHA-256 of JCS(body): identical resubmissions match it
+    body: dict[str, Any] = field(repr=False)
+    fingerprint: bytes = field(repr=False)  # SHA-256 of JCS(body): identical resubmissions match it
+    plain: bool = field(default=False, repr=False)  # `_dumps` of every part is its JCS (step 2)
+
+    def __repr__(self) -> str:
+        return (
+            f"Submission(event_id={self.event_id!r}, case_id={self.case_id!r}, type={self.type!r})"
+        )
 
     @property
     def envelope(self) -> dict[str, Any]:
@@ -512,11 +728,19 @@ class Submission:
     def payload(self) -> dict[str, Any]:
         return self.body["payload"]  # type: ignore[no-any-return]
 
+    def jcs_of(self, part: Any) -> bytes:
+        """JCS bytes of a part of the body (step 2 vouched for its strings and numbers)."""
+        return _dumps(part).encode("utf-8") if self.plain else _canonical(part)
+
     @functools.cached_property
     def canonical(self) -> dict[str, bytes]:
         """JCS bytes of `attrs` and of each payload category (an absent one as `null`),
         made once for both the digests and the sealed boxes."""
-        return canonical_fields(self.attrs, self.payload)
+        payload = self.payload
+        return {
+            "attrs": self.jcs_of(self.attrs),
+            **{c: self.jcs_of(payload.get(c)) for c in CATEGORIES},
+        }
 
 
 def _members(obj: Any, expected: tuple[str, ...], what: str) -> None:
@@ -532,13 +756,21 @@ def _members(obj: Any, expected: tuple[str, ...], what: str) -> None:
 
 def parse_submission(raw: bytes) -> Submission:
     """Step 2 of the refusal order: JSON, members, types, version, event type, ids, timestamps."""
-    return submission_from(loads_strict(raw))
+    body, source = _loads(raw, _refuse_fraction)
+    text = _canonical_text(body)
+    _refuse_duplicates(source, text)
+    return _submission(body, text)
 
 
 def submission_from(body: Any) -> Submission:
     """Step 2 on an already parsed JSON value (one item of a batch)."""
+    return _submission(body, _canonical_text(body))
+
+
+def _submission(body: Any, text: str) -> Submission:
+    """Step 2 on a parsed body and its canonical text (`_canonical_text`)."""
     _members(body, BODY_MEMBERS, "body")
-    _check_text(body)
+    data = _check_text(text)
     env = body["envelope"]
     _members(env, ENVELOPE_MEMBERS, "envelope")
     if type(env["v"]) is not int or env["v"] != VERSION:
@@ -574,11 +806,9 @@ def submission_from(body: Any) -> Submission:
     for name in ("salt", "signature"):
         if not isinstance(body[name], str):
             raise BadRequest(f"{name} must be a base64 string")
-    try:
-        canonical = jcs(body)
-    except Exception as exc:  # rfc8785 raises its own types for values JCS cannot encode
-        raise BadRequest("body cannot be encoded as canonical JSON (RFC 8785)") from exc
-    return Submission(body=body, fingerprint=hashlib.sha256(canonical).digest())
+    plain = not _may_reorder(data)
+    canonical = data if plain else _utf16_ordered(body)
+    return Submission(body=body, fingerprint=hashlib.sha256(canonical).digest(), plain=plain)
 
 
 def _b64(value: str, length: int, what: str) -> bytes:
@@ -625,7 +855,7 @@ def verify_integrity(
     }
     # 5. The signature over the canonical envelope.
     try:
-        crypto.verify(verify_key, signing_input(env), signature)
+        crypto.verify(verify_key, EVENT_DOMAIN + sub.jcs_of(env), signature)
     except crypto.BadSignature as exc:
         raise VerificationError("signature does not verify over the envelope") from exc
     # 6. The digests bind attrs and every payload category to the signed envelope.
@@ -673,6 +903,19 @@ def validate_content(sub: Submission) -> tuple[BaseModel, BaseModel]:
 # --- the client's side --------------------------------------------------------------------------
 
 
+def _refuse_floats(value: Any, where: str) -> None:
+    """ValueError when `value` holds a float anywhere (before anything is signed)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            raise ValueError(f"{where}: {FRACTIONS}")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
 def build_submission(
     key: crypto.SigningKey,
     *,
@@ -686,9 +929,12 @@ def build_submission(
     signed_at: datetime | None = None,
     salt: bytes | None = None,
 ) -> dict[str, Any]:
-    """Build and sign a submission body with a fresh salt (the agency SDK's core)."""
+    """Build and sign a submission body with a fresh salt (the agency SDK's core). A float in
+    facts, attrs or payload is a ValueError: the ledger refuses fractions (send them as strings)."""
     attrs = {} if attrs is None else attrs
     payload = {} if payload is None else payload
+    for where, part in (("facts", facts), ("attrs", attrs), ("payload", payload)):
+        _refuse_floats(part, where)
     salt = crypto.random_bytes(SALT_BYTES) if salt is None else salt
     envelope = {
         "v": VERSION,
