@@ -225,7 +225,7 @@ def test_a_forked_history_is_detected_against_the_saved_checkpoint(
     rows = world.ledger.store.entries(0, world.ledger.store.log_size())
     position, raw = next((p, e) for p, e in rows if json.loads(e)["kind"] == "access")
     entry = json.loads(raw)
-    entry["recorded_at"] = "2000-01-01T00:00:00Z"
+    entry["actor"] = "tok_someone_else"  # who read the case
     set_entry(world, position, jcs(entry))
     rebuild_tree_and_resign(world)
     assert run_audit(world).ok  # without the saved checkpoint the fork is invisible
@@ -388,12 +388,32 @@ def test_a_referral_accepted_after_its_consent_was_withdrawn_is_detected(
     assert [(f.position, f.check) for f in report.failures] == [(position, "gates")]
 
 
+def registered_synthetic_log(
+    events: int,
+) -> tuple[str, list[bytes], crypto.VerifyKey, dict[str, crypto.VerifyKey]]:
+    """The bench's synthetic log, with the agency its consents and shares name ("peer")
+    registered right after the first agency, under a checkpoint signed by a log key of our
+    own (the audit requires every recipient to be a registered agency)."""
+    from ledger.bench import synthetic_log
+    from ledger.log.checkpoint import Checkpoint, sign_note
+
+    _, entries, bench_key, keys = synthetic_log(events)
+    if "peer" not in keys:
+        peer = crypto.generate_signing_key("peer")
+        registration = json.loads(entries[0]) | {"agency": "peer", "key": peer.verify_key.line()}
+        entries = [entries[0], jcs(registration), *entries[1:]]
+        keys = keys | {"peer": peer.verify_key}
+    log_key = crypto.generate_signing_key(bench_key.name)
+    tree = merkle.MemoryTree()
+    tree.append([merkle.leaf_hash(e) for e in entries])
+    note = sign_note(Checkpoint(log_key.name, len(entries), tree.root()).body(), log_key)
+    return note, entries, log_key.verify_key, keys
+
+
 def test_a_log_checked_on_worker_processes_names_each_failure_at_its_position() -> None:
     """Past 4,096 entries the canonical-bytes and signature checks run on worker processes:
     their findings still carry the right positions, in log order."""
-    from ledger.bench import synthetic_log
-
-    note, entries, log_key, keys = synthetic_log(6000)
+    note, entries, log_key, keys = registered_synthetic_log(6000)
     assert audit.verify(note, entries, log_key, keys, workers=2).ok
     tampered = list(entries)
     forged = json.loads(tampered[4500])

@@ -8,10 +8,14 @@ check that failed. Steps, in order:
 2. every entry up to the checkpoint's size is present;
 3. each entry's bytes are the canonical JCS of what they parse to, of a known kind;
 4. the agency registry: first keys equal the auditor's own copies, every key change is signed
-   by the agency's current key and the new key, revocations are honoured;
+   by the agency's current key and the new key within the freshness window of its recording,
+   a key id is registered once in the whole log (a revoked key cannot come back), revocations
+   are honoured;
 5. every event signature verifies against the key valid at its position (on all cores);
 6. the gates, re-checked in log order from the cleartext facts (consent, permissions, the
-   two-supervisor rule of erasures, nothing appended to an erased case);
+   two-supervisor rule of erasures, nothing appended to an erased case, every agency an event
+   names as a recipient registered and not removed), each event id recorded once, and
+   recording times that never go back;
 7. the root recomputed from every entry equals the checkpoint's root;
 8. the checkpoint is consistent with the one saved last time.
 
@@ -25,14 +29,25 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from array import array
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ledger import crypto
-from ledger.envelope import ENVELOPE_MEMBERS, jcs, parse_timestamp, signing_input
+from ledger.envelope import (
+    ENVELOPE_MEMBERS,
+    is_agency_id,
+    is_uuid4,
+    jcs,
+    parse_timestamp,
+    signing_input,
+)
 from ledger.errors import LedgerError
 from ledger.gates import (
     APPEND_ROLES,
@@ -52,6 +67,12 @@ ENTRY_MEMBERS = {
     "access": {"kind", "case_id", "agency", "actor", "categories", "recorded_at"},
 }
 REGISTRY_ACTIONS = ("agency.registered", "key.added", "key.revoked")
+# The facts by which an event names the agencies it sends data to, or lets read the case.
+RECIPIENT_FACTS = {
+    "consent.granted": "recipients",
+    "referral.made": "to",
+    "data.shared": "recipient",
+}
 _PARALLEL_FROM = 4096  # entries; below this one core is faster than starting workers
 _CHUNK = 2048  # entries per job for a worker process
 # The step each check belongs to: for one position, the earliest step's failure is reported
@@ -68,6 +89,7 @@ CHECK_STEPS = {
     "signing key": 5,
     "event signature": 5,
     "recorded time": 6,
+    "event ids": 6,
     "gates": 6,
     "two-supervisor rule": 6,
     "access": 6,
@@ -166,12 +188,27 @@ def checkpoint_size(note: str) -> int:
 
 
 def write_bundle(path: Path, note: str, entries: Sequence[bytes]) -> None:
+    """Write the bundle readable by its owner only (mode 0600), replacing any file at `path`.
+
+    It holds every envelope of the log, which is pseudonymous personal data. The bytes go to
+    a temporary file created 0600 in the same directory, renamed over `path` once complete:
+    an existing file's wider mode is never kept, and no reader sees a half-written bundle.
+    """
     data = {
         "format": BUNDLE_FORMAT,
         "checkpoint": note,
         "entries": [crypto.b64(e) for e in entries],
     }
-    path.write_text(json.dumps(data))
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(data))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
 
 
 def read_bundle(path: Path) -> tuple[str, list[bytes]]:
@@ -193,6 +230,9 @@ class _KeyState:
     added_at: int
     revoked_at: int | None = None
     compromised_since: int | None = None
+    # Positions of the events it signed, until its revocation says from where they are
+    # suspect: 8 bytes an event, dropped when the key is revoked.
+    signed: array[int] = field(default_factory=lambda: array("q"))
 
 
 def _check_entries(items: Sequence[tuple[int, bytes, bytes | None]]) -> list[AuditFailure]:
@@ -274,6 +314,10 @@ class _Verifier:
         self.freshness_s = freshness_s
         self.trusted = agency_keys
         self.keys: dict[str, dict[str, _KeyState]] = {}
+        self.key_ids: set[str] = set()  # every key id a registration has named, ever
+        self.event_ids: set[int] = set()  # 128-bit ints: a log holds millions of events
+        self.recorded_at: datetime | None = None  # the previous entry's
+        self.recorded_text: object = None  # and as it was written
         self.cases: dict[str, CaseState] = {}
         self.signer: bytes | None = None  # the key the last event must verify under
         self.failures: list[AuditFailure] = []
@@ -282,6 +326,26 @@ class _Verifier:
 
     def fail(self, position: int | None, check: str, message: str) -> None:
         self.failures.append(AuditFailure(check, message, position))
+
+    def recorded(self, position: int, entry: dict[str, Any]) -> None:
+        """`recorded_at` never goes back from one entry to the next.
+
+        The ledger commits entries with non-decreasing recording times, so time and position
+        agree: a key change's or an event's freshness against its `recorded_at` then also
+        ties it to a stretch of the log, and an entry written in later cannot claim an
+        earlier time than the entries around it.
+        """
+        text = entry["recorded_at"]
+        if text == self.recorded_text:
+            return  # the same second as the entry before: the usual case under load
+        try:
+            at = parse_timestamp(text)
+        except ValueError:
+            self.fail(position, "entry format", "recorded_at is not a YYYY-MM-DDTHH:MM:SSZ time")
+            return
+        if self.recorded_at is not None and at < self.recorded_at:
+            self.fail(position, "recorded time", "recorded_at is earlier than the previous entry's")
+        self.recorded_at, self.recorded_text = at, text
 
     # step 3 ------------------------------------------------------------------------------
 
@@ -314,6 +378,20 @@ class _Verifier:
             self.fail(position, "key registry", "key name or action does not fit the agency")
             return
         keys = self.keys.setdefault(agency, {})
+        if action != "key.revoked":
+            # A key id names one key for the whole log. Registered again after its
+            # revocation, a stolen key would sign again with no trace of its compromise
+            # (the server holds the log key: replaying the original, validly signed
+            # `key.added` is within its reach, forging an agency signature is not).
+            if key.key_id in self.key_ids:
+                self.fail(
+                    position,
+                    "key registry",
+                    f"key {key.key_id} was registered earlier in the log: "
+                    "a key id cannot be registered twice",
+                )
+                return
+            self.key_ids.add(key.key_id)
         if action == "agency.registered":
             trusted = self.trusted.get(agency)
             if keys:
@@ -340,6 +418,17 @@ class _Verifier:
             state.revoked_at = position
             since = entry.get("compromised_since")
             state.compromised_since = since if isinstance(since, int) else None
+            if state.compromised_since is not None:
+                # The revocation comes after the events it casts doubt on: flag them now.
+                for flagged in state.signed[bisect_left(state.signed, state.compromised_since) :]:
+                    self.flags.append(
+                        AuditFailure(
+                            "compromised key",
+                            f"signed by a key reported compromised from position {since}",
+                            flagged,
+                        )
+                    )
+            state.signed = array("q")  # nothing it signs from here on verifies
 
     def key_added(
         self,
@@ -350,13 +439,24 @@ class _Verifier:
     ) -> None:
         signatures = entry["signatures"]
         current = {k: s for k, s in keys.items() if s.revoked_at is None}
+        recorded = parse_timestamp(entry["recorded_at"])
         signers = set()
+        stale = False
         if not isinstance(signatures, list):
             signatures = []
         for sig in signatures:
             try:
+                signed_at = parse_timestamp(sig["signed_at"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            # The ledger takes a key change only signed within the freshness window, as
+            # an event: one recorded far from its signing time is a replay of old
+            # signatures (or a back-dated key change), whoever signed it.
+            if abs((recorded - signed_at).total_seconds()) > self.freshness_s + 1:
+                stale = True
+                continue
+            try:
                 signer = key if sig["key"] == key.key_id else current[sig["key"]].key
-                parse_timestamp(sig["signed_at"])
                 message = key_change_message(
                     self.origin, entry["agency"], key.line(), sig["signed_at"]
                 )
@@ -364,6 +464,14 @@ class _Verifier:
                 signers.add("new" if signer == key else "current")
             except (KeyError, TypeError, ValueError, crypto.BadSignature):
                 continue
+        if stale:
+            self.fail(
+                position,
+                "key change signatures",
+                "a key-change signature's signed_at is further from recorded_at than "
+                "freshness allows",
+            )
+            return
         if signers != {"new", "current"}:
             self.fail(
                 position,
@@ -412,16 +520,50 @@ class _Verifier:
             )
         else:
             self.signer = state.key.raw
-            if state.compromised_since is not None and position >= state.compromised_since:
-                self.flags.append(
-                    AuditFailure(
-                        "compromised key",
-                        "signed by a key reported compromised from "
-                        f"position {state.compromised_since}",
-                        position,
-                    )
-                )
+            state.signed.append(position)
+        self.recipients(position, env)
         self.gates(position, entry, env)
+        self.event_id(position, env["event_id"])
+
+    def event_id(self, position: int, event_id: object) -> None:
+        """An event is recorded once: the same signed event again is a replay (a consent
+        granted twice, a share counted twice), however valid its signature."""
+        if not isinstance(event_id, str) or not is_uuid4(event_id):
+            self.fail(position, "event ids", "the event id is not a lowercase UUID v4")
+            return
+        value = int(event_id.replace("-", ""), 16)
+        if value in self.event_ids:
+            self.fail(
+                position,
+                "event ids",
+                "the event id was recorded earlier in the log: an event is recorded once",
+            )
+            return
+        self.event_ids.add(value)
+
+    def recipients(self, position: int, env: dict[str, Any]) -> None:
+        """Every agency an event names as a recipient is registered (before this position)
+        and not removed (it keeps a key that is not revoked).
+
+        Otherwise whoever registers that id later (a typo's owner, or the server itself)
+        reads what the consent, referral or share disclosed to it.
+        """
+        name = RECIPIENT_FACTS.get(env["type"])
+        if name is None:
+            return
+        value = env["facts"].get(name)
+        for agency in value if isinstance(value, list) else [value]:
+            keys = self.keys.get(agency) if isinstance(agency, str) else None
+            for state in keys.values() if keys else ():
+                if state.revoked_at is None:
+                    break
+            else:
+                shown = agency if is_agency_id(agency) else "a malformed agency id"
+                self.fail(
+                    position,
+                    "gates",
+                    f"facts.{name} names {shown}, not a registered agency at this position",
+                )
 
     def gates(self, position: int, entry: dict[str, Any], env: dict[str, Any]) -> None:
         etype, facts = env["type"], env["facts"]
@@ -525,6 +667,7 @@ def verify(
             }[entry["kind"]]
             verifier.signer = None
             try:
+                verifier.recorded(position, entry)
                 check(position, entry)
             except Exception:  # a malformed entry is reported, never a crash of the audit
                 verifier.fail(position, "entry format", "malformed entry")
@@ -563,7 +706,7 @@ def verify(
             )
     report.events = verifier.events
     report.failures = sorted(verifier.failures, key=_order)
-    report.flags = verifier.flags
+    report.flags = sorted(verifier.flags, key=_order)
     return report
 
 
