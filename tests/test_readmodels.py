@@ -83,13 +83,15 @@ def test_consent_register_unseals_language_and_logs_the_read(world: World) -> No
 
 
 def test_health_referrals_are_overdue_24h_after_identification(world: World) -> None:
+    # The day after identification, before anything is recorded (the log's times never go
+    # back, so the clock is set first and only moves forward).
+    world.clock.now = world.clock.now.replace(year=2026, month=11, day=2, hour=12)
     ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
     world.agency("school")
     case_id = ngo.open_case()  # identified 2026-11-01
     consent = ngo.grant(case_id, ["clinic", "school"])
     health = refer(world, case_id, consent, "clinic", "health_psychosocial")
     school = refer(world, case_id, consent, "school", "education")
-    world.clock.now = world.clock.now.replace(year=2026, month=11, day=2, hour=12)
     tracker = world.http.get("/v1/referrals", headers=ngo.auth()).json()["referrals"]
     by_id = {r["referral_id"]: r for r in tracker}
     assert by_id[health]["due_by"] == "2026-11-03T00:00:00Z" and not by_id[health]["overdue"]

@@ -371,3 +371,62 @@ def test_a_recipient_removed_before_the_commit_is_refused(
     assert looked_up == [1]
     revocations = store.log_size() - size  # the removal's key revocation, nothing else
     assert revocations == 1
+
+
+# --- unrelated agencies cannot tell a case exists, by timing either --------------------------
+
+
+def traced(world: World, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every look-up the ledger makes of cases and keys, with what it returned (sizes)."""
+    calls: list[tuple[str, Any]] = []
+    targets = [
+        (world.ledger.cases, ("load", "load_many", "records")),
+        (world.ledger.keys, ("get", "get_many")),
+        (world.ledger.store, ("case_versions", "related", "events_after", "find_events")),
+    ]
+    for obj, names in targets:
+        for name in names:
+            real = getattr(obj, name)
+
+            def spy(*args: Any, _real: Any = real, _name: str = name, **kw: Any) -> Any:
+                result = _real(*args, **kw)
+                size = len(result) if hasattr(result, "__len__") else result is not None
+                calls.append((_name, size))
+                return result
+
+            monkeypatch.setattr(obj, name, spy)
+    return calls
+
+
+@pytest.mark.regression("the batch path loaded cases and unwrapped keys before step 3")
+@pytest.mark.parametrize("path", ["batch", "single", "read"])
+def test_an_unrelated_agency_costs_the_ledger_the_same_for_a_real_and_an_unused_case(
+    world: World, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    ngo, outsider = world.agency("ngo-a"), world.agency("outsider")
+    real_cases = [ngo.open_case(payload=PAYLOAD) for _ in range(5)]
+    unused = [new() for _ in range(5)]
+    world.ledger.cases.load(real_cases[0])  # one cached, as a busy server would have it
+
+    def attempt(case_ids: list[str]) -> tuple[list[Any], list[tuple[str, Any]]]:
+        with monkeypatch.context() as patch:
+            calls = traced(world, patch)
+            bodies = [outsider.body("service.delivered", c, {"referral_id": None},
+                                    {"component": "housing"}) for c in case_ids]  # fmt: skip
+            if path == "batch":
+                r = world.http.post("/v1/events:batch", json={"events": bodies},
+                                    headers=outsider.auth())  # fmt: skip
+                answers = [(i["status"], i["body"]) for i in r.json()["results"]]
+            elif path == "single":
+                answers = [(r.status_code, r.json()) for r in map(outsider.post, bodies)]
+            else:
+                answers = [(r.status_code, r.json()) for r in map(outsider.read, case_ids)]
+        return answers, calls
+
+    real_answers, real_calls = attempt(real_cases)
+    unused_answers, unused_calls = attempt(unused)
+    assert {status for status, _ in real_answers} == {404}
+    assert real_answers == unused_answers  # the same bodies too
+    assert real_calls == unused_calls  # the same look-ups, each answering as much
+    assert not any(name in ("load", "load_many", "get", "get_many", "records")
+                   and size for name, size in real_calls)  # fmt: skip

@@ -322,6 +322,24 @@ def test_case_versions_and_events_after_give_each_cases_latest_and_later_events(
     assert [(e.originator_id, e.originator_version) for e in store.events_after(many)] == [(b, 2)]
 
 
+def test_related_answers_the_pairs_asked_for_from_the_commits_relations(store: Store) -> None:
+    """Visibility is decided from the relation before any case is loaded: exactly the pairs
+    committed, in one query also past one IN list; a pair of a refused commit is not there."""
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    first = event_commit(uuid.UUID(a), "e1", b"a1")
+    store.append(replace(first, relations=[(a, "ngo"), (a, "clinic")]))
+    store.append(replace(event_commit(uuid.UUID(a), "e2", b"a2", 2), relations=[(a, "ngo")]))
+    store.append(replace(event_commit(uuid.UUID(b), "e3", b"b1"), relations=[(b, "legal")]))
+    refused = replace(event_commit(uuid.UUID(b), "e4", b"b1 again"), relations=[(b, "shelter")])
+    with pytest.raises(ConflictError):
+        store.append(refused)  # version 1 of b is taken
+    asked = [(a, "ngo"), (a, "legal"), (b, "legal"), (b, "shelter"), (str(uuid.uuid4()), "ngo")]
+    assert store.related(asked) == {(a, "ngo"), (b, "legal")}
+    assert store.related([]) == set()
+    many = [(str(uuid.uuid4()), "ngo") for _ in range(600)] + [(a, "clinic")]
+    assert store.related(many) == {(a, "clinic")}
+
+
 def test_duplicate_case_version_raises_conflict_and_leaves_nothing_behind(store: Store) -> None:
     datas = [f"pre {i}".encode() for i in range(6)]
     store.append(entries_commit(datas))

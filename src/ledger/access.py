@@ -71,9 +71,14 @@ class CaseAccess:
             ) from None
 
     def visible(self, principal: Principal, case_id: str) -> Case:
-        """The case, if the caller's agency may know of it (404 / 410 otherwise)."""
-        case = self.cases.load(case_id) if is_uuid4(case_id) else None
-        self.check_visible(None if case is None else case.state, principal.agency)
+        """The case, if the caller's agency may know of it (404 / 410 otherwise). Whether it
+        may is decided from the (case, agency) relation before anything of the case is
+        loaded: a case it is unrelated to costs what an unused id costs."""
+        agency = principal.agency
+        case = None
+        if is_uuid4(case_id) and agency is not None and self.store.related([(case_id, agency)]):
+            case = self.cases.load(case_id)
+        self.check_visible(None if case is None else case.state, agency)
         assert case is not None
         return case
 

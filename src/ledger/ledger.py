@@ -144,7 +144,9 @@ class _Pending:
     case's version, the event id, the signing key), and an item that fails there is decided
     again on its own; a refusal is the answer as of the batch's look-up."""
 
-    existing: set[str] = field(default_factory=set)  # cases that had events at look-up
+    related: set[tuple[str, str]] = field(default_factory=set)  # (case, agency) at look-up
+    existing: set[str] = field(default_factory=set)  # of those cases (and of case.opened
+    # items' cases), the ones that had events at look-up
     loaded: dict[str, Case | None] = field(default_factory=dict)  # those cases, loaded then
     priors: dict[str, RecordedEvent] = field(default_factory=dict)  # recorded at look-up
     verify_keys: dict[tuple[str, str], crypto.VerifyKey | None] = field(default_factory=dict)
@@ -580,10 +582,9 @@ class Ledger:
         Each item's answer, or its refusal (the LedgerError), in order."""
         results: list[Outcome | None] = [None] * len(items)
         same_as: dict[int, int] = {}  # an identical resubmission within the batch -> original
-        subs = [sub for _, sub in items]
         pending = _Pending()
         try:
-            pending = self._look_up(subs)
+            pending = self._look_up(items)
             for i, (principal, sub) in enumerate(items):
                 if isinstance(sub, Submission) and sub.case_id in pending.broken:
                     pending.subs[i] = (principal, sub)
@@ -596,7 +597,7 @@ class Ledger:
                         self._commit_pending(pending, results)
                         pending = _Pending()  # committed: none of it may be committed again
                         results[i] = self._submit_or_refuse(principal, sub)
-                        pending = self._look_up(subs[i + 1 :])  # the items after it: afresh
+                        pending = self._look_up(items[i + 1 :])  # the items after it: afresh
                         continue
                     outcome = self._decide(principal, sub, pending)
                 except LedgerError as exc:
@@ -639,18 +640,27 @@ class Ledger:
                     results[i] = exc
         return [r for r in results if r is not None]
 
-    def _look_up(self, subs: Sequence[Submission | LedgerError]) -> _Pending:
-        """A batch's look-ups for all its (remaining) items at once."""
-        valid = [s for s in subs if isinstance(s, Submission)]
-        versions = self.store.case_versions(sorted({s.case_id for s in valid}))
-        named = sorted({n for s in valid for n in named_agencies(s.type, s.facts)})
+    def _look_up(self, items: Sequence[tuple[Principal, Submission | LedgerError]]) -> _Pending:
+        """A batch's look-ups for all its (remaining) items at once. Only the cases its
+        callers are related to are loaded, and only their keys read: a case an agency is
+        unrelated to costs it what an unused id costs (step 3 answers both alike, in time
+        too); `case.opened` items also ask whether their case exists."""
+        valid = [(p, s) for p, s in items if isinstance(s, Submission)]
+        pairs = sorted({(s.case_id, p.agency) for p, s in valid if p.agency is not None})
+        related = self.store.related(pairs) if pairs else set()
+        opening = {s.case_id for _, s in valid if s.type == "case.opened"}
+        visible = {case_id for case_id, _ in related}
+        versions = self.store.case_versions(sorted(visible | opening))
+        named = sorted({n for _, s in valid for n in named_agencies(s.type, s.facts)})
         live = self.store.live_agencies(named) if named else set()
+        to_load = {c: v for c, v in versions.items() if c in visible}
         return _Pending(
             existing=set(versions),
+            related=related,
             agencies={n: n in live for n in named},
-            priors=self.store.find_events(sorted({s.event_id for s in valid})),
-            loaded=self.cases.load_many(versions),
-            data_keys=self.keys.get_many(sorted(versions)),
+            priors=self.store.find_events(sorted({s.event_id for _, s in valid})),
+            loaded=self.cases.load_many(to_load),
+            data_keys=self.keys.get_many(sorted(to_load)),
         )
 
     def _commit_pending(self, pending: _Pending, results: list[Outcome | None]) -> None:
@@ -733,21 +743,7 @@ class Ledger:
 
         `pending` holds what earlier items of a batch decided but did not commit yet."""
         # 3-4. The case must be known to the caller's agency, and not erased.
-        if pending is not None and sub.case_id in pending.cases:
-            case: Case | None = pending.cases[sub.case_id]
-        elif pending is not None and sub.case_id not in pending.existing:
-            case = None  # no events at look-up (the commit checks it still has none)
-        elif pending is not None and sub.case_id in pending.loaded:
-            # Taken, not shared: should this item be refused after it changed the case, the
-            # next item of the case loads it afresh.
-            case = pending.loaded.pop(sub.case_id)
-        else:
-            case = self.cases.load(sub.case_id)
-        if case is None:
-            if sub.type != "case.opened":
-                raise NotFound("no such case for your agency")
-        else:
-            self.access.check_visible(case.state, principal.agency)
+        case = self._case_for(principal, sub, pending)
         # 5. An identical retry gets the original answer.
         if pending is not None:
             prior = pending.priors.get(sub.event_id)
@@ -804,6 +800,40 @@ class Ledger:
             )
         return self._plan(principal, sub, case, now, pending)
 
+    def _case_for(
+        self, principal: Principal, sub: Submission, pending: _Pending | None
+    ) -> Case | None:
+        """Steps 3 and 4: the case, None for a `case.opened` with an unused id; 404 unless
+        the caller's agency is related to it (decided from the relation before the case is
+        loaded), 410 once it is erased."""
+        if pending is not None and sub.case_id in pending.cases:
+            case: Case | None = pending.cases[sub.case_id]  # planned earlier in the batch
+        else:
+            pair = (sub.case_id, principal.agency or "")
+            if pending is not None:
+                related = pair in pending.related
+            else:
+                related = principal.agency is not None and bool(self.store.related([pair]))
+            if not related:
+                if sub.type == "case.opened" and not self._exists(sub.case_id, pending):
+                    return None  # an unused id: this opens the case
+                raise NotFound("no such case for your agency")
+            if pending is not None and sub.case_id in pending.loaded:
+                # Taken, not shared: should this item be refused after it changed the case,
+                # the next item of the case loads it afresh.
+                case = pending.loaded.pop(sub.case_id)
+            else:
+                case = self.cases.load(sub.case_id)
+        if case is None:  # related, so it had events: gone since (never without erasure)
+            raise NotFound("no such case for your agency")
+        self.access.check_visible(case.state, principal.agency)
+        return case
+
+    def _exists(self, case_id: str, pending: _Pending | None) -> bool:
+        if pending is not None:
+            return case_id in pending.existing
+        return bool(self.store.case_versions([case_id]))
+
     def _live_agencies(self, names: Sequence[str], pending: _Pending | None) -> set[str]:
         """Those of the agencies that are registered, not removed, with a live key (within a
         batch, as looked up for all its items; the commit checks them again)."""
@@ -856,10 +886,12 @@ class Ledger:
             "role": principal.role,
             "recorded_at": recorded_at,
         }
+        related_before = set() if case is None else set(case.state.related)
         if case is None:
             case = Case(record)
         else:
             case.append(record)
+        relations = [(case_id, a) for a in sorted(case.state.related - related_before)]
         added = {
             "sealed_digest": crypto.b64(crypto.sha256(sealed)),
             "actor": principal.token_id,
@@ -888,6 +920,7 @@ class Ledger:
             # loaded ahead of the store (never) would conflict instead of leaving a gap.
             case_version=(case_id, case.version - 1),
             signing_key=sub.envelope["key"],
+            relations=relations,
             recorded_at=recorded_at,
             named_agencies=named_agencies(sub.type, sub.facts),
         )
@@ -993,15 +1026,19 @@ class Ledger:
 
     def erasure_receipt(self, principal: Principal, case_id: str) -> str:
         """The signed erasure receipt, for staff of related agencies, auditors and admins."""
-        case = self.cases.load(case_id) if is_uuid4(case_id) else None
-        if case is None:
-            raise NotFound("no such case for your agency")
         # A monitor token reads statistics only, whatever agency it was issued with.
-        staff_of_related = principal.role in APPEND_ROLES and principal.agency in case.state.related
+        staff_of_related = (
+            principal.role in APPEND_ROLES
+            and principal.agency is not None
+            and is_uuid4(case_id)
+            and bool(self.store.related([(case_id, principal.agency)]))
+        )
         if principal.role not in ("auditor", "admin") and not staff_of_related:
             raise NotFound("no such case for your agency")
-        erasure = self.store.erasure(case_id)
+        erasure = self.store.erasure(case_id) if is_uuid4(case_id) else None
         if erasure is None:
+            if not staff_of_related and self.cases.load(case_id) is None:
+                raise NotFound("no such case for your agency")
             raise NotFound("the case is not erased")
         if erasure.receipt is None:
             self.finish_erasure(case_id)

@@ -101,6 +101,9 @@ class Commit:
     revocations: Sequence[Revocation] = ()
     erasures: Sequence[ErasureRow] = ()
     snapshots: Sequence[StoredEvent] = ()
+    # (case, agency) pairs the commit relates (an agency that appended to or is named in a
+    # case): what `related` answers, so visibility is decided before a case is loaded.
+    relations: Sequence[tuple[str, str]] = ()
     # Conditions checked under the log lock; a ConflictError if they no longer hold:
     # the case is at this version (before this commit's own events go in):
     case_version: tuple[str, int] | None = None
@@ -285,6 +288,13 @@ class Store(ABC):
     @abstractmethod
     def find_events(self, event_ids: Sequence[str]) -> dict[str, RecordedEvent]:
         """`find_event` of many: the recorded ones, by event id."""
+
+    @abstractmethod
+    def related(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those of the (case, agency) pairs whose agency is related to the case: it appended
+        to it or was named in it. One query; it reads the pairs asked for only, so a case
+        that exists costs what one that does not costs (unrelated agencies cannot tell them
+        apart by timing either)."""
 
     @abstractmethod
     def case_versions(self, case_ids: Sequence[str]) -> dict[str, int]:

@@ -66,6 +66,8 @@ CREATE TABLE IF NOT EXISTS {s}agency_keys (
   key_id TEXT PRIMARY KEY, agency TEXT NOT NULL, line TEXT NOT NULL,
   added_at BIGINT NOT NULL, revoked_at BIGINT);
 CREATE INDEX IF NOT EXISTS agency_keys_agency ON {s}agency_keys (agency);
+CREATE TABLE IF NOT EXISTS {s}case_relations (
+  case_id TEXT NOT NULL, agency TEXT NOT NULL, PRIMARY KEY (case_id, agency));
 CREATE TABLE IF NOT EXISTS {s}checkpoints (
   size BIGINT PRIMARY KEY, root {blob} NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}erasures (
@@ -444,6 +446,8 @@ class SQLStore(SQLDialect, Store):
                 for c, ps in accepted
                 for ev in c.events
             ],
+            "INSERT INTO {s}case_relations (case_id, agency) VALUES (?, ?)"
+            " ON CONFLICT DO NOTHING": [pair for c, _ in accepted for pair in c.relations],
             "INSERT INTO {s}agencies (id, name, type, position) VALUES (?, ?, ?, ?)": [
                 (ag.id, ag.name, ag.type, ps[0]) for c, ps in accepted for ag in c.agencies
             ],
@@ -616,6 +620,19 @@ class SQLStore(SQLDialect, Store):
                 cur.execute(self.sql(self._FIND_EVENTS + in_list), chunk)
                 for r in cur.fetchall():
                     found[str(r["event_id"])] = self._recorded(r)
+        return found
+
+    def related(self, pairs: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        unique = sorted(set(pairs))
+        with self._read() as cur:
+            for chunk, _ in in_lists(unique, IN_LIST // 2):  # two parameters a pair
+                where = " OR ".join(["(case_id = ? AND agency = ?)"] * len(chunk))
+                cur.execute(
+                    self.sql(f"SELECT case_id, agency FROM {{s}}case_relations WHERE {where}"),  # noqa: S608
+                    [v for pair in chunk for v in pair],
+                )
+                found.update((str(r["case_id"]), str(r["agency"])) for r in cur.fetchall())
         return found
 
     def case_versions(self, case_ids: Sequence[str]) -> dict[str, int]:
