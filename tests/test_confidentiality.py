@@ -95,3 +95,26 @@ def test_markers_appear_in_no_file_and_no_log_line(
         assert list(home.glob("*-wal")), "expected SQLite WAL files to scan"
         hits += files_containing(home, needles)
     assert hits == []
+
+
+@pytest.mark.regression("repr of a batch's pending state held plaintext and raw case keys")
+def test_the_batch_state_and_its_plans_never_show_plaintext_or_keys_in_repr(world: World) -> None:
+    import json
+
+    from ledger.ledger import _Pending
+
+    mark = markers()
+    ngo = world.agency("ngo-a")
+    case_id = ngo.open_case(payload={"identity": {"name": mark["identity"]}})
+    body = ngo.body("service.delivered", case_id, {"referral_id": None},
+                    {"component": "housing"}, {"notes": mark["notes"]})  # fmt: skip
+    principal = world.ledger.authenticate(ngo.tokens["caseworker"])
+    sub = world.ledger.parse(json.dumps(body).encode())
+    pending = world.ledger._look_up([(principal, sub)])  # type: ignore[list-item]
+    plan = world.ledger._decide(principal, sub, pending)  # type: ignore[arg-type]
+    pending.add(0, principal, plan)  # type: ignore[arg-type]
+    key = world.ledger.keys.get(case_id)
+    assert isinstance(pending, _Pending) and key is not None
+    for text in (repr(pending), str(pending), repr(plan), repr(sub)):
+        assert mark["notes"] not in text and mark["identity"] not in text
+        assert repr(key) not in text and key.hex() not in text

@@ -120,9 +120,13 @@ class Incoming:
     body: bytes | Submission | LedgerError = field(repr=False)
 
 
-@dataclass
+@dataclass(repr=False)
 class _Planned:
-    """An accepted submission, sealed, with the commit that records it."""
+    """An accepted submission, sealed, with the commit that records it. Its repr names ids
+    only: the submission holds plaintext."""
+
+    def __repr__(self) -> str:
+        return f"_Planned(event={self.sub.event_id}, case={self.sub.case_id} v{self.version})"
 
     sub: Submission
     case: Case  # the batch's working copy: later items of the case move it on
@@ -134,9 +138,10 @@ class _Planned:
     extra: dict[str, Any]
 
 
-@dataclass
+@dataclass(repr=False)
 class _Pending:
-    """What a batch has decided but not committed yet; the items after it see it.
+    """What a batch has decided but not committed yet; the items after it see it. Its repr
+    gives counts only: it holds plaintext submissions and raw case keys.
 
     It also holds what the batch looked up once for all its items (which cases exist, which
     event ids are recorded, agency keys, case keys). A concurrent writer can make that stale:
@@ -164,6 +169,12 @@ class _Pending:
     leaned: dict[int, set[int]] = field(default_factory=dict)
     broken: set[str] = field(default_factory=set)  # cases an item failed on (not a refusal)
     deferred: list[int] = field(default_factory=list)  # their later items: decided alone
+
+    def __repr__(self) -> str:
+        return (
+            f"_Pending(plans={len(self.plans)}, cases={len(self.cases)},"
+            f" keys={len(self.data_keys) + len(self.new_keys)})"
+        )
 
     def add(self, item: int, principal: Principal, plan: _Planned) -> None:
         self.plans.append((item, plan))
