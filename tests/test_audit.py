@@ -391,18 +391,13 @@ def test_a_referral_accepted_after_its_consent_was_withdrawn_is_detected(
 def registered_synthetic_log(
     events: int,
 ) -> tuple[str, list[bytes], crypto.VerifyKey, dict[str, crypto.VerifyKey]]:
-    """The bench's synthetic log, with the agency its consents and shares name ("peer")
-    registered right after the first agency, under a checkpoint signed by a log key of our
-    own (the audit requires every recipient to be a registered agency)."""
+    """The bench's synthetic log (its consents' recipient registered too), under a
+    checkpoint signed by a log key of our own."""
     from ledger.bench import synthetic_log
     from ledger.log.checkpoint import Checkpoint, sign_note
 
     _, entries, bench_key, keys = synthetic_log(events)
-    if "peer" not in keys:
-        peer = crypto.generate_signing_key("peer")
-        registration = json.loads(entries[0]) | {"agency": "peer", "key": peer.verify_key.line()}
-        entries = [entries[0], jcs(registration), *entries[1:]]
-        keys = keys | {"peer": peer.verify_key}
+    assert "peer" in keys  # the audit requires every recipient to be a registered agency
     log_key = crypto.generate_signing_key(bench_key.name)
     tree = merkle.MemoryTree()
     tree.append([merkle.leaf_hash(e) for e in entries])

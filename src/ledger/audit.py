@@ -51,11 +51,13 @@ from ledger.envelope import (
 from ledger.errors import LedgerError
 from ledger.gates import (
     APPEND_ROLES,
+    NAMED_AGENCY_FACTS,
     CaseState,
     check_consent_gate,
     check_permission,
     check_references,
-    consent_counts,
+    disclosed_categories,
+    may_unseal_attrs,
 )
 from ledger.log import merkle
 from ledger.log.checkpoint import NoteError, verify_checkpoint
@@ -67,12 +69,6 @@ ENTRY_MEMBERS = {
     "access": {"kind", "case_id", "agency", "actor", "categories", "recorded_at"},
 }
 REGISTRY_ACTIONS = ("agency.registered", "key.added", "key.revoked")
-# The facts by which an event names the agencies it sends data to, or lets read the case.
-RECIPIENT_FACTS = {
-    "consent.granted": "recipients",
-    "referral.made": "to",
-    "data.shared": "recipient",
-}
 _PARALLEL_FROM = 4096  # entries; below this one core is faster than starting workers
 _CHUNK = 2048  # entries per job for a worker process
 # The step each check belongs to: for one position, the earliest step's failure is reported
@@ -548,16 +544,12 @@ class _Verifier:
         Otherwise whoever registers that id later (a typo's owner, or the server itself)
         reads what the consent, referral or share disclosed to it.
         """
-        name = RECIPIENT_FACTS.get(env["type"])
-        if name is None:
-            return
-        value = env["facts"].get(name)
-        for agency in value if isinstance(value, list) else [value]:
-            keys = self.keys.get(agency) if isinstance(agency, str) else None
-            for state in keys.values() if keys else ():
-                if state.revoked_at is None:
-                    break
-            else:
+        for name in NAMED_AGENCY_FACTS.get(env["type"], ()):
+            value = env["facts"].get(name)
+            for agency in value if isinstance(value, list) else [value]:
+                keys = self.keys.get(agency) if isinstance(agency, str) else None
+                if keys and any(state.revoked_at is None for state in keys.values()):
+                    continue
                 shown = agency if is_agency_id(agency) else "a malformed agency id"
                 self.fail(
                     position,
@@ -586,7 +578,7 @@ class _Verifier:
                 case, etype, facts, agency=env["agency"], role=entry["role"], actor=entry["actor"]
             )
             if case is not None:
-                check_consent_gate(case, etype, facts, now, None)
+                check_consent_gate(case, etype, facts, now, None, agency=env["agency"])
         except (LedgerError, KeyError, TypeError, ValueError) as exc:
             message = exc.message if isinstance(exc, LedgerError) else "malformed facts"
             check = "two-supervisor rule" if etype == "case.erased" else "gates"
@@ -607,15 +599,16 @@ class _Verifier:
         if case.erased:
             self.fail(position, "access", "unsealed read of an erased case")
             return
-        if agency in case.holders:
+        if agency == case.holder:
             return
+        # The server's rule (gates.py): reads follow what was sent to the agency, under a
+        # consent that still counts; attrs alone also for a referral's recipient.
         now = parse_timestamp(entry["recorded_at"])
-        allowed: set[str] = set()
-        for consent in case.consents.values():
-            if agency in consent.recipients and consent_counts(case, consent, now, None):
-                allowed |= consent.categories
-        if not allowed or not set(entry["categories"]) <= allowed:
-            self.fail(position, "access", "read categories no active consent covered")
+        categories = set(entry["categories"])
+        if categories and not categories <= disclosed_categories(case, agency, now, None):
+            self.fail(position, "access", "read categories not sent to it under a counting consent")
+        elif not categories and not may_unseal_attrs(case, agency, now, None):
+            self.fail(position, "access", "unsealed attrs of a case nothing was sent to it of")
 
 
 def verify(
