@@ -580,6 +580,37 @@ def test_step_2_runs_no_python_per_value(shape: str) -> None:
     assert small < 1000, counts
 
 
+@pytest.mark.regression("json.loads of many containers took more than linear time: GC passes")
+def test_the_garbage_collector_does_not_run_while_a_body_is_parsed() -> None:
+    """Its passes over the containers json.loads is making grow with the heap; none of them
+    can be garbage yet. Once on again it may make one pass (with it on all along: hundreds).
+    Parsing or refusing leaves it as it was."""
+    raw = hostile("depth-64", 1_000_000)
+    passes: list[str] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            passes.append(phase)
+
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        envelope.parse_submission(raw)
+    finally:
+        gc.callbacks.remove(count)
+    assert len(passes) <= 2, len(passes)
+    assert gc.isenabled()
+    with pytest.raises(BadRequest):
+        envelope.parse_submission(raw.replace(b"[1]", b"[[[[1]]]]"))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        envelope.parse_submission(raw)
+        assert not gc.isenabled()  # left as it was
+    finally:
+        gc.enable()
+
+
 def cpu(run: Callable[[], Any], times: int = 5) -> float:
     best = float("inf")
     for _ in range(times):
