@@ -9,7 +9,6 @@ payload is unsealed at request time. `stats` keeps the frozen statistics release
 
 from projections.base import Projection
 from projections.cases import CasesProjection
-from projections.consent_events import ConsentEventsProjection
 from projections.consents import ConsentsProjection
 from projections.disclosures import DisclosuresProjection
 from projections.referrals import ReferralsProjection
@@ -21,7 +20,6 @@ def all_projections() -> list[Projection]:
         ConsentsProjection(),
         ReferralsProjection(),
         DisclosuresProjection(),
-        ConsentEventsProjection(),
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import re
 from dataclasses import dataclass
 
@@ -108,6 +109,13 @@ class SigningKey:
         """The signer key line `PRIVATE+KEY+<name>+<hash>+<base64(0x01 || seed)>`."""
         vk = self.verify_key
         return f"PRIVATE+KEY+{vk.key_id}+{b64(ED25519_TYPE + self.seed)}"
+
+
+def derived_mac(key: SigningKey, purpose: str, message: bytes) -> bytes:
+    """HMAC-SHA256 of `message` under a secret derived from a signing key's seed for one
+    purpose (domain-separated, so the MAC says nothing about the key's signatures)."""
+    secret = hmac.new(key.seed, b"ledger-derived-v1\n" + purpose.encode(), hashlib.sha256)
+    return hmac.new(secret.digest(), message, hashlib.sha256).digest()
 
 
 def key_hash(name: str, raw: bytes) -> bytes:

@@ -989,6 +989,7 @@ class Ledger:
         try:
             if not erasure.key_destroyed:
                 self.keys.destroy(case_id)
+                self.store.drop_receipt_codes(case_id)  # they lead nowhere any more
                 self.store.mark_key_destroyed(case_id)
                 log.info("case key destroyed case=%s", case_id)
             if erasure.receipt is None and self.receipt_key is not None:

@@ -17,6 +17,7 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+from ledger import crypto
 from ledger.access import Unsealed
 from ledger.case import Case
 from ledger.envelope import CATEGORIES, PURPOSES
@@ -35,8 +36,7 @@ from ledger.interop.record import (
 from ledger.ledger import Ledger, Principal
 from ledger.readmodels import ReadModels
 from ledger.sealing import unseal_item
-from projections.cases import cases_of
-from projections.consent_events import consent_events_of
+from ledger.storage.base import ReceiptCode
 
 log = logging.getLogger("ledger.interop")
 
@@ -156,6 +156,7 @@ class InteropService:
             self.ledger.access.visible(principal, case_id)  # 404 / 410 come first
             raise Conflict("this deployment has no receipt key; run `ledger init`")
         record, _now = self.consent_record(principal, case_id, consent_id)
+        self._index_codes(record)  # the codes it prints (the grant's, the withdrawal's)
         try:
             chosen = record.event(event)
         except LookupError:
@@ -181,31 +182,35 @@ class InteropService:
     def lookup(self, principal: Principal, code: str) -> dict[str, str]:
         """Staff look-up of a printed receipt code among the consents the caller may see.
 
-        The code is keyed by each case's key, so it is recomputed for each consent event of
-        the caller's cases (no stored index of codes to leak or to purge; an erased case has
-        no key, so its codes drop out): the consent events' ids come from their read model,
-        the keys in one read, and only the case whose code matches is loaded and checked."""
+        Codes are indexed as receipts are printed, by a MAC under a key derived from the log
+        key (`code_mac`: a database dump alone does not map a code to its case); the look-up
+        is one indexed read and one check of the register's rule, whatever the agency's
+        number of cases. Erasure drops the case's codes (and its key, which made them)."""
         agency = ReadModels._agency(principal)
-        wanted = normalise_code(code)
-        self.models._fresh()
-        # Up to the log's head even when a separate worker runs the projections: a consent
-        # recorded a moment ago is found (applying pages here is safe beside the worker).
-        self.models.runner.catch_up("consent_events")
-        case_ids = [row["case_id"] for row in cases_of(self.models.views, agency)]
-        events = consent_events_of(self.models.views, case_ids)
-        keys = self.ledger.keys.get_many([c for c in case_ids if c in events])
-        for case_id, key in keys.items():
-            for consent_id, event_id, kind in events[case_id]:
-                if receipt_code(key, event_id) == wanted and self._may_see(
-                    agency, case_id, consent_id
-                ):
-                    log.info("receipt code looked up case=%s agency=%s", case_id, agency)
-                    return {"case_id": case_id, "consent_id": consent_id, "event": kind}
-        raise NotFound("no consent receipt with this code among your agency's cases")
+        found = self.ledger.store.receipt_code(self.code_mac(normalise_code(code)))
+        if found is None or not self._may_see(agency, found.case_id, found.consent_id):
+            raise NotFound("no consent receipt with this code among your agency's cases")
+        log.info("receipt code looked up case=%s agency=%s", found.case_id, agency)
+        return {"case_id": found.case_id, "consent_id": found.consent_id, "event": found.kind}
+
+    def code_mac(self, code: str) -> bytes:
+        return crypto.derived_mac(self.ledger.log.key, "consent-receipt-code", code.encode())
+
+    def _index_codes(self, record: ConsentRecord) -> None:
+        events = [e for e in (record.granted, record.withdrawn) if e is not None]
+        self.ledger.store.index_receipt_codes(
+            [
+                ReceiptCode(self.code_mac(e.code), record.case_id, record.consent_id, e.kind)
+                for e in events
+            ]
+        )
 
     def _may_see(self, agency: str, case_id: str, consent_id: str) -> bool:
         """The register's rule for one consent of a case: its holder sees it; a recipient
-        sees the consents naming it, while one of its consents counts now."""
+        sees the consents naming it, while it may read some category. The relation is asked
+        first: another agency's code costs what a code never issued costs."""
+        if not self.ledger.store.related([(case_id, agency)]):
+            return False
         case = self.ledger.cases.load(case_id)
         if case is None or case.state.erased:
             return False

@@ -123,6 +123,17 @@ class Commit:
 
 
 @dataclass(frozen=True)
+class ReceiptCode:
+    """A printed consent-receipt code, indexed by its keyed MAC: the case and consent it
+    leads to, and whether it is the grant's or the withdrawal's."""
+
+    code_mac: bytes
+    case_id: str
+    consent_id: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class RecordedEvent:
     event_id: str
     case_id: str
@@ -272,6 +283,18 @@ class Store(ABC):
     def set_receipt(self, case_id: str, receipt: str, answer_extra: dict[str, Any]) -> str:
         """Keep the erasure receipt, and add it to the case.erased event's answer, unless the
         erasure has a receipt already; returns the receipt that is kept."""
+
+    # receipt codes
+    @abstractmethod
+    def index_receipt_codes(self, rows: Sequence[ReceiptCode]) -> None:
+        """Keep codes as they are printed (one already kept is left as it is)."""
+
+    @abstractmethod
+    def receipt_code(self, code_mac: bytes) -> ReceiptCode | None: ...
+
+    @abstractmethod
+    def drop_receipt_codes(self, case_id: str) -> None:
+        """Erasure: the case's codes lead nowhere any more."""
 
     # checkpoints
     @abstractmethod

@@ -23,6 +23,7 @@ from ledger.storage.base import (
     ConflictError,
     Erasure,
     KeyTable,
+    ReceiptCode,
     RecordedEvent,
     SQLDialect,
     StaleTime,
@@ -68,6 +69,10 @@ CREATE TABLE IF NOT EXISTS {s}agency_keys (
 CREATE INDEX IF NOT EXISTS agency_keys_agency ON {s}agency_keys (agency);
 CREATE TABLE IF NOT EXISTS {s}case_relations (
   case_id TEXT NOT NULL, agency TEXT NOT NULL, PRIMARY KEY (case_id, agency));
+CREATE TABLE IF NOT EXISTS {s}receipt_codes (
+  code_mac {blob} PRIMARY KEY, case_id TEXT NOT NULL, consent_id TEXT NOT NULL,
+  kind TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS receipt_codes_case ON {s}receipt_codes (case_id);
 CREATE TABLE IF NOT EXISTS {s}checkpoints (
   size BIGINT PRIMARY KEY, root {blob} NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS {s}erasures (
@@ -576,6 +581,36 @@ class SQLStore(SQLDialect, Store):
                 (json.dumps(answer_extra, sort_keys=True), row["event_id"]),
             )
         return receipt
+
+    # -- receipt codes ---------------------------------------------------------------------------
+
+    def index_receipt_codes(self, rows: Sequence[ReceiptCode]) -> None:
+        with self._write() as cur:
+            cur.executemany(
+                self.sql(
+                    "INSERT INTO {s}receipt_codes (code_mac, case_id, consent_id, kind)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                ),
+                [(r.code_mac, r.case_id, r.consent_id, r.kind) for r in rows],
+            )
+
+    def receipt_code(self, code_mac: bytes) -> ReceiptCode | None:
+        with self._read() as cur:
+            cur.execute(
+                self.sql(
+                    "SELECT code_mac, case_id, consent_id, kind FROM {s}receipt_codes"
+                    " WHERE code_mac = ?"
+                ),
+                (code_mac,),
+            )
+            r = cur.fetchone()
+        if r is None:
+            return None
+        return ReceiptCode(bytes(r["code_mac"]), r["case_id"], r["consent_id"], r["kind"])
+
+    def drop_receipt_codes(self, case_id: str) -> None:
+        with self._write() as cur:
+            cur.execute(self.sql("DELETE FROM {s}receipt_codes WHERE case_id = ?"), (case_id,))
 
     # -- checkpoints -----------------------------------------------------------------------------
 
