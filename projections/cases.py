@@ -14,7 +14,9 @@ class CasesProjection(Projection):
     schema = (
         "CREATE TABLE IF NOT EXISTS {s}view_cases (case_id TEXT PRIMARY KEY,"
         " opened_at TEXT NOT NULL, opened_by TEXT NOT NULL, status TEXT NOT NULL,"
-        " minor INTEGER NOT NULL, version INTEGER NOT NULL, updated_at TEXT NOT NULL)",
+        " minor INTEGER NOT NULL, version INTEGER NOT NULL, updated_at TEXT NOT NULL,"
+        " position BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS view_cases_position ON {s}view_cases (position)",
         "CREATE TABLE IF NOT EXISTS {s}view_case_agencies (case_id TEXT NOT NULL,"
         " agency TEXT NOT NULL, holder INTEGER NOT NULL, PRIMARY KEY (case_id, agency))",
         "CREATE INDEX IF NOT EXISTS view_case_agencies_agency ON {s}view_case_agencies (agency)",
@@ -33,9 +35,9 @@ class CasesProjection(Projection):
             cur.execute(
                 views.sql(
                     "INSERT INTO {s}view_cases (case_id, opened_at, opened_by, status, minor,"
-                    " version, updated_at) VALUES (?, ?, ?, 'open', ?, 0, ?)"
+                    " version, updated_at, position) VALUES (?, ?, ?, 'open', ?, 0, ?, ?)"
                 ),
-                (case_id, at, agency, int(facts["minor"]), at),
+                (case_id, at, agency, int(facts["minor"]), at, position),
             )
         cur.execute(
             views.sql(
@@ -85,3 +87,16 @@ def cases_of(views: ViewStore, agency: str) -> list[dict[str, Any]]:
             (agency,),
         )
         return [dict(r) for r in cur.fetchall()]
+
+
+def cases_opened_from(views: ViewStore, position: int) -> list[tuple[str, int]]:
+    """(case_id, position of its case.opened) of the cases opened at or after a position."""
+    with views.read() as cur:
+        cur.execute(
+            views.sql(
+                "SELECT case_id, position FROM {s}view_cases WHERE position >= ?"
+                " ORDER BY position"
+            ),
+            (position,),
+        )
+        return [(str(r["case_id"]), int(r["position"])) for r in cur.fetchall()]

@@ -221,6 +221,35 @@ def test_releases_cover_ended_months_only(world: World, period: str, status: int
     assert r.status_code == status
 
 
+@pytest.mark.regression("a monitor could freeze releases for any month back to 0001-01")
+def test_releases_start_at_the_first_identification_and_early_refusals_cost_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.agency("ngo-a")
+    monitor = bearer(world.token("monitor"))
+    r = world.http.post("/v1/stats/releases", json={"period": "2026-10"}, headers=monitor)
+    assert r.status_code == 422  # no case at all: no month to release
+    open_many(world, 3, identified_at="2026-09-30")
+    open_many(world, 3)  # 2026-10-15
+    for period in ("0001-01", "1999-12", "2026-08"):
+        r = world.http.post("/v1/stats/releases", json={"period": period}, headers=monitor)
+        assert r.status_code == 422, (period, r.text)
+    unwrapped: list[str] = []
+    real = world.ledger.keys.get
+    monkeypatch.setattr(world.ledger.keys, "get", lambda c: unwrapped.append(c) or real(c))
+    for year in range(1000, 1100):  # a hundred early months: nothing unsealed any more
+        r = world.http.post("/v1/stats/releases", json={"period": f"{year}-01"}, headers=monitor)
+        assert r.status_code == 422
+    assert unwrapped == []
+    assert world.http.get("/v1/stats/releases/1999-12", headers=monitor).status_code == 404
+    for period in ("2026-09", "2026-10"):
+        r = world.http.post("/v1/stats/releases", json={"period": period}, headers=monitor)
+        assert r.status_code == 201, r.text
+    open_many(world, 1, identified_at="2025-01-20")  # identified long before it was opened
+    r = world.http.post("/v1/stats/releases", json={"period": "2025-01"}, headers=monitor)
+    assert r.status_code == 201, r.text
+
+
 def test_only_monitors_see_releases(world: World) -> None:
     ngo = world.agency("ngo-a")
     for headers in (ngo.auth(), bearer(world.token("auditor")), bearer(world.admin)):

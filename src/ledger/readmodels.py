@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -28,7 +29,7 @@ from ledger.ledger import Ledger, Principal
 from ledger.sealing import unseal_item
 from ledger.storage.base import ViewStore
 from projections import stats
-from projections.cases import cases_of
+from projections.cases import cases_of, cases_opened_from
 from projections.consents import consents_naming, consents_of
 from projections.disclosures import disclosures_of, shares_to
 from projections.referrals import referrals_of
@@ -54,6 +55,10 @@ class ReadModels:
         self.ledger, self.views, self.runner = ledger, views, runner
         self.inline = inline  # catch up on each query (embedded setup: read your writes)
         self.releases = stats.ReleaseStore(views)
+        # The earliest month of identification of any case opened before a log position:
+        # one month for the whole ledger (never per case), in this process only.
+        self._identified: tuple[int, str | None] = (0, None)
+        self._identified_lock = threading.Lock()
 
     def _fresh(self) -> None:
         if self.inline:
@@ -312,6 +317,11 @@ class ReadModels:
         if existing is not None:
             return False, existing
         self._fresh()
+        first = self._first_identification()
+        if first is None or period < first:
+            # Each release unseals every case and stays for good: none for the months before
+            # any case was identified (a monitor could otherwise freeze thousands).
+            raise Invalid("a release covers a month from the first identification of a case on")
         figures = []
         with self.views.read() as cur:
             cur.execute(self.views.sql("SELECT case_id FROM {s}view_cases ORDER BY case_id"))
@@ -322,6 +332,22 @@ class ReadModels:
                 figures.append(figure)
         body = stats.release_body(period, figures)
         return True, self.releases.freeze(body, format_timestamp(self.ledger.clock()))
+
+    def _first_identification(self) -> str | None:
+        """The earliest month (YYYY-MM) any live case was identified in; only the cases opened
+        since the last call are unsealed for it (their `case.opened` attrs)."""
+        with self._identified_lock:
+            seen, earliest = self._identified
+            for case_id, position in cases_opened_from(self.views, seen):
+                case = self.ledger.cases.load(case_id)
+                key = self.ledger.keys.get(case_id) if case and not case.state.erased else None
+                if case is not None and key is not None:
+                    opened = self.ledger.cases.record_at(case, 1)
+                    month = unseal_item(key, case_id, opened, "attrs")["identified_at"][:7]
+                    earliest = month if earliest is None else min(earliest, month)
+                seen = max(seen, position + 1)
+            self._identified = (seen, earliest)
+            return earliest
 
     def _figures(self, case_id: str, period: str) -> stats.CaseFigures | None:
         """One case's contribution, unsealed now and never stored."""
