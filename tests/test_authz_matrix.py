@@ -29,7 +29,15 @@ from ledger.envelope import format_timestamp
 from ledger.interop.consent_receipt import verify_consent_receipt
 from tests import authz_table
 from tests.authz_table import CALLERS, NOT_APPLICABLE, RELATIONS
-from tests.conftest import BACKENDS, OPENED_ATTRS, Agency, World, deployment, open_world
+from tests.conftest import (
+    BACKENDS,
+    CONSENT_ATTRS,
+    OPENED_ATTRS,
+    Agency,
+    World,
+    deployment,
+    open_world,
+)
 from tests.test_erasure import receipt_key
 
 ROLES = ("caseworker", "supervisor", "auditor", "monitor", "admin")
@@ -39,10 +47,11 @@ AGENCY_IDS = {r: f"{r}-ngo" for r in RELATIONS if r != "no agency"}
 @dataclass
 class CaseIds:
     case_id: str
-    consent_id: str  # active; names recipient, referred and accepted
-    withdrawn_consent_id: str
+    consent_id: str  # active; names shared, named, referred and accepted
+    withdrawn_consent_id: str  # names withdrawn, whose referral was accepted before
     grant_code: str  # printed receipt code of the active consent's grant
     withdrawal_code: str  # ... and of the withdrawn consent's withdrawal
+    accepted: dict[str, str]  # agency -> the referral it accepted
 
 
 @dataclass
@@ -120,22 +129,27 @@ def build_case(world: World) -> CaseIds:
     ids = AGENCY_IDS
     holder = world.agencies[ids["holder"]]
     case_id = holder.open_case(payload={"identity": {"name": "A"}, "health": {"notes": "B"}})
-    consent = holder.grant(case_id, [ids["recipient"], ids["referred"], ids["accepted"]])
+    consent = holder.grant(case_id, [ids[r] for r in ("shared", "named", "referred", "accepted")])
+    holder.grant(case_id, [ids["statistics"]], purposes=["statistics"])
     withdrawn = holder.grant(case_id, [ids["withdrawn"]])
+    assert holder.share(case_id, ids["shared"], consent, ["identity"]).status_code == 201
+    accepted = {}
+    for relation, under in (("accepted", consent), ("withdrawn", withdrawn)):
+        agency = world.agencies[ids[relation]]
+        accepted[agency.id] = referral(world, holder, case_id, agency.id, under)
+        agency.ok("referral.accepted", case_id, {"referral_id": accepted[agency.id]},
+                  {"reason": None})  # fmt: skip
     holder.ok("consent.withdrawn", case_id, {"consent_id": withdrawn}, {"reason": "other"})
-    accepted = referral(world, holder, case_id, ids["accepted"], consent)
-    world.agencies[ids["accepted"]].ok(
-        "referral.accepted", case_id, {"referral_id": accepted}, {"reason": None}
-    )
     referral(world, holder, case_id, ids["referred"], consent)
     case = world.ledger.cases.load(case_id)
     assert case is not None
-    assert case.state.holders == {ids["holder"], ids["accepted"]}
+    assert case.state.holder == ids["holder"]
     assert case.state.related == {ids[r] for r in ids if r != "unrelated"}
-    assert sorted(r.status for r in case.state.referrals.values()) == ["accepted", "pending"]
+    statuses = sorted(r.status for r in case.state.referrals.values())
+    assert statuses == ["accepted", "accepted", "pending"]
     grant_code = receipt_code(world, holder, case_id, consent, "granted")
     withdrawal_code = receipt_code(world, holder, case_id, withdrawn, "withdrawn")
-    return CaseIds(case_id, consent, withdrawn, grant_code, withdrawal_code)
+    return CaseIds(case_id, consent, withdrawn, grant_code, withdrawal_code, accepted)
 
 
 def issue(world: World, role: str, agency: str | None, expires_at: str | None = None) -> dict:
@@ -160,6 +174,9 @@ def build_scenario(world: World) -> Scenario:
     case = build_case(world)
     erased = build_case(world)
     holder = world.agencies[AGENCY_IDS["holder"]]
+    # A survivor identified long ago: statistics releases may cover months from 2000-01 on.
+    holder.ok("case.opened", new(), {"minor": False},
+              OPENED_ATTRS | {"identified_at": "2000-01-15"})  # fmt: skip
     request = holder.ok(
         "erasure.requested", erased.case_id, {}, {"reason": "survivor_request"}, role="supervisor"
     )
@@ -249,6 +266,54 @@ def answer_referral(s: Scenario, relation: str, case_id: str) -> Request:
     return Request("POST", "/v1/events", body, spare)
 
 
+def provide(s: Scenario, relation: str, case_id: str) -> Request:
+    """A provider's append for its own accepted referral (that of *accepted* for callers
+    without one of their own)."""
+    ids = case_ids(s, case_id)
+    agency = s.agency(relation)
+    referral_id = new()
+    if ids is not None:
+        referral_id = ids.accepted.get(agency.id, ids.accepted[AGENCY_IDS["accepted"]])
+    facts = {"referral_id": referral_id}
+    body = event(s, relation, "service.delivered", case_id, facts, {"component": "housing"})
+    return Request("POST", "/v1/events", body)
+
+
+def record_consent(s: Scenario, relation: str, case_id: str) -> Request:
+    """A consent naming the caller's own agency (the holder's for tokens without one)."""
+    facts = {
+        "consent_id": new(),
+        "purposes": ["data_sharing"],
+        "recipients": [s.agency(relation).id],
+        "categories": ["notes"],
+        "expires_at": None,
+        "given_by": "survivor",
+        "child_assent": None,
+        "assent_exempt": False,
+    }
+    body = event(s, relation, "consent.granted", case_id, facts, CONSENT_ATTRS)
+    return Request("POST", "/v1/events", body)
+
+
+def share_onward(s: Scenario, relation: str, case_id: str) -> Request:
+    """A share of `identity` to *shared* under the case's active consent."""
+    ids = case_ids(s, case_id)
+    facts = {
+        "share_id": new(),
+        "recipient": AGENCY_IDS["shared"],
+        "consent_id": ids.consent_id if ids is not None else new(),
+        "purpose": "data_sharing",
+        "categories": ["identity"],
+    }
+    return Request("POST", "/v1/events", event(s, relation, "data.shared", case_id, facts, {}))
+
+
+def assess_age(s: Scenario, relation: str, case_id: str) -> Request:
+    attrs = {"age_band": "adult", "method": "document"}
+    body = event(s, relation, "age.assessed", case_id, {"minor": False}, attrs)
+    return Request("POST", "/v1/events", body)
+
+
 def request_erasure(s: Scenario, relation: str, case_id: str) -> Request:
     body = event(s, relation, "erasure.requested", case_id, {}, {"reason": "survivor_request"})
     return Request("POST", "/v1/events", body)
@@ -293,8 +358,9 @@ def lookup_code(withdrawal: bool = False) -> Action:
 
 
 def create_release(s: Scenario, relation: str, case_id: str) -> Request:
-    year = 1900 + next(s.counter)  # a month of its own: 201 every time it is allowed
-    return Request("POST", "/v1/stats/releases", {"period": f"{year}-01"})
+    n = next(s.counter)  # a month of its own (from the first identification, 2000-01, on):
+    period = f"{2000 + n // 12}-{n % 12 + 1:02d}"  # 201 every time it is allowed
+    return Request("POST", "/v1/stats/releases", {"period": period})
 
 
 def register_agency(s: Scenario, relation: str, case_id: str) -> Request:
@@ -373,6 +439,16 @@ ACTIONS: dict[tuple[str, str, str], tuple[Action, str | None]] = {
         answer_referral,
         "case",
     ),
+    ("POST", "/v1/events", "service.delivered for the caller's accepted referral"): (
+        provide,
+        "case",
+    ),
+    ("POST", "/v1/events", "consent.granted naming the caller's agency"): (
+        record_consent,
+        "case",
+    ),
+    ("POST", "/v1/events", "data.shared to *shared*"): (share_onward, "case"),
+    ("POST", "/v1/events", "age.assessed"): (assess_age, "case"),
     ("POST", "/v1/events", "erasure.requested"): (request_erasure, "case"),
     ("POST", "/v1/events", "service.delivered to the erased case"): (append, "erased"),
     ("POST", "/v1/events:batch", "service.delivered"): (append_batch, "case"),
