@@ -413,29 +413,33 @@ def _may_reorder(data: bytes) -> bool:
     return (b"\xee" in data or b"\xef" in data) and any(lead in data for lead in _ASTRAL_LEADS)
 
 
-def _utf16_ordered(value: Any) -> bytes:
-    """RFC 8785 bytes of (a part of) a body step 2 accepted, its member names sorted by UTF-16
-    code units: the rare path `_may_reorder` asks for, in C like the rest of step 2.
+def _utf16_name(member: tuple[str, Any]) -> bytes:
+    return member[0].encode("utf-16-be")
 
-    The ASCII text of the value spells a character beyond U+FFFF as the \\u escapes of its two
-    surrogates. Decoding only the \\u escapes (`raw_unicode_escape`; those of control
-    characters kept) leaves the surrogates unpaired, so parsing that and sorting names by
-    code point sorts them by code units; parsing the sorted text pairs the surrogates again
-    and keeps that order."""
-    spelled = _dumps(value, sort_keys=False, ensure_ascii=True)
-    kept = spelled.replace("\\u000", "\x01u000").replace("\\u001", "\x01u001")  # no \x01 in it
-    units = kept.encode("ascii").decode("raw_unicode_escape").replace("\x01", "\\")
+
+def _in_utf16_order(members: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(members) > 1:
+        members.sort(key=_utf16_name)
+    return dict(members)
+
+
+def _utf16_ordered(text: str) -> bytes:
+    """RFC 8785 bytes from the sorted text `text` (`_dumps` of a value step 2 accepted), its
+    member names sorted again by UTF-16 code units, as RFC 8785 and `rfc8785` sort them: the
+    rare path `_may_reorder` asks for. Parsed once more, each object's members put in that
+    order as it is made (a Python call per object, none per value), and written out in it."""
     with _collector_paused():
-        ordered = _dumps(json.loads(units), ensure_ascii=True)
-        return _dumps(json.loads(ordered), sort_keys=False).encode("utf-8")
+        value = json.loads(text, object_pairs_hook=_in_utf16_order)
+    return _dumps(value, sort_keys=False).encode("utf-8")
 
 
 def _canonical(value: Any) -> bytes:
     """RFC 8785 bytes of (a part of) a body that step 2 accepted: its strings are valid
     Unicode and its numbers integers within JCS's range, so `_dumps` is canonical but for
     the order of names beyond U+FFFF, which `_may_reorder` rules out or `_utf16_ordered` mends."""
-    data = _dumps(value).encode("utf-8")
-    return _utf16_ordered(value) if _may_reorder(data) else data
+    text = _dumps(value)
+    data = text.encode("utf-8")
+    return _utf16_ordered(text) if _may_reorder(data) else data
 
 
 # --- digests ------------------------------------------------------------------------------------
@@ -471,7 +475,9 @@ def signing_input(envelope: Mapping[str, Any]) -> bytes:
 # Step 2 costs a small multiple of `json.loads` + `json.dumps` whatever a body holds: parsing
 # and one canonical serialisation run in C, and every encoding rule is then checked on that
 # canonical text with byte searches and regular expressions (also C), never value by value in
-# Python. The canonical text is also what the fingerprint hashes.
+# Python. The canonical text is also what the fingerprint hashes. (A rare body costs a Python
+# call per object: one with characters beyond U+FFFF and in U+E000..U+FFFF, whose names RFC
+# 8785 may order otherwise: it is parsed once more in that order, `_utf16_ordered`.)
 
 FRACTIONS = "numbers must be integers within ±(2^53 - 1); send fractions as strings"
 MAX_DEPTH = 64
@@ -829,7 +835,7 @@ def _submission(body: Any, text: str) -> Submission:
         if not isinstance(body[name], str):
             raise BadRequest(f"{name} must be a base64 string")
     plain = not _may_reorder(data)
-    canonical = data if plain else _utf16_ordered(body)
+    canonical = data if plain else _utf16_ordered(text)
     return Submission(body=body, fingerprint=hashlib.sha256(canonical).digest(), plain=plain)
 
 
