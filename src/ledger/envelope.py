@@ -388,19 +388,22 @@ def jcs(value: Any) -> bytes:
     return rfc8785.dumps(value)
 
 
-def _dumps(
-    value: Any, *, sort_keys: bool = True, ensure_ascii: bool = False, default: Any = None
-) -> str:
-    """Compact JSON text, names sorted by code point, non-ASCII as itself (C, one pass)."""
-    return json.dumps(
-        value,
-        ensure_ascii=ensure_ascii,
+@functools.cache
+def _encoder(sort_keys: bool, default: Any) -> json.JSONEncoder:
+    return json.JSONEncoder(
+        ensure_ascii=False,
         separators=(",", ":"),
         sort_keys=sort_keys,
         allow_nan=False,
         check_circular=False,  # parsed JSON has no cycles; a caller's cycle is a RecursionError
         default=default,
     )
+
+
+def _dumps(value: Any, *, sort_keys: bool = True, default: Any = None) -> str:
+    """Compact JSON text, names sorted by code point, non-ASCII as itself (C, one pass; the
+    encoder made once, not per call as `json.dumps` makes it)."""
+    return _encoder(sort_keys, default).encode(value)
 
 
 _ASTRAL_LEADS = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")  # UTF-8 lead bytes beyond U+FFFF
@@ -758,6 +761,8 @@ class Submission:
 
     def jcs_of(self, part: Any) -> bytes:
         """JCS bytes of a part of the body (step 2 vouched for its strings and numbers)."""
+        if part is None:  # most payload categories are absent
+            return b"null"
         return _dumps(part).encode("utf-8") if self.plain else _canonical(part)
 
     @functools.cached_property
