@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -61,6 +60,7 @@ from ledger.gates import (
 )
 from ledger.log import merkle
 from ledger.log.checkpoint import NoteError, verify_checkpoint
+from ledger.private_files import replace_private
 
 KEY_DOMAIN = b"ledger-key-v1\n"
 ENTRY_MEMBERS = {
@@ -195,16 +195,7 @@ def write_bundle(path: Path, note: str, entries: Sequence[bytes]) -> None:
         "checkpoint": note,
         "entries": [crypto.b64(e) for e in entries],
     }
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps(data))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    replace_private(path, json.dumps(data).encode())
 
 
 def read_bundle(path: Path) -> tuple[str, list[bytes]]:

@@ -208,7 +208,7 @@ def audit_verify(
 
     from ledger import crypto
     from ledger.audit import SavedState, check_receipt, parse_agency_keys, read_bundle, verify
-    from ledger.client import write_private
+    from ledger.private_files import replace_private
 
     if bundle is not None:
         note, entries = read_bundle(bundle)
@@ -251,7 +251,7 @@ def audit_verify(
         saved_now = SavedState(
             trusted_log_key.name, report.size, crypto.b64decode_strict(report.root)
         )
-        write_private(state, saved_now.to_json().encode())
+        replace_private(state, saved_now.to_json().encode())
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -352,11 +352,11 @@ def export_htcds(
 ) -> None:
     """HTCDS / CTDC-style one-row-per-case CSV of a closed year: k = 11, l = 2, no ids, no
     free text. Runs on the deployment (it unseals attrs with the key-encryption key)."""
-    from ledger.client import write_private
     from ledger.deploy import open_ledger, open_readmodels
     from ledger.envelope import format_timestamp
     from ledger.interop import htcds
     from ledger.interop.service import InteropService
+    from ledger.private_files import replace_private
 
     settings = Settings()
     ledger = open_ledger(settings)
@@ -381,7 +381,7 @@ def export_htcds(
         ledger.store.close()
         ledger.keys.table.close()
     # One row per survivor, still data about people: owner only, even over a wider file.
-    write_private(out, text.encode("utf-8"))
+    replace_private(out, text.encode("utf-8"))
     rendered = json.dumps(details, indent=2) + "\n"
     if report is not None:
         report.write_text(rendered, encoding="utf-8")

@@ -12,9 +12,7 @@ it shows the auditors, is caught here.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 import threading
 import time
 import uuid
@@ -29,6 +27,7 @@ from ledger import crypto
 from ledger.envelope import build_submission, jcs, parse_timestamp
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, verify_checkpoint
+from ledger.private_files import replace_private
 
 if TYPE_CHECKING:
     from ledger.audit import SavedState
@@ -151,24 +150,6 @@ def load_signing_key(path: Path) -> crypto.SigningKey:
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Replace `path` by a file of `data` readable by its owner only (0600), whatever the
-    mode of the file it replaces: a new file beside it (created 0600, so never readable by
-    others even for a moment), flushed to disk, then renamed over it, so a reader finds the
-    old content or the new, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _at_least(value: object, low: int) -> TypeGuard[int]:
@@ -481,7 +462,7 @@ class LedgerClient:
                 return
         self._known = SavedState(new.origin, new.size, new.root)
         if self.state is not None:
-            write_private(self.state, self._known.to_json().encode())
+            replace_private(self.state, self._known.to_json().encode())
 
     def verify_inclusion(
         self, answer: Answer, log_key: crypto.VerifyKey, *, timeout_s: float = 30.0

@@ -18,7 +18,7 @@ from rich.console import Console
 from ledger import crypto
 from ledger.client import LedgerClient, LedgerHTTPError, new_id
 from ledger.envelope import format_timestamp
-from ledger.keystore import write_secret
+from ledger.private_files import write_secret
 
 AGENCIES = (
     ("casa-refugio", "Casa Refugio (shelter)", "shelter"),

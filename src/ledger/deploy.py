@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger import crypto
-from ledger.keystore import KeyStore, create_kek, write_secret
+from ledger.keystore import KeyStore, create_kek
 from ledger.ledger import Ledger, hash_token
+from ledger.private_files import write_secret
 from ledger.settings import Settings
 from ledger.storage import open_store
 

@@ -15,17 +15,10 @@ from pathlib import Path
 
 from ledger import crypto
 from ledger.errors import WriteConflict
+from ledger.private_files import write_secret
 from ledger.storage.base import KeyTable
 
 _WRAP_DOMAIN = b"ledger-kek-v1\n"
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Create a file readable by its owner only (0600), refusing to overwrite one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
 
 
 def create_kek(path: Path) -> bool:
