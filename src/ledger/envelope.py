@@ -258,6 +258,11 @@ class GoalFacts(_Strict):
     goal_id: Uuid4
 
 
+class GoalSetFacts(_Strict):
+    goal_id: Uuid4
+    referral_id: Uuid4 | None  # the referral the goal is for, if any (its provider updates it)
+
+
 class ErasedFacts(_Strict):
     request_event_id: Uuid4
 
@@ -337,7 +342,7 @@ SCHEMAS: dict[str, EventSchema] = {
     "referral.completed": EventSchema(ReferralRefFacts, NullReasonAttrs),
     "data.shared": EventSchema(DataSharedFacts, Empty),
     "service.delivered": EventSchema(OptionalReferralFacts, ComponentAttrs),
-    "plan.goal_set": EventSchema(GoalFacts, GoalAttrs),
+    "plan.goal_set": EventSchema(GoalSetFacts, GoalAttrs),
     "plan.goal_updated": EventSchema(GoalFacts, GoalAttrs),
     "feedback.recorded": EventSchema(OptionalReferralFacts, FeedbackAttrs),
     "case.closed": EventSchema(Empty, ClosedAttrs),

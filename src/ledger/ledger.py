@@ -1049,7 +1049,7 @@ class Ledger:
             raise NotFound("no such case for your agency")
         erasure = self.store.erasure(case_id) if is_uuid4(case_id) else None
         if erasure is None:
-            if not staff_of_related and self.cases.load(case_id) is None:
+            if not staff_of_related and (not is_uuid4(case_id) or self.cases.load(case_id) is None):
                 raise NotFound("no such case for your agency")
             raise NotFound("the case is not erased")
         if erasure.receipt is None:
