@@ -235,3 +235,15 @@ def test_a_crash_in_the_middle_of_kek_rotation_loses_no_key(
     after = KeyStore(table, paths.kek)
     assert all(after.get(c) is not None for c in cases)
     assert not (paths.kek.parent / "kek.next.key").exists()
+
+
+@pytest.mark.regression("the erasure receipt of a malformed case id answered 500 to auditors")
+@pytest.mark.parametrize("case_id", ["0", "not-a-case", "00000000-0000-0000-0000-000000000000"])
+def test_the_erasure_receipt_of_a_malformed_case_id_is_404_for_every_role(
+    world: World, case_id: str
+) -> None:
+    ngo = world.agency("ngo-a")
+    for headers in (ngo.auth(), {"Authorization": f"Bearer {world.token('auditor')}"},
+                    world.admin_auth):  # fmt: skip
+        r = world.http.get(f"/v1/cases/{case_id}/erasure-receipt", headers=headers)
+        assert r.status_code == 404, r.text
