@@ -55,6 +55,12 @@ KEYS = (
     "erasure_ms_small",
     "erasure_ms_large",
     "key_destroy_ms",
+    "hostile_idle_rss_mb",
+    "hostile_peak_rss_mb",
+    "hostile_rss_ratio",
+    "victim_p99_quiet_ms",
+    "victim_p99_hostile_ms",
+    "victim_p99_ratio",
 )
 PAYLOAD_BYTES = 1024
 ORIGIN = "bench.localhost/log"
@@ -163,7 +169,7 @@ def bench_limits(report: Report, sizes: Sizes, settings: Settings) -> None:
     report.put("verify_per_s_all_cores", runs, f"the same on {cores} processes", n * cores)
 
     with raw_application(settings) as app:
-        from ledger.bench_raw import Note
+        from ledger.bench.raw import Note
 
         blob = "x" * PAYLOAD_BYTES
         single = []
@@ -197,7 +203,7 @@ def bench_limits(report: Report, sizes: Sizes, settings: Settings) -> None:
 
 @contextmanager
 def raw_application(settings: Settings) -> Iterator[Any]:
-    from ledger.bench_raw import Notes
+    from ledger.bench.raw import Notes
 
     folder = Path(tempfile.mkdtemp(prefix="ledger-bench-raw-"))
     if settings.is_postgres:
@@ -843,7 +849,7 @@ def bench_erasure(report: Report, sizes: Sizes, dep: Deployment) -> None:
         ledger.store.close()
 
 
-SECTIONS = ("limits", "proofs", "audit", "ingest", "rebuild", "erasure")
+SECTIONS = ("limits", "proofs", "audit", "ingest", "rebuild", "erasure", "hostile")
 
 
 def run(
@@ -864,7 +870,7 @@ def run(
     if "audit" in only:
         progress("audit")
         bench_audit(report, sizes)
-    if not {"ingest", "rebuild", "erasure"} & set(only):
+    if not {"ingest", "rebuild", "erasure", "hostile"} & set(only):
         return report
     with deployment(settings) as dep:
         if "ingest" in only or "rebuild" in only:
@@ -876,4 +882,9 @@ def run(
         if "erasure" in only:
             progress("erasure")
             bench_erasure(report, sizes, dep)
+        if "hostile" in only:
+            from ledger.bench.hostile import bench_hostile
+
+            progress("hostile bodies: the server's memory, another agency's latency")
+            bench_hostile(report, sizes, dep)
     return report
