@@ -104,6 +104,7 @@ def create_app(
         if recoverer is not None:
             recoverer.start()
         yield
+        app.state.large_bodies.close()
         if recoverer is not None:
             recoverer.stop()
         if follower is not None:
@@ -128,7 +129,7 @@ def create_app(
     app.state.max_batch_bytes = max_batch_bytes
     app.state.max_other_body_bytes = max_other_body_bytes
     app.state.inflight = InFlight(inflight_bytes_per_token)
-    app.state.large_bodies = events.Lane()  # large bodies are parsed one at a time
+    app.state.large_bodies = events.LargeBodies()  # parsed one at a time, in a process
     app.state.submissions = AsyncGroup(ledger.submit_many)  # POST /v1/events's grouping
     app.add_middleware(Gate)  # first in the stack, inside NoLeaks (added by install)
     errors.install(app)

@@ -8,14 +8,16 @@ HTTP request to /v1/... except `GET /v1/health`, in this order:
 1. 401: checks the bearer token before touching the body (`app.state.callers`: the tokens
    of concurrent requests are checked together, one read), and hands the principal to the
    routes in the request's state (`CurrentPrincipal` does not authenticate again);
-2. 429: takes one request from the token's rate limit;
+2. 429: takes one request from the token's rate limit (a large body pays for its size at
+   step 5, a batch for its items in its route);
 3. 403: on the two event endpoints, refuses tokens whose role never appends (auditor,
    monitor, admin) before their bodies are read (the contract's step 9 check, moved ahead
    of the body for them);
 4. 413: caps the body by route before and while reading it: a declared Content-Length over
    the cap is refused unread, a streamed body is read only up to the cap;
-5. 429: counts the body against the token's budget of bytes in flight (read, not yet
-   answered);
+5. 429: takes what the body weighs from the rate limit (one request per 16 KiB) and
+   counts it against the token's budget of bytes in flight (read, not yet answered): a
+   declared length before reading, a streamed body as it is read;
 
 then hands the route the body it read (replayed), and marks every /v1 answer that sets no
 caching policy of its own `Cache-Control: no-store` (answers carry case data). Its refusals
@@ -31,7 +33,7 @@ from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api.errors import refusal
-from ledger.api.ratelimit import InFlight
+from ledger.api.ratelimit import InFlight, RateLimiter
 from ledger.errors import Forbidden, LedgerError, TooLarge
 from ledger.gates import APPEND_ROLES
 from ledger.ledger import Principal
@@ -41,6 +43,7 @@ PUBLIC = frozenset({("GET", "/v1/health")})
 EVENT_CAPS = {"/v1/events": "max_body_bytes", "/v1/events:batch": "max_batch_bytes"}
 OTHER_CAP = "max_other_body_bytes"
 NO_STORE = (b"cache-control", b"no-store")
+CLOSE_ABOVE = 65_536  # a refusal that leaves more of a body unread closes the connection
 
 
 def bearer_of(scope: Scope) -> str | None:
@@ -67,6 +70,16 @@ def principal_of(scope: Scope) -> Principal | None:
     return principal if isinstance(principal, Principal) else None
 
 
+def body_of(scope: Scope) -> tuple[bytes, int] | None:
+    """The body the gate read for this request, and what the request has paid of its
+    token's rate limit so far; None if the gate did not read it. (Reading the replayed
+    body through Starlette would copy it once more: for a 1 MiB body that showed.)"""
+    request_state = scope.get("state", {})
+    if "body" not in request_state:
+        return None
+    return request_state["body"], request_state["paid"]
+
+
 class _Gone(Exception):
     """The client went away while its body was being read: there is no one to answer."""
 
@@ -89,6 +102,7 @@ class Gate:
             await self.app(scope, receive, send)
             return
         state: State = scope["app"].state
+        declared = declared_length(scope)
         try:
             # 1. The token, before the body.
             principal: Principal = await state.callers.submit(bearer_of(scope))
@@ -100,24 +114,33 @@ class Gate:
                 raise Forbidden(f"a {principal.role} token cannot append events")
             # 4. A declared length over the route's cap, unread.
             cap: int = getattr(state, cap_name or OTHER_CAP)
-            declared = declared_length(scope)
             if declared is not None and declared > cap:
                 raise _too_large(cap)
         except LedgerError as exc:
-            await refusal(exc)(scope, receive, send)
+            await _refuse(exc, scope, receive, send, unread=_body_to_come(scope, declared))
             return
-        scope.setdefault("state", {})["principal"] = principal
-        held = _Held(state.inflight, principal.token_id)
+        request_state = scope.setdefault("state", {})
+        request_state["principal"] = principal
+        limiter: RateLimiter = state.rate_limiter
+        token_id = principal.token_id
+        held = _Held(state.inflight, token_id)
         try:
             try:
-                if declared is not None:  # 5. taken whole before reading
+                # 5. What the body weighs, and the bytes in flight: for a declared length
+                # both before reading, else as it is read.
+                paid, body = 1, None
+                if declared is not None:
+                    paid = limiter.pay(token_id, limiter.weight(declared), paid)
                     held.up_to(declared)
                 body = await _read(receive, cap, held)
+                paid = limiter.pay(token_id, limiter.weight(len(body)), paid)
             except LedgerError as exc:
-                await refusal(exc)(scope, receive, send)
+                unread = body is None and (held.size > 0 or _body_to_come(scope, declared))
+                await _refuse(exc, scope, receive, send, unread=unread)
                 return
             except _Gone:
                 return
+            request_state["body"], request_state["paid"] = body, paid
             await self.app(scope, _replay(body, receive), send)
         finally:
             held.give_back()
@@ -158,6 +181,27 @@ async def _read(receive: Receive, cap: int, held: _Held) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _body_to_come(scope: Scope, declared: int | None) -> bool:
+    """Whether a body larger than the small cap may still be on its way (declared, or
+    chunked and of unknown length)."""
+    if declared is not None:
+        return declared > CLOSE_ABOVE
+    return any(name == b"transfer-encoding" for name, _ in scope["headers"])
+
+
+async def _refuse(
+    exc: LedgerError, scope: Scope, receive: Receive, send: Send, *, unread: bool
+) -> None:
+    """The refusal; with `Connection: close` when a large body was left unread, so the
+    server stops receiving it (kept open, the connection would take in, and throw away,
+    every byte the client goes on sending: a token sending 1 MiB bodies back to back to
+    be refused took a third of the event loop that way)."""
+    response = refusal(exc)
+    if unread:
+        response.headers["connection"] = "close"
+    await response(scope, receive, send)
 
 
 def _too_large(cap: int) -> TooLarge:

@@ -14,8 +14,13 @@ class TooManyRequests(LedgerError):
     status, code = 429, "rate_limited"
 
 
+# A request's body weighs one request per this many bytes (see `RateLimiter.weight`).
+UNIT_BYTES = 16_384
+
+
 class RateLimiter:
-    """`rate` requests per second per token on average, bursts of up to `burst`."""
+    """`rate` requests per second per token on average, bursts of up to `burst`; a large
+    body or a batch weighs more than one request."""
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, burst
@@ -38,10 +43,19 @@ class RateLimiter:
                 )
             self._buckets[token_id] = (tokens - cost, now)
 
-    def check_rest(self, token_id: str, weight: int) -> None:
-        """The rest of a request that weighs `weight` (a batch: its item count) after the
-        one the gate took: at most the burst in all, so a full bucket pays for any batch."""
-        self.check(token_id, min(weight - 1, self.burst - 1))
+    def weight(self, size: int, items: int = 1) -> int:
+        """What a request weighs: its item count (a batch's events), or its body in 16 KiB
+        units when that is more, so a token's bytes per second are bounded as well as its
+        requests; at most the burst, so a full bucket pays for any request."""
+        return max(1, min(self.burst, max(items, -(-size // UNIT_BYTES))))
+
+    def pay(self, token_id: str, weight: int, paid: int) -> int:
+        """Take what a request weighs beyond what it has paid already (429, taking nothing,
+        when the bucket cannot); returns what it has paid in all."""
+        if weight <= paid:
+            return paid
+        self.check(token_id, weight - paid)
+        return weight
 
 
 class InFlight:
