@@ -644,3 +644,41 @@ def test_a_dead_lane_process_is_replaced(world: World) -> None:
     time.sleep(0.2)
     assert world.http.post("/v1/events", content=big, headers=ngo.auth()).status_code == 400
     assert lane.pids and lane.pids != [pid]
+
+
+def _slow_parse(raw: bytes) -> int:  # a module-level function: the lane pickles it
+    import time as _time
+
+    _time.sleep(0.05)
+    return len(raw)
+
+
+@pytest.mark.regression("one token's large bodies could take the whole lane, back to back")
+def test_one_token_gets_at_most_its_share_of_the_lane_and_others_do_not_wait_for_it() -> None:
+    """After a parse of d seconds a token's next large body waits d * (1/SHARE - 1): its
+    bodies wait for each other; another token's body starts at once."""
+    import asyncio
+
+    from ledger.api.routes.events import LargeBodies
+
+    lane = LargeBodies()
+
+    async def scenario() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        await lane.parse(_slow_parse, b"x", "tok_warm")  # the lane's process is started
+        await lane.parse(_slow_parse, b"x", "tok_hostile")
+        start = loop.time()
+        await lane.parse(_slow_parse, b"x", "tok_other")
+        other = loop.time() - start
+        start = loop.time()
+        await lane.parse(_slow_parse, b"x", "tok_hostile")
+        again = loop.time() - start
+        return other, again
+
+    try:
+        other, again = asyncio.run(scenario())
+    finally:
+        lane.close()
+    penalty = 0.05 * (1 / LargeBodies.SHARE - 1)
+    assert other < penalty / 2  # not held up by the hostile token's share
+    assert again >= penalty * 0.9  # waited for its share, then parsed
