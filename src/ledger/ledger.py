@@ -87,6 +87,7 @@ log = logging.getLogger("ledger")
 
 ROLES = ("caseworker", "supervisor", "auditor", "monitor", "admin")
 AGENCY_ROLES = frozenset({"caseworker", "supervisor"})
+BATCH_LIMIT = 1000  # submissions in one POST /v1/events:batch
 WRITE_ATTEMPTS = 8  # a write that lost a race is decided again up to this many times
 AGE_EVENTS = ("case.opened", "age.assessed")  # the events whose attrs make the case profile
 # The members of an event's log entry beside its envelope and signature: the answer carries
@@ -204,7 +205,7 @@ def _parsed(parse: Callable[[Any], Submission], value: Any) -> Submission | Ledg
         return exc
 
 
-def _answer_of(outcome: Outcome) -> tuple[int, dict[str, Any]]:
+def answer_of(outcome: Outcome) -> tuple[int, dict[str, Any]]:
     """A batch item's answer: its refusal's, or (a failure, not a refusal) a bare 500 that
     names nothing."""
     if isinstance(outcome, LedgerError):
@@ -547,10 +548,15 @@ class Ledger:
         """
         return self._grouped.submit(Incoming(principal, raw))
 
-    def submit_batch(
-        self, principal: Principal, raw: bytes, limit: int = 1000
-    ) -> list[tuple[int, dict[str, Any]]]:
-        """Up to `limit` submissions, each accepted or refused on its own, answers in order."""
+    def submit_batch(self, principal: Principal, raw: bytes) -> list[tuple[int, dict[str, Any]]]:
+        """Up to 1,000 submissions, each accepted or refused on its own, answers in order."""
+        items = self.parse_batch(raw)
+        return [answer_of(o) for o in self.submit_many([Incoming(principal, i) for i in items])]
+
+    @staticmethod
+    def parse_batch(raw: bytes) -> list[Submission | LedgerError]:
+        """Step 2 of a batch: the body as a whole (a refusal raises: 400 for the whole
+        batch), then each item, the submission or its refusal, answered in its turn."""
         body = loads_strict(raw)
         if (
             not isinstance(body, dict)
@@ -558,10 +564,9 @@ class Ledger:
             or not isinstance(body["events"], list)
         ):
             raise BadRequest('a batch is {"events": [submission, ...]}')
-        if not 1 <= len(body["events"]) <= limit:
-            raise BadRequest(f"a batch holds 1 to {limit} events")
-        items = [(principal, _parsed(submission_from, item)) for item in body["events"]]
-        return [_answer_of(outcome) for outcome in self._run_batch(items)]
+        if not 1 <= len(body["events"]) <= BATCH_LIMIT:
+            raise BadRequest(f"a batch holds 1 to {BATCH_LIMIT} events")
+        return [_parsed(submission_from, item) for item in body["events"]]
 
     @staticmethod
     def parse(body: bytes | Submission | LedgerError) -> Submission | LedgerError:

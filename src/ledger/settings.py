@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     workers: int = 1  # `ledger serve` processes
     rate_per_s: float = 500.0  # requests per second per token (0: no limit) ...
     rate_burst: int = 1000  # ... with bursts up to this many
+    rate_pause_s: float = 1.0  # a 429 is answered after up to this long (its Retry-After)
     checkpoint_every: int = 1000  # sign a checkpoint every N entries ...
     checkpoint_interval_s: float = 10.0  # ... or every T seconds when the log has grown
     # Finish interrupted erasures (committed over a minute ago) and drop orphaned case keys

@@ -86,6 +86,7 @@ def create_app(
     follow: bool | None = None,
     rate_per_s: float = 500.0,
     rate_burst: int = 1000,
+    rate_pause_s: float = 1.0,
 ) -> FastAPI:
     """The API over an open ledger; `follow` runs the projections in this process (default:
     when the read models are configured to live in the API process); `recover_interval_s`
@@ -125,6 +126,7 @@ def create_app(
     # flight per token.
     app.state.callers = AsyncGroup(ledger.authenticate_many)
     app.state.rate_limiter = RateLimiter(rate_per_s, rate_burst)
+    app.state.rate_pause_s = rate_pause_s  # a 429 is answered after this long at most
     app.state.max_body_bytes = max_body_bytes
     app.state.max_batch_bytes = max_batch_bytes
     app.state.max_other_body_bytes = max_other_body_bytes
@@ -193,6 +195,7 @@ def app_from_settings() -> FastAPI:
         recover_interval_s=settings.recover_interval_s,
         rate_per_s=settings.rate_per_s,
         rate_burst=settings.rate_burst,
+        rate_pause_s=settings.rate_pause_s,
     )
     quiet_garbage_collection()
     return app

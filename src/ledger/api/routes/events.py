@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 from ledger.api.deps import CurrentPrincipal, LedgerDep
 from ledger.api.gate import body_of, principal_of
 from ledger.api.ratelimit import RateLimiter
-from ledger.envelope import CATEGORIES, EVENT_TYPES, Submission, loads_strict, submission_from
-from ledger.errors import BadRequest, LedgerError
-from ledger.ledger import Incoming, Ledger, Outcome
+from ledger.envelope import CATEGORIES, EVENT_TYPES, Submission
+from ledger.errors import LedgerError
+from ledger.ledger import Incoming, Ledger, answer_of
 
 router = APIRouter(tags=["events"])
 T = TypeVar("T")
@@ -80,7 +80,6 @@ class EventAnswer(BaseModel):
 
 # A body above this is parsed in the process's large-body lane (see `LargeBodies`).
 LARGE_BODY_BYTES = 65_536
-BATCH_LIMIT = 1000
 
 
 class LargeBodies:
@@ -190,40 +189,6 @@ async def gated_body(request: Request) -> tuple[bytes, int]:
     return gated if gated is not None else (await request.body(), 1)
 
 
-def parse_batch(raw: bytes) -> list[Submission | LedgerError]:
-    """Step 2 of a batch: the body as a whole (a refusal raises: 400 for the whole batch),
-    then each item, the submission or its refusal, answered in its turn."""
-    body = loads_strict(raw)
-    if (
-        not isinstance(body, dict)
-        or set(body) != {"events"}
-        or not isinstance(body["events"], list)
-    ):
-        raise BadRequest('a batch is {"events": [submission, ...]}')
-    if not 1 <= len(body["events"]) <= BATCH_LIMIT:
-        raise BadRequest(f"a batch holds 1 to {BATCH_LIMIT} events")
-    items: list[Submission | LedgerError] = []
-    for item in body["events"]:
-        try:
-            items.append(submission_from(item))
-        except LedgerError as exc:
-            items.append(exc)
-    return items
-
-
-def answer_of(outcome: Outcome) -> dict[str, Any]:
-    """A batch item's result: its answer, its refusal's, or (a failure, not a refusal,
-    logged where it was caught) a bare 500 naming nothing."""
-    if isinstance(outcome, LedgerError):
-        body = {"error": outcome.code, "message": outcome.message, **outcome.extra}
-        return {"status": outcome.status, "body": body}
-    if isinstance(outcome, Exception):
-        message = "the server failed on this item; send it again (a recorded one answers 200)"
-        return {"status": 500, "body": {"error": "internal", "message": message}}
-    status, answer = outcome
-    return {"status": status, "body": answer}
-
-
 @router.post(
     "/v1/events",
     status_code=201,
@@ -307,7 +272,7 @@ async def submit_batch(
     request per 16 KiB, when that is more): 429 for the whole batch, nothing recorded,
     when the token cannot pay for it."""
     raw, paid = await gated_body(request)
-    items = await parsed(request, parse_batch, raw)
+    items = await parsed(request, Ledger.parse_batch, raw)
     # The gate took what the body weighs from the token's bucket: the batch pays the rest
     # of what its items weigh, or nothing of it is recorded (429).
     limiter: RateLimiter = request.app.state.rate_limiter
@@ -315,4 +280,5 @@ async def submit_batch(
     outcomes = await run_in_threadpool(
         ledger.submit_many, [Incoming(principal, item) for item in items]
     )
-    return {"results": [answer_of(outcome) for outcome in outcomes]}
+    results = (answer_of(outcome) for outcome in outcomes)
+    return {"results": [{"status": status, "body": body} for status, body in results]}
