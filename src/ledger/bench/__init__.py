@@ -891,19 +891,3 @@ def run(
         with deployment(settings, throttled=True) as dep:
             bench_hostile(report, sizes, dep)
     return report
-    with deployment(settings) as dep:
-        if "ingest" in only or "rebuild" in only:
-            progress("ingest through the HTTP server")
-            bench_ingest(report, sizes, dep)
-        if "rebuild" in only:
-            progress("projection rebuild")
-            bench_rebuild(report, sizes, dep)
-        if "erasure" in only:
-            progress("erasure")
-            bench_erasure(report, sizes, dep)
-        if "hostile" in only:
-            from ledger.bench.hostile import bench_hostile
-
-            progress("hostile bodies: the server's memory, another agency's latency")
-            bench_hostile(report, sizes, dep)
-    return report
