@@ -79,10 +79,11 @@ def test_a_removed_agency_can_do_nothing_and_its_history_stays_verifiable(world:
 
 def test_too_many_requests_get_429_with_retry_after(world: World) -> None:
     world.agency("ngo-a")
-    world.http.app.state.rate_limiter = RateLimiter(rate=1, burst=3)  # type: ignore[attr-defined]
+    # A slow refill: a 429 is answered after a pause (up to 1 s), which must not refill it.
+    world.http.app.state.rate_limiter = RateLimiter(rate=0.1, burst=3)  # type: ignore[attr-defined]
     headers = world.agencies["ngo-a"].auth()
-    statuses = [world.http.get("/v1/cases", headers=headers).status_code for _ in range(5)]
-    assert statuses[:3] == [200, 200, 200] and statuses[-1] == 429
+    statuses = [world.http.get("/v1/cases", headers=headers).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
     r = world.http.get("/v1/cases", headers=headers)
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     other = bearer(world.token("auditor"))  # limits are per token

@@ -358,6 +358,24 @@ def test_a_refusal_that_leaves_a_large_body_unread_closes_the_connection(world: 
     assert limited.status == 429 and limited.headers["connection"] == "close"
 
 
+def test_a_429_is_answered_after_a_pause_of_up_to_its_retry_after(world: World) -> None:
+    """A client that ignores Retry-After is not answered as fast as the server can refuse."""
+    ngo = world.agency("ngo-a")
+    headers = ngo.auth()
+    state = world.http.app.state  # type: ignore[attr-defined]
+    state.rate_limiter = RateLimiter(rate=0.01, burst=1)
+    state.rate_pause_s = 0.3
+    assert world.http.get("/v1/cases", headers=headers).status_code == 200
+    started = time.monotonic()
+    r = world.http.get("/v1/cases", headers=headers)
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) == 100
+    assert 0.3 <= time.monotonic() - started < 5  # the pause, not the whole Retry-After
+    state.rate_pause_s = 0.0
+    started = time.monotonic()
+    assert world.http.get("/v1/cases", headers=headers).status_code == 429
+    assert time.monotonic() - started < 0.3
+
+
 # --- 5. bytes in flight per token ------------------------------------------------------------
 
 
