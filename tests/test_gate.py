@@ -673,13 +673,14 @@ def _slow_parse(raw: bytes) -> int:  # a module-level function: the lane pickles
 
 @pytest.mark.regression("one token's large bodies could take the whole lane, back to back")
 def test_one_token_gets_at_most_its_share_of_the_lane_and_others_do_not_wait_for_it() -> None:
-    """After a parse of d seconds a token's next large body waits d * (1/SHARE - 1): its
-    bodies wait for each other; another token's body starts at once."""
+    """A token that has spent its bucket of lane-seconds waits until it refills: its bodies
+    wait for each other; another token's body starts at once."""
     import asyncio
 
     from ledger.api.routes.events import LargeBodies
 
     lane = LargeBodies()
+    lane.SHARE, lane.BURST = 0.1, 0.0  # no burst: every parse is paid for at once
 
     async def scenario() -> tuple[float, float]:
         loop = asyncio.get_running_loop()
@@ -697,6 +698,6 @@ def test_one_token_gets_at_most_its_share_of_the_lane_and_others_do_not_wait_for
         other, again = asyncio.run(scenario())
     finally:
         lane.close()
-    penalty = 0.05 * (1 / LargeBodies.SHARE - 1)
-    assert other < penalty / 2  # not held up by the hostile token's share
-    assert again >= penalty * 0.9  # waited for its share, then parsed
+    refill = 0.05 / lane.SHARE  # the seconds its spent 50 ms take to come back
+    assert other < refill / 2  # not held up by the hostile token's share
+    assert again >= refill * 0.6  # waited for its bucket (less what refilled meanwhile)

@@ -87,6 +87,7 @@ def create_app(
     rate_per_s: float = 500.0,
     rate_burst: int = 1000,
     rate_pause_s: float = 1.0,
+    warm_lane: bool = False,
 ) -> FastAPI:
     """The API over an open ledger; `follow` runs the projections in this process (default:
     when the read models are configured to live in the API process); `recover_interval_s`
@@ -104,6 +105,8 @@ def create_app(
         recoverer = Recoverer(ledger, recover_interval_s) if recover_interval_s > 0 else None
         if recoverer is not None:
             recoverer.start()
+        if warm_lane:  # start the large-body lane's process now, not on the first big body
+            app.state.large_bodies.warm()
         yield
         app.state.large_bodies.close()
         if recoverer is not None:
@@ -196,6 +199,7 @@ def app_from_settings() -> FastAPI:
         rate_per_s=settings.rate_per_s,
         rate_burst=settings.rate_burst,
         rate_pause_s=settings.rate_pause_s,
+        warm_lane=True,
     )
     quiet_garbage_collection()
     return app

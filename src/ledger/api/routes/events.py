@@ -95,19 +95,22 @@ class LargeBodies:
     1,000 events), and the lane's queue makes one token's bodies wait for each other, not
     for everyone."""
 
-    # Of the lane's time, one token may use at most this share: after a parse of d seconds
-    # its next large body waits d * (1 / SHARE - 1), so its bodies wait for each other and
-    # the lane's process takes at most a tenth of a core for it. Measured with `ledger bench
-    # --only hostile` (another agency's p99 while a token sends ~1 MiB bodies of small
-    # integers from 4 threads): without it 1.2 to 3.7 times the quiet p99, with a share of
-    # 0.25 1.2 to 2.2, with 0.1 1.0 to 1.45. A token sending 1,000-event batches (about
-    # 20 ms to parse) may still send five a second.
-    SHARE = 0.1
+    # One token's share of the lane's time, as a bucket of lane-seconds: it refills at
+    # SHARE seconds a second up to BURST, and a parse takes what it took. A token that
+    # empties it waits before its next large body starts (its bodies wait for each other;
+    # other tokens' do not wait for them). Sequential batches of 1,000 events use about an
+    # eighth of the lane and never wait; a token sending costly 1 MiB bodies from several
+    # threads gets a fifth of one core. Measured with `ledger bench --only hostile` (another
+    # agency's p99 while such a token sends from 4 threads): without a share 1.2 to 3.7
+    # times the quiet p99; with a fixed tenth 1.0 to 1.45 (but sequential batches then
+    # waited); with this bucket 1.1 to 1.8, and batch ingest as without a share.
+    SHARE = 0.2
+    BURST = 1.0
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
         self._guard = threading.Lock()
-        self._next: dict[str, float] = {}  # token id -> when its next large body may start
+        self._credit: dict[str, tuple[float, float]] = {}  # token -> (lane-seconds, at)
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._guard:
@@ -117,22 +120,28 @@ class LargeBodies:
                 self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
             return self._pool
 
+    def _balance(self, token: str, now: float) -> float:
+        credit, at = self._credit.get(token, (self.BURST, now))
+        return min(self.BURST, credit + (now - at) * self.SHARE)
+
     async def parse(self, parse: Callable[[bytes], T], raw: bytes, token: str) -> T:
         """`parse(raw)` in the lane's process, within the token's share of the lane's time;
         if that process died (killed, out of memory), once more in a new one (parsing has
         no side effects)."""
         loop = asyncio.get_running_loop()
-        wait = self._next.get(token, 0.0) - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        owed = -self._balance(token, loop.time())
+        if owed > 0:
+            await asyncio.sleep(owed / self.SHARE)
         started = loop.time()
         try:
             return await self._run(parse, raw)
         finally:
             now = loop.time()
-            self._next[token] = now + (now - started) * (1 / self.SHARE - 1)
-            if len(self._next) > 10_000:  # forget tokens whose wait is over
-                self._next = {t: at for t, at in self._next.items() if at > now}
+            self._credit[token] = (self._balance(token, now) - (now - started), now)
+            if len(self._credit) > 10_000:  # forget tokens whose bucket is full again
+                full = {t for t in self._credit if self._balance(t, now) >= self.BURST}
+                for t in full:
+                    del self._credit[t]
 
     async def _run(self, parse: Callable[[bytes], T], raw: bytes) -> T:
         for attempt in (1, 2):
@@ -147,6 +156,12 @@ class LargeBodies:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def warm(self) -> None:
+        """Start the lane's process in the background and have it import the parser
+        (about a second: `ledger serve` does it at start-up, so the first large body does
+        not wait for it)."""
+        self._executor().submit(_parse_fully, Ledger.parse, b"{}")  # imports the parser too
 
     @property
     def pids(self) -> list[int]:
