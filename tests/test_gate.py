@@ -287,8 +287,11 @@ def test_a_body_exactly_at_its_cap_is_read(world: World) -> None:
 
 @pytest.mark.regression("a 1,000-item batch cost one request of the token's rate limit")
 def test_a_batch_costs_its_item_count_and_one_it_cannot_pay_records_nothing(
-    world: World,
+    world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ledger.api import ratelimit
+
+    monkeypatch.setattr(ratelimit, "UNIT_BYTES", 1 << 30)  # the item count alone, here
     ngo = world.agency("ngo-a")
     headers = ngo.auth()
     world.http.app.state.rate_limiter = RateLimiter(rate=0.0001, burst=1003)  # type: ignore[attr-defined]
@@ -321,21 +324,26 @@ def test_a_full_bucket_pays_for_a_batch_larger_than_its_burst(world: World) -> N
 
 
 def test_a_large_body_weighs_its_size_and_one_it_cannot_pay_is_429_unread(world: World) -> None:
-    """One request per 16 KiB of body: a token's bytes per second are bounded too."""
+    """One request per UNIT_BYTES (4 KiB) of body: a token's bytes per second are bounded
+    too."""
+    from ledger.api.ratelimit import UNIT_BYTES
+
     ngo = world.agency("ngo-a")
     ngo.auth()
     token = ngo.tokens["caseworker"]
-    world.http.app.state.rate_limiter = RateLimiter(rate=0.0001, burst=100)  # type: ignore[attr-defined]
+    weight = MiB // UNIT_BYTES  # what one MiB weighs
+    limiter = RateLimiter(rate=0.0001, burst=weight * 3 // 2)
+    world.http.app.state.rate_limiter = limiter  # type: ignore[attr-defined]
     first = call(world, "POST", "/v1/events", token=token, chunks=filler(MiB), declared=MiB)
-    assert first.status == 400 and first.delivered == MiB  # read and parsed: 64 paid, 36 left
+    assert first.status == 400 and first.delivered == MiB  # read and parsed: half a MiB left
     second = call(world, "POST", "/v1/events", token=token, chunks=filler(MiB), declared=MiB)
-    assert second.status == 429 and second.delivered == 0  # 1 + 63 more: refused unread
+    assert second.status == 429 and second.delivered == 0  # a whole MiB more: refused unread
     assert second.json()["error"] == "rate_limited" and int(second.headers["retry-after"]) >= 1
     assert second.headers["connection"] == "close"  # the server stops receiving the rest
     streamed = call(world, "POST", "/v1/events", token=token, chunks=filler(MiB))
     assert streamed.status == 429 and streamed.delivered == MiB  # its size known once read
     assert "connection" not in streamed.headers  # nothing of it is left to come
-    assert world.http.get("/v1/cases", headers=ngo.auth()).status_code == 200  # 33 left
+    assert world.http.get("/v1/cases", headers=ngo.auth()).status_code == 200  # some left
 
 
 def test_a_refusal_that_leaves_a_large_body_unread_closes_the_connection(world: World) -> None:

@@ -105,8 +105,8 @@ def create_app(
         recoverer = Recoverer(ledger, recover_interval_s) if recover_interval_s > 0 else None
         if recoverer is not None:
             recoverer.start()
-        if warm_lane:  # start the large-body lane's process now, not on the first big body
-            app.state.large_bodies.warm()
+        if warm_lane:  # the large-body lane's process ready before the first request
+            await app.state.large_bodies.warm()
         yield
         app.state.large_bodies.close()
         if recoverer is not None:

@@ -15,7 +15,7 @@ HTTP request to /v1/... except `GET /v1/health`, in this order:
    of the body for them);
 4. 413: caps the body by route before and while reading it: a declared Content-Length over
    the cap is refused unread, a streamed body is read only up to the cap;
-5. 429: takes what the body weighs from the rate limit (one request per 16 KiB) and
+5. 429: takes what the body weighs from the rate limit (one request per 4 KiB) and
    counts it against the token's budget of bytes in flight (read, not yet answered): a
    declared length before reading, a streamed body as it is read;
 

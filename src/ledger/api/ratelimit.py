@@ -15,7 +15,7 @@ class TooManyRequests(LedgerError):
 
 
 # A request's body weighs one request per this many bytes (see `RateLimiter.weight`).
-UNIT_BYTES = 16_384
+UNIT_BYTES = 4_096  # a real single event (1 KiB of payload) weighs one request
 
 
 class RateLimiter:
@@ -44,7 +44,7 @@ class RateLimiter:
             self._buckets[token_id] = (tokens - cost, now)
 
     def weight(self, size: int, items: int = 1) -> int:
-        """What a request weighs: its item count (a batch's events), or its body in 16 KiB
+        """What a request weighs: its item count (a batch's events), or its body in 4 KiB
         units when that is more, so a token's bytes per second are bounded as well as its
         requests; at most the burst, so a full bucket pays for any request."""
         return max(1, min(self.burst, max(items, -(-size // UNIT_BYTES))))

@@ -61,6 +61,8 @@ KEYS = (
     "victim_p99_quiet_ms",
     "victim_p99_hostile_ms",
     "victim_p99_ratio",
+    "victim_p99_hostile_small_ms",
+    "victim_p99_small_ratio",
 )
 PAYLOAD_BYTES = 1024
 ORIGIN = "bench.localhost/log"
