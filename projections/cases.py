@@ -94,8 +94,7 @@ def cases_opened_from(views: ViewStore, position: int) -> list[tuple[str, int]]:
     with views.read() as cur:
         cur.execute(
             views.sql(
-                "SELECT case_id, position FROM {s}view_cases WHERE position >= ?"
-                " ORDER BY position"
+                "SELECT case_id, position FROM {s}view_cases WHERE position >= ? ORDER BY position"
             ),
             (position,),
         )

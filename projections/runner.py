@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.background import Background
+from ledger.concurrency import Background
 from ledger.storage.base import Store, ViewStore
 from projections.base import Projection
 
@@ -33,12 +33,11 @@ class ProjectionRunner:
     views: ViewStore
     projections: Sequence[Projection]
     page: int = PAGE
+    schema: Sequence[str] = ()  # other tables kept in the views' database (statistics releases)
     health: dict[str, Health] = field(default_factory=dict)
 
     def setup(self) -> None:
-        from projections import stats
-
-        self.views.setup([*(stmt for p in self.projections for stmt in p.schema), *stats.SCHEMA])
+        self.views.setup([*(stmt for p in self.projections for stmt in p.schema), *self.schema])
         # Every tracking row exists, so it can be locked. Created only if missing, never reset:
         # another process (the worker, a rebuild) may be committing pages as this one starts.
         with self.views.transaction() as cur:

@@ -21,13 +21,13 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from ledger import crypto
 from ledger.api.app import create_app
 from ledger.audit import key_change_message
+from ledger.contract import crypto
+from ledger.contract.envelope import build_submission, format_timestamp
 from ledger.deploy import KeyPaths, init, open_ledger, open_readmodels
-from ledger.envelope import build_submission, format_timestamp
 from ledger.ledger import Ledger
-from ledger.readmodels import ReadModels
+from ledger.services.readmodels import ReadModels
 from ledger.settings import Settings
 
 ORIGIN = "ledger.test/log"

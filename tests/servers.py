@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from ledger import crypto
 from ledger.client import LedgerClient
+from ledger.contract import crypto
 from ledger.settings import Settings
 from tests.conftest import drop_schemas, require_postgres
 

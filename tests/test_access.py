@@ -1,4 +1,4 @@
-"""One access path (`ledger.access.CaseAccess`) for every read that unseals case data: the
+"""One access path (`ledger.services.access.CaseAccess`) for every read that unseals case data: the
 case read, the consent register, the referral tracker and the consent receipts. A change
 committed between loading the case and logging the read makes the read decide again on the
 new state (never 500, never data past a withdrawal); one that keeps happening answers 409
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ledger import readmodels
+from ledger.services import readmodels
 from tests.conftest import World
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ledger import crypto
+from ledger.contract import crypto
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, verify_checkpoint
 from ledger.log.service import CheckpointSigner, LogService

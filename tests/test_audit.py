@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from ledger import audit, crypto
-from ledger.envelope import jcs
+from ledger import audit
+from ledger.contract import crypto
+from ledger.contract.envelope import jcs
 from ledger.log import merkle
 from ledger.storage.base import Commit, NewEntry
 from tests.conftest import World

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from ledger import audit, crypto
-from ledger.envelope import format_timestamp, jcs
+from ledger import audit
+from ledger.contract import crypto
+from ledger.contract.envelope import format_timestamp, jcs
 from ledger.log import merkle
 from ledger.storage.base import Commit, NewEntry
 from tests.conftest import Agency, World

@@ -10,9 +10,9 @@ from datetime import timedelta
 
 import pytest
 
-import ledger.case
-from ledger.envelope import format_timestamp
-from ledger.gates import CaseState
+import ledger.contract.case
+from ledger.contract.envelope import format_timestamp
+from ledger.contract.gates import CaseState
 from tests.conftest import World
 
 
@@ -30,7 +30,7 @@ def test_a_long_case_loads_from_snapshots_to_the_state_a_full_replay_gives(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     every = 10  # the production interval is 100: the mechanism is the same, the test shorter
-    monkeypatch.setattr(ledger.case, "SNAPSHOT_EVERY", every)
+    monkeypatch.setattr(ledger.contract.case, "SNAPSHOT_EVERY", every)
     ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
     world.agency("shelter")
     case_id = ngo.open_case(payload={"identity": {"name": "first record"}})
@@ -104,8 +104,13 @@ def test_case_state_survives_its_json_form_unchanged() -> None:
         (
             "data.shared",
             "ngo-a",
-            {"share_id": "s1", "recipient": "shelter", "consent_id": "c1",
-             "purpose": "data_sharing", "categories": ["identity"]},
+            {
+                "share_id": "s1",
+                "recipient": "shelter",
+                "consent_id": "c1",
+                "purpose": "data_sharing",
+                "categories": ["identity"],
+            },
         ),  # fmt: skip
         ("plan.goal_set", "ngo-a", {"goal_id": "g1", "referral_id": "r1"}),
         ("plan.goal_set", "ngo-a", {"goal_id": "g2", "referral_id": None}),

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from ledger.crypto import (
+from ledger.contract.crypto import (
     generate_signing_key,
     parse_signing_key,
     parse_verify_key,

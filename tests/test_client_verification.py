@@ -22,7 +22,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from ledger import audit, crypto
+from ledger import audit
 from ledger.cli import app as cli
 from ledger.client import (
     ENTRY_ADDED,
@@ -33,7 +33,8 @@ from ledger.client import (
     NotIncluded,
     new_id,
 )
-from ledger.envelope import jcs
+from ledger.contract import crypto
+from ledger.contract.envelope import jcs
 from ledger.ledger import ENTRY_ADDED as LEDGER_ENTRY_ADDED
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, sign_note

@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger import crypto
 from ledger.client import LedgerClient, LedgerHTTPError, RetryPolicy, is_transient
+from ledger.contract import crypto
 from ledger.storage.base import Commit
 from tests.conftest import OPENED_ATTRS, ORIGIN, World
 from tests.servers import (
@@ -374,12 +374,13 @@ def test_processes_setting_up_the_read_models_at_once_all_start(tmp_path: Path) 
     """`ledger serve --workers 2` and `ledger worker` start together on a new deployment: each
     creates the read models' schema and tables; none may fail on the others' DDL."""
 
+    from ledger.services import releases
     from ledger.storage.postgres import PostgresViewStore
-    from projections import all_projections, stats
+    from projections import all_projections
     from tests.conftest import drop_schemas, require_postgres
 
     url = require_postgres()
-    statements = [*(s for p in all_projections() for s in p.schema), *stats.SCHEMA]
+    statements = [*(s for p in all_projections() for s in p.schema), *releases.SCHEMA]
     for _ in range(5):
         schema = f"t_{uuid.uuid4().hex[:12]}"
         barrier = threading.Barrier(3, timeout=60)

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ledger import crypto
 from ledger.client import LedgerClient, LedgerHTTPError, new_id
+from ledger.contract import crypto
 from tests.test_confidentiality import markers
 
 LEDGER = [sys.executable, "-m", "ledger.cli"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ledger import crypto, envelope
+from ledger.contract import crypto, envelope
 from ledger.errors import BadRequest, Invalid, VerificationError
 from tests.conftest import VECTORS
 

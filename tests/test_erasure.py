@@ -8,10 +8,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger import audit, crypto
+from ledger import audit
+from ledger.contract import crypto
+from ledger.contract.receipts import ReceiptError, verify_receipt
 from ledger.deploy import KeyPaths, open_ledger
-from ledger.keystore import KeyStore, rotate_kek
-from ledger.receipts import ReceiptError, verify_receipt
+from ledger.services.keystore import KeyStore, rotate_kek
 from tests.conftest import World
 from tests.test_audit import run_audit
 from tests.test_confidentiality import files_containing, markers

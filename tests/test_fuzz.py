@@ -28,7 +28,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core import NOT_SET
 
-from ledger import crypto
+from ledger.contract import crypto
 from ledger.interop.consent_receipt import verify_consent_receipt
 from tests.conftest import World
 from tests.test_erasure import receipt_key

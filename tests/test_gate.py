@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ledger import crypto
 from ledger.api.ratelimit import RateLimiter
+from ledger.contract import crypto
 from tests.conftest import BACKENDS, OPENED_ATTRS, World
 from tests.servers import deployment
 

@@ -1,4 +1,4 @@
-"""Group commit (`ledger.storage.group`): concurrent submissions share one batch, and each
+"""Group commit (`ledger.concurrency`): concurrent submissions share one batch, and each
 caller gets exactly its own answer."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from ledger.storage.group import AsyncGroup, GroupCommit
+from ledger.concurrency import AsyncGroup, GroupCommit
 
 
 def test_submissions_arriving_while_a_batch_runs_form_the_next_batch_in_order() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger import crypto
+from ledger.contract import crypto
 from tests.conftest import World
 
 GOPATH = Path("/usr/share/gocode")

@@ -27,7 +27,7 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import envelope
+from ledger.contract import envelope
 from ledger.errors import BadRequest
 from tests.conftest import OPENED_ATTRS, World
 from tests.test_envelope import KEY, MARKER, NOW, ORIGIN, V, build, encode, vector
@@ -553,7 +553,7 @@ STEP_2_CODE = (envelope.__file__, json.__file__.removesuffix("__init__.py"))
 
 @contextmanager
 def python_lines() -> Iterator[list[int]]:
-    """Counts the lines of step 2's Python (ledger.envelope and the json package) run inside
+    """Counts the lines of step 2's Python (the envelope module and json) run inside
     the block: a walk over values in Python runs lines in proportion to them; C runs none.
     Garbage is collected first, so no finaliser of other code runs in between."""
     count = [0]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ledger.envelope import build_submission, format_timestamp
+from ledger.contract.envelope import build_submission, format_timestamp
 from ledger.errors import LedgerError
 from ledger.ledger import Principal
 from tests.conftest import CONSENT_ATTRS, ORIGIN, World

@@ -42,9 +42,9 @@ def test_case_list_shows_status_open_referrals_and_readable_categories(world: Wo
     ngo.share(case_id, "clinic", consent, ["identity"])
     theirs = world.http.get("/v1/cases", headers=clinic.auth()).json()["cases"]
     assert theirs[0]["categories"] == ["identity"]  # what the share sent
-    referral = world.models.referrals(
-        world.ledger.authenticate(ngo.tokens["caseworker"])
-    )["referrals"][0]["referral_id"]
+    referral = world.models.referrals(world.ledger.authenticate(ngo.tokens["caseworker"]))[
+        "referrals"
+    ][0]["referral_id"]
     clinic.ok("referral.accepted", case_id, {"referral_id": referral}, {"reason": None})
     theirs = world.http.get("/v1/cases", headers=clinic.auth()).json()["cases"]
     assert theirs[0]["categories"] == ["identity", "health"]  # and the accepted referral
@@ -265,13 +265,13 @@ def test_only_monitors_see_releases(world: World) -> None:
 
 
 def figures(n: int, band: str = "adult", gender: str = "female") -> list[Any]:
-    from projections.stats import CaseFigures
+    from ledger.services.releases import CaseFigures
 
     return [CaseFigures(band, gender, frozenset({"labour"}), frozenset()) for _ in range(n)]
 
 
 def test_a_single_small_cell_that_would_follow_from_the_total_is_hidden_with_another() -> None:
-    from projections.stats import _determined, count_tables, relations, suppress
+    from ledger.services.releases import _determined, count_tables, relations, suppress
 
     cases = (figures(20, gender="female") + figures(15, gender="male")
              + figures(12, gender="non_binary") + figures(11, gender="other")
@@ -289,7 +289,7 @@ def test_a_single_small_cell_that_would_follow_from_the_total_is_hidden_with_ano
 
 
 def test_a_margin_cannot_reveal_a_cell_of_the_linked_table() -> None:
-    from projections.stats import _determined, count_tables, relations, suppress
+    from ledger.services.releases import _determined, count_tables, relations, suppress
 
     # Every age band is large, but within the 12-14 row one gender is small.
     cases = (figures(30, "adult", "female") + figures(30, "adult", "male")
@@ -305,7 +305,7 @@ def test_a_margin_cannot_reveal_a_cell_of_the_linked_table() -> None:
 
 
 def test_published_counts_are_rounded_down_to_multiples_of_five() -> None:
-    from projections.stats import release_body
+    from ledger.services.releases import release_body
 
     body = release_body("2026-10", figures(29) + figures(14, gender="male"))
     gender = {c["gender"]: c["count"] for c in body["tables"]["gender"]["cells"]}

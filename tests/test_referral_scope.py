@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from ledger import audit, crypto
-from ledger.envelope import build_submission, format_timestamp, jcs
+from ledger import audit
+from ledger.contract import crypto
+from ledger.contract.envelope import build_submission, format_timestamp, jcs
 from ledger.log.merkle import leaf_hash
 from ledger.storage.base import Commit, NewEntry
 from tests.conftest import CONSENT_ATTRS, ORIGIN, Agency, World
@@ -90,8 +91,7 @@ def test_an_accepted_health_referral_reads_health_only(world: World) -> None:
         (case_id, False, ["health"])
     ]
     assert (
-        world.http.get(f"/v1/cases/{case_id}/disclosures", headers=clinic.auth()).status_code
-        == 403
+        world.http.get(f"/v1/cases/{case_id}/disclosures", headers=clinic.auth()).status_code == 403
     )
 
 

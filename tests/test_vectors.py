@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ledger import crypto, envelope
+from ledger.contract import crypto, envelope
 from ledger.log.merkle import leaf_hash
 from tests.conftest import VECTORS
 
@@ -143,7 +143,7 @@ def test_the_jcs_fast_path_agrees_with_rfc8785_on_random_values() -> None:
 
     import rfc8785
 
-    from ledger.envelope import jcs
+    from ledger.contract.envelope import jcs
 
     rng = random.Random(5)
     alphabet = [

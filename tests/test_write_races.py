@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ledger import crypto
+from ledger.contract import crypto
 from ledger.storage.base import ConflictError
 from tests.conftest import CONSENT_ATTRS, OPENED_ATTRS, World
 

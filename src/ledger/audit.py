@@ -38,8 +38,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ledger import crypto
-from ledger.envelope import (
+from ledger.contract import crypto
+from ledger.contract.envelope import (
     ENVELOPE_MEMBERS,
     is_agency_id,
     is_uuid4,
@@ -47,8 +47,7 @@ from ledger.envelope import (
     parse_timestamp,
     signing_input,
 )
-from ledger.errors import LedgerError
-from ledger.gates import (
+from ledger.contract.gates import (
     APPEND_ROLES,
     NAMED_AGENCY_FACTS,
     CaseState,
@@ -58,6 +57,7 @@ from ledger.gates import (
     disclosed_categories,
     may_unseal_attrs,
 )
+from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import NoteError, verify_checkpoint
 from ledger.private_files import replace_private
@@ -699,7 +699,7 @@ def check_receipt(
 ) -> list[AuditFailure]:
     """An erasure receipt: signed by the receipt key, naming a `case.erased` of its case at
     its position, under a checkpoint whose root the entries reproduce."""
-    from ledger.receipts import ReceiptError, verify_receipt
+    from ledger.contract.receipts import ReceiptError, verify_receipt
 
     # 1. The receipt key's signature.
     try:

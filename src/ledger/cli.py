@@ -206,8 +206,8 @@ def audit_verify(
     """Verify checkpoint, entries, signatures, key changes, gates and consistency."""
     from rich.progress import Progress
 
-    from ledger import crypto
     from ledger.audit import SavedState, check_receipt, parse_agency_keys, read_bundle, verify
+    from ledger.contract import crypto
     from ledger.private_files import replace_private
 
     if bundle is not None:
@@ -273,8 +273,8 @@ def rotate_kek(
     from datetime import UTC, datetime, timedelta
 
     from ledger.deploy import KeyPaths
-    from ledger.keystore import KeyStore, kek_created_at
-    from ledger.keystore import rotate_kek as do_rotate
+    from ledger.services.keystore import KeyStore, kek_created_at
+    from ledger.services.keystore import rotate_kek as do_rotate
     from ledger.storage import open_store
 
     settings = Settings()
@@ -307,10 +307,10 @@ def receipt_verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the verified record")] = False,
 ) -> None:
     """Check a receipt's signature by the receipt key and its form; exit 1 if it fails."""
-    from ledger import crypto
+    from ledger.contract import crypto
+    from ledger.contract.receipts import ReceiptError, verify_receipt
     from ledger.interop.consent_receipt import HEADER as CONSENT_HEADER
     from ledger.interop.consent_receipt import ConsentReceiptError, verify_consent_receipt
-    from ledger.receipts import ReceiptError, verify_receipt
 
     key_file = receipt_key or Settings().keys / "receipt.vkey"
     try:
@@ -352,8 +352,8 @@ def export_htcds(
 ) -> None:
     """HTCDS / CTDC-style one-row-per-case CSV of a closed year: k = 11, l = 2, no ids, no
     free text. Runs on the deployment (it unseals attrs with the key-encryption key)."""
+    from ledger.contract.envelope import format_timestamp
     from ledger.deploy import open_ledger, open_readmodels
-    from ledger.envelope import format_timestamp
     from ledger.interop import htcds
     from ledger.interop.service import InteropService
     from ledger.private_files import replace_private

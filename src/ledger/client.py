@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import httpx
 
-from ledger import crypto
-from ledger.envelope import build_submission, jcs, parse_timestamp
+from ledger.contract import crypto
+from ledger.contract.envelope import build_submission, jcs, parse_timestamp
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, verify_checkpoint
 from ledger.private_files import replace_private
@@ -513,7 +513,7 @@ class LedgerClient:
     ) -> dict[str, Any]:
         """Register `new` for `agency`, signed by its current key and by the new key."""
         from ledger.audit import key_change_message
-        from ledger.envelope import format_timestamp
+        from ledger.contract.envelope import format_timestamp
 
         signed_at = format_timestamp(datetime.now(UTC))
         message = key_change_message(self.origin, agency, new.verify_key.line(), signed_at)

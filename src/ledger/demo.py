@@ -15,9 +15,9 @@ from typing import Any
 
 from rich.console import Console
 
-from ledger import crypto
 from ledger.client import LedgerClient, LedgerHTTPError, new_id
-from ledger.envelope import format_timestamp
+from ledger.contract import crypto
+from ledger.contract.envelope import format_timestamp
 from ledger.private_files import write_secret
 
 AGENCIES = (

@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ledger import crypto
-from ledger.keystore import KeyStore, create_kek
+from ledger.contract import crypto
 from ledger.ledger import Ledger, hash_token
 from ledger.private_files import write_secret
+from ledger.services import releases
+from ledger.services.keystore import KeyStore, create_kek
 from ledger.settings import Settings
 from ledger.storage import open_store
 
 if TYPE_CHECKING:
-    from ledger.readmodels import ReadModels
+    from ledger.services.readmodels import ReadModels
 
 DEFAULT_ORIGIN = "ledger.localhost/log"
 
@@ -112,12 +113,12 @@ def open_ledger(settings: Settings) -> Ledger:
 
 def open_readmodels(settings: Settings, ledger: Ledger) -> ReadModels:
     """The read models beside an open ledger; projections set up, not yet caught up."""
-    from ledger.readmodels import ReadModels
+    from ledger.services.readmodels import ReadModels
     from ledger.storage import open_views
     from projections import all_projections
     from projections.runner import ProjectionRunner
 
     views = open_views(settings)
-    runner = ProjectionRunner(ledger.store, views, all_projections())
+    runner = ProjectionRunner(ledger.store, views, all_projections(), schema=releases.SCHEMA)
     runner.setup()
     return ReadModels(ledger, views, runner, inline=settings.projections_in_api)

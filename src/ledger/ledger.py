@@ -19,12 +19,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from ledger import crypto
-from ledger.access import CaseAccess, Unsealed
 from ledger.audit import key_change_message
-from ledger.background import Background
-from ledger.case import Case, Cases
-from ledger.envelope import (
+from ledger.concurrency import Background, GroupCommit, KeyedLocks
+from ledger.contract import crypto
+from ledger.contract.case import Case, Cases
+from ledger.contract.envelope import (
     AGENCY_RE,
     CATEGORIES,
     Submission,
@@ -39,6 +38,17 @@ from ledger.envelope import (
     validate_content,
     verify_integrity,
 )
+from ledger.contract.gates import (
+    APPEND_ROLES,
+    check_consent_gate,
+    check_named_agencies,
+    check_permission,
+    check_references,
+    named_agencies,
+    readable_categories,
+)
+from ledger.contract.receipts import ErasureReceipt
+from ledger.contract.sealing import seal_record, unseal_item, unseal_items
 from ledger.errors import (
     BadRequest,
     Conflict,
@@ -52,21 +62,11 @@ from ledger.errors import (
     WriteConflict,
     failure_site,
 )
-from ledger.gates import (
-    APPEND_ROLES,
-    check_consent_gate,
-    check_named_agencies,
-    check_permission,
-    check_references,
-    named_agencies,
-    readable_categories,
-)
-from ledger.keystore import KeyStore
 from ledger.log.merkle import leaf_hash
 from ledger.log.service import LogService
-from ledger.logtime import LogTime, utc_now
-from ledger.receipts import ErasureReceipt
-from ledger.sealing import seal_record, unseal_item, unseal_items
+from ledger.services.access import CaseAccess, Unsealed
+from ledger.services.keystore import KeyStore
+from ledger.services.logtime import LogTime, utc_now
 from ledger.storage.base import (
     AgencyRow,
     Commit,
@@ -81,7 +81,6 @@ from ledger.storage.base import (
     Store,
     Token,
 )
-from ledger.storage.group import GroupCommit, KeyedLocks
 
 log = logging.getLogger("ledger")
 

@@ -25,11 +25,11 @@ from ledger.api.routes import (
     stats,
     tokens,
 )
-from ledger.envelope import SCHEMAS
+from ledger.concurrency import AsyncGroup
+from ledger.contract.envelope import SCHEMAS
 from ledger.ledger import Ledger, Recoverer
 from ledger.log.service import CheckpointSigner
-from ledger.readmodels import ReadModels
-from ledger.storage.group import AsyncGroup
+from ledger.services.readmodels import ReadModels
 from projections.runner import Follower
 
 

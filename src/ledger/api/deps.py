@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ledger.api.gate import principal_of
 from ledger.interop.service import InteropService
 from ledger.ledger import Ledger, Principal
-from ledger.readmodels import ReadModels
+from ledger.services.readmodels import ReadModels
 
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/tokens")
 

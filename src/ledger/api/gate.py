@@ -36,8 +36,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api.errors import refusal
 from ledger.api.ratelimit import InFlight, RateLimiter
+from ledger.contract.gates import APPEND_ROLES
 from ledger.errors import Forbidden, LedgerError, TooLarge
-from ledger.gates import APPEND_ROLES
 from ledger.ledger import Principal
 
 PUBLIC = frozenset({("GET", "/v1/health")})

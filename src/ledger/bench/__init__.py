@@ -30,8 +30,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledger import audit, crypto
-from ledger.envelope import CATEGORIES, build_submission, format_timestamp, jcs, signing_input
+from ledger import audit
+from ledger.contract import crypto
+from ledger.contract.envelope import (
+    CATEGORIES,
+    build_submission,
+    format_timestamp,
+    jcs,
+    signing_input,
+)
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, sign_note
 from ledger.settings import Settings

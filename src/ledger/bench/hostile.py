@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ledger import crypto
-from ledger.envelope import build_submission
+from ledger.contract import crypto
+from ledger.contract.envelope import build_submission
 
 if TYPE_CHECKING:
     from ledger.bench import Deployment, Report, Sizes

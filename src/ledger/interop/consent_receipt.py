@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ledger import crypto
-from ledger.envelope import jcs
+from ledger.contract import crypto
+from ledger.contract.envelope import jcs
 from ledger.interop.record import ConsentEvent, ConsentRecord
 from ledger.log.checkpoint import NoteError, open_note, sign_note
 

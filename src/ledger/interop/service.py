@@ -17,12 +17,12 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
-from ledger import crypto
-from ledger.access import Unsealed
-from ledger.case import Case
-from ledger.envelope import CATEGORIES, PURPOSES
+from ledger.contract import crypto
+from ledger.contract.case import Case
+from ledger.contract.envelope import CATEGORIES, PURPOSES
+from ledger.contract.gates import Consent, readable_categories
+from ledger.contract.sealing import unseal_item
 from ledger.errors import Conflict, Forbidden, NotFound
-from ledger.gates import Consent, readable_categories
 from ledger.interop import consent_receipt, fhir, printout
 from ledger.interop.htcds import CaseProfile
 from ledger.interop.record import (
@@ -34,8 +34,8 @@ from ledger.interop.record import (
     subject_id,
 )
 from ledger.ledger import Ledger, Principal
-from ledger.readmodels import ReadModels
-from ledger.sealing import unseal_item
+from ledger.services.access import Unsealed
+from ledger.services.readmodels import ReadModels
 from ledger.storage.base import ReceiptCode
 
 log = logging.getLogger("ledger.interop")

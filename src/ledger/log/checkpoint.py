@@ -1,6 +1,6 @@
 """C2SP signed notes (c2sp.org/signed-note) and log checkpoints (c2sp.org/tlog-checkpoint).
 
-Ed25519 signatures only (signature type 0x01), made and checked through `ledger.crypto`.
+Ed25519 signatures only (signature type 0x01), made and checked through `ledger.contract.crypto`.
 The wire format matches golang.org/x/mod/sumdb/note byte for byte.
 """
 
@@ -9,7 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ledger.crypto import BadSignature, SigningKey, VerifyKey, b64, b64decode_strict, sign, verify
+from ledger.contract.crypto import (
+    BadSignature,
+    SigningKey,
+    VerifyKey,
+    b64,
+    b64decode_strict,
+    sign,
+    verify,
+)
 
 SIGNATURE_PREFIX = "\u2014 "  # em dash, space
 MAX_SIGNATURES = 100  # as golang.org/x/mod/sumdb/note; the spec requires accepting 16

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from ledger import crypto
-from ledger.background import Background
-from ledger.envelope import format_timestamp
+from ledger.concurrency import Background
+from ledger.contract import crypto
+from ledger.contract.envelope import format_timestamp
 from ledger.errors import BadRequest, Forbidden
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, sign_note

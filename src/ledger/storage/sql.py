@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import StoredEvent
 
+from ledger.concurrency import GroupCommit
 from ledger.log import merkle
 from ledger.storage.base import (
     IN_LIST,
@@ -32,7 +33,6 @@ from ledger.storage.base import (
     Token,
     in_lists,
 )
-from ledger.storage.group import GroupCommit
 
 log = logging.getLogger("ledger.storage")
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from ledger.api.deps import CurrentPrincipal, LedgerDep
 from ledger.api.gate import body_of, principal_of
 from ledger.api.ratelimit import RateLimiter
-from ledger.envelope import CATEGORIES, EVENT_TYPES, Submission
+from ledger.contract.envelope import CATEGORIES, EVENT_TYPES, Submission
 from ledger.errors import LedgerError
 from ledger.ledger import Incoming, Ledger, answer_of
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger import crypto
 from ledger.api.deps import CurrentPrincipal, LedgerDep
+from ledger.contract import crypto
 
 router = APIRouter(tags=["log"])
 TEXT = "text/plain; charset=utf-8"

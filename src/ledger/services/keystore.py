@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ledger import crypto
+from ledger.contract import crypto
 from ledger.errors import WriteConflict
 from ledger.private_files import write_secret
 from ledger.storage.base import KeyTable

@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ledger import crypto
-from ledger.envelope import CATEGORIES
+from ledger.contract import crypto
+from ledger.contract.envelope import CATEGORIES
 
 _DOMAIN = b"ledger-seal-v1\n"
 _MIN_PAD = 64

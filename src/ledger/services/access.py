@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ledger.case import Case, Cases
-from ledger.envelope import format_timestamp, is_uuid4, jcs
+from ledger.contract.case import Case, Cases
+from ledger.contract.envelope import format_timestamp, is_uuid4, jcs
+from ledger.contract.gates import CaseState, check_visible
+from ledger.contract.sealing import unseal_item
 from ledger.errors import Gone, WriteConflict
-from ledger.gates import CaseState, check_visible
-from ledger.keystore import KeyStore
 from ledger.log.merkle import leaf_hash
-from ledger.logtime import LogTime
-from ledger.sealing import unseal_item
+from ledger.services.keystore import KeyStore
+from ledger.services.logtime import LogTime
 from ledger.storage.base import Commit, ConflictError, NewEntry, StaleTime, Store
 
 if TYPE_CHECKING:

@@ -28,8 +28,8 @@ from eventsourcing.persistence import (
     Transcoding,
 )
 
-from ledger.gates import CaseState
-from ledger.storage.group import KeyedLocks
+from ledger.concurrency import KeyedLocks
+from ledger.contract.gates import CaseState
 
 Record = dict[str, Any]
 

@@ -1,4 +1,6 @@
-"""Group commit: concurrent appends in one process share one transaction and one flush.
+"""Concurrency toolkit: group commit, per-key locks and background loops.
+
+Group commit: concurrent appends in one process share one transaction and one flush.
 
 A request thread hands its work to `GroupCommit.submit` and waits. Whoever holds the leader
 lock runs everything queued so far as one batch; the others wait for the lock, and when they
@@ -185,3 +187,26 @@ class KeyedLocks:
                 users[0] -= 1
                 if users[0] == 0:
                     del self._locks[key]
+
+
+# --- background loops ---------------------------------------------------------------------
+class Background:
+    """Runs `run()` on a daemon thread from `start()`; `stop()` sets `stopping` and waits up
+    to `join_s` seconds for `run()` to notice and return."""
+
+    name = "background"
+    join_s = 10.0
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._thread.join(timeout=self.join_s)
+
+    def run(self) -> None:
+        raise NotImplementedError

@@ -14,21 +14,21 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from ledger.access import Unsealed
-from ledger.case import Case
-from ledger.envelope import CATEGORIES, format_timestamp, parse_timestamp
-from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
-from ledger.gates import (
+from ledger.contract.case import Case
+from ledger.contract.envelope import CATEGORIES, format_timestamp, parse_timestamp
+from ledger.contract.gates import (
     APPEND_ROLES,
     DISCLOSING_PURPOSES,
     consent_counts,
     readable_categories,
     referral_counts,
 )
+from ledger.contract.sealing import unseal_item
+from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
 from ledger.ledger import Ledger, Principal
-from ledger.sealing import unseal_item
+from ledger.services import releases
+from ledger.services.access import Unsealed
 from ledger.storage.base import ViewStore
-from projections import stats
 from projections.cases import cases_of, cases_opened_from
 from projections.consents import consents_naming, consents_of
 from projections.disclosures import disclosures_of, shares_to
@@ -54,7 +54,7 @@ class ReadModels:
     ) -> None:
         self.ledger, self.views, self.runner = ledger, views, runner
         self.inline = inline  # catch up on each query (embedded setup: read your writes)
-        self.releases = stats.ReleaseStore(views)
+        self.releases = releases.ReleaseStore(views)
         # The earliest month of identification of any case opened before a log position:
         # one month for the whole ledger (never per case), in this process only.
         self._identified: tuple[int, str | None] = (0, None)
@@ -330,7 +330,7 @@ class ReadModels:
             figure = self._figures(case_id, period)
             if figure is not None:
                 figures.append(figure)
-        body = stats.release_body(period, figures)
+        body = releases.release_body(period, figures)
         return True, self.releases.freeze(body, format_timestamp(self.ledger.clock()))
 
     def _first_identification(self) -> str | None:
@@ -349,7 +349,7 @@ class ReadModels:
             self._identified = (seen, earliest)
             return earliest
 
-    def _figures(self, case_id: str, period: str) -> stats.CaseFigures | None:
+    def _figures(self, case_id: str, period: str) -> releases.CaseFigures | None:
         """One case's contribution, unsealed now and never stored."""
         found = self.ledger.live_case(case_id)
         if found is None:
@@ -369,6 +369,6 @@ class ReadModels:
                 component = unseal_item(key, case_id, record, "attrs")["component"]
                 status = case.state.referrals[env["facts"]["referral_id"]].status
                 referrals.add((component, status))
-        return stats.CaseFigures(
+        return releases.CaseFigures(
             band, opened["gender"], frozenset(opened["exploitation"]), frozenset(referrals)
         )

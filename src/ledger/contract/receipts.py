@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ledger import crypto
-from ledger.envelope import is_uuid4, parse_timestamp
+from ledger.contract import crypto
+from ledger.contract.envelope import is_uuid4, parse_timestamp
 from ledger.log.checkpoint import NoteError, open_note, sign_note
 
 HEADER = "ledger erasure receipt v1"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ledger.envelope import format_timestamp, parse_timestamp
+from ledger.contract.envelope import format_timestamp, parse_timestamp
 from ledger.errors import Forbidden, Gone, Invalid, NotFound
 
 APPEND_ROLES = frozenset({"caseworker", "supervisor"})

@@ -32,7 +32,7 @@ from pydantic import (
     ValidationError,
 )
 
-from ledger import crypto
+from ledger.contract import crypto
 from ledger.errors import BadRequest, Invalid, VerificationError
 
 VERSION = 1
