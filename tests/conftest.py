@@ -22,8 +22,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ledger.api.app import create_app
-from ledger.audit import key_change_message
 from ledger.contract import crypto
+from ledger.contract.entries import key_change_message
 from ledger.contract.envelope import build_submission, format_timestamp
 from ledger.deploy import KeyPaths, init, open_ledger, open_readmodels
 from ledger.ledger import Ledger

@@ -146,7 +146,7 @@ def test_a_write_conflict_the_server_gives_up_on_is_resent_by_the_client(
 ) -> None:
     """Conflicts outlast the server's own attempts: 409 `write_conflict`, and the client's
     identical resend is recorded."""
-    from ledger.ledger import WRITE_ATTEMPTS
+    from ledger.concurrency import WRITE_ATTEMPTS
     from ledger.storage.base import ConflictError
 
     client = sdk(world, "ngo-a", retry=FAST)

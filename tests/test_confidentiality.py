@@ -101,7 +101,7 @@ def test_markers_appear_in_no_file_and_no_log_line(
 def test_the_batch_state_and_its_plans_never_show_plaintext_or_keys_in_repr(world: World) -> None:
     import json
 
-    from ledger.ledger import _Pending
+    from ledger.services.lookups import BatchLookups
 
     mark = markers()
     ngo = world.agency("ngo-a")
@@ -110,11 +110,11 @@ def test_the_batch_state_and_its_plans_never_show_plaintext_or_keys_in_repr(worl
                     {"component": "housing"}, {"notes": mark["notes"]})  # fmt: skip
     principal = world.ledger.authenticate(ngo.tokens["caseworker"])
     sub = world.ledger.parse(json.dumps(body).encode())
-    pending = world.ledger._look_up([(principal, sub)])  # type: ignore[list-item]
-    plan = world.ledger._decide(principal, sub, pending)  # type: ignore[arg-type]
+    pending = world.ledger.ingest._look_up([(principal, sub)])  # type: ignore[list-item]
+    plan = world.ledger.ingest._decide(principal, sub, pending)  # type: ignore[arg-type]
     pending.add(0, principal, plan)  # type: ignore[arg-type]
     key = world.ledger.keys.get(case_id)
-    assert isinstance(pending, _Pending) and key is not None
+    assert isinstance(pending, BatchLookups) and key is not None
     for text in (repr(pending), str(pending), repr(plan), repr(sub)):
         assert mark["notes"] not in text and mark["identity"] not in text
         assert repr(key) not in text and key.hex() not in text

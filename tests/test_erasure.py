@@ -127,7 +127,7 @@ def test_an_erasure_whose_key_destruction_failed_is_finished_while_the_server_ru
     the key and signs the receipt without waiting for a restart."""
     import time
 
-    from ledger.ledger import Recoverer
+    from ledger.services.erasure import Recoverer
 
     ngo = world.agency("ngo-a")
     case_id = ngo.open_case(payload={"notes": "n"})
@@ -142,7 +142,7 @@ def test_an_erasure_whose_key_destruction_failed_is_finished_while_the_server_ru
     monkeypatch.setattr(world.ledger.keys, "destroy", fails_once)
     assert erase(world, case_id).status_code == 201
     assert world.ledger.keys.table.get(case_id) is not None  # not destroyed yet
-    recoverer = Recoverer(world.ledger, interval_s=0.05, erasure_age_s=0)
+    recoverer = Recoverer(world.ledger.erasures, interval_s=0.05, erasure_age_s=0)
     recoverer.start()
     try:
         deadline = time.monotonic() + 10

@@ -14,7 +14,7 @@ import pytest
 
 from ledger.contract.envelope import build_submission, format_timestamp
 from ledger.errors import LedgerError
-from ledger.ledger import Principal
+from ledger.services.tokens import Principal
 from tests.conftest import CONSENT_ATTRS, ORIGIN, World
 
 TABLES = ("view_cases", "view_case_agencies", "view_consents", "view_referrals", "view_disclosures")

@@ -367,7 +367,7 @@ def test_single_submissions_queued_together_are_one_batch_with_each_answer_its_o
         (principal(ngo, "auditor"), delivered(case_a, "auditor")),
         (principal(ngo), delivered(case_a, "second")),
     ]
-    group = world.ledger._grouped
+    group = world.ledger.ingest.group
     answers: list[Any] = [None] * len(queue)
 
     def submit(i: int) -> None:
@@ -426,7 +426,7 @@ def revoke_during_commit(world: World, key: crypto.SigningKey) -> None:
 
 
 def grouped(world: World, agency: Any, bodies: list[dict[str, Any]]) -> list[Any]:
-    from ledger.ledger import Incoming
+    from ledger.services.ingest import Incoming
 
     who = world.ledger.authenticate(agency.tokens["caseworker"])
     return world.ledger.submit_many([Incoming(who, json.dumps(b).encode()) for b in bodies])
@@ -507,7 +507,7 @@ def test_an_item_failing_in_a_group_fails_alone_and_its_case_is_decided_afresh(
               delivered(case_b, "other")]  # fmt: skip
     poison = bodies[1]["envelope"]["event_id"]
     ledger = world.ledger
-    real_plan = ledger._plan
+    real_plan = ledger.ingest._plan
 
     def plan(principal: Any, sub: Any, case: Any, now: Any, pending: Any) -> Any:
         planned = real_plan(principal, sub, case, now, pending)
@@ -515,7 +515,7 @@ def test_an_item_failing_in_a_group_fails_alone_and_its_case_is_decided_afresh(
             raise RuntimeError("a bug")
         return planned
 
-    monkeypatch.setattr(ledger, "_plan", plan)
+    monkeypatch.setattr(ledger.ingest, "_plan", plan)
     answers = grouped(world, ngo, bodies)
 
     assert isinstance(answers[1], RuntimeError)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.contract import crypto
+from ledger.contract.entries import ENTRY_MEMBERS, REGISTRY_ACTIONS, key_change_message
 from ledger.contract.envelope import (
     ENVELOPE_MEMBERS,
     is_agency_id,
@@ -48,7 +49,6 @@ from ledger.contract.envelope import (
     signing_input,
 )
 from ledger.contract.gates import (
-    APPEND_ROLES,
     NAMED_AGENCY_FACTS,
     CaseState,
     check_consent_gate,
@@ -57,18 +57,12 @@ from ledger.contract.gates import (
     disclosed_categories,
     may_unseal_attrs,
 )
+from ledger.contract.roles import AGENCY_ROLES
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import NoteError, verify_checkpoint
 from ledger.private_files import replace_private
 
-KEY_DOMAIN = b"ledger-key-v1\n"
-ENTRY_MEMBERS = {
-    "event": {"kind", "envelope", "signature", "sealed_digest", "actor", "role", "recorded_at"},
-    "registry": {"kind", "action", "agency", "key", "signatures", "actor", "recorded_at"},
-    "access": {"kind", "case_id", "agency", "actor", "categories", "recorded_at"},
-}
-REGISTRY_ACTIONS = ("agency.registered", "key.added", "key.revoked")
 _PARALLEL_FROM = 4096  # entries; below this one core is faster than starting workers
 _CHUNK = 2048  # entries per job for a worker process
 # The step each check belongs to: for one position, the earliest step's failure is reported
@@ -203,12 +197,6 @@ def read_bundle(path: Path) -> tuple[str, list[bytes]]:
     if data.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"not a {BUNDLE_FORMAT} file")
     return str(data["checkpoint"]), [crypto.b64decode_strict(e) for e in data["entries"]]
-
-
-def key_change_message(origin: str, agency: str, key_line: str, signed_at: str) -> bytes:
-    """What both the current and the new key sign for `key.added`."""
-    body = {"log": origin, "agency": agency, "key": key_line, "signed_at": signed_at}
-    return KEY_DOMAIN + jcs(body)
 
 
 @dataclass
@@ -562,7 +550,7 @@ class _Verifier:
                     raise LedgerError(f"{etype} appended to an erased case")
                 if env["agency"] not in case.related:
                     raise LedgerError("appended by an agency with no relation to the case")
-            if entry["role"] not in APPEND_ROLES:
+            if entry["role"] not in AGENCY_ROLES:
                 raise LedgerError(f"appended with a {entry['role']} token")
             check_references(case, etype, facts)
             check_permission(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import httpx
 
 from ledger.contract import crypto
+from ledger.contract.entries import ENTRY_ADDED
 from ledger.contract.envelope import build_submission, jcs, parse_timestamp
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, verify_checkpoint
@@ -31,10 +32,6 @@ from ledger.private_files import replace_private
 
 if TYPE_CHECKING:
     from ledger.audit import SavedState
-
-# The members of an event's log entry beside its kind, envelope and signature (ARCHITECTURE.md
-# section 4; `ledger.ledger.ENTRY_ADDED`): an accepted event's answer carries them as `entry`.
-ENTRY_ADDED = ("sealed_digest", "actor", "role", "recorded_at")
 
 
 class LedgerHTTPError(Exception):
@@ -512,7 +509,7 @@ class LedgerClient:
         self, agency: str, current: crypto.SigningKey, new: crypto.SigningKey
     ) -> dict[str, Any]:
         """Register `new` for `agency`, signed by its current key and by the new key."""
-        from ledger.audit import key_change_message
+        from ledger.contract.entries import key_change_message
         from ledger.contract.envelope import format_timestamp
 
         signed_at = format_timestamp(datetime.now(UTC))

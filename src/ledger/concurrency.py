@@ -25,6 +25,8 @@ from typing import Generic, TypeVar
 
 import anyio.to_thread
 
+WRITE_ATTEMPTS = 8  # a write that lost a race is decided again up to this many times
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger.contract import crypto
-from ledger.ledger import Ledger, hash_token
+from ledger.ledger import Ledger
 from ledger.private_files import write_secret
 from ledger.services import releases
 from ledger.services.keystore import KeyStore, create_kek
+from ledger.services.tokens import hash_token
 from ledger.settings import Settings
 from ledger.storage import open_store
 
@@ -121,4 +122,4 @@ def open_readmodels(settings: Settings, ledger: Ledger) -> ReadModels:
     views = open_views(settings)
     runner = ProjectionRunner(ledger.store, views, all_projections(), schema=releases.SCHEMA)
     runner.setup()
-    return ReadModels(ledger, views, runner, inline=settings.projections_in_api)
+    return ReadModels(ledger.access, views, runner, inline=settings.projections_in_api)

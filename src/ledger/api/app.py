@@ -27,8 +27,9 @@ from ledger.api.routes import (
 )
 from ledger.concurrency import AsyncGroup
 from ledger.contract.envelope import SCHEMAS
-from ledger.ledger import Ledger, Recoverer
+from ledger.ledger import Ledger
 from ledger.log.service import CheckpointSigner
+from ledger.services.erasure import Recoverer
 from ledger.services.readmodels import ReadModels
 from projections.runner import Follower
 
@@ -102,7 +103,9 @@ def create_app(
         follower = Follower(readmodels.runner) if follow else None
         if follower is not None:
             follower.start()
-        recoverer = Recoverer(ledger, recover_interval_s) if recover_interval_s > 0 else None
+        recoverer = (
+            Recoverer(ledger.erasures, recover_interval_s) if recover_interval_s > 0 else None
+        )
         if recoverer is not None:
             recoverer.start()
         if warm_lane:  # the large-body lane's process ready before the first request

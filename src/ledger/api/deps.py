@@ -9,8 +9,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.api.gate import principal_of
 from ledger.interop.service import InteropService
-from ledger.ledger import Ledger, Principal
+from ledger.ledger import Ledger
 from ledger.services.readmodels import ReadModels
+from ledger.services.tokens import Principal
 
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /v1/tokens")
 

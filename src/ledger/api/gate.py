@@ -36,9 +36,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.api.errors import refusal
 from ledger.api.ratelimit import InFlight, RateLimiter
-from ledger.contract.gates import APPEND_ROLES
+from ledger.contract.roles import AGENCY_ROLES
 from ledger.errors import Forbidden, LedgerError, TooLarge
-from ledger.ledger import Principal
+from ledger.services.tokens import Principal
 
 PUBLIC = frozenset({("GET", "/v1/health")})
 # The app.state attribute holding each route's body cap; every other route has the small one.
@@ -112,7 +112,7 @@ class Gate:
             state.rate_limiter.check(principal.token_id)
             # 3. Roles that never append, before their bodies are read.
             cap_name = EVENT_CAPS.get(path) if method == "POST" else None
-            if cap_name is not None and principal.role not in APPEND_ROLES:
+            if cap_name is not None and principal.role not in AGENCY_ROLES:
                 raise Forbidden(f"a {principal.role} token cannot append events")
             # 4. A declared length over the route's cap, unread.
             cap: int = getattr(state, cap_name or OTHER_CAP)

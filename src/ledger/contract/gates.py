@@ -17,7 +17,6 @@ from typing import Any
 from ledger.contract.envelope import format_timestamp, parse_timestamp
 from ledger.errors import Forbidden, Gone, Invalid, NotFound
 
-APPEND_ROLES = frozenset({"caseworker", "supervisor"})
 GUARDIANS = frozenset({"guardian", "guardian_ad_litem"})
 
 # Purposes under which a consent discloses data to its recipients; a consent for `statistics`

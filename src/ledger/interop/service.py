@@ -33,9 +33,10 @@ from ledger.interop.record import (
     receipt_code,
     subject_id,
 )
-from ledger.ledger import Ledger, Principal
+from ledger.ledger import Ledger
 from ledger.services.access import Unsealed
 from ledger.services.readmodels import ReadModels
+from ledger.services.tokens import Principal
 from ledger.storage.base import ReceiptCode
 
 log = logging.getLogger("ledger.interop")

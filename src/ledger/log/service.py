@@ -15,16 +15,15 @@ from datetime import datetime
 from ledger.concurrency import Background
 from ledger.contract import crypto
 from ledger.contract.envelope import format_timestamp
+from ledger.contract.roles import AGENCY_ROLES, LOG_READERS
 from ledger.errors import BadRequest, Forbidden
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, sign_note
-from ledger.storage.base import Store, StoredCheckpoint
+from ledger.log.store import LogStore, StoredCheckpoint
 
 log = logging.getLogger("ledger.log")
 
 PAGE = 1000
-AGENCY_ROLES = frozenset({"caseworker", "supervisor"})
-LOG_READERS = frozenset({"auditor", "admin"})
 
 
 class ForkError(Exception):
@@ -32,7 +31,7 @@ class ForkError(Exception):
 
 
 class _StoreNodes:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: LogStore) -> None:
         self.store = store
 
     def nodes(self, keys: Sequence[tuple[int, int]]) -> Sequence[bytes]:
@@ -43,7 +42,7 @@ class LogService:
     """Checkpoints, entries and proofs over the stored tree."""
 
     def __init__(
-        self, store: Store, key: crypto.SigningKey, origin: str, clock: Callable[[], datetime]
+        self, store: LogStore, key: crypto.SigningKey, origin: str, clock: Callable[[], datetime]
     ) -> None:
         if key.name != origin:
             raise ValueError("the log key's name must be the log origin")

@@ -16,25 +16,26 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Generic, TypeVar
+from functools import partial
+from typing import Any, Generic, TypeVar
 
 from ledger.contract.case import Case, Cases
-from ledger.contract.envelope import format_timestamp, is_uuid4, jcs
-from ledger.contract.gates import CaseState, check_visible
-from ledger.contract.sealing import unseal_item
-from ledger.errors import Gone, WriteConflict
+from ledger.contract.envelope import CATEGORIES, format_timestamp, is_uuid4, jcs
+from ledger.contract.gates import CaseState, check_visible, readable_categories
+from ledger.contract.roles import AGENCY_ROLES
+from ledger.contract.sealing import unseal_item, unseal_items
+from ledger.errors import Forbidden, Gone, WriteConflict
 from ledger.log.merkle import leaf_hash
 from ledger.services.keystore import KeyStore
 from ledger.services.logtime import LogTime
+from ledger.services.tokens import Principal
 from ledger.storage.base import Commit, ConflictError, NewEntry, StaleTime, Store
-
-if TYPE_CHECKING:
-    from ledger.ledger import Principal
 
 log = logging.getLogger("ledger")
 
 T = TypeVar("T")
 ATTEMPTS = 5  # decisions of one read before it answers write_conflict
+AGE_EVENTS = ("case.opened", "age.assessed")  # the events whose attrs make the case profile
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class CaseAccess:
 
     def __init__(self, cases: Cases, keys: KeyStore, store: Store, time: LogTime) -> None:
         self.cases, self.keys, self.store, self.time = cases, keys, store, time
+        self.clock = time.clock
 
     # -- visibility ------------------------------------------------------------------------------
 
@@ -99,7 +101,56 @@ class CaseAccess:
         record = self.cases.record_at(case, case.state.age_version)
         return str(unseal_item(key, case.state.case_id, record, "attrs").get("age_band"))
 
+    def live_case(self, case_id: str) -> tuple[Case, bytes, list[dict[str, Any]]] | None:
+        """A case that is neither erased nor shredded, with its key and records: for the
+        server's own aggregate uses (statistics releases, exports). None otherwise."""
+        case = self.cases.load(case_id)
+        if case is None or case.state.erased:
+            return None
+        key = self.keys.get(case_id)
+        if key is None:
+            return None
+        return case, key, self.cases.records(case)
+
     # -- logged reads ----------------------------------------------------------------------------
+
+    def read_case(self, principal: Principal, case_id: str) -> dict[str, Any]:
+        """The case as the caller's agency may see it: its profile (attrs) and the payload
+        categories it may read, unsealed, and the read logged (`read`)."""
+        if principal.role not in AGENCY_ROLES:
+            raise Forbidden(f"a {principal.role} token cannot read case data")
+        agency = principal.agency
+        assert agency is not None
+
+        def build(case: Case, now: datetime) -> Unsealed[dict[str, Any]]:
+            state = case.state
+            allowed = readable_categories(state, agency, now, partial(self.age_band, case))
+            key = self.key(case_id)
+            attrs: dict[str, Any] = {}
+            payload: dict[str, Any] = {}
+            categories = CATEGORIES if allowed is None else sorted(allowed)
+            for record in self.cases.records(case):
+                etype = record["envelope"]["type"]
+                wanted = [*categories, "attrs"] if etype in AGE_EVENTS else categories
+                opened = unseal_items(key, case_id, record, wanted)
+                if etype == "case.opened":
+                    attrs.update(opened["attrs"])
+                elif etype == "age.assessed":
+                    attrs["age_band"] = opened["attrs"]["age_band"]
+                for category in categories:
+                    if opened[category] is not None:
+                        payload[category] = opened[category]
+            payload = {c: payload[c] for c in CATEGORIES if c in payload}
+            answer = {
+                "case_id": case_id,
+                "status": "closed" if state.closed else "open",
+                "facts": {"minor": state.minor},
+                "attrs": attrs,
+                "payload": payload,
+            }
+            return Unsealed(answer, list(payload))
+
+        return self.read(principal, case_id, build)
 
     def read(self, principal: Principal, case_id: str, build: Build[T]) -> T:
         """Build an answer from a case the caller may see, and log what it unsealed."""

@@ -17,17 +17,17 @@ from typing import Any
 from ledger.contract.case import Case
 from ledger.contract.envelope import CATEGORIES, format_timestamp, parse_timestamp
 from ledger.contract.gates import (
-    APPEND_ROLES,
     DISCLOSING_PURPOSES,
     consent_counts,
     readable_categories,
     referral_counts,
 )
+from ledger.contract.roles import AGENCY_ROLES
 from ledger.contract.sealing import unseal_item
 from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
-from ledger.ledger import Ledger, Principal
 from ledger.services import releases
-from ledger.services.access import Unsealed
+from ledger.services.access import CaseAccess, Unsealed
+from ledger.services.tokens import Principal
 from ledger.storage.base import ViewStore
 from projections.cases import cases_of, cases_opened_from
 from projections.consents import consents_naming, consents_of
@@ -50,9 +50,9 @@ def health_deadline(identified_at: str) -> datetime:
 
 class ReadModels:
     def __init__(
-        self, ledger: Ledger, views: ViewStore, runner: ProjectionRunner, *, inline: bool
+        self, access: CaseAccess, views: ViewStore, runner: ProjectionRunner, *, inline: bool
     ) -> None:
-        self.ledger, self.views, self.runner = ledger, views, runner
+        self.access, self.views, self.runner = access, views, runner
         self.inline = inline  # catch up on each query (embedded setup: read your writes)
         self.releases = releases.ReleaseStore(views)
         # The earliest month of identification of any case opened before a log position:
@@ -66,7 +66,7 @@ class ReadModels:
 
     @staticmethod
     def _agency(principal: Principal) -> str:
-        if principal.role not in APPEND_ROLES or principal.agency is None:
+        if principal.role not in AGENCY_ROLES or principal.agency is None:
             raise Forbidden(f"a {principal.role} token cannot read case data")
         return principal.agency
 
@@ -104,7 +104,7 @@ class ReadModels:
         disclose, and count now (`gates.disclosed_categories`, without unsealing anything).
         In a minor's case only a guardian's consent with assent counts here; an assent
         exemption depends on the sealed age band, which the list does not unseal."""
-        now = format_timestamp(self.ledger.clock())
+        now = format_timestamp(self.access.clock())
         counting: dict[tuple[str, str], set[str]] = {}
         for consent in consents_naming(self.views, agency):
             if consent["expires_at"] is not None and consent["expires_at"] <= now:
@@ -140,10 +140,10 @@ class ReadModels:
 
         def build(case: Case, now: datetime) -> Unsealed[dict[str, Any]]:
             state = case.state
-            age_band = partial(self.ledger.access.age_band, case)
+            age_band = partial(self.access.age_band, case)
             readable_categories(state, agency, now, age_band)  # 403 for a related agency
-            key = self.ledger.keys.get(case_id)
-            records = {r["envelope"]["event_id"]: r for r in self.ledger.cases.records(case)}
+            key = self.access.keys.get(case_id)
+            records = {r["envelope"]["event_id"]: r for r in self.access.cases.records(case)}
             holder = agency == state.holder
             out = []
             for row in consents_of(self.views, case_id):
@@ -189,14 +189,14 @@ class ReadModels:
             }
             return Unsealed(answer, [])  # attrs of consents: an access entry, no categories
 
-        return self.ledger.access.read(principal, case_id, build)
+        return self.access.read(principal, case_id, build)
 
     # -- disclosures -----------------------------------------------------------------------
 
     def disclosures(self, principal: Principal, case_id: str) -> dict[str, Any]:
         """Every share, referral and unsealed read of a case (holders only)."""
         agency = self._agency(principal)
-        if agency != self.ledger.access.visible(principal, case_id).state.holder:
+        if agency != self.access.visible(principal, case_id).state.holder:
             raise Forbidden("the disclosure register is for the agency holding the case")
         self._fresh()
         return {"case_id": case_id, "disclosures": disclosures_of(self.views, case_id)}
@@ -222,7 +222,7 @@ class ReadModels:
 
         def build(case: Case, now: datetime) -> Unsealed[list[dict[str, Any]]]:
             case_id, state = case.state.case_id, case.state
-            age_band = partial(self.ledger.access.age_band, case)
+            age_band = partial(self.access.age_band, case)
             case_rows = [r for r in by_case[case_id] if r["referral_id"] in state.referrals]
             # The referrer (the holder) sees its referrals' attrs; a recipient those of the
             # referrals to it whose consent counts now, accepted or not (it needs them to
@@ -237,9 +237,9 @@ class ReadModels:
                 )
             ]
             sealed: dict[str, dict[str, Any]] = {}
-            key = self.ledger.keys.get(case_id) if visible else None
+            key = self.access.keys.get(case_id) if visible else None
             if key is not None:
-                all_records = self.ledger.cases.records(case)
+                all_records = self.access.cases.records(case)
                 records = {r["envelope"]["event_id"]: r for r in all_records}
                 opened = unseal_item(key, case_id, all_records[0], "attrs")
                 for row in visible:
@@ -278,7 +278,7 @@ class ReadModels:
             return Unsealed(items, [] if sealed else None)
 
         out = []
-        for items in self.ledger.access.read_many(principal, list(by_case), build).values():
+        for items in self.access.read_many(principal, list(by_case), build).values():
             for item in items:  # filtered on the state each case was read at
                 if status is not None and item["status"] != status:
                     continue
@@ -299,7 +299,7 @@ class ReadModels:
     def _check_period(self, period: str) -> None:
         if not isinstance(period, str) or not _PERIOD.fullmatch(period):
             raise BadRequest("period must be YYYY-MM")
-        if period >= self.ledger.clock().strftime("%Y-%m"):
+        if period >= self.access.clock().strftime("%Y-%m"):
             raise Invalid("a release covers a month that has ended")
 
     def release(self, principal: Principal, period: str) -> dict[str, Any]:
@@ -331,7 +331,7 @@ class ReadModels:
             if figure is not None:
                 figures.append(figure)
         body = releases.release_body(period, figures)
-        return True, self.releases.freeze(body, format_timestamp(self.ledger.clock()))
+        return True, self.releases.freeze(body, format_timestamp(self.access.clock()))
 
     def _first_identification(self) -> str | None:
         """The earliest month (YYYY-MM) any live case was identified in; only the cases opened
@@ -339,10 +339,10 @@ class ReadModels:
         with self._identified_lock:
             seen, earliest = self._identified
             for case_id, position in cases_opened_from(self.views, seen):
-                case = self.ledger.cases.load(case_id)
-                key = self.ledger.keys.get(case_id) if case and not case.state.erased else None
+                case = self.access.cases.load(case_id)
+                key = self.access.keys.get(case_id) if case and not case.state.erased else None
                 if case is not None and key is not None:
-                    opened = self.ledger.cases.record_at(case, 1)
+                    opened = self.access.cases.record_at(case, 1)
                     month = unseal_item(key, case_id, opened, "attrs")["identified_at"][:7]
                     earliest = month if earliest is None else min(earliest, month)
                 seen = max(seen, position + 1)
@@ -351,7 +351,7 @@ class ReadModels:
 
     def _figures(self, case_id: str, period: str) -> releases.CaseFigures | None:
         """One case's contribution, unsealed now and never stored."""
-        found = self.ledger.live_case(case_id)
+        found = self.access.live_case(case_id)
         if found is None:
             return None
         case, key, all_records = found

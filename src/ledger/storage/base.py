@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
 
+from ledger.log.store import StoredCheckpoint
+
 T = TypeVar("T")
 
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
@@ -170,14 +172,6 @@ class Token:
     label: str
     expires_at: str | None
     revoked: bool
-
-
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    size: int
-    root: bytes
-    note: str
-    signed_at: str
 
 
 class ConflictError(Exception):

@@ -19,7 +19,8 @@ from ledger.api.gate import body_of, principal_of
 from ledger.api.ratelimit import RateLimiter
 from ledger.contract.envelope import CATEGORIES, EVENT_TYPES, Submission
 from ledger.errors import LedgerError
-from ledger.ledger import Incoming, Ledger, answer_of
+from ledger.ledger import Ledger
+from ledger.services.ingest import Incoming, answer_of
 
 router = APIRouter(tags=["events"])
 T = TypeVar("T")

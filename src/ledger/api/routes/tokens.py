@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from ledger.api.deps import CurrentPrincipal, LedgerDep
 from ledger.contract.envelope import AGENCY_RE
+from ledger.contract.roles import Role
 
 router = APIRouter(tags=["tokens"])
 
@@ -15,7 +16,7 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     agency: Annotated[str, StringConstraints(pattern=AGENCY_RE)] | None = None
-    role: Literal["caseworker", "supervisor", "auditor", "monitor", "admin"]
+    role: Role
     label: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     expires_at: (
         Annotated[
