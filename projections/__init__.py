@@ -4,7 +4,8 @@ Each projection owns its tables and handlers and records its position with event
 tracking in the same transaction as its update (exactly once). They follow the ledger's log,
 the one gapless sequence of every entry in commit order (events' envelopes, registry changes
 and unsealed reads), and never store unsealed data: what they show from `attrs` or the
-payload is unsealed at request time. `stats` keeps the frozen statistics releases.
+payload is unsealed at request time. The frozen statistics releases are kept apart, by
+`ledger.services.releases`: they are disclosure control, not a projection of the log.
 """
 
 from projections.base import Projection

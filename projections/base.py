@@ -1,12 +1,41 @@
-"""The projection contract: tables, a handler per entry, and a purge on erasure."""
+"""The projection contract: tables, a handler per event (and per access entry), and a purge
+on erasure. The opening every projection shares is here: registry entries change no read
+model, `case.erased` purges the case's rows, every other event goes to `on_event`."""
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from ledger.storage.base import ViewStore
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event entry as projections use it: its envelope's cleartext and who recorded it."""
+
+    type: str
+    case_id: str
+    facts: dict[str, Any]
+    agency: str  # the agency that signed it
+    event_id: str
+    recorded_at: str
+    actor: str  # the token that recorded it
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> Event:
+        env = entry["envelope"]
+        return cls(
+            env["type"],
+            env["case_id"],
+            env["facts"],
+            env["agency"],
+            env["event_id"],
+            entry["recorded_at"],
+            entry["actor"],
+        )
 
 
 class Projection(ABC):
@@ -16,9 +45,25 @@ class Projection(ABC):
     tables: tuple[str, ...]
     schema: tuple[str, ...]  # CREATE statements, `{s}` for the schema prefix
 
-    @abstractmethod
     def apply(self, views: ViewStore, cur: Any, position: int, entry: dict[str, Any]) -> None:
         """Apply one log entry (already parsed) inside the page's transaction."""
+        kind = entry.get("kind")
+        if kind == "access":
+            self.on_access(views, cur, position, entry)
+        elif kind == "event":
+            event = Event.of(entry)
+            if event.type == "case.erased":
+                self.purge(views, cur, event.case_id)
+            else:
+                self.on_event(views, cur, position, event)
+
+    @abstractmethod
+    def on_event(self, views: ViewStore, cur: Any, position: int, event: Event) -> None:
+        """An event other than `case.erased`."""
+
+    def on_access(self, views: ViewStore, cur: Any, position: int, entry: dict[str, Any]) -> None:
+        """An access entry (an unsealed read): most read models ignore it."""
+        return
 
     def purge(self, views: ViewStore, cur: Any, case_id: str) -> None:
         """Erasure: remove every row derived from the case."""
@@ -33,11 +78,3 @@ class Projection(ABC):
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def event_of(entry: dict[str, Any]) -> tuple[str, str, dict[str, Any], dict[str, Any]] | None:
-    """(type, case_id, facts, envelope) of an event entry, None for other kinds."""
-    if entry.get("kind") != "event":
-        return None
-    env = entry["envelope"]
-    return env["type"], env["case_id"], env["facts"], env

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.storage.base import ViewStore
-from projections.base import Projection, event_of
+from projections.base import Event, Projection
 
 
 class CasesProjection(Projection):
@@ -22,15 +22,9 @@ class CasesProjection(Projection):
         "CREATE INDEX IF NOT EXISTS view_case_agencies_agency ON {s}view_case_agencies (agency)",
     )
 
-    def apply(self, views: ViewStore, cur: Any, position: int, entry: dict[str, Any]) -> None:
-        event = event_of(entry)
-        if event is None:
-            return
-        etype, case_id, facts, env = event
-        at, agency = entry["recorded_at"], env["agency"]
-        if etype == "case.erased":
-            self.purge(views, cur, case_id)
-            return
+    def on_event(self, views: ViewStore, cur: Any, position: int, event: Event) -> None:
+        etype, case_id, facts = event.type, event.case_id, event.facts
+        at, agency = event.recorded_at, event.agency
         if etype == "case.opened":
             cur.execute(
                 views.sql(

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ledger.storage.base import ViewStore
-from projections.base import Projection, dumps, event_of
+from projections.base import Event, Projection, dumps
 
 
 class ConsentsProjection(Projection):
@@ -21,14 +21,9 @@ class ConsentsProjection(Projection):
         " withdrawn_at TEXT, withdrawn_by TEXT, PRIMARY KEY (case_id, consent_id))",
     )
 
-    def apply(self, views: ViewStore, cur: Any, position: int, entry: dict[str, Any]) -> None:
-        event = event_of(entry)
-        if event is None:
-            return
-        etype, case_id, facts, env = event
-        if etype == "case.erased":
-            self.purge(views, cur, case_id)
-        elif etype == "consent.granted":
+    def on_event(self, views: ViewStore, cur: Any, position: int, event: Event) -> None:
+        etype, case_id, facts = event.type, event.case_id, event.facts
+        if etype == "consent.granted":
             assent = facts["child_assent"]
             cur.execute(
                 views.sql(
@@ -39,9 +34,9 @@ class ConsentsProjection(Projection):
                 (
                     case_id,
                     facts["consent_id"],
-                    env["event_id"],
-                    env["agency"],
-                    entry["recorded_at"],
+                    event.event_id,
+                    event.agency,
+                    event.recorded_at,
                     position,
                     dumps(sorted(facts["purposes"])),
                     dumps(sorted(facts["recipients"])),
@@ -58,7 +53,7 @@ class ConsentsProjection(Projection):
                     "UPDATE {s}view_consents SET withdrawn_at = ?, withdrawn_by = ?"
                     " WHERE case_id = ? AND consent_id = ?"
                 ),
-                (entry["recorded_at"], env["agency"], case_id, facts["consent_id"]),
+                (event.recorded_at, event.agency, case_id, facts["consent_id"]),
             )
 
 

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ledger.storage.base import ViewStore
-from projections.base import Projection, dumps, event_of
+from projections.base import Event, Projection, dumps
 
 
 class DisclosuresProjection(Projection):
@@ -22,51 +22,32 @@ class DisclosuresProjection(Projection):
         "CREATE INDEX IF NOT EXISTS view_disclosures_agency ON {s}view_disclosures (agency, kind)",
     )
 
-    def apply(self, views: ViewStore, cur: Any, position: int, entry: dict[str, Any]) -> None:
-        row: tuple[Any, ...] | None = None
-        if entry.get("kind") == "access":
-            row = (
-                entry["case_id"],
-                "read",
-                entry["agency"],
-                None,
-                dumps(entry["categories"]),
-                None,
-                None,
-            )
-        elif (event := event_of(entry)) is not None:
-            etype, case_id, facts, env = event
-            if etype == "case.erased":
-                self.purge(views, cur, case_id)
-            elif etype == "data.shared":
-                row = (
-                    case_id,
-                    "share",
-                    facts["recipient"],
-                    env["agency"],
-                    dumps(sorted(facts["categories"])),
-                    facts["consent_id"],
-                    facts["purpose"],
-                )
-            elif etype == "referral.made":
-                row = (
-                    case_id,
-                    "referral",
-                    facts["to"],
-                    env["agency"],
-                    dumps(sorted(facts["categories"])),
-                    facts["consent_id"],
-                    "referral",
-                )
-        if row is not None:
-            cur.execute(
-                views.sql(
-                    "INSERT INTO {s}view_disclosures (position, case_id, kind, agency, by_agency,"
-                    " categories, consent_id, purpose, at, actor)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ),
-                (position, *row, entry["recorded_at"], entry["actor"]),
-            )
+    def on_access(self, views: ViewStore, cur: Any, position: int, entry: dict[str, Any]) -> None:
+        row = (entry["case_id"], "read", entry["agency"], None, dumps(entry["categories"]), None)
+        self._insert(views, cur, position, (*row, None, entry["recorded_at"], entry["actor"]))
+
+    def on_event(self, views: ViewStore, cur: Any, position: int, event: Event) -> None:
+        facts = event.facts
+        if event.type == "data.shared":
+            kind, recipient, purpose = "share", facts["recipient"], facts["purpose"]
+        elif event.type == "referral.made":
+            kind, recipient, purpose = "referral", facts["to"], "referral"
+        else:
+            return
+        row = (event.case_id, kind, recipient, event.agency, dumps(sorted(facts["categories"])))
+        at = (event.recorded_at, event.actor)
+        self._insert(views, cur, position, (*row, facts["consent_id"], purpose, *at))
+
+    @staticmethod
+    def _insert(views: ViewStore, cur: Any, position: int, row: tuple[Any, ...]) -> None:
+        cur.execute(
+            views.sql(
+                "INSERT INTO {s}view_disclosures (position, case_id, kind, agency, by_agency,"
+                " categories, consent_id, purpose, at, actor)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            (position, *row),
+        )
 
 
 def disclosures_of(views: ViewStore, case_id: str) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ledger.storage.base import ViewStore
-from projections.base import Projection, dumps, event_of
+from projections.base import Event, Projection, dumps
 
 ANSWERS = {
     "referral.accepted": "accepted",
@@ -28,15 +28,10 @@ class ReferralsProjection(Projection):
         "CREATE INDEX IF NOT EXISTS view_referrals_from ON {s}view_referrals (from_agency)",
     )
 
-    def apply(self, views: ViewStore, cur: Any, position: int, entry: dict[str, Any]) -> None:
-        event = event_of(entry)
-        if event is None:
-            return
-        etype, case_id, facts, env = event
-        at = entry["recorded_at"]
-        if etype == "case.erased":
-            self.purge(views, cur, case_id)
-        elif etype == "referral.made":
+    def on_event(self, views: ViewStore, cur: Any, position: int, event: Event) -> None:
+        etype, case_id, facts = event.type, event.case_id, event.facts
+        at = event.recorded_at
+        if etype == "referral.made":
             cur.execute(
                 views.sql(
                     "INSERT INTO {s}view_referrals (case_id, referral_id, event_id, from_agency,"
@@ -46,8 +41,8 @@ class ReferralsProjection(Projection):
                 (
                     case_id,
                     facts["referral_id"],
-                    env["event_id"],
-                    env["agency"],
+                    event.event_id,
+                    event.agency,
                     facts["to"],
                     facts["consent_id"],
                     dumps(sorted(facts["categories"])),
