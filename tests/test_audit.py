@@ -395,7 +395,8 @@ def registered_synthetic_log(
     """The bench's synthetic log (its consents' recipient registered too), under a
     checkpoint signed by a log key of our own."""
     from ledger.bench import synthetic_log
-    from ledger.log.checkpoint import Checkpoint, sign_note
+    from ledger.contract.notes import sign_note
+    from ledger.log.checkpoint import Checkpoint
 
     _, entries, bench_key, keys = synthetic_log(events)
     assert "peer" in keys  # the audit requires every recipient to be a registered agency

@@ -12,17 +12,8 @@ from ledger.contract.crypto import (
     parse_verify_key,
     signing_key_from_seed,
 )
-from ledger.log.checkpoint import (
-    Checkpoint,
-    MalformedCheckpoint,
-    MalformedNote,
-    NoteError,
-    UnverifiedNote,
-    WrongOrigin,
-    open_note,
-    sign_note,
-    verify_checkpoint,
-)
+from ledger.contract.notes import MalformedNote, NoteError, UnverifiedNote, open_note, sign_note
+from ledger.log.checkpoint import Checkpoint, MalformedCheckpoint, WrongOrigin, verify_checkpoint
 
 ORIGIN = "ledger.example/log"
 ROOT = bytes(range(32))

@@ -36,8 +36,9 @@ from ledger.client import (
 from ledger.contract import crypto
 from ledger.contract.entries import ENTRY_ADDED as LEDGER_ENTRY_ADDED
 from ledger.contract.envelope import jcs
+from ledger.contract.notes import sign_note
 from ledger.log import merkle
-from ledger.log.checkpoint import Checkpoint, sign_note
+from ledger.log.checkpoint import Checkpoint
 from ledger.settings import Settings
 from tests.conftest import OPENED_ATTRS, ORIGIN, World
 

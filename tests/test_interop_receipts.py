@@ -84,7 +84,7 @@ def test_consent_receipt_verifies_and_tampering_fails(world: World) -> None:
 
 
 def sign_receipt_body(world: World, body: str) -> str:
-    from ledger.log.checkpoint import sign_note
+    from ledger.contract.notes import sign_note
 
     assert world.ledger.receipt_key is not None
     return sign_note(body, world.ledger.receipt_key)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ledger.contract import crypto
 from ledger.contract.envelope import is_uuid4, parse_timestamp
-from ledger.log.checkpoint import NoteError, open_note, sign_note
+from ledger.contract.notes import NoteError, open_note, sign_note
 
 HEADER = "ledger erasure receipt v1"
 _LINE = re.compile(r"([a-z_]+) (.+)")

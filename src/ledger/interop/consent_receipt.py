@@ -17,8 +17,8 @@ from typing import Any
 
 from ledger.contract import crypto
 from ledger.contract.envelope import jcs
+from ledger.contract.notes import NoteError, open_note, sign_note
 from ledger.interop.record import ConsentEvent, ConsentRecord
-from ledger.log.checkpoint import NoteError, open_note, sign_note
 
 HEADER = "ledger consent receipt v1"
 SCHEMA = "ledger-consent-receipt/1"
