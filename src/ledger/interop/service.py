@@ -34,7 +34,7 @@ from ledger.interop.record import (
     subject_id,
 )
 from ledger.ledger import Ledger
-from ledger.services.access import Unsealed
+from ledger.services.access import Unsealed, staff_agency
 from ledger.services.readmodels import ReadModels
 from ledger.services.tokens import Principal
 from ledger.storage.base import ReceiptCode
@@ -61,7 +61,7 @@ class InteropService:
     ) -> Consent:
         """The register's rule: 403 for a related agency without a counting consent, 404 for
         a consent that does not exist or (for a non-holder) does not name the caller."""
-        agency = ReadModels._agency(principal)
+        agency = staff_agency(principal)
         state = case.state
         readable_categories(state, agency, now, partial(self.ledger.access.age_band, case))
         consent = state.consents.get(consent_id)
@@ -132,7 +132,7 @@ class InteropService:
         self, principal: Principal, case_id: str, consent_id: str
     ) -> tuple[ConsentRecord, datetime]:
         """The consent as the caller may see it, its attrs unsealed and the read logged."""
-        ReadModels._agency(principal)
+        staff_agency(principal)
 
         def build(case: Case, now: datetime) -> Unsealed[tuple[ConsentRecord, datetime]]:
             consent = self._visible_consent(principal, case, consent_id, now)
@@ -153,7 +153,7 @@ class InteropService:
     ) -> tuple[bytes, str]:
         """One consent event's receipt as a signed note, HTML or PDF, and its media type."""
         if fmt == "note" and self.ledger.receipt_key is None:
-            ReadModels._agency(principal)
+            staff_agency(principal)
             self.ledger.access.visible(principal, case_id)  # 404 / 410 come first
             raise Conflict("this deployment has no receipt key; run `ledger init`")
         record, _now = self.consent_record(principal, case_id, consent_id)
@@ -187,7 +187,7 @@ class InteropService:
         key (`code_mac`: a database dump alone does not map a code to its case); the look-up
         is one indexed read and one check of the register's rule, whatever the agency's
         number of cases. Erasure drops the case's codes (and its key, which made them)."""
-        agency = ReadModels._agency(principal)
+        agency = staff_agency(principal)
         found = self.ledger.store.receipt_code(self.code_mac(normalise_code(code)))
         if found is None or not self._may_see(agency, found.case_id, found.consent_id):
             raise NotFound("no consent receipt with this code among your agency's cases")

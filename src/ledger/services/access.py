@@ -50,6 +50,14 @@ class Unsealed(Generic[T]):
 Build = Callable[[Case, datetime], Unsealed[T]]
 
 
+def staff_agency(principal: Principal) -> str:
+    """The caller's agency, if the caller is its staff (403 for other roles): only agency
+    staff read case data."""
+    if principal.role not in AGENCY_ROLES or principal.agency is None:
+        raise Forbidden(f"a {principal.role} token cannot read case data")
+    return principal.agency
+
+
 class CaseAccess:
     """Visibility and logged reads over the cases, their keys and the log."""
 
@@ -117,10 +125,7 @@ class CaseAccess:
     def read_case(self, principal: Principal, case_id: str) -> dict[str, Any]:
         """The case as the caller's agency may see it: its profile (attrs) and the payload
         categories it may read, unsealed, and the read logged (`read`)."""
-        if principal.role not in AGENCY_ROLES:
-            raise Forbidden(f"a {principal.role} token cannot read case data")
-        agency = principal.agency
-        assert agency is not None
+        agency = staff_agency(principal)
 
         def build(case: Case, now: datetime) -> Unsealed[dict[str, Any]]:
             state = case.state

@@ -22,11 +22,10 @@ from ledger.contract.gates import (
     readable_categories,
     referral_counts,
 )
-from ledger.contract.roles import AGENCY_ROLES
 from ledger.contract.sealing import unseal_item
 from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
 from ledger.services import releases
-from ledger.services.access import CaseAccess, Unsealed
+from ledger.services.access import CaseAccess, Unsealed, staff_agency
 from ledger.services.tokens import Principal
 from ledger.storage.base import ViewStore
 from projections.cases import cases_of, cases_opened_from
@@ -64,17 +63,11 @@ class ReadModels:
         if self.inline:
             self.runner.catch_up()
 
-    @staticmethod
-    def _agency(principal: Principal) -> str:
-        if principal.role not in AGENCY_ROLES or principal.agency is None:
-            raise Forbidden(f"a {principal.role} token cannot read case data")
-        return principal.agency
-
     # -- cases -----------------------------------------------------------------------------
 
     def case_list(self, principal: Principal) -> list[dict[str, Any]]:
         """The caller's cases: status, open referrals, the categories it may read."""
-        agency = self._agency(principal)
+        agency = staff_agency(principal)
         self._fresh()
         rows = cases_of(self.views, agency)
         readable = self._readable(agency, {r["case_id"]: bool(r["minor"]) for r in rows})
@@ -135,7 +128,7 @@ class ReadModels:
 
     def consents(self, principal: Principal, case_id: str) -> dict[str, Any]:
         """Consent register of a case; non-holders see the consents that name them."""
-        agency = self._agency(principal)
+        agency = staff_agency(principal)
         self._fresh()
 
         def build(case: Case, now: datetime) -> Unsealed[dict[str, Any]]:
@@ -195,7 +188,7 @@ class ReadModels:
 
     def disclosures(self, principal: Principal, case_id: str) -> dict[str, Any]:
         """Every share, referral and unsealed read of a case (holders only)."""
-        agency = self._agency(principal)
+        agency = staff_agency(principal)
         if agency != self.access.visible(principal, case_id).state.holder:
             raise Forbidden("the disclosure register is for the agency holding the case")
         self._fresh()
@@ -213,7 +206,7 @@ class ReadModels:
         component: str | None = None,
     ) -> dict[str, Any]:
         """Referrals the caller made or received, with due times computed now."""
-        agency = self._agency(principal)
+        agency = staff_agency(principal)
         self._fresh()
         rows = [r for r in referrals_of(self.views, agency) if to is None or r["to_agency"] == to]
         by_case: dict[str, list[dict[str, Any]]] = defaultdict(list)
