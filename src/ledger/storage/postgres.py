@@ -20,7 +20,9 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from ledger.storage.base import ViewStore
-from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
+from ledger.storage.keytable import SQLKeyTable
+from ledger.storage.schema import Cursor
+from ledger.storage.sql import SQLStore
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 

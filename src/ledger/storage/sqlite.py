@@ -22,7 +22,9 @@ from eventsourcing.sqlite import (
 )
 
 from ledger.storage.base import IN_LIST, ViewStore, in_lists
-from ledger.storage.sql import Cursor, SQLKeyTable, SQLStore
+from ledger.storage.keytable import SQLKeyTable
+from ledger.storage.schema import Cursor
+from ledger.storage.sql import SQLStore
 
 LOCK_TIMEOUT_S = 30
 

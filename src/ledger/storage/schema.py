@@ -1,0 +1,59 @@
+"""The SQL backends' tables, as DDL (the ledger's, and the case keys' kept apart), and the
+cursor every SQL module reads and writes through."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Cursor(Protocol):
+    def execute(self, sql: Any, params: Any = ...) -> Any: ...
+    def executemany(self, sql: Any, params: Any) -> Any: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> Any: ...
+
+
+LEDGER_TABLES = """
+CREATE TABLE IF NOT EXISTS {s}ledger_meta (
+  key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}log_head (
+  id INTEGER PRIMARY KEY CHECK (id = 1), size BIGINT NOT NULL, recorded_at TEXT);
+INSERT INTO {s}log_head (id, size) VALUES (1, 0) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS {s}log_entries (
+  position BIGINT PRIMARY KEY, kind TEXT NOT NULL, leaf_hash {blob} NOT NULL,
+  entry {blob} NOT NULL, case_id TEXT, agency TEXT);
+CREATE INDEX IF NOT EXISTS log_entries_case_kind ON {s}log_entries (case_id, kind);
+CREATE TABLE IF NOT EXISTS {s}tree_nodes (
+  level INTEGER NOT NULL, idx BIGINT NOT NULL, hash {blob} NOT NULL,
+  PRIMARY KEY (level, idx));
+CREATE TABLE IF NOT EXISTS {s}events_index (
+  event_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, position BIGINT NOT NULL,
+  case_version INTEGER NOT NULL, fingerprint {blob} NOT NULL, extra TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}agencies (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, position BIGINT NOT NULL,
+  removed_at TEXT);
+CREATE TABLE IF NOT EXISTS {s}agency_keys (
+  key_id TEXT PRIMARY KEY, agency TEXT NOT NULL, line TEXT NOT NULL,
+  added_at BIGINT NOT NULL, revoked_at BIGINT);
+CREATE INDEX IF NOT EXISTS agency_keys_agency ON {s}agency_keys (agency);
+CREATE TABLE IF NOT EXISTS {s}case_relations (
+  case_id TEXT NOT NULL, agency TEXT NOT NULL, PRIMARY KEY (case_id, agency));
+CREATE TABLE IF NOT EXISTS {s}receipt_codes (
+  code_mac {blob} PRIMARY KEY, case_id TEXT NOT NULL, consent_id TEXT NOT NULL,
+  kind TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS receipt_codes_case ON {s}receipt_codes (case_id);
+CREATE TABLE IF NOT EXISTS {s}checkpoints (
+  size BIGINT PRIMARY KEY, root {blob} NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}erasures (
+  case_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, position BIGINT NOT NULL,
+  erased_at TEXT NOT NULL, key_destroyed INTEGER NOT NULL DEFAULT 0, receipt TEXT);
+CREATE TABLE IF NOT EXISTS {s}tokens (
+  id TEXT PRIMARY KEY, hash {blob} NOT NULL UNIQUE, role TEXT NOT NULL, agency TEXT,
+  label TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT)
+"""
+
+KEY_TABLE = """
+CREATE TABLE IF NOT EXISTS {s}case_keys (
+  case_id TEXT PRIMARY KEY, kek_id TEXT NOT NULL, wrapped {blob} NOT NULL,
+  created_at TEXT NOT NULL, confirmed INTEGER NOT NULL DEFAULT 0)
+"""
