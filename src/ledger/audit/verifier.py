@@ -1,53 +1,21 @@
-"""The auditor's verifier: the whole history, checked without any decryption key.
-
-Pure over a checkpoint, the entries and the keys the auditor brings; it imports neither the
-API nor storage. `verify` returns an `AuditReport`; every failure names its position and the
-check that failed. Steps, in order:
-
-1. the checkpoint is signed by the trusted log key;
-2. every entry up to the checkpoint's size is present;
-3. each entry's bytes are the canonical JCS of what they parse to, of a known kind;
-4. the agency registry: first keys equal the auditor's own copies, every key change is signed
-   by the agency's current key and the new key within the freshness window of its recording,
-   a key id is registered once in the whole log (a revoked key cannot come back), revocations
-   are honoured;
-5. every event signature verifies against the key valid at its position (on all cores);
-6. the gates, re-checked in log order from the cleartext facts (consent, permissions, the
-   two-supervisor rule of erasures, nothing appended to an erased case, every agency an event
-   names as a recipient registered and not removed), each event id recorded once, and
-   recording times that never go back;
-7. the root recomputed from every entry equals the checkpoint's root;
-8. the checkpoint is consistent with the one saved last time.
-
-The checks that depend on order (registry, gates, the tree) run in this process as entries
-stream in; the per-entry work that does not (re-serialising to JCS for step 3, and step 5's
-Ed25519 verification with the key the registry gave) goes to worker processes a chunk at a
-time, overlapping with the next chunk.
-"""
+"""`verify`: the steps in log order, with the registry, gates and ids that depend on order."""
 
 from __future__ import annotations
 
 import json
-import os
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
+from ledger.audit.checks import _CHUNK, _Checks
+from ledger.audit.keys import _KeyState
+from ledger.audit.report import AuditFailure, AuditReport, _order
+from ledger.audit.state import SavedState
 from ledger.contract import crypto
 from ledger.contract.entries import ENTRY_MEMBERS, REGISTRY_ACTIONS, key_change_message
-from ledger.contract.envelope import (
-    ENVELOPE_MEMBERS,
-    is_agency_id,
-    is_uuid4,
-    jcs,
-    parse_timestamp,
-    signing_input,
-)
+from ledger.contract.envelope import ENVELOPE_MEMBERS, is_agency_id, is_uuid4, parse_timestamp
 from ledger.contract.gates import (
     NAMED_AGENCY_FACTS,
     CaseState,
@@ -61,224 +29,6 @@ from ledger.contract.roles import AGENCY_ROLES
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import NoteError, verify_checkpoint
-from ledger.private_files import replace_private
-
-_PARALLEL_FROM = 4096  # entries; below this one core is faster than starting workers
-_CHUNK = 2048  # entries per job for a worker process
-# The step each check belongs to: for one position, the earliest step's failure is reported
-# first (a non-canonical entry is that, whatever else is wrong with it).
-CHECK_STEPS = {
-    "checkpoint signature": 1,
-    "completeness": 2,
-    "entry format": 3,
-    "canonical bytes": 3,
-    "key registry": 4,
-    "agency keys": 4,
-    "key change signatures": 4,
-    "origin": 5,
-    "signing key": 5,
-    "event signature": 5,
-    "recorded time": 6,
-    "event ids": 6,
-    "gates": 6,
-    "two-supervisor rule": 6,
-    "access": 6,
-    "root": 7,
-    "consistency with saved checkpoint": 8,
-}
-
-
-@dataclass(frozen=True)
-class AuditFailure:
-    """One check that did not hold; `position` is None for whole-log checks."""
-
-    check: str
-    message: str
-    position: int | None = None
-
-    def __str__(self) -> str:
-        where = "log" if self.position is None else f"position {self.position}"
-        return f"{where}: {self.check}: {self.message}"
-
-
-@dataclass
-class AuditReport:
-    origin: str
-    size: int
-    root: str
-    events: int = 0
-    signatures: int = 0
-    failures: list[AuditFailure] = field(default_factory=list)
-    flags: list[AuditFailure] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    @property
-    def first_failure(self) -> AuditFailure | None:
-        if not self.failures:
-            return None
-        return min(self.failures, key=_order)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "origin": self.origin,
-            "size": self.size,
-            "root": self.root,
-            "events": self.events,
-            "signatures": self.signatures,
-            "first_failure": None if self.first_failure is None else str(self.first_failure),
-            "failures": [f.__dict__ for f in self.failures],
-            "flags": [f.__dict__ for f in self.flags],
-        }
-
-
-def _order(failure: AuditFailure) -> tuple[bool, int, int]:
-    """Log order, and within one position the order of the steps."""
-    position = failure.position
-    return (position is None, position or 0, CHECK_STEPS.get(failure.check, 9))
-
-
-@dataclass(frozen=True)
-class SavedState:
-    """The checkpoint an auditor verified last time (`--state` file)."""
-
-    origin: str
-    size: int
-    root: bytes
-
-    def to_json(self) -> str:
-        return json.dumps({"origin": self.origin, "size": self.size, "root": crypto.b64(self.root)})
-
-    @classmethod
-    def from_json(cls, text: str) -> SavedState:
-        data = json.loads(text)
-        return cls(str(data["origin"]), int(data["size"]), crypto.b64decode_strict(data["root"]))
-
-
-def parse_agency_keys(text: str) -> dict[str, crypto.VerifyKey]:
-    """One C2SP verifier key line per agency; the key's name is the agency id."""
-    keys: dict[str, crypto.VerifyKey] = {}
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key = crypto.parse_verify_key(line)
-            keys[key.name] = key
-    return keys
-
-
-BUNDLE_FORMAT = "ledger-audit-bundle-v1"
-
-
-def checkpoint_size(note: str) -> int:
-    """The size line of a checkpoint note (unverified: only to know how much to fetch)."""
-    lines = note.split("\n")
-    return int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else 0
-
-
-def write_bundle(path: Path, note: str, entries: Sequence[bytes]) -> None:
-    """Write the bundle readable by its owner only (mode 0600), replacing any file at `path`.
-
-    It holds every envelope of the log, which is pseudonymous personal data. The bytes go to
-    a temporary file created 0600 in the same directory, renamed over `path` once complete:
-    an existing file's wider mode is never kept, and no reader sees a half-written bundle.
-    """
-    data = {
-        "format": BUNDLE_FORMAT,
-        "checkpoint": note,
-        "entries": [crypto.b64(e) for e in entries],
-    }
-    replace_private(path, json.dumps(data).encode())
-
-
-def read_bundle(path: Path) -> tuple[str, list[bytes]]:
-    data = json.loads(path.read_text())
-    if data.get("format") != BUNDLE_FORMAT:
-        raise ValueError(f"not a {BUNDLE_FORMAT} file")
-    return str(data["checkpoint"]), [crypto.b64decode_strict(e) for e in data["entries"]]
-
-
-@dataclass
-class _KeyState:
-    key: crypto.VerifyKey
-    added_at: int
-    revoked_at: int | None = None
-    compromised_since: int | None = None
-    # Positions of the events it signed, until its revocation says from where they are
-    # suspect: 8 bytes an event, dropped when the key is revoked.
-    signed: array[int] = field(default_factory=lambda: array("q"))
-
-
-def _check_entries(items: Sequence[tuple[int, bytes, bytes | None]]) -> list[AuditFailure]:
-    """Steps 3 (canonical bytes) and 5 (signature, when a key is given) for a chunk of
-    (position, entry bytes, signer's raw key); runs in worker processes."""
-    failures = []
-    for position, raw, key_raw in items:
-        try:
-            entry = json.loads(raw)
-        except ValueError:  # not JSON at all: the main process reports that
-            continue
-        try:
-            canonical = jcs(entry)
-        except Exception:  # JSON that JCS cannot express (NaN, huge numbers): not canonical
-            canonical = b""
-        if canonical != raw:  # also catches duplicate member names: the parse dropped one
-            failures.append(
-                AuditFailure("canonical bytes", "entry bytes are not the canonical JCS", position)
-            )
-            continue
-        if key_raw is None:
-            continue
-        try:
-            message = signing_input(entry["envelope"])
-            signature = crypto.b64decode_strict(entry["signature"])
-            crypto.verify(crypto.VerifyKey("k", key_raw), message, signature)
-        except (crypto.BadSignature, KeyError, TypeError, ValueError):
-            failures.append(
-                AuditFailure("event signature", "the signature does not verify", position)
-            )
-    return failures
-
-
-class _Checks:
-    """Runs `_check_entries` on chunks: inline for small logs, then on worker processes."""
-
-    def __init__(self, workers: int | None, expected: int) -> None:
-        self.workers = workers or os.cpu_count() or 1
-        self.parallel = self.workers > 1 and expected >= _PARALLEL_FROM
-        self.pool: ProcessPoolExecutor | None = None
-        self.pending: list[Future[list[AuditFailure]]] = []
-        self.done: list[AuditFailure] = []
-        self.chunk: list[tuple[int, bytes, bytes | None]] = []
-        self.signatures = 0
-
-    def add(self, position: int, raw: bytes, key_raw: bytes | None) -> None:
-        self.chunk.append((position, raw, key_raw))
-        self.signatures += key_raw is not None
-        if len(self.chunk) >= _CHUNK:
-            self.flush()
-
-    def flush(self) -> None:
-        chunk, self.chunk = self.chunk, []
-        if not chunk:
-            return
-        if self.pool is None and self.parallel:
-            self.pool = ProcessPoolExecutor(max_workers=self.workers)
-        if self.pool is None:
-            self.done.extend(_check_entries(chunk))
-        else:
-            self.pending.append(self.pool.submit(_check_entries, chunk))
-
-    def results(self) -> list[AuditFailure]:
-        self.flush()
-        try:
-            for future in self.pending:
-                self.done.extend(future.result())
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown()
-        return self.done
 
 
 class _Verifier:
@@ -601,7 +351,7 @@ def verify(
     workers: int | None = None,
     freshness_s: int = 300,
 ) -> AuditReport:
-    """Verify the log up to the checkpoint; see the module docstring for the steps."""
+    """Verify the log up to the checkpoint; the steps are in the `ledger.audit` docstring."""
     origin = log_key.name
     # 1. The checkpoint is signed by the log key the auditor trusts.
     try:
@@ -680,42 +430,3 @@ def verify(
     report.failures = sorted(verifier.failures, key=_order)
     report.flags = sorted(verifier.flags, key=_order)
     return report
-
-
-def check_receipt(
-    text: str, receipt_key: crypto.VerifyKey, entries: Sequence[bytes]
-) -> list[AuditFailure]:
-    """An erasure receipt: signed by the receipt key, naming a `case.erased` of its case at
-    its position, under a checkpoint whose root the entries reproduce."""
-    from ledger.contract.receipts import ReceiptError, verify_receipt
-
-    # 1. The receipt key's signature.
-    try:
-        receipt = verify_receipt(text, receipt_key)
-    except ReceiptError as exc:
-        return [AuditFailure("receipt signature", str(exc))]
-    # 2. The entry at its position erased its case.
-    if receipt.index >= len(entries):
-        return [AuditFailure("receipt", "the receipt names a position beyond the log")]
-    try:
-        entry = json.loads(entries[receipt.index])
-        env = entry["envelope"]
-        erased = env["type"] == "case.erased" and env["case_id"] == receipt.case_id
-    except (ValueError, KeyError, TypeError):
-        erased = False
-    if not erased:
-        return [
-            AuditFailure(
-                "receipt",
-                "the entry at the receipt's position is not the erasure of its case",
-                receipt.index,
-            )
-        ]
-    # 3. The checkpoint it names is the root of the log's first entries.
-    if receipt.checkpoint_size > len(entries):
-        return [AuditFailure("receipt", "the receipt's checkpoint is beyond the log")]
-    tree = merkle.MemoryTree()
-    tree.append([merkle.leaf_hash(e) for e in entries[: receipt.checkpoint_size]])
-    if tree.root() != receipt.checkpoint_root:
-        return [AuditFailure("receipt", "the receipt's checkpoint root does not match the log")]
-    return []

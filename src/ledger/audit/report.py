@@ -1,0 +1,81 @@
+"""What an audit found: `AuditFailure`, `AuditReport`, and the step each check belongs to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# The step each check belongs to: for one position, the earliest step's failure is reported
+# first (a non-canonical entry is that, whatever else is wrong with it).
+CHECK_STEPS = {
+    "checkpoint signature": 1,
+    "completeness": 2,
+    "entry format": 3,
+    "canonical bytes": 3,
+    "key registry": 4,
+    "agency keys": 4,
+    "key change signatures": 4,
+    "origin": 5,
+    "signing key": 5,
+    "event signature": 5,
+    "recorded time": 6,
+    "event ids": 6,
+    "gates": 6,
+    "two-supervisor rule": 6,
+    "access": 6,
+    "root": 7,
+    "consistency with saved checkpoint": 8,
+}
+
+
+@dataclass(frozen=True)
+class AuditFailure:
+    """One check that did not hold; `position` is None for whole-log checks."""
+
+    check: str
+    message: str
+    position: int | None = None
+
+    def __str__(self) -> str:
+        where = "log" if self.position is None else f"position {self.position}"
+        return f"{where}: {self.check}: {self.message}"
+
+
+@dataclass
+class AuditReport:
+    origin: str
+    size: int
+    root: str
+    events: int = 0
+    signatures: int = 0
+    failures: list[AuditFailure] = field(default_factory=list)
+    flags: list[AuditFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def first_failure(self) -> AuditFailure | None:
+        if not self.failures:
+            return None
+        return min(self.failures, key=_order)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "origin": self.origin,
+            "size": self.size,
+            "root": self.root,
+            "events": self.events,
+            "signatures": self.signatures,
+            "first_failure": None if self.first_failure is None else str(self.first_failure),
+            "failures": [f.__dict__ for f in self.failures],
+            "flags": [f.__dict__ for f in self.flags],
+        }
+
+
+def _order(failure: AuditFailure) -> tuple[bool, int, int]:
+    """Log order, and within one position the order of the steps."""
+    position = failure.position
+    return (position is None, position or 0, CHECK_STEPS.get(failure.check, 9))
