@@ -39,15 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from ledger.contract import crypto
+from ledger.contract.canonical import jcs, signing_input
 from ledger.contract.entries import ENTRY_MEMBERS, REGISTRY_ACTIONS, key_change_message
-from ledger.contract.envelope import (
-    ENVELOPE_MEMBERS,
-    is_agency_id,
-    is_uuid4,
-    jcs,
-    parse_timestamp,
-    signing_input,
-)
+from ledger.contract.envelope import ENVELOPE_MEMBERS
 from ledger.contract.gates import (
     NAMED_AGENCY_FACTS,
     CaseState,
@@ -58,6 +52,7 @@ from ledger.contract.gates import (
     may_unseal_attrs,
 )
 from ledger.contract.roles import AGENCY_ROLES
+from ledger.contract.vocabulary import is_agency_id, is_uuid4, parse_timestamp
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import NoteError, verify_checkpoint

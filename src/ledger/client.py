@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import httpx
 
 from ledger.contract import crypto
+from ledger.contract.canonical import jcs
 from ledger.contract.entries import ENTRY_ADDED
-from ledger.contract.envelope import build_submission, jcs, parse_timestamp
+from ledger.contract.envelope import build_submission
+from ledger.contract.vocabulary import parse_timestamp
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, verify_checkpoint
 from ledger.private_files import replace_private
@@ -510,7 +512,7 @@ class LedgerClient:
     ) -> dict[str, Any]:
         """Register `new` for `agency`, signed by its current key and by the new key."""
         from ledger.contract.entries import key_change_message
-        from ledger.contract.envelope import format_timestamp
+        from ledger.contract.vocabulary import format_timestamp
 
         signed_at = format_timestamp(datetime.now(UTC))
         message = key_change_message(self.origin, agency, new.verify_key.line(), signed_at)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from ledger.contract import crypto
-from ledger.contract.envelope import is_uuid4, parse_timestamp
+from ledger.contract.vocabulary import is_uuid4, parse_timestamp
 from ledger.log.checkpoint import NoteError, open_note, sign_note
 
 HEADER = "ledger erasure receipt v1"
