@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient
 from ledger.api.app import create_app
 from ledger.contract import crypto
 from ledger.contract.entries import key_change_message
-from ledger.contract.envelope import build_submission, format_timestamp
+from ledger.contract.envelope import build_submission
+from ledger.contract.vocabulary import format_timestamp
 from ledger.deploy import KeyPaths, init, open_ledger, open_readmodels
 from ledger.ledger import Ledger
 from ledger.services.readmodels import ReadModels

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from ledger.contract import crypto
-from ledger.contract.envelope import format_timestamp
+from ledger.contract.vocabulary import format_timestamp
 from tests.conftest import CONSENT_ATTRS, OPENED_ATTRS, World
 
 
@@ -24,7 +24,7 @@ def log_size(world: World) -> int:
 
 def resign(world: World, body: dict[str, Any], key: crypto.SigningKey) -> dict[str, Any]:
     """Re-sign an edited envelope so only the edit under test is wrong."""
-    from ledger.contract.envelope import signing_input
+    from ledger.contract.canonical import signing_input
 
     body["signature"] = crypto.b64(crypto.sign(key, signing_input(body["envelope"])))
     return body
@@ -621,7 +621,7 @@ def test_identical_submissions_at_once_get_one_201_and_otherwise_200(world: Worl
 
 
 def test_stored_ciphertext_does_not_tell_which_categories_a_case_holds() -> None:
-    from ledger.contract.envelope import canonical_fields
+    from ledger.contract.canonical import canonical_fields
     from ledger.contract.sealing import seal_record
 
     key = crypto.new_data_key()

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from ledger.api.ratelimit import RateLimiter, TooManyRequests
-from ledger.contract.envelope import format_timestamp
+from ledger.contract.vocabulary import format_timestamp
 from tests.conftest import OPENED_ATTRS, World
 from tests.test_audit import run_audit
 

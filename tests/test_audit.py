@@ -14,7 +14,7 @@ import pytest
 
 from ledger import audit
 from ledger.contract import crypto
-from ledger.contract.envelope import jcs
+from ledger.contract.canonical import jcs
 from ledger.log import merkle
 from ledger.storage.base import Commit, NewEntry
 from tests.conftest import World

@@ -20,7 +20,8 @@ import pytest
 
 from ledger import audit
 from ledger.contract import crypto
-from ledger.contract.envelope import format_timestamp, jcs
+from ledger.contract.canonical import jcs
+from ledger.contract.vocabulary import format_timestamp
 from ledger.log import merkle
 from ledger.storage.base import Commit, NewEntry
 from tests.conftest import Agency, World

@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from ledger.contract import crypto
-from ledger.contract.envelope import format_timestamp
+from ledger.contract.vocabulary import format_timestamp
 from ledger.interop.consent_receipt import verify_consent_receipt
 from tests import authz_table
 from tests.authz_table import CALLERS, NOT_APPLICABLE, RELATIONS

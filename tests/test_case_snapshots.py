@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 
 import ledger.contract.case
-from ledger.contract.envelope import format_timestamp
 from ledger.contract.gates import CaseState
+from ledger.contract.vocabulary import format_timestamp
 from tests.conftest import World
 
 

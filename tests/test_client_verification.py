@@ -34,8 +34,8 @@ from ledger.client import (
     new_id,
 )
 from ledger.contract import crypto
+from ledger.contract.canonical import jcs
 from ledger.contract.entries import ENTRY_ADDED as LEDGER_ENTRY_ADDED
-from ledger.contract.envelope import jcs
 from ledger.contract.notes import sign_note
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint

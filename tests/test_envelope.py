@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from ledger.contract import crypto, envelope
+from ledger.contract import canonical, crypto, envelope, parsing, vocabulary
 from ledger.errors import BadRequest, Invalid, VerificationError
 from tests.conftest import VECTORS
 
@@ -39,7 +39,7 @@ OTHER_KEY = crypto.signing_key_from_seed(V["agency_id"], bytes(range(100, 132)))
 SALT = crypto.b64decode_strict(V["salt_b64"])
 ENVELOPE = V["envelope"]
 ORIGIN = ENVELOPE["log"]
-NOW = envelope.parse_timestamp(ENVELOPE["signed_at"])
+NOW = vocabulary.parse_timestamp(ENVELOPE["signed_at"])
 FRESHNESS_S = 300
 MARKER = "MARKER-7f3a"
 B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -72,7 +72,7 @@ def build(key: crypto.SigningKey = KEY, **changes: Any) -> dict[str, Any]:
 
 def resign(body: dict[str, Any], key: crypto.SigningKey = KEY) -> dict[str, Any]:
     """Sign the (mutated) envelope again, so the signature is not what is wrong."""
-    body["signature"] = crypto.b64(crypto.sign(key, envelope.signing_input(body["envelope"])))
+    body["signature"] = crypto.b64(crypto.sign(key, canonical.signing_input(body["envelope"])))
     return body
 
 
@@ -245,7 +245,7 @@ def test_nan_and_infinity_are_refused(constant: bytes) -> None:
 def test_number_beyond_double_range_is_refused() -> None:
     """1e400 (beyond a double: JCS could not encode it) is refused as every fraction is."""
     raw = encode(build(payload={"notes": {"score": 1}})).replace(b'"score": 1', b'"score": 1e400')
-    bad_request(raw, re.escape(envelope.FRACTIONS))
+    bad_request(raw, re.escape(parsing.FRACTIONS))
 
 
 @pytest.mark.parametrize("value", [2**53, -(2**53), 2**64, 10**30])
@@ -594,7 +594,7 @@ def test_payload_with_an_unknown_category_is_refused(category: str) -> None:
     bad_request(body, "payload has unknown categories")
 
 
-@pytest.mark.parametrize("category", envelope.CATEGORIES)
+@pytest.mark.parametrize("category", vocabulary.CATEGORIES)
 def test_payload_digests_missing_one_category_is_refused(category: str) -> None:
     body = vector()
     del body["envelope"]["payload_digests"][category]

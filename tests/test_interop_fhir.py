@@ -11,7 +11,7 @@ import pytest
 from fhir.resources.R4B.consent import Consent
 from pydantic import ValidationError
 
-from ledger.contract.envelope import CATEGORIES, PURPOSES
+from ledger.contract.vocabulary import CATEGORIES, PURPOSES
 from tests.conftest import World
 
 # R4 required value sets of the elements the export fills.

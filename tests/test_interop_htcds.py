@@ -15,7 +15,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ledger.cli import app as cli
-from ledger.contract.envelope import AGE_BANDS, COMPONENTS, EXPLOITATIONS, GENDERS
+from ledger.contract.vocabulary import AGE_BANDS, COMPONENTS, EXPLOITATIONS, GENDERS
 from ledger.interop import htcds
 from ledger.interop.htcds import CaseProfile
 from ledger.settings import Settings

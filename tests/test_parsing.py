@@ -27,7 +27,7 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.contract import envelope
+from ledger.contract import canonical, envelope, parsing, vocabulary
 from ledger.errors import BadRequest
 from tests.conftest import OPENED_ATTRS, World
 from tests.test_envelope import KEY, MARKER, NOW, ORIGIN, V, build, encode, vector
@@ -43,7 +43,7 @@ def reference_violations(value: Any, depth: int = 1) -> set[str]:
     """Every encoding rule `value` breaks, value by value, as step 2 decided before issue 15
     (and fractions, refused since)."""
     found: set[str] = set()
-    if isinstance(value, dict | list) and depth > envelope.MAX_DEPTH:
+    if isinstance(value, dict | list) and depth > parsing.MAX_DEPTH:
         found.add("nested too deeply")
     if isinstance(value, str):
         try:
@@ -195,8 +195,8 @@ def test_the_fast_canonical_bytes_equal_rfc8785(value: Any) -> None:
     """Names and strings with non-ASCII, combining marks, characters beyond U+FFFF, control
     characters, U+2028/2029, DEL and escapes: both fast paths write exactly RFC 8785."""
     expected = rfc8785.dumps(value)
-    assert envelope.jcs(value) == expected
-    assert envelope._canonical(value) == expected
+    assert canonical.jcs(value) == expected
+    assert canonical._canonical(value) == expected
 
 
 @pytest.mark.regression("the JCS fast path took only ASCII member names; others cost rfc8785")
@@ -213,8 +213,8 @@ def test_the_fast_canonical_bytes_equal_rfc8785(value: Any) -> None:
 )
 def test_non_ascii_member_names_are_ordered_as_rfc8785_orders_them(names: list[str]) -> None:
     value = {"outer": {name: i for i, name in enumerate(names)}, "\ufffd": [{n: n} for n in names]}
-    assert envelope.jcs(value) == rfc8785.dumps(value)
-    assert envelope._canonical(value) == rfc8785.dumps(value)
+    assert canonical.jcs(value) == rfc8785.dumps(value)
+    assert canonical._canonical(value) == rfc8785.dumps(value)
     body = build(payload={"notes": value})
     sub = envelope.parse_submission(encode(body))
     assert sub.fingerprint == hashlib.sha256(rfc8785.dumps(body)).digest()
@@ -248,8 +248,8 @@ def assert_decided_as_the_reference(body: dict[str, Any], sub: Any) -> None:
         return
     assert isinstance(sub, envelope.Submission), sub
     assert sub.fingerprint == hashlib.sha256(rfc8785.dumps(body)).digest()
-    assert sub.canonical == envelope.canonical_fields(body["attrs"], body["payload"])
-    assert envelope.EVENT_DOMAIN + sub.jcs_of(body["envelope"]) == envelope.signing_input(
+    assert sub.canonical == canonical.canonical_fields(body["attrs"], body["payload"])
+    assert canonical.EVENT_DOMAIN + sub.jcs_of(body["envelope"]) == canonical.signing_input(
         body["envelope"]
     )
 
@@ -268,7 +268,7 @@ def test_step_2_refuses_and_fingerprints_as_the_reference(value: Any, ascii_only
     body = json.loads(raw)  # what the ledger receives (escaped surrogates may pair up)
     assert_decided_as_the_reference(body, outcome(lambda: envelope.parse_submission(raw)))
     batch = b'{"events": [' + raw + b"]}"
-    (item,) = envelope.loads_strict(batch)["events"]
+    (item,) = parsing.loads_strict(batch)["events"]
     assert_decided_as_the_reference(body, outcome(lambda: envelope.submission_from(item)))
 
 
@@ -304,7 +304,7 @@ def test_repeated_member_names_are_refused_as_the_reference_refuses_them(text: s
     """Colons counted outside strings and in them, names spelled with \\u003a: refused
     exactly when a name repeats in one object."""
     repeated = has_repeated_names(text.encode())
-    for parse in (envelope.loads_strict, envelope.parse_submission):
+    for parse in (parsing.loads_strict, envelope.parse_submission):
         for raw in (text.encode(), in_a_body(text)):
             if parse is envelope.parse_submission and raw == text.encode():
                 continue
@@ -350,7 +350,7 @@ def test_a_fraction_anywhere_in_a_body_is_refused(where: str, spelling: bytes) -
 def test_a_fraction_in_one_batch_item_refuses_that_item_only() -> None:
     good = encode(vector())
     batch = b'{"events": [' + good + b", " + fraction_in("payload", b"2.5") + b", " + good + b"]}"
-    first, fractional, last = envelope.loads_strict(batch)["events"]
+    first, fractional, last = parsing.loads_strict(batch)["events"]
     with pytest.raises(BadRequest, match=FRACTIONS):
         envelope.submission_from(fractional)
     assert envelope.submission_from(first) == envelope.submission_from(last)
@@ -471,7 +471,7 @@ def test_mixed_objects_and_arrays_nest_to_64_levels_and_no_further(levels: int) 
     for i in range(levels):
         value = {"k": value} if i % 2 else [value, "]]}}"]
     body = with_notes(value)
-    if levels + 2 <= envelope.MAX_DEPTH:
+    if levels + 2 <= parsing.MAX_DEPTH:
         envelope.parse_submission(encode(body))
     else:
         with pytest.raises(BadRequest, match="nested too deeply"):
@@ -548,12 +548,17 @@ SHAPES = [
 ONE_CALL_PER_OBJECT = ("astral-and-fullwidth-names", "one-such-name-and-small-objects")
 
 
-STEP_2_CODE = (envelope.__file__, json.__file__.removesuffix("__init__.py"))
+# Step 2's modules: the submission's checks, the strict JSON, JCS and the timestamp rule.
+STEP_2_MODULES = (envelope, parsing, canonical, vocabulary)
+STEP_2_CODE = (
+    *(module.__file__ for module in STEP_2_MODULES),
+    json.__file__.removesuffix("__init__.py"),
+)
 
 
 @contextmanager
 def python_lines() -> Iterator[list[int]]:
-    """Counts the lines of step 2's Python (the envelope module and json) run inside
+    """Counts the lines of step 2's Python (its contract modules and json) run inside
     the block: a walk over values in Python runs lines in proportion to them; C runs none.
     Garbage is collected first, so no finaliser of other code runs in between."""
     count = [0]

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from ledger.contract.envelope import build_submission, format_timestamp
+from ledger.contract.envelope import build_submission
+from ledger.contract.vocabulary import format_timestamp
 from ledger.errors import LedgerError
 from ledger.services.tokens import Principal
 from tests.conftest import CONSENT_ATTRS, ORIGIN, World

@@ -14,7 +14,9 @@ import pytest
 
 from ledger import audit
 from ledger.contract import crypto
-from ledger.contract.envelope import build_submission, format_timestamp, jcs
+from ledger.contract.canonical import jcs
+from ledger.contract.envelope import build_submission
+from ledger.contract.vocabulary import format_timestamp
 from ledger.log.merkle import leaf_hash
 from ledger.storage.base import Commit, NewEntry
 from tests.conftest import CONSENT_ATTRS, ORIGIN, Agency, World

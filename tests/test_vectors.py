@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ledger.contract import crypto, envelope
+from ledger.contract import canonical, crypto, envelope, vocabulary
 from ledger.log.merkle import leaf_hash
 from tests.conftest import VECTORS
 
@@ -23,7 +23,7 @@ KEY = crypto.signing_key_from_seed(V["agency_id"], bytes.fromhex(V["agency_signi
 SALT = crypto.b64decode_strict(V["salt_b64"])
 ENVELOPE = V["envelope"]
 ORIGIN = ENVELOPE["log"]
-SIGNED_AT = envelope.parse_timestamp(ENVELOPE["signed_at"])
+SIGNED_AT = vocabulary.parse_timestamp(ENVELOPE["signed_at"])
 FRESHNESS_S = 300
 ENTRY = V["example_entry"]
 
@@ -34,9 +34,9 @@ def b64decode(text: str) -> bytes:
 
 
 def test_vector_covers_every_category_and_the_attrs() -> None:
-    assert tuple(V["payload_jcs_by_category"]) == envelope.CATEGORIES
-    assert tuple(ENVELOPE["payload_digests"]) == envelope.CATEGORIES
-    assert tuple(V["derived_salts_b64"]) == ("attrs", *envelope.CATEGORIES)
+    assert tuple(V["payload_jcs_by_category"]) == vocabulary.CATEGORIES
+    assert tuple(ENVELOPE["payload_digests"]) == vocabulary.CATEGORIES
+    assert tuple(V["derived_salts_b64"]) == ("attrs", *vocabulary.CATEGORIES)
     assert len(SALT) == envelope.SALT_BYTES
 
 
@@ -55,40 +55,40 @@ def test_envelope_key_id() -> None:
 
 @pytest.mark.parametrize("name", list(V["derived_salts_b64"]))
 def test_derived_salts(name: str) -> None:
-    assert crypto.b64(envelope.derived_salt(SALT, name)) == V["derived_salts_b64"][name]
+    assert crypto.b64(canonical.derived_salt(SALT, name)) == V["derived_salts_b64"][name]
 
 
 def test_attrs_jcs() -> None:
-    assert envelope.jcs(V["attrs"]) == V["attrs_jcs"].encode("utf-8")
+    assert canonical.jcs(V["attrs"]) == V["attrs_jcs"].encode("utf-8")
 
 
-@pytest.mark.parametrize("category", envelope.CATEGORIES)
+@pytest.mark.parametrize("category", vocabulary.CATEGORIES)
 def test_payload_jcs_by_category(category: str) -> None:
     expected = V["payload_jcs_by_category"][category].encode("utf-8")
-    assert envelope.jcs(V["payload"].get(category)) == expected
+    assert canonical.jcs(V["payload"].get(category)) == expected
 
 
 def test_attrs_digest() -> None:
-    assert crypto.b64(envelope.digest(SALT, "attrs", V["attrs"])) == ENVELOPE["attrs_digest"]
+    assert crypto.b64(canonical.digest(SALT, "attrs", V["attrs"])) == ENVELOPE["attrs_digest"]
 
 
-@pytest.mark.parametrize("category", envelope.CATEGORIES)
+@pytest.mark.parametrize("category", vocabulary.CATEGORIES)
 def test_payload_digests(category: str) -> None:
-    calculated = envelope.digest(SALT, category, V["payload"].get(category))
+    calculated = canonical.digest(SALT, category, V["payload"].get(category))
     assert crypto.b64(calculated) == ENVELOPE["payload_digests"][category]
 
 
 def test_envelope_jcs() -> None:
-    assert envelope.jcs(ENVELOPE) == V["envelope_jcs"].encode("utf-8")
+    assert canonical.jcs(ENVELOPE) == V["envelope_jcs"].encode("utf-8")
 
 
 def test_signing_input() -> None:
-    assert envelope.signing_input(ENVELOPE) == b64decode(V["signing_input_b64"])
-    assert envelope.signing_input(ENVELOPE) == b"ledger-event-v1\n" + V["envelope_jcs"].encode()
+    assert canonical.signing_input(ENVELOPE) == b64decode(V["signing_input_b64"])
+    assert canonical.signing_input(ENVELOPE) == b"ledger-event-v1\n" + V["envelope_jcs"].encode()
 
 
 def test_signature() -> None:
-    signature = crypto.sign(KEY, envelope.signing_input(ENVELOPE))
+    signature = crypto.sign(KEY, canonical.signing_input(ENVELOPE))
     assert crypto.b64(signature) == V["signature_b64"]
     crypto.verify(KEY.verify_key, b64decode(V["signing_input_b64"]), signature)
 
@@ -106,7 +106,7 @@ def test_submission() -> None:
         signed_at=SIGNED_AT,
         salt=SALT,
     )
-    assert envelope.jcs(built) == envelope.jcs(V["submission"])
+    assert canonical.jcs(built) == canonical.jcs(V["submission"])
     assert built["envelope"] == ENVELOPE
     assert built["signature"] == V["signature_b64"]
     assert built["salt"] == V["salt_b64"]
@@ -120,17 +120,17 @@ def test_submission_is_accepted() -> None:
     )
     envelope.validate_content(sub)
     assert sub.body == V["submission"]
-    assert sub.fingerprint == crypto.sha256(envelope.jcs(V["submission"]))
+    assert sub.fingerprint == crypto.sha256(canonical.jcs(V["submission"]))
 
 
 def test_example_entry_bytes() -> None:
-    assert envelope.jcs(ENTRY["entry"]) == b64decode(ENTRY["entry_bytes_b64"])
+    assert canonical.jcs(ENTRY["entry"]) == b64decode(ENTRY["entry_bytes_b64"])
     assert ENTRY["entry"]["envelope"] == ENVELOPE
     assert ENTRY["entry"]["signature"] == V["signature_b64"]
 
 
 def test_example_entry_leaf_hash() -> None:
-    assert crypto.b64(leaf_hash(envelope.jcs(ENTRY["entry"]))) == ENTRY["leaf_hash_b64"]
+    assert crypto.b64(leaf_hash(canonical.jcs(ENTRY["entry"]))) == ENTRY["leaf_hash_b64"]
 
 
 def test_example_entry_sealed_digest() -> None:
@@ -143,7 +143,7 @@ def test_the_jcs_fast_path_agrees_with_rfc8785_on_random_values() -> None:
 
     import rfc8785
 
-    from ledger.contract.envelope import jcs
+    from ledger.contract.canonical import jcs
 
     rng = random.Random(5)
     alphabet = [

@@ -352,7 +352,7 @@ def export_htcds(
 ) -> None:
     """HTCDS / CTDC-style one-row-per-case CSV of a closed year: k = 11, l = 2, no ids, no
     free text. Runs on the deployment (it unseals attrs with the key-encryption key)."""
-    from ledger.contract.envelope import format_timestamp
+    from ledger.contract.vocabulary import format_timestamp
     from ledger.deploy import open_ledger, open_readmodels
     from ledger.interop import htcds
     from ledger.interop.service import InteropService

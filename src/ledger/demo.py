@@ -17,7 +17,7 @@ from rich.console import Console
 
 from ledger.client import LedgerClient, LedgerHTTPError, new_id
 from ledger.contract import crypto
-from ledger.contract.envelope import format_timestamp
+from ledger.contract.vocabulary import format_timestamp
 from ledger.private_files import write_secret
 
 AGENCIES = (

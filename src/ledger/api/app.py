@@ -26,7 +26,7 @@ from ledger.api.routes import (
     tokens,
 )
 from ledger.concurrency import AsyncGroup
-from ledger.contract.envelope import SCHEMAS
+from ledger.contract.schemas import SCHEMAS
 from ledger.ledger import Ledger
 from ledger.log.service import CheckpointSigner
 from ledger.services.erasure import Recoverer

@@ -9,7 +9,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 
 from ledger.audit.report import AuditFailure
 from ledger.contract import crypto
-from ledger.contract.envelope import jcs, signing_input
+from ledger.contract.canonical import jcs, signing_input
 
 _PARALLEL_FROM = 4096  # entries; below this one core is faster than starting workers
 _CHUNK = 2048  # entries per job for a worker process

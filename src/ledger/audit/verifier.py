@@ -15,7 +15,7 @@ from ledger.audit.report import AuditFailure, AuditReport, _order
 from ledger.audit.state import SavedState
 from ledger.contract import crypto
 from ledger.contract.entries import ENTRY_MEMBERS, REGISTRY_ACTIONS, key_change_message
-from ledger.contract.envelope import ENVELOPE_MEMBERS, is_agency_id, is_uuid4, parse_timestamp
+from ledger.contract.envelope import ENVELOPE_MEMBERS
 from ledger.contract.gates import (
     NAMED_AGENCY_FACTS,
     CaseState,
@@ -26,6 +26,7 @@ from ledger.contract.gates import (
     may_unseal_attrs,
 )
 from ledger.contract.roles import AGENCY_ROLES
+from ledger.contract.vocabulary import is_agency_id, is_uuid4, parse_timestamp
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import NoteError, verify_checkpoint

@@ -32,13 +32,9 @@ from typing import Any
 
 from ledger import audit
 from ledger.contract import crypto
-from ledger.contract.envelope import (
-    CATEGORIES,
-    build_submission,
-    format_timestamp,
-    jcs,
-    signing_input,
-)
+from ledger.contract.canonical import jcs, signing_input
+from ledger.contract.envelope import build_submission
+from ledger.contract.vocabulary import CATEGORIES, format_timestamp
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint, sign_note
 from ledger.settings import Settings

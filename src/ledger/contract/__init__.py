@@ -1,3 +1,3 @@
-"""The event contract and its rules: the envelope and its canonical form, the cryptography,
-the gates of the refusal order, the Case aggregate, sealing and the erasure receipt. Pure:
-nothing here reads or writes storage."""
+"""The event contract and its rules: the submission (its vocabulary, per-type schemas, canonical
+form and strict parsing), the cryptography, the gates of the refusal order, the Case aggregate,
+sealing and the erasure receipt. Pure: nothing here reads or writes storage."""

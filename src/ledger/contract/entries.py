@@ -3,7 +3,7 @@ actions, and the message both keys sign when an agency adds a key."""
 
 from __future__ import annotations
 
-from ledger.contract.envelope import jcs
+from ledger.contract.canonical import jcs
 
 KEY_DOMAIN = b"ledger-key-v1\n"
 ENTRY_MEMBERS = {

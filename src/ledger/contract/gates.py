@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ledger.contract.envelope import format_timestamp, parse_timestamp
+from ledger.contract.vocabulary import format_timestamp, parse_timestamp
 from ledger.errors import Forbidden, Gone, Invalid, NotFound
 
 GUARDIANS = frozenset({"guardian", "guardian_ad_litem"})

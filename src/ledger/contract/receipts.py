@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 
 from ledger.contract import crypto
-from ledger.contract.envelope import is_uuid4, parse_timestamp
 from ledger.contract.notes import NoteError, open_note, sign_note
+from ledger.contract.vocabulary import is_uuid4, parse_timestamp
 
 HEADER = "ledger erasure receipt v1"
 _LINE = re.compile(r"([a-z_]+) (.+)")

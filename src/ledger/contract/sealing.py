@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ledger.contract import crypto
-from ledger.contract.envelope import CATEGORIES
+from ledger.contract.vocabulary import CATEGORIES
 
 _DOMAIN = b"ledger-seal-v1\n"
 _MIN_PAD = 64

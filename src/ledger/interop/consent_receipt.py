@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from ledger.contract import crypto
-from ledger.contract.envelope import jcs
+from ledger.contract.canonical import jcs
 from ledger.contract.notes import NoteError, open_note, sign_note
 from ledger.interop.record import ConsentEvent, ConsentRecord
 

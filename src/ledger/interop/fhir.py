@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ledger.contract.envelope import parse_timestamp
+from ledger.contract.vocabulary import parse_timestamp
 from ledger.interop.record import ConsentRecord
 
 LEDGER = "urn:survivor-case-ledger"

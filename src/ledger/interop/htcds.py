@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.contract.envelope import AGE_BANDS, COMPONENTS, EXPLOITATIONS, GENDERS
+from ledger.contract.vocabulary import AGE_BANDS, COMPONENTS, EXPLOITATIONS, GENDERS
 from ledger.storage.base import ViewStore
 
 FORMAT = "ledger-htcds-export/1"

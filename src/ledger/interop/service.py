@@ -19,9 +19,9 @@ from typing import Any
 
 from ledger.contract import crypto
 from ledger.contract.case import Case
-from ledger.contract.envelope import CATEGORIES, PURPOSES
 from ledger.contract.gates import Consent, readable_categories
 from ledger.contract.sealing import unseal_item
+from ledger.contract.vocabulary import CATEGORIES, PURPOSES
 from ledger.errors import Conflict, Forbidden, NotFound
 from ledger.interop import consent_receipt, fhir, printout
 from ledger.interop.htcds import CaseProfile

@@ -14,9 +14,9 @@ from datetime import datetime
 
 from ledger.concurrency import Background
 from ledger.contract import crypto
-from ledger.contract.envelope import format_timestamp
 from ledger.contract.notes import sign_note
 from ledger.contract.roles import AGENCY_ROLES, LOG_READERS
+from ledger.contract.vocabulary import format_timestamp
 from ledger.errors import BadRequest, Forbidden
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint

@@ -19,11 +19,12 @@ from datetime import datetime
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from ledger.contract.canonical import jcs
 from ledger.contract.case import Case, Cases
-from ledger.contract.envelope import CATEGORIES, format_timestamp, is_uuid4, jcs
 from ledger.contract.gates import CaseState, check_visible, readable_categories
 from ledger.contract.roles import AGENCY_ROLES
 from ledger.contract.sealing import unseal_item, unseal_items
+from ledger.contract.vocabulary import CATEGORIES, format_timestamp, is_uuid4
 from ledger.errors import Forbidden, Gone, WriteConflict
 from ledger.log.merkle import leaf_hash
 from ledger.services.keystore import KeyStore

@@ -11,9 +11,9 @@ from typing import Any
 from ledger.concurrency import Background
 from ledger.contract import crypto
 from ledger.contract.case import Cases
-from ledger.contract.envelope import format_timestamp, is_uuid4
 from ledger.contract.receipts import ErasureReceipt
 from ledger.contract.roles import AGENCY_ROLES, LOG_READERS
+from ledger.contract.vocabulary import format_timestamp, is_uuid4
 from ledger.errors import Conflict, NotFound
 from ledger.log.service import LogService
 from ledger.services.keystore import KeyStore

@@ -15,13 +15,11 @@ from typing import Any
 
 from ledger.concurrency import WRITE_ATTEMPTS, GroupCommit, KeyedLocks
 from ledger.contract import crypto
+from ledger.contract.canonical import jcs
 from ledger.contract.case import Case, Cases
 from ledger.contract.entries import ENTRY_ADDED
 from ledger.contract.envelope import (
     Submission,
-    format_timestamp,
-    jcs,
-    loads_strict,
     parse_submission,
     submission_from,
     validate_content,
@@ -34,8 +32,10 @@ from ledger.contract.gates import (
     check_references,
     named_agencies,
 )
+from ledger.contract.parsing import loads_strict
 from ledger.contract.roles import AGENCY_ROLES
 from ledger.contract.sealing import seal_record
+from ledger.contract.vocabulary import format_timestamp
 from ledger.errors import (
     BadRequest,
     Conflict,

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ledger.contract.envelope import parse_timestamp
+from ledger.contract.vocabulary import parse_timestamp
 
 
 def utc_now() -> datetime:

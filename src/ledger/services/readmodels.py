@@ -15,7 +15,6 @@ from functools import partial
 from typing import Any
 
 from ledger.contract.case import Case
-from ledger.contract.envelope import CATEGORIES, format_timestamp, parse_timestamp
 from ledger.contract.gates import (
     DISCLOSING_PURPOSES,
     consent_counts,
@@ -23,6 +22,7 @@ from ledger.contract.gates import (
     referral_counts,
 )
 from ledger.contract.sealing import unseal_item
+from ledger.contract.vocabulary import CATEGORIES, format_timestamp, parse_timestamp
 from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
 from ledger.services import releases
 from ledger.services.access import CaseAccess, Unsealed, staff_agency

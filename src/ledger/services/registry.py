@@ -10,8 +10,9 @@ from typing import Any
 
 from ledger.concurrency import WRITE_ATTEMPTS
 from ledger.contract import crypto
+from ledger.contract.canonical import jcs
 from ledger.contract.entries import key_change_message
-from ledger.contract.envelope import AGENCY_RE, format_timestamp, is_agency_id, jcs, parse_timestamp
+from ledger.contract.vocabulary import AGENCY_RE, format_timestamp, is_agency_id, parse_timestamp
 from ledger.errors import (
     BadRequest,
     Conflict,

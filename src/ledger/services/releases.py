@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from ledger.contract.envelope import AGE_BANDS, COMPONENTS, EXPLOITATIONS, GENDERS
+from ledger.contract.vocabulary import AGE_BANDS, COMPONENTS, EXPLOITATIONS, GENDERS
 from ledger.storage.base import ViewStore
 
 K = 11

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from ledger.contract.envelope import format_timestamp, parse_timestamp
 from ledger.contract.roles import AGENCY_ROLES, ROLES
+from ledger.contract.vocabulary import format_timestamp, parse_timestamp
 from ledger.errors import BadRequest, Forbidden, Invalid, LedgerError, NotFound, Unauthorized
 from ledger.storage.base import Store, Token
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ledger.api.deps import CurrentPrincipal, LedgerDep
-from ledger.contract.envelope import AGENCY_RE
+from ledger.contract.vocabulary import AGENCY_RE
 
 router = APIRouter(tags=["agencies"])
 

@@ -17,7 +17,9 @@ from pydantic import BaseModel, Field
 from ledger.api.deps import CurrentPrincipal, LedgerDep
 from ledger.api.gate import body_of, principal_of
 from ledger.api.ratelimit import RateLimiter
-from ledger.contract.envelope import CATEGORIES, EVENT_TYPES, Submission
+from ledger.contract.envelope import Submission
+from ledger.contract.schemas import EVENT_TYPES
+from ledger.contract.vocabulary import CATEGORIES
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
 from ledger.services.ingest import Incoming, answer_of

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.api.deps import CurrentPrincipal, ReadModelsDep
-from ledger.contract.envelope import COMPONENTS
+from ledger.contract.vocabulary import COMPONENTS
 
 router = APIRouter(tags=["referrals"])
 

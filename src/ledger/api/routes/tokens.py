@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from ledger.api.deps import CurrentPrincipal, LedgerDep
-from ledger.contract.envelope import AGENCY_RE
 from ledger.contract.roles import Role
+from ledger.contract.vocabulary import AGENCY_RE
 
 router = APIRouter(tags=["tokens"])
 

@@ -1,0 +1,296 @@
+"""LedgerClient: an agency's HTTP session with the ledger, requests resent under a RetryPolicy."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.client.errors import LedgerHTTPError
+from ledger.client.verification import Answer, LogVerifier, checked_answer
+from ledger.contract import crypto
+from ledger.contract.envelope import build_submission
+from ledger.log.checkpoint import Checkpoint
+
+# Answers worth sending the identical request again for: a write conflict (409 with the code
+# `write_conflict`, never the final 409 of an event_id in use), too many requests, and the
+# server or a proxy in front of it being briefly unavailable.
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long the client sends an unanswered or transiently refused request again.
+
+    Exponential backoff with full jitter, at most `attempts` tries in all, and never a new try
+    later than `budget_s` after the first: a submission is resent byte for byte (same
+    event_id, same signature), and the ledger checks `signed_at` freshness (300 s by default)
+    on a submission it has not recorded yet, so the budget stays well inside that window.
+    """
+
+    attempts: int = 10
+    base_s: float = 0.05
+    cap_s: float = 2.0
+    budget_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("a retry policy makes at least one attempt")
+
+    def delay(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """Seconds to wait before try number `attempt + 1` (`attempt` counts from 0)."""
+        ceiling = min(self.cap_s, self.base_s * 2**attempt)
+        wait = rng.uniform(0, ceiling)
+        return wait if retry_after is None else max(wait, min(retry_after, self.cap_s))
+
+
+def is_transient(status: int, body: dict[str, Any]) -> bool:
+    """Whether an error answer may succeed when the identical request is sent again."""
+    return status in TRANSIENT_STATUSES or (status == 409 and body.get("error") == "write_conflict")
+
+
+def load_signing_key(path: Path) -> crypto.SigningKey:
+    """Read a `PRIVATE+KEY+...` signer key file."""
+    return crypto.parse_signing_key(path.read_text())
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class LedgerClient:
+    """One agency's (or one person's) connection to the ledger."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        key: crypto.SigningKey | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        state: Path | None = None,
+    ) -> None:
+        """`state`: a file keeping the last checkpoint this client verified across runs (the
+        format of `ledger audit verify --state`, written 0600); without it, the client
+        remembers it for its own lifetime only."""
+        self.key = key
+        self.retry = retry or RetryPolicy()
+        self.retried = 0  # how many times a request was sent again (all requests together)
+        self._rng = random.Random()
+        self.http = httpx.Client(
+            base_url=url,
+            headers={"Authorization": f"Bearer {token}"},
+            transport=transport,
+            timeout=timeout,
+        )
+        self._origin: str | None = None
+        self.verifier = LogVerifier(self, state)
+
+    @property
+    def known_checkpoint(self) -> tuple[int, bytes] | None:
+        """Size and root of the last checkpoint this client verified (None: none yet)."""
+        return self.verifier.known_checkpoint
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> LedgerClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": "not_json", "message": response.text[:200]}
+        if response.status_code >= 400:
+            raise LedgerHTTPError(response.status_code, body)
+        return body
+
+    @property
+    def origin(self) -> str:
+        """The log origin every event must name (from GET /v1/health)."""
+        if self._origin is None:
+            self._origin = str(self._json(self._send("GET", "/v1/health"))["log"])
+        return self._origin
+
+    def build(
+        self,
+        type: str,
+        case_id: str,
+        facts: dict[str, Any],
+        attrs: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> dict[str, Any]:
+        """A signed submission body for this agency's key."""
+        if self.key is None:
+            raise ValueError("this client has no signing key")
+        return build_submission(
+            self.key,
+            log=self.origin,
+            case_id=case_id,
+            type=type,
+            facts=facts,
+            attrs=attrs,
+            payload=payload,
+            event_id=event_id or new_id(),
+        )
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request under the retry policy: the identical request again after a transport
+        error (no answer, so it may or may not have been processed) or a transient refusal.
+        Only for requests that are safe to repeat: reads, and event submissions (the ledger
+        records an event_id once and answers an identical retry with the original answer).
+        Raises the last transport error when the policy is exhausted without any answer."""
+        policy, started = self.retry, time.monotonic()
+        for attempt in range(policy.attempts):
+            last = attempt == policy.attempts - 1
+            retry_after: float | None = None
+            try:
+                response = self.http.request(method, path, **kw)
+            except httpx.TransportError:
+                if last or time.monotonic() - started >= policy.budget_s:
+                    raise
+            else:
+                if response.status_code < 400 or last:
+                    return response
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = {}
+                if not isinstance(body, dict) or not is_transient(response.status_code, body):
+                    return response
+                if time.monotonic() - started >= policy.budget_s:
+                    return response
+                header = response.headers.get("retry-after", "")
+                retry_after = float(header) if header.isdigit() else None
+            self.retried += 1
+            time.sleep(policy.delay(attempt, self._rng, retry_after))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def submit_body(self, body: dict[str, Any]) -> Answer:
+        """POST a built body; send it again, byte for byte, on write conflicts, transient
+        answers and transport errors (see RetryPolicy). 201: recorded now; 200: an earlier
+        try had recorded it, and this is its original answer.
+
+        The answer is checked against what was sent, and refused (502 `bad_answer`) unless
+        it names the submitted event and case and its leaf hash is the one this client
+        rebuilds from the submitted envelope and signature and the members the ledger added.
+        """
+        response = self._send("POST", "/v1/events", json=body)
+        return checked_answer(body, response.status_code, self._json(response))
+
+    def submit(
+        self,
+        type: str,
+        case_id: str,
+        facts: dict[str, Any],
+        attrs: dict[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> Answer:
+        """Build, sign and submit one event."""
+        return self.submit_body(self.build(type, case_id, facts, attrs, payload, event_id=event_id))
+
+    def read_case(self, case_id: str) -> dict[str, Any]:
+        return dict(self._json(self._send("GET", f"/v1/cases/{case_id}")))
+
+    # -- the log -----------------------------------------------------------------------------
+
+    def checkpoint(self) -> str:
+        response = self._send("GET", "/v1/log/checkpoint")
+        if response.status_code >= 400:
+            self._json(response)
+        return response.text
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        """Entries [start, end) as their canonical bytes, page by page, up to any gap."""
+        out: list[bytes] = []
+        while start + len(out) < end:
+            page = self._json(
+                self._send("GET", "/v1/log/entries", params={"start": start + len(out), "end": end})
+            )["entries"]
+            if not page:
+                break
+            for item in page:
+                if item["index"] != start + len(out):
+                    return out  # a gap: the auditor reports the entries that are missing
+                out.append(crypto.b64decode_strict(item["leaf"]))
+        return out
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        data = self._json(
+            self._send("GET", "/v1/log/proof/inclusion", params={"index": index, "size": size})
+        )
+        return [crypto.b64decode_strict(p) for p in data["proof"]]
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        data = self._json(
+            self._send("GET", "/v1/log/proof/consistency", params={"from": first, "to": second})
+        )
+        return [crypto.b64decode_strict(p) for p in data["proof"]]
+
+    def verified_checkpoint(self, log_key: crypto.VerifyKey) -> Checkpoint:
+        """The log's newest checkpoint, signed by `log_key` and proved to extend the last one
+        this client verified (LogVerifier.verified_checkpoint)."""
+        return self.verifier.verified_checkpoint(log_key)
+
+    def verify_inclusion(
+        self, answer: Answer, log_key: crypto.VerifyKey, *, timeout_s: float = 30.0
+    ) -> int:
+        """Check that the submitted event is in the log under a checkpoint signed by `log_key`
+        (LogVerifier.verify_inclusion): the size of that checkpoint."""
+        return self.verifier.verify_inclusion(answer, log_key, timeout_s=timeout_s)
+
+    # -- admin -------------------------------------------------------------------------------
+
+    def register_agency(
+        self, agency_id: str, name: str, kind: str, verify_key: str
+    ) -> dict[str, Any]:
+        body = {"id": agency_id, "name": name, "type": kind, "verify_key": verify_key}
+        return dict(self._json(self.http.post("/v1/agencies", json=body)))
+
+    def add_key(
+        self, agency: str, current: crypto.SigningKey, new: crypto.SigningKey
+    ) -> dict[str, Any]:
+        """Register `new` for `agency`, signed by its current key and by the new key."""
+        from ledger.contract.entries import key_change_message
+        from ledger.contract.vocabulary import format_timestamp
+
+        signed_at = format_timestamp(datetime.now(UTC))
+        message = key_change_message(self.origin, agency, new.verify_key.line(), signed_at)
+        signatures = [
+            {
+                "key": k.verify_key.key_id,
+                "signed_at": signed_at,
+                "signature": crypto.b64(crypto.sign(k, message)),
+            }
+            for k in (current, new)
+        ]
+        body = {"verify_key": new.verify_key.line(), "signatures": signatures}
+        return dict(self._json(self.http.post(f"/v1/agencies/{agency}/keys", json=body)))
+
+    def revoke_key(
+        self, agency: str, key_id: str, compromised_since: int | None = None
+    ) -> dict[str, Any]:
+        body = {"compromised_since": compromised_since}
+        return dict(
+            self._json(self.http.post(f"/v1/agencies/{agency}/keys/{key_id}/revoke", json=body))
+        )
+
+    def create_token(self, role: str, label: str, agency: str | None = None) -> dict[str, Any]:
+        body = {"agency": agency, "role": role, "label": label}
+        return dict(self._json(self.http.post("/v1/tokens", json=body)))
