@@ -394,7 +394,7 @@ def registered_synthetic_log(
 ) -> tuple[str, list[bytes], crypto.VerifyKey, dict[str, crypto.VerifyKey]]:
     """The bench's synthetic log (its consents' recipient registered too), under a
     checkpoint signed by a log key of our own."""
-    from ledger.bench import synthetic_log
+    from ledger.bench.audit import synthetic_log
     from ledger.log.checkpoint import Checkpoint, sign_note
 
     _, entries, bench_key, keys = synthetic_log(events)
