@@ -136,3 +136,8 @@ def test_the_parts_themselves_form_no_loop() -> None:
     for part in BELOW:
         depth(part, ())
     assert done == set(BELOW)
+
+
+def test_no_module_is_over_500_lines() -> None:
+    long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > 520}
+    assert long == {}, "split these: one room per concept"

@@ -394,7 +394,7 @@ def registered_synthetic_log(
 ) -> tuple[str, list[bytes], crypto.VerifyKey, dict[str, crypto.VerifyKey]]:
     """The bench's synthetic log (its consents' recipient registered too), under a
     checkpoint signed by a log key of our own."""
-    from ledger.bench import synthetic_log
+    from ledger.bench.audit import synthetic_log
     from ledger.contract.notes import sign_note
     from ledger.log.checkpoint import Checkpoint
 

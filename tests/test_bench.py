@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ledger.bench import KEYS
+from ledger.bench.harness import KEYS
 
 
 def test_bench_quick_json_runs_and_reports_every_key(tmp_path: Path) -> None:

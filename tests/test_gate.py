@@ -243,7 +243,7 @@ def test_the_caps_are_one_mib_four_mib_and_64_kib(world: World) -> None:
 def test_the_batch_cap_holds_1000_real_events_with_headroom() -> None:
     """1,000 events as the bench builds them (1 KiB payloads): about 2.2 MB; the cap leaves
     more than 1.8 times that."""
-    from ledger.bench import case_bodies
+    from ledger.bench.workload import case_bodies
 
     key = crypto.generate_signing_key("bench-ngo")
     bodies = [b for _ in range(200) for b in case_bodies(key, 5)]

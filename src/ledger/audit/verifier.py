@@ -25,11 +25,12 @@ from ledger.contract.gates import (
     disclosed_categories,
     may_unseal_attrs,
 )
+from ledger.contract.notes import NoteError
 from ledger.contract.roles import AGENCY_ROLES
 from ledger.contract.vocabulary import is_agency_id, is_uuid4, parse_timestamp
 from ledger.errors import LedgerError
 from ledger.log import merkle
-from ledger.log.checkpoint import NoteError, verify_checkpoint
+from ledger.log.checkpoint import verify_checkpoint
 
 
 class _Verifier:

@@ -28,11 +28,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ledger.bench.harness import ORIGIN
+from ledger.bench.server import agency_for
 from ledger.contract import crypto
 from ledger.contract.envelope import build_submission
 
 if TYPE_CHECKING:
-    from ledger.bench import Deployment, Report, Sizes
+    from ledger.bench.harness import Report, Sizes
+    from ledger.bench.server import Deployment
 
 BODY_BYTES = 30 * 1024 * 1024
 BODY_PATHS = (
@@ -212,8 +215,6 @@ def _under_attack(
 ) -> tuple[float, Counter[int]]:
     """The victim's p99 while 4 threads of the hostile token send `costly` back to back;
     and how the hostile requests were answered."""
-    from ledger.bench import ORIGIN
-
     stop, answers = threading.Event(), Counter[int]()
     host, port = dep.url.removeprefix("http://").split(":")
 
@@ -244,8 +245,6 @@ def latency(report: Report, sizes: Sizes, dep: Deployment) -> None:
     """Two attacks, each by a hostile token of its own: ~1 MiB bodies (the large-body lane
     and its per-token share), and ~40 KB ones (parsed in the submissions' group, bounded by
     the rate limit, where a body weighs one request per 4 KiB)."""
-    from ledger.bench import ORIGIN, agency_for
-
     victim = agency_for(dep, "bench-victim")
     n = 150 if sizes.repeats == 1 else 400
     quiet = _victim_p99(dep.url, victim[1], _victim_bodies(victim[0], ORIGIN, n))

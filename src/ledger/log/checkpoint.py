@@ -10,10 +10,8 @@ from ledger.contract.crypto import VerifyKey, b64, b64decode_strict
 from ledger.contract.notes import (
     MalformedNote,
     NoteError,
-    UnverifiedNote,
     is_note_text,
     open_note,
-    sign_note,
 )
 
 _ROOT_BYTES = 32
@@ -87,16 +85,3 @@ def verify_checkpoint(text: str, key: VerifyKey, origin: str | None = None) -> C
     if checkpoint.origin != key.name:
         raise WrongOrigin(f"checkpoint origin {checkpoint.origin!r} is not {key.name!r}")
     return checkpoint
-
-
-__all__ = [
-    "Checkpoint",
-    "MalformedCheckpoint",
-    "MalformedNote",
-    "NoteError",
-    "UnverifiedNote",
-    "WrongOrigin",
-    "open_note",
-    "sign_note",
-    "verify_checkpoint",
-]
