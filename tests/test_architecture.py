@@ -23,6 +23,10 @@ BELOW: dict[str, set[str]] = {
     "ledger": {"base", "contract", "log", "storage", "projections", "services"},  # its root
     "interop": {"base", "contract", "log", "storage", "services", "ledger"},
     "api": {"base", "contract", "log", "storage", "projections", "services", "ledger", "interop"},
+    # Parts that run as programs of their own, in their own trust domain: an agency's console
+    # talks to the ledger only through the client SDK; a witness knows only the log's format.
+    "console": {"base", "contract", "log", "audit", "client"},
+    "witness": {"base", "contract", "log"},
 }
 TOOLS = {"cli", "bench", "demo"}  # the command line and its programs: may import any part
 BASE = {"errors", "settings", "private_files", "concurrency", "server"}
