@@ -33,7 +33,9 @@ class ProjectionRunner:
     views: ViewStore
     projections: Sequence[Projection]
     page: int = PAGE
-    schema: Sequence[str] = ()  # other tables kept in the views' database (statistics releases)
+    # Other tables kept in the views' database (the statistics releases): given by whoever
+    # builds the runner, so a process never sets up read models without them.
+    schema: Sequence[str] = field(kw_only=True)
     health: dict[str, Health] = field(default_factory=dict)
 
     def setup(self) -> None:

@@ -142,6 +142,7 @@ def test_the_parts_themselves_form_no_loop() -> None:
     assert done == set(BELOW)
 
 
-def test_no_module_is_over_500_lines() -> None:
+def test_no_module_is_over_about_500_lines() -> None:
+    """About: 520 at most, so a docstring more does not force a split."""
     long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > 520}
     assert long == {}, "split these: one room per concept"

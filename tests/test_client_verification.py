@@ -25,7 +25,6 @@ from typer.testing import CliRunner
 from ledger import audit
 from ledger.cli import app as cli
 from ledger.client import (
-    ENTRY_ADDED,
     LedgerClient,
     LedgerHTTPError,
     LogMisbehaviour,
@@ -35,7 +34,6 @@ from ledger.client import (
 )
 from ledger.contract import crypto
 from ledger.contract.canonical import jcs
-from ledger.contract.entries import ENTRY_ADDED as LEDGER_ENTRY_ADDED
 from ledger.contract.notes import sign_note
 from ledger.log import merkle
 from ledger.log.checkpoint import Checkpoint
@@ -123,10 +121,6 @@ def mode(path: Path) -> int:
 
 
 # -- the honest path ----------------------------------------------------------------------------
-
-
-def test_the_client_knows_the_entry_members_the_ledger_adds() -> None:
-    assert ENTRY_ADDED == LEDGER_ENTRY_ADDED
 
 
 def test_an_honest_answer_is_rebuilt_and_proved_under_consistent_checkpoints(world: World) -> None:

@@ -411,6 +411,7 @@ def test_a_process_starting_while_the_worker_commits_keeps_the_worker_position(
 ) -> None:
     """A second API process runs the projections' setup while the worker commits a page: the
     projection must not be set back to 0 (it would apply those entries again)."""
+    from ledger.services import releases
     from ledger.storage import open_views
     from projections import all_projections
     from projections.runner import ProjectionRunner
@@ -421,7 +422,9 @@ def test_a_process_starting_while_the_worker_commits_keeps_the_worker_position(
     worker = world.models.runner
     assert worker.views.position("cases") == 0
     views = open_views(world.settings)  # the starting process's own connections
-    starting = ProjectionRunner(world.ledger.store, views, all_projections())
+    starting = ProjectionRunner(
+        world.ledger.store, views, all_projections(), schema=releases.SCHEMA
+    )
     real_transaction, calls = views.transaction, []
 
     def worker_commits_first(*args: Any) -> Any:

@@ -307,7 +307,7 @@ def test_nesting_of_64_levels_is_accepted(leaf: Any) -> None:
             marks=_fixed_bug(
                 strict=True,
                 reason=(
-                    "envelope.py:335 _check_text limits the depth of values, not of containers: an "
+                    "envelope.py:335 check_text limits the depth of values, not of containers: an "
                     "empty array or object at level 65 is accepted, a scalar at level 65 is not"
                 ),
             ),
@@ -317,7 +317,7 @@ def test_nesting_of_64_levels_is_accepted(leaf: Any) -> None:
             marks=_fixed_bug(
                 strict=True,
                 reason=(
-                    "envelope.py:335 _check_text limits the depth of values, not of containers: an "
+                    "envelope.py:335 check_text limits the depth of values, not of containers: an "
                     "empty array or object at level 65 is accepted, a scalar at level 65 is not"
                 ),
             ),

@@ -332,7 +332,7 @@ def test_single_submissions_queued_together_are_one_batch_with_each_answer_its_o
     world: World,
 ) -> None:
     """Concurrent `POST /v1/events` in one process are decided and committed as one batch
-    (`Ledger._grouped`): callers of different agencies and roles, refusals, an identical
+    (`Ingest.group`): callers of different agencies and roles, refusals, an identical
     retry and an item that builds on an earlier one each get the answer they would have had
     one after another, in queue order."""
     from ledger.errors import LedgerError

@@ -49,8 +49,7 @@ class Ledger:
         origin = store.get_meta("origin")
         if origin is None:
             raise RuntimeError("the ledger is not initialised: run `ledger init`")
-        self.store, self.keys, self.origin, self.receipt_key = store, keys, origin, receipt_key
-        self.freshness_s, self.clock = freshness_s, clock
+        self.store, self.keys, self.clock = store, keys, clock
         now = lambda: self.clock()  # noqa: E731 (tests move the clock on the ledger)
         self.cases = Cases(store.recorder, store.snapshots, store.events_after)
         self.time = LogTime(now)  # the time entries are recorded at
@@ -71,6 +70,19 @@ class Ledger:
             freshness_s=freshness_s,
             locks=KeyedLocks(),
         )
+
+    # Set once, held by the services that use them: read-only here.
+    @property
+    def origin(self) -> str:
+        return self.registry.origin
+
+    @property
+    def freshness_s(self) -> int:
+        return self.registry.freshness_s
+
+    @property
+    def receipt_key(self) -> crypto.SigningKey | None:
+        return self.erasures.receipt_key
 
     # -- authentication and tokens -------------------------------------------------------------
 
@@ -141,9 +153,6 @@ class Ledger:
     parse_batch = staticmethod(parse_batch)
 
     # -- erasure -------------------------------------------------------------------------------
-
-    def finish_erasure(self, case_id: str) -> dict[str, Any]:
-        return self.erasures.finish(case_id)
 
     def recover(self, orphan_age_s: int = 900, erasure_age_s: int = 0) -> int:
         return self.erasures.recover(orphan_age_s, erasure_age_s)

@@ -12,7 +12,7 @@ from ledger.contract import crypto
 from ledger.contract.canonical import jcs, signing_input
 
 _PARALLEL_FROM = 4096  # entries; below this one core is faster than starting workers
-_CHUNK = 2048  # entries per job for a worker process
+CHUNK = 2048  # entries per job for a worker process
 
 
 def _check_entries(items: Sequence[tuple[int, bytes, bytes | None]]) -> list[AuditFailure]:
@@ -46,7 +46,7 @@ def _check_entries(items: Sequence[tuple[int, bytes, bytes | None]]) -> list[Aud
     return failures
 
 
-class _Checks:
+class Checks:
     """Runs `_check_entries` on chunks: inline for small logs, then on worker processes."""
 
     def __init__(self, workers: int | None, expected: int) -> None:
@@ -61,7 +61,7 @@ class _Checks:
     def add(self, position: int, raw: bytes, key_raw: bytes | None) -> None:
         self.chunk.append((position, raw, key_raw))
         self.signatures += key_raw is not None
-        if len(self.chunk) >= _CHUNK:
+        if len(self.chunk) >= CHUNK:
             self.flush()
 
     def flush(self) -> None:

@@ -19,7 +19,7 @@ def parse_agency_keys(text: str) -> dict[str, crypto.VerifyKey]:
 
 
 @dataclass
-class _KeyState:
+class KeyState:
     key: crypto.VerifyKey
     added_at: int
     revoked_at: int | None = None

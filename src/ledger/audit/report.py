@@ -59,7 +59,7 @@ class AuditReport:
     def first_failure(self) -> AuditFailure | None:
         if not self.failures:
             return None
-        return min(self.failures, key=_order)
+        return min(self.failures, key=failure_order)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,7 +75,7 @@ class AuditReport:
         }
 
 
-def _order(failure: AuditFailure) -> tuple[bool, int, int]:
+def failure_order(failure: AuditFailure) -> tuple[bool, int, int]:
     """Log order, and within one position the order of the steps."""
     position = failure.position
     return (position is None, position or 0, CHECK_STEPS.get(failure.check, 9))

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from ledger.audit.checks import _CHUNK, _Checks
-from ledger.audit.keys import _KeyState
-from ledger.audit.report import AuditFailure, AuditReport, _order
+from ledger.audit.checks import CHUNK, Checks
+from ledger.audit.keys import KeyState
+from ledger.audit.report import AuditFailure, AuditReport, failure_order
 from ledger.audit.state import SavedState
 from ledger.contract import crypto
 from ledger.contract.entries import ENTRY_MEMBERS, REGISTRY_ACTIONS, key_change_message
@@ -40,7 +40,7 @@ class _Verifier:
         self.origin = origin
         self.freshness_s = freshness_s
         self.trusted = agency_keys
-        self.keys: dict[str, dict[str, _KeyState]] = {}
+        self.keys: dict[str, dict[str, KeyState]] = {}
         self.key_ids: set[str] = set()  # every key id a registration has named, ever
         self.event_ids: set[int] = set()  # 128-bit ints: a log holds millions of events
         self.recorded_at: datetime | None = None  # the previous entry's
@@ -134,7 +134,7 @@ class _Verifier:
                     f"agency {agency} was registered with a key other than the auditor's copy",
                 )
             else:
-                keys[key.key_id] = _KeyState(key, position)
+                keys[key.key_id] = KeyState(key, position)
         elif action == "key.added":
             self.key_added(position, entry, key, keys)
         elif action == "key.revoked":
@@ -162,7 +162,7 @@ class _Verifier:
         position: int,
         entry: dict[str, Any],
         key: crypto.VerifyKey,
-        keys: dict[str, _KeyState],
+        keys: dict[str, KeyState],
     ) -> None:
         signatures = entry["signatures"]
         current = {k: s for k, s in keys.items() if s.revoked_at is None}
@@ -206,7 +206,7 @@ class _Verifier:
                 "a key change must be signed by a current key and by the new key",
             )
             return
-        keys[key.key_id] = _KeyState(key, position)
+        keys[key.key_id] = KeyState(key, position)
 
     # step 5 and 6 ------------------------------------------------------------------------
 
@@ -364,7 +364,7 @@ def verify(
         return report
     report = AuditReport(origin, checkpoint.size, crypto.b64(checkpoint.root))
     verifier = _Verifier(origin, agency_keys, freshness_s)
-    checks = _Checks(workers, expected=checkpoint.size)
+    checks = Checks(workers, expected=checkpoint.size)
     tree = merkle.MemoryTree()
     leaves: list[bytes] = []  # appended to the tree a chunk at a time
     saved_root: bytes | None = None
@@ -376,7 +376,7 @@ def verify(
             break
         leaves.append(merkle.leaf_hash(raw))
         at_saved = saved is not None and count == saved.size
-        if len(leaves) >= _CHUNK or at_saved:
+        if len(leaves) >= CHUNK or at_saved:
             tree.append(leaves)
             leaves = []
         if at_saved:
@@ -429,6 +429,6 @@ def verify(
                 "the history was rewritten (a fork)",
             )
     report.events = verifier.events
-    report.failures = sorted(verifier.failures, key=_order)
-    report.flags = sorted(verifier.flags, key=_order)
+    report.failures = sorted(verifier.failures, key=failure_order)
+    report.flags = sorted(verifier.flags, key=failure_order)
     return report

@@ -58,7 +58,7 @@ def jcs(value: Any) -> bytes:
     """RFC 8785 canonical JSON bytes (the `rfc8785` library, with a fast path for values
     where the standard library's compact sorted output is already canonical)."""
     if _plain(value):
-        return _dumps(value).encode("utf-8")
+        return dumps(value).encode("utf-8")
     return rfc8785.dumps(value)
 
 
@@ -74,7 +74,7 @@ def _encoder(sort_keys: bool, default: Any) -> json.JSONEncoder:
     )
 
 
-def _dumps(value: Any, *, sort_keys: bool = True, default: Any = None) -> str:
+def dumps(value: Any, *, sort_keys: bool = True, default: Any = None) -> str:
     """Compact JSON text, names sorted by code point, non-ASCII as itself (C, one pass; the
     encoder made once, not per call as `json.dumps` makes it)."""
     return _encoder(sort_keys, default).encode(value)
@@ -83,9 +83,9 @@ def _dumps(value: Any, *, sort_keys: bool = True, default: Any = None) -> str:
 _ASTRAL_LEADS = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")  # UTF-8 lead bytes beyond U+FFFF
 
 
-def _may_reorder(data: bytes) -> bool:
+def may_reorder(data: bytes) -> bool:
     """Whether RFC 8785's order of member names (by UTF-16 code units) can differ from the
-    code-point order of `_dumps` for this UTF-8 text: only when it holds a character beyond
+    code-point order of `dumps` for this UTF-8 text: only when it holds a character beyond
     U+FFFF and one in U+E000..U+FFFF (lead bytes EE, EF). Five byte searches, no parsing."""
     return (b"\xee" in data or b"\xef" in data) and any(lead in data for lead in _ASTRAL_LEADS)
 
@@ -100,18 +100,18 @@ def _in_utf16_order(members: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(members)
 
 
-def _utf16_ordered(text: str) -> bytes:
-    """RFC 8785 bytes from the sorted text `text` (`_dumps` of a value step 2 accepted), its
+def utf16_ordered(text: str) -> bytes:
+    """RFC 8785 bytes from the sorted text `text` (`dumps` of a value step 2 accepted), its
     member names sorted again by UTF-16 code units, as RFC 8785 and `rfc8785` sort them: the
-    rare path `_may_reorder` asks for. Parsed once more, each object's members put in that
+    rare path `may_reorder` asks for. Parsed once more, each object's members put in that
     order as it is made (a Python call per object, none per value), and written out in it."""
-    with _collector_paused():
+    with collector_paused():
         value = json.loads(text, object_pairs_hook=_in_utf16_order)
-    return _dumps(value, sort_keys=False).encode("utf-8")
+    return dumps(value, sort_keys=False).encode("utf-8")
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """The cyclic garbage collector paused while `json.loads` builds a value. None of the
     containers it makes can be garbage before it returns, but the collector's passes over them
     grow with the heap: 1 MB of nested arrays cost 2.5 times as much with it as without, 4 MB
@@ -127,13 +127,13 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _canonical(value: Any) -> bytes:
+def canonical_bytes(value: Any) -> bytes:
     """RFC 8785 bytes of (a part of) a body that step 2 accepted: its strings are valid
-    Unicode and its numbers integers within JCS's range, so `_dumps` is canonical but for
-    the order of names beyond U+FFFF, which `_may_reorder` rules out or `_utf16_ordered` mends."""
-    text = _dumps(value)
+    Unicode and its numbers integers within JCS's range, so `dumps` is canonical but for
+    the order of names beyond U+FFFF, which `may_reorder` rules out or `utf16_ordered` mends."""
+    text = dumps(value)
     data = text.encode("utf-8")
-    return _utf16_ordered(text) if _may_reorder(data) else data
+    return utf16_ordered(text) if may_reorder(data) else data
 
 
 # --- digests ------------------------------------------------------------------------------------

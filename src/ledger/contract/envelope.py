@@ -26,21 +26,21 @@ from pydantic import BaseModel, ValidationError
 from ledger.contract import crypto
 from ledger.contract.canonical import (
     EVENT_DOMAIN,
-    _canonical,
-    _dumps,
-    _may_reorder,
-    _utf16_ordered,
+    canonical_bytes,
     digest,
     digest_of,
+    dumps,
+    may_reorder,
     signing_input,
+    utf16_ordered,
 )
 from ledger.contract.parsing import (
     FRACTIONS,
-    _canonical_text,
-    _check_text,
-    _loads,
-    _refuse_duplicates,
-    _refuse_fraction,
+    canonical_text,
+    check_text,
+    loads,
+    refuse_duplicates,
+    refuse_fraction,
 )
 from ledger.contract.schemas import SCHEMAS
 from ledger.contract.vocabulary import (
@@ -82,7 +82,7 @@ class Submission:
 
     body: dict[str, Any] = field(repr=False)
     fingerprint: bytes = field(repr=False)  # SHA-256 of JCS(body): identical resubmissions match it
-    plain: bool = field(default=False, repr=False)  # `_dumps` of every part is its JCS (step 2)
+    plain: bool = field(default=False, repr=False)  # `dumps` of every part is its JCS (step 2)
 
     def __repr__(self) -> str:
         return (
@@ -125,7 +125,7 @@ class Submission:
         """JCS bytes of a part of the body (step 2 vouched for its strings and numbers)."""
         if part is None:  # most payload categories are absent
             return b"null"
-        return _dumps(part).encode("utf-8") if self.plain else _canonical(part)
+        return dumps(part).encode("utf-8") if self.plain else canonical_bytes(part)
 
     @functools.cached_property
     def canonical(self) -> dict[str, bytes]:
@@ -151,21 +151,21 @@ def _members(obj: Any, expected: tuple[str, ...], what: str) -> None:
 
 def parse_submission(raw: bytes) -> Submission:
     """Step 2 of the refusal order: JSON, members, types, version, event type, ids, timestamps."""
-    body, source = _loads(raw, _refuse_fraction)
-    text = _canonical_text(body)
-    _refuse_duplicates(source, text)
+    body, source = loads(raw, refuse_fraction)
+    text = canonical_text(body)
+    refuse_duplicates(source, text)
     return _submission(body, text)
 
 
 def submission_from(body: Any) -> Submission:
     """Step 2 on an already parsed JSON value (one item of a batch)."""
-    return _submission(body, _canonical_text(body))
+    return _submission(body, canonical_text(body))
 
 
 def _submission(body: Any, text: str) -> Submission:
-    """Step 2 on a parsed body and its canonical text (`_canonical_text`)."""
+    """Step 2 on a parsed body and its canonical text (`canonical_text`)."""
     _members(body, BODY_MEMBERS, "body")
-    data = _check_text(text)
+    data = check_text(text)
     env = body["envelope"]
     _members(env, ENVELOPE_MEMBERS, "envelope")
     if type(env["v"]) is not int or env["v"] != VERSION:
@@ -201,8 +201,8 @@ def _submission(body: Any, text: str) -> Submission:
     for name in ("salt", "signature"):
         if not isinstance(body[name], str):
             raise BadRequest(f"{name} must be a base64 string")
-    plain = not _may_reorder(data)
-    canonical = data if plain else _utf16_ordered(text)
+    plain = not may_reorder(data)
+    canonical = data if plain else utf16_ordered(text)
     return Submission(body=body, fingerprint=hashlib.sha256(canonical).digest(), plain=plain)
 
 

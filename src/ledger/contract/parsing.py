@@ -7,7 +7,7 @@ import re
 import unicodedata
 from typing import Any
 
-from ledger.contract.canonical import MAX_SAFE_INT, _collector_paused, _dumps
+from ledger.contract.canonical import MAX_SAFE_INT, collector_paused, dumps
 from ledger.errors import BadRequest
 
 # --- parsing (step 2) ---------------------------------------------------------------------------
@@ -17,7 +17,7 @@ from ledger.errors import BadRequest
 # canonical text with byte searches and regular expressions (also C), never value by value in
 # Python. The canonical text is also what the fingerprint hashes. (A rare body costs a Python
 # call per object: one with characters beyond U+FFFF and in U+E000..U+FFFF, whose names RFC
-# 8785 may order otherwise: it is parsed once more in that order, `_utf16_ordered`.)
+# 8785 may order otherwise: it is parsed once more in that order, `utf16_ordered`.)
 
 FRACTIONS = "numbers must be integers within ±(2^53 - 1); send fractions as strings"
 MAX_DEPTH = 64
@@ -45,7 +45,7 @@ def _mark_fraction(text: str) -> _Fraction:
     return _FRACTION
 
 
-def _refuse_fraction(text: str) -> Any:
+def refuse_fraction(text: str) -> Any:
     raise _FractionFound
 
 
@@ -65,11 +65,11 @@ def _fraction_as_null(value: Any) -> None:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _loads(raw: bytes, parse_float: Any) -> tuple[Any, str]:
+def loads(raw: bytes, parse_float: Any) -> tuple[Any, str]:
     """The parsed value and the decoded text; NaN, Infinity and invalid UTF-8 refused."""
     try:
         text = raw.decode("utf-8")
-        with _collector_paused():
+        with collector_paused():
             value = json.loads(text, parse_float=parse_float, parse_constant=_reject_constant)
         return value, text
     except _FractionFound as exc:
@@ -91,7 +91,7 @@ def _outside_strings(text: str) -> str:
     return _STRING.sub("", text)
 
 
-def _refuse_duplicates(source: str, canonical: str) -> None:
+def refuse_duplicates(source: str, canonical: str) -> None:
     """Refuse a member name repeated in one object of the request text `source`, given the
     canonical text of what `json.loads` made of it (which kept the last of repeated names).
 
@@ -110,19 +110,19 @@ def _refuse_duplicates(source: str, canonical: str) -> None:
 def loads_strict(raw: bytes) -> Any:
     """Parse JSON, refusing duplicate member names, NaN/Infinity and invalid UTF-8 (BadRequest).
     A fraction parses as a marker that `submission_from` refuses (FRACTIONS)."""
-    value, text = _loads(raw, _mark_fraction)
+    value, text = loads(raw, _mark_fraction)
     try:
-        canonical = _dumps(value, sort_keys=False, default=_fraction_as_null)
+        canonical = dumps(value, sort_keys=False, default=_fraction_as_null)
     except RecursionError as exc:
         raise BadRequest("JSON is nested too deeply") from exc
-    _refuse_duplicates(text, canonical)
+    refuse_duplicates(text, canonical)
     return value
 
 
-def _canonical_text(body: Any) -> str:
-    """`_dumps` of a parsed body, its failures as refusals (a fraction, a caller's non-JSON)."""
+def canonical_text(body: Any) -> str:
+    """`dumps` of a parsed body, its failures as refusals (a fraction, a caller's non-JSON)."""
     try:
-        return _dumps(body, default=_not_json)
+        return dumps(body, default=_not_json)
     except _FractionFound as exc:
         raise BadRequest(FRACTIONS) from exc
     except RecursionError as exc:
@@ -205,7 +205,7 @@ _BRACKETS = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 
-def _check_text(text: str) -> bytes:
+def check_text(text: str) -> bytes:
     """The encoding rules of every string, number and container of a body, checked on its
     canonical text: strings valid Unicode (no lone surrogates) and NFC; integers within
     ±(2^53 - 1); at most MAX_DEPTH levels of containers (the body is level 1). Returns the
