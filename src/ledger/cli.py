@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
+from ledger.console.cli import console_app
 from ledger.settings import Settings
 
 app = typer.Typer(help="Survivor case ledger", no_args_is_help=True, add_completion=False)
+app.add_typer(console_app, name="console")
 
 
 @app.command()

@@ -206,7 +206,12 @@ class LedgerClient:
         return self.submit_body(self.build(type, case_id, facts, attrs, payload, event_id=event_id))
 
     def read_case(self, case_id: str) -> dict[str, Any]:
+        """The case as this agency may see it, unsealed: the ledger logs the read."""
         return dict(self._json(self._send("GET", f"/v1/cases/{case_id}")))
+
+    def case_list(self) -> list[dict[str, Any]]:
+        """This agency's cases (cleartext facts only: nothing is unsealed)."""
+        return list(self._json(self._send("GET", "/v1/cases"))["cases"])
 
     # -- the log -----------------------------------------------------------------------------
 

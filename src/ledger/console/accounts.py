@@ -1,0 +1,381 @@
+"""The console's own store: one account per person and their server-side sessions, nothing of
+any case. SQLite by default, PostgreSQL when given a URL.
+
+Passwords are hashed with argon2id; each account's ledger token and TOTP secret are sealed at
+rest with the console's own key (XChaCha20-Poly1305, bound to the account id); a session id
+is stored only as its hash, so the store leaks no working session."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from ledger.contract import crypto
+
+ROLES = ("caseworker", "supervisor")  # the agency roles a person's ledger token can have
+MIN_PASSWORD = 12  # characters: a passphrase, not a PIN
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS console_accounts (id TEXT PRIMARY KEY,"
+    " username TEXT UNIQUE NOT NULL, display_name TEXT NOT NULL, role TEXT NOT NULL,"
+    " password_hash TEXT NOT NULL, totp_sealed TEXT, token_sealed TEXT NOT NULL,"
+    " language TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,"
+    " failed INTEGER NOT NULL DEFAULT 0, locked_until DOUBLE PRECISION,"
+    " created_at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS console_sessions (id_hash TEXT PRIMARY KEY,"
+    " account_id TEXT NOT NULL, csrf TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
+    " last_seen DOUBLE PRECISION NOT NULL)",
+)
+_HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
+# Verified when a username is unknown, so an unknown name costs what a wrong password costs.
+_DUMMY = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+class AccountError(Exception):
+    """A refusal the console shows in plain words (`message`); never names a secret."""
+
+    def __init__(self, message: str, **params: Any) -> None:
+        super().__init__(message)
+        self.message, self.params = message, params
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    username: str
+    display_name: str
+    role: str
+    language: str
+    disabled: bool
+    has_totp: bool
+
+
+@dataclass(frozen=True)
+class Session:
+    account: Account
+    csrf: str
+    created_at: float
+    last_seen: float
+
+
+@dataclass(frozen=True)
+class Policy:
+    idle_s: float = 15 * 60  # shared computers: a session left alone ends soon
+    absolute_s: float = 8 * 3600  # a working day, whatever the activity
+    max_failures: int = 5  # failed logins in a row before the account locks
+    lockout_s: float = 15 * 60
+
+
+def _hash_id(session_id: str) -> str:
+    return hashlib.sha256(b"console-session-v1\n" + session_id.encode()).hexdigest()
+
+
+class _Database:
+    """SQLite or PostgreSQL with `?` placeholders, one short transaction per call."""
+
+    def __init__(self, url: str | None, path: Path) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        if url is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._sqlite = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._sqlite.row_factory = sqlite3.Row
+            self._sqlite.execute("PRAGMA journal_mode=WAL")
+            path.chmod(0o600)
+        else:
+            import psycopg_pool
+            from psycopg.rows import dict_row
+
+            self._pool = psycopg_pool.ConnectionPool(
+                url, min_size=1, max_size=4, kwargs={"row_factory": dict_row}, open=True
+            )
+
+    @contextmanager
+    def cursor(self) -> Iterator[Any]:
+        if self.url is None:
+            with self._lock:
+                cur: Any = self._sqlite.cursor()
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _Placeholders(cur, "?")
+                    cur.execute("COMMIT")
+                except BaseException:
+                    cur.execute("ROLLBACK")
+                    raise
+        else:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield _Placeholders(cur, "%s")
+
+    def close(self) -> None:
+        if self.url is None:
+            self._sqlite.close()
+        else:
+            self._pool.close()
+
+
+class _Placeholders:
+    def __init__(self, cur: Any, mark: str) -> None:
+        self.cur, self.mark = cur, mark
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.cur.execute(sql.replace("?", self.mark), params)
+
+    def fetchone(self) -> Any:
+        row = self.cur.fetchone()
+        return None if row is None else dict(row)
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.cur.fetchall()]
+
+
+class Accounts:
+    """Accounts, logins and sessions of one agency's console."""
+
+    def __init__(
+        self,
+        key: bytes,
+        path: Path,
+        url: str | None = None,
+        policy: Policy | None = None,
+        clock: Any = time.time,
+    ) -> None:
+        self._key, self.policy, self.clock = key, policy or Policy(), clock
+        self.db = _Database(url, path)
+        with self.db.cursor() as cur:
+            for statement in SCHEMA:
+                cur.execute(statement)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- sealing -------------------------------------------------------------------------------
+
+    def _seal(self, account_id: str, what: str, value: str) -> str:
+        associated = f"console-{what}-v1\n{account_id}".encode()
+        return crypto.b64(crypto.seal(self._key, value.encode(), associated))
+
+    def _unseal(self, account_id: str, what: str, sealed: str) -> str:
+        associated = f"console-{what}-v1\n{account_id}".encode()
+        return crypto.unseal(self._key, crypto.b64decode_strict(sealed), associated).decode()
+
+    # -- accounts ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _account(row: dict[str, Any]) -> Account:
+        return Account(
+            row["id"],
+            row["username"],
+            row["display_name"],
+            row["role"],
+            row["language"],
+            bool(row["disabled"]),
+            row["totp_sealed"] is not None,
+        )
+
+    def create(
+        self,
+        username: str,
+        display_name: str,
+        role: str,
+        password: str,
+        ledger_token: str,
+        language: str = "es",
+    ) -> tuple[Account, str | None]:
+        """A new account bound to the person's own ledger token; returns it and, for a
+        supervisor (a second factor is required), the TOTP secret to enrol once."""
+        if role not in ROLES:
+            raise AccountError(f"role must be one of: {', '.join(ROLES)}")
+        username = username.strip().lower()
+        if not username or len(username) > 64 or not username.replace(".", "").isalnum():
+            raise AccountError("a username is letters, digits and dots, up to 64")
+        check_password(password)
+        account_id = str(uuid.uuid4())
+        secret = pyotp.random_base32() if role == "supervisor" else None
+        try:
+            with self.db.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO console_accounts (id, username, display_name, role,"
+                    " password_hash, totp_sealed, token_sealed, language, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        account_id,
+                        username,
+                        display_name,
+                        role,
+                        _HASHER.hash(password),
+                        None if secret is None else self._seal(account_id, "totp", secret),
+                        self._seal(account_id, "token", ledger_token),
+                        language,
+                        self.clock(),
+                    ),
+                )
+        except Exception as exc:
+            if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
+                raise AccountError("this username is taken") from None
+            raise
+        found = self.get(account_id)
+        assert found is not None
+        return found, secret
+
+    def get(self, account_id: str) -> Account | None:
+        with self.db.cursor() as cur:
+            cur.execute("SELECT * FROM console_accounts WHERE id = ?", (account_id,))
+            row = cur.fetchone()
+        return None if row is None else self._account(row)
+
+    def list(self) -> list[Account]:
+        with self.db.cursor() as cur:
+            cur.execute("SELECT * FROM console_accounts ORDER BY username")
+            return [self._account(r) for r in cur.fetchall()]
+
+    def ledger_token(self, account: Account) -> str:
+        with self.db.cursor() as cur:
+            cur.execute("SELECT token_sealed FROM console_accounts WHERE id = ?", (account.id,))
+            row = cur.fetchone()
+        return self._unseal(account.id, "token", row["token_sealed"])
+
+    def set_disabled(self, account_id: str, disabled: bool) -> None:
+        """Disable (or enable) an account; disabling ends its sessions at once."""
+        with self.db.cursor() as cur:
+            cur.execute(
+                "UPDATE console_accounts SET disabled = ? WHERE id = ?",
+                (int(disabled), account_id),
+            )
+            if disabled:
+                cur.execute("DELETE FROM console_sessions WHERE account_id = ?", (account_id,))
+
+    def set_language(self, account_id: str, language: str) -> None:
+        with self.db.cursor() as cur:
+            cur.execute(
+                "UPDATE console_accounts SET language = ? WHERE id = ?", (language, account_id)
+            )
+
+    def reset_password(self, account_id: str, password: str) -> None:
+        """A new password, the lock lifted and every session of the account ended."""
+        check_password(password)
+        with self.db.cursor() as cur:
+            cur.execute(
+                "UPDATE console_accounts SET password_hash = ?, failed = 0, locked_until = NULL"
+                " WHERE id = ?",
+                (_HASHER.hash(password), account_id),
+            )
+            cur.execute("DELETE FROM console_sessions WHERE account_id = ?", (account_id,))
+
+    # -- logins and sessions -------------------------------------------------------------------
+
+    def login(self, username: str, password: str, code: str | None) -> tuple[str, Session]:
+        """A new session (its id, to be set as the cookie, and the session) for the right
+        password and, where the account has one, a current TOTP code. Every failure counts
+        towards the lock-out, and an unknown name answers like a wrong password."""
+        now = self.clock()
+        with self.db.cursor() as cur:
+            cur.execute(
+                "SELECT * FROM console_accounts WHERE username = ?", (username.strip().lower(),)
+            )
+            row = cur.fetchone()
+        if row is None:
+            _verify(_DUMMY, password)
+            raise AccountError("the username or the password is wrong")
+        if row["locked_until"] is not None and row["locked_until"] > now:
+            minutes = max(1, round((row["locked_until"] - now) / 60))
+            raise AccountError(
+                "too many failed attempts: the account is locked for {minutes} more minutes,"
+                " or until a supervisor resets it",
+                minutes=minutes,
+            )
+        ok = _verify(row["password_hash"], password)
+        if ok and row["totp_sealed"] is not None:
+            secret = self._unseal(row["id"], "totp", row["totp_sealed"])
+            ok = bool(code) and pyotp.TOTP(secret).verify(str(code).strip(), valid_window=1)
+        if not ok:
+            self._failed(row["id"], row["failed"] + 1, now)
+            if row["totp_sealed"] is not None:
+                raise AccountError("the username, the password or the code is wrong")
+            raise AccountError("the username or the password is wrong")
+        if row["disabled"]:  # said only to whoever knows the password
+            raise AccountError("this account is disabled; ask a supervisor of your agency")
+        session_id = secrets.token_urlsafe(32)  # a new id at every login: no fixation
+        csrf = secrets.token_urlsafe(32)
+        with self.db.cursor() as cur:
+            cur.execute(
+                "UPDATE console_accounts SET failed = 0, locked_until = NULL WHERE id = ?",
+                (row["id"],),
+            )
+            cur.execute(
+                "INSERT INTO console_sessions (id_hash, account_id, csrf, created_at, last_seen)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (_hash_id(session_id), row["id"], csrf, now, now),
+            )
+        return session_id, Session(self._account(row), csrf, now, now)
+
+    def _failed(self, account_id: str, failures: int, now: float) -> None:
+        locked = failures >= self.policy.max_failures
+        with self.db.cursor() as cur:
+            cur.execute(
+                "UPDATE console_accounts SET failed = ?, locked_until = ? WHERE id = ?",
+                (0 if locked else failures, now + self.policy.lockout_s if locked else None,
+                 account_id),
+            )  # fmt: skip
+
+    def session(self, session_id: str | None) -> Session | None:
+        """The live session with this id, its idle time restarted; None if there is none, or
+        it passed its idle or absolute timeout (then it is deleted), or its account was
+        disabled."""
+        if not session_id:
+            return None
+        now, key = self.clock(), _hash_id(session_id)
+        with self.db.cursor() as cur:
+            cur.execute(
+                "SELECT s.csrf, s.created_at, s.last_seen, a.* FROM console_sessions s"
+                " JOIN console_accounts a ON a.id = s.account_id WHERE s.id_hash = ?",
+                (key,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                return None
+            expired = (
+                now - row["last_seen"] > self.policy.idle_s
+                or now - row["created_at"] > self.policy.absolute_s
+                or row["disabled"]
+            )
+            if expired:
+                cur.execute("DELETE FROM console_sessions WHERE id_hash = ?", (key,))
+                return None
+            cur.execute("UPDATE console_sessions SET last_seen = ? WHERE id_hash = ?", (now, key))
+        return Session(self._account(row), row["csrf"], row["created_at"], now)
+
+    def logout(self, session_id: str | None) -> None:
+        if session_id:
+            with self.db.cursor() as cur:
+                cur.execute(
+                    "DELETE FROM console_sessions WHERE id_hash = ?", (_hash_id(session_id),)
+                )
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise AccountError("a password has at least {length} characters", length=MIN_PASSWORD)
+
+
+def csrf_matches(session: Session, sent: str | None) -> bool:
+    return bool(sent) and hmac.compare_digest(session.csrf, str(sent))
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _HASHER.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False

@@ -1,0 +1,24 @@
+"""The console's settings: every knob from `LEDGER_CONSOLE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConsoleSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEDGER_CONSOLE_", extra="ignore")
+
+    ledger_url: str = "http://127.0.0.1:8000"
+    agency: str | None = None  # the agency this console serves (its signing key's name)
+    agency_key_file: Path | None = None  # the agency's signing key (C2SP private key line)
+    state_dir: Path = Path(".console")  # accounts, sessions and the console's own key
+    database_url: str | None = None  # PostgreSQL for accounts and sessions (default SQLite)
+    host: str = "127.0.0.1"
+    port: int = 8100
+    idle_timeout_s: float = 15 * 60
+    absolute_timeout_s: float = 8 * 3600
+    max_failed_logins: int = 5
+    lockout_s: float = 15 * 60
+    language: str = "es"  # the default for new accounts and the login page

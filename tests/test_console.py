@@ -1,0 +1,322 @@
+"""The agency console over HTTP, against a real ledger app: accounts and sessions (argon2id,
+TOTP, idle and absolute timeouts, lock-out, a new session id at login, CSRF on every
+state-changing request), the security headers, the case list and a logged case read through
+the person's own token, and an agency that never sees another's cases."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from fastapi.testclient import TestClient
+
+from ledger.console.accounts import AccountError, Accounts, Policy
+from ledger.console.app import HEADERS, SESSION_COOKIE, Console, create_app
+from ledger.console.settings import ConsoleSettings
+from ledger.contract import crypto
+from tests.conftest import Agency, World
+
+PASSWORD = "a long enough passphrase"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Desk:
+    """One agency's console, served through its real app."""
+
+    agency: Agency
+    accounts: Accounts
+    clock: Clock
+    http: TestClient
+
+    def account(self, username: str, role: str = "caseworker") -> str | None:
+        token = self.agency.world.token(role, self.agency.id)
+        _, secret = self.accounts.create(username, username.title(), role, PASSWORD, token)
+        return secret
+
+    def login(self, username: str, password: str = PASSWORD, code: str = "") -> Any:
+        page = self.http.get("/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        form = {"username": username, "password": password, "code": code, "csrf": csrf[1]}
+        return self.http.post("/login", data=form, follow_redirects=False)
+
+    def csrf(self, path: str = "/cases") -> str:
+        found = re.search(r'name="csrf" value="([^"]+)"', self.http.get(path).text)
+        assert found is not None
+        return found[1]
+
+
+def open_desk(world: World, agency_id: str, tmp_path: Path) -> Desk:
+    agency = world.agency(agency_id)
+    clock = Clock()
+    accounts = Accounts(
+        crypto.new_data_key(), tmp_path / f"{agency_id}.db", policy=Policy(), clock=clock
+    )
+    settings = ConsoleSettings(ledger_url="http://testserver", agency=agency_id)
+    console = Console(settings, accounts, agency.key, transport=world.http._transport)
+    http = TestClient(create_app(console), base_url="http://127.0.0.1")
+    return Desk(agency, accounts, clock, http)
+
+
+@pytest.fixture
+def desk(world: World, tmp_path: Path) -> Iterator[Desk]:
+    made = open_desk(world, "ngo-a", tmp_path)
+    yield made
+    made.accounts.close()
+
+
+def test_a_caseworker_logs_in_sees_the_agency_cases_and_opens_one_logged(
+    world: World, desk: Desk
+) -> None:
+    case_id = desk.agency.open_case(payload={"identity": {"name": "MARKER-console-1"}})
+    desk.account("ana")
+    r = desk.login("ana")
+    assert r.status_code == 303 and r.headers["location"] == "/cases"
+    cookie = r.cookies[SESSION_COOKIE]
+    assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=strict" in r.headers["set-cookie"]
+    listed = desk.http.get("/cases")
+    assert listed.status_code == 200 and case_id[:8] in listed.text
+    assert "MARKER-console-1" not in listed.text  # the list unseals nothing
+    page = desk.http.get(f"/cases/{case_id}")
+    assert "recorded in the ledger" in page.text or "registrado en el libro" in page.text
+    size = world.ledger.store.log_size()
+    opened = desk.http.post(f"/cases/{case_id}/open", data={"csrf": desk.csrf()})
+    assert opened.status_code == 200 and "MARKER-console-1" in opened.text
+    assert world.ledger.store.log_size() == size + 1  # the read is an access entry
+    assert cookie and "MARKER-console-1" not in str(dict(opened.headers))
+
+
+def test_every_page_carries_the_security_headers(desk: Desk) -> None:
+    desk.account("ana")
+    desk.login("ana")
+    for path in ("/login", "/cases", "/static/console.css"):
+        r = desk.http.get(path)
+        for name, value in HEADERS.items():
+            assert r.headers[name] == value, (path, name)
+    assert "frame-ancestors 'none'" in HEADERS["Content-Security-Policy"]
+    assert "script-src" not in HEADERS["Content-Security-Policy"]  # default-src 'none'
+
+
+def test_every_state_changing_request_needs_the_session_csrf_token(
+    world: World, desk: Desk
+) -> None:
+    case_id = desk.agency.open_case()
+    desk.account("ana", "supervisor")
+    secret = desk.account("ben", "supervisor")
+    assert secret is not None
+    assert desk.login("ben", code=pyotp.TOTP(secret).now()).status_code == 303
+    other = desk.accounts.list()[0].id
+    size = world.ledger.store.log_size()
+    for path, form in (
+        (f"/cases/{case_id}/open", {}),
+        ("/logout", {}),
+        ("/language", {"lang": "en"}),
+        (f"/accounts/{other}/disable", {}),
+        (f"/accounts/{other}/reset", {"password": "another long passphrase"}),
+    ):
+        for csrf in (None, "forged", desk.csrf()[:-1] + "x"):
+            data = form if csrf is None else {**form, "csrf": csrf}
+            r = desk.http.post(path, data=data, follow_redirects=False)
+            assert r.status_code == 403, (path, csrf, r.status_code)
+    assert world.ledger.store.log_size() == size  # nothing was read
+    assert not desk.accounts.get(other).disabled  # type: ignore[union-attr]
+    assert desk.http.get("/cases").status_code == 200  # still logged in
+
+
+def test_the_login_form_needs_its_own_csrf_token(desk: Desk) -> None:
+    desk.account("ana")
+    form = {"username": "ana", "password": PASSWORD, "csrf": "forged"}
+    r = desk.http.post("/login", data=form, follow_redirects=False)
+    assert r.status_code == 403 and SESSION_COOKIE not in r.cookies
+
+
+def test_login_issues_a_new_session_id_and_logout_ends_it(desk: Desk) -> None:
+    desk.account("ana")
+    desk.http.cookies.set(SESSION_COOKIE, "planted-by-an-attacker")
+    first = desk.login("ana").cookies[SESSION_COOKIE]
+    assert first != "planted-by-an-attacker"
+    desk.http.post("/logout", data={"csrf": desk.csrf()})
+    assert desk.accounts.session(first) is None
+    desk.http.cookies.set(SESSION_COOKIE, first)
+    assert desk.http.get("/cases", follow_redirects=False).headers["location"] == "/login"
+    second = desk.login("ana").cookies[SESSION_COOKIE]
+    assert second != first
+
+
+def test_a_session_ends_after_its_idle_time_and_its_absolute_time(desk: Desk) -> None:
+    desk.account("ana")
+    desk.login("ana")
+    desk.clock.now += 14 * 60
+    assert desk.http.get("/cases").status_code == 200  # used in time: the idle clock restarts
+    desk.clock.now += 16 * 60
+    assert desk.http.get("/cases", follow_redirects=False).status_code == 303
+    desk.login("ana")
+    logged_in = desk.clock.now
+    for _ in range(40):  # used every 14 minutes, all day and beyond
+        desk.clock.now += 14 * 60
+        if desk.http.get("/cases", follow_redirects=False).status_code != 200:
+            break
+    else:
+        raise AssertionError("the session outlived its absolute timeout")
+    assert 8 * 3600 < desk.clock.now - logged_in <= 8 * 3600 + 14 * 60
+
+
+def test_failed_logins_lock_the_account_with_a_clear_message(desk: Desk) -> None:
+    desk.account("ana")
+    for _ in range(5):
+        r = desk.login("ana", "a wrong passphrase!")
+        assert r.status_code == 401 and "wrong" in r.text or "no son correctos" in r.text
+    r = desk.login("ana")  # the right password, too late
+    assert r.status_code == 401 and ("locked" in r.text or "bloqueada" in r.text)
+    assert "15" in r.text
+    desk.clock.now += 16 * 60
+    assert desk.login("ana").status_code == 303
+
+
+def test_an_unknown_username_answers_like_a_wrong_password(desk: Desk) -> None:
+    desk.account("ana")
+    wrong = desk.login("ana", "a wrong passphrase!")
+    unknown = desk.login("nobody", "a wrong passphrase!")
+    assert wrong.status_code == unknown.status_code == 401
+
+    def without_token(page: str) -> str:
+        return re.sub(r'name="csrf" value="[^"]+"', "", page)
+
+    assert without_token(wrong.text) == without_token(unknown.text)
+
+
+def test_a_supervisor_needs_a_current_second_factor(desk: Desk) -> None:
+    secret = desk.account("sup", "supervisor")
+    assert secret is not None
+    assert desk.login("sup").status_code == 401
+    assert desk.login("sup", code="000000").status_code == 401
+    assert desk.login("sup", code=pyotp.TOTP(secret).now()).status_code == 303
+
+
+def test_a_supervisor_disables_and_resets_accounts_and_a_caseworker_cannot(desk: Desk) -> None:
+    secret = desk.account("sup", "supervisor")
+    assert secret is not None
+    desk.account("ana")
+    ana = next(a for a in desk.accounts.list() if a.username == "ana")
+    desk.login("ana")
+    assert desk.http.get("/accounts").status_code == 403
+    ana_session = desk.http.cookies[SESSION_COOKIE]
+    desk.http.cookies.clear()
+    desk.login("sup", code=pyotp.TOTP(secret).now())
+    r = desk.http.post(f"/accounts/{ana.id}/disable", data={"csrf": desk.csrf("/accounts")})
+    assert r.status_code == 200 and "ana" in r.text  # back on the accounts page
+    assert desk.accounts.session(ana_session) is None  # disabling ends its sessions
+    assert desk.accounts.get(ana.id).disabled  # type: ignore[union-attr]
+    short = desk.http.post(f"/accounts/{ana.id}/reset",
+                           data={"csrf": desk.csrf("/accounts"), "password": "short"})  # fmt: skip
+    assert short.status_code == 422
+
+
+def test_an_agency_never_sees_another_agency_cases_through_its_console(
+    world: World, desk: Desk, tmp_path: Path
+) -> None:
+    other = open_desk(world, "clinic", tmp_path)
+    try:
+        case_id = desk.agency.open_case(payload={"identity": {"name": "MARKER-console-2"}})
+        other.account("carla")
+        other.login("carla")
+        assert case_id[:8] not in other.http.get("/cases").text
+        assert other.http.get(f"/cases/{case_id}").status_code == 404
+        opened = other.http.post(f"/cases/{case_id}/open", data={"csrf": other.csrf()})
+        assert opened.status_code == 404 and "MARKER-console-2" not in opened.text
+        assert other.http.get(f"/cases/{uuid.uuid4()}").status_code == 404
+    finally:
+        other.accounts.close()
+
+
+def test_the_store_keeps_no_secret_in_the_clear(desk: Desk, tmp_path: Path) -> None:
+    secret = desk.account("sup", "supervisor")
+    token = desk.agency.world.token("caseworker", desk.agency.id)
+    desk.accounts.create("ana", "Ana", "caseworker", PASSWORD, token)
+    session_id = desk.login("ana").cookies[SESSION_COOKIE]
+    desk.accounts.db.close()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("ngo-a.db*"))
+    for needle in (PASSWORD, token, str(secret), session_id):
+        assert needle.encode() not in stored
+
+
+def test_the_interface_speaks_spanish_and_english(desk: Desk) -> None:
+    assert "Iniciar sesión" in desk.http.get("/login?lang=es").text
+    assert "Log in" in desk.http.get("/login?lang=en").text
+    desk.account("ana")
+    desk.login("ana")
+    assert "Casos" in desk.http.get("/cases").text  # new accounts default to Spanish
+    desk.http.post("/language", data={"csrf": desk.csrf(), "lang": "en"})
+    assert "Cases" in desk.http.get("/cases").text
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_the_account_store_on_both_backends(store: str, tmp_path: Path) -> None:
+    """Accounts, logins, sessions and their refusals on SQLite and on PostgreSQL."""
+    url = None
+    if store == "postgres":
+        import psycopg
+
+        from tests.conftest import require_postgres
+
+        base, schema = require_postgres(), f"console_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    clock = Clock()
+    accounts = Accounts(crypto.new_data_key(), tmp_path / "c.db", url, Policy(), clock)
+    try:
+        account, secret = accounts.create("Ana.Lopez", "Ana", "caseworker", PASSWORD, "lgr_t")
+        assert secret is None and account.username == "ana.lopez"
+        for bad in (("ana.lopez", "Ana", "caseworker", PASSWORD, "lgr_t"),  # taken
+                    ("ben", "Ben", "admin", PASSWORD, "lgr_t"),  # not an agency role
+                    ("ben", "Ben", "caseworker", "short", "lgr_t"),  # too short
+                    ("b n!", "Ben", "caseworker", PASSWORD, "lgr_t")):  # fmt: skip
+            with pytest.raises(AccountError):
+                accounts.create(*bad)
+        assert accounts.ledger_token(account) == "lgr_t"
+        session_id, session = accounts.login("ana.lopez", PASSWORD, None)
+        assert accounts.session(session_id) is not None
+        accounts.set_disabled(account.id, True)
+        assert accounts.session(session_id) is None
+        with pytest.raises(AccountError, match="disabled"):
+            accounts.login("ana.lopez", PASSWORD, None)
+        with pytest.raises(AccountError, match="wrong"):
+            accounts.login("ana.lopez", "a wrong passphrase!", None)  # before saying disabled
+    finally:
+        accounts.close()
+        if url is not None:
+            import psycopg
+
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_the_console_logs_no_personal_data_passwords_or_tokens(
+    desk: Desk, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    case_id = desk.agency.open_case(payload={"identity": {"name": "MARKER-console-3"}})
+    desk.account("ana")
+    token = desk.accounts.ledger_token(desk.accounts.list()[0])
+    desk.login("ana", "a wrong passphrase!")
+    session_id = desk.login("ana").cookies[SESSION_COOKIE]
+    desk.http.post(f"/cases/{case_id}/open", data={"csrf": desk.csrf()})
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "console case opened" in logged  # the log is there, without what it must not hold
+    for needle in ("MARKER-console-3", PASSWORD, "a wrong passphrase!", token, session_id, "ana"):
+        assert needle not in logged
