@@ -5,6 +5,7 @@ the person's own token, and an agency that never sees another's cases."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ledger.console.accounts import AccountError, Accounts, Policy
-from ledger.console.app import HEADERS, SESSION_COOKIE, Console, create_app
+from ledger.console.app import create_app
+from ledger.console.pages import HEADERS, SESSION_COOKIE, Console
 from ledger.console.settings import ConsoleSettings
 from ledger.contract import crypto
 from tests.conftest import Agency, World
@@ -320,3 +322,98 @@ def test_the_console_logs_no_personal_data_passwords_or_tokens(
     assert "console case opened" in logged  # the log is there, without what it must not hold
     for needle in ("MARKER-console-3", PASSWORD, "a wrong passphrase!", token, session_id, "ana"):
         assert needle not in logged
+
+
+# -- case work: intake, consent, withdrawal -------------------------------------------------------
+
+
+def intake(desk: Desk, **fields: str) -> str:
+    form = {"csrf": desk.csrf("/cases/new"), "age_band": "adult", "gender": "female",
+            "exploitation": "labour", "identified_at": "2026-11-30", **fields}  # fmt: skip
+    r = desk.http.post("/cases/new", data=form, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return str(r.headers["location"]).rsplit("/", 1)[1]
+
+
+def record_consent(desk: Desk, case_id: str, recipients: str, **fields: Any) -> Any:
+    form = {"csrf": desk.csrf(f"/cases/{case_id}/consents/new"), "recipients": recipients,
+            "purposes": ["assistance", "data_sharing"], "categories": ["identity", "health"],
+            "given_by": "survivor", "child_assent": "", "language": "es",
+            "interpreter": "yes", **fields}  # fmt: skip
+    return desk.http.post(f"/cases/{case_id}/consents/new", data=form, follow_redirects=False)
+
+
+def test_intake_opens_a_case_signed_by_the_agency_and_sealed(world: World, desk: Desk) -> None:
+    desk.account("ana")
+    desk.login("ana")
+    size = world.ledger.store.log_size()
+    case_id = intake(desk, name="MARKER-console-4", phone="+000 MARKER-console-5")
+    ((_, raw),) = world.ledger.store.entries(size, size + 1)
+    entry = json.loads(raw)
+    assert entry["envelope"]["type"] == "case.opened" and entry["envelope"]["case_id"] == case_id
+    assert entry["envelope"]["agency"] == "ngo-a"
+    assert entry["envelope"]["facts"] == {"minor": False}
+    assert b"MARKER-console" not in raw  # sealed: the log holds ciphertext only
+    ana = next(a for a in desk.accounts.list() if a.username == "ana")
+    token_id = world.ledger.authenticate(desk.accounts.ledger_token(ana)).token_id
+    assert entry["actor"] == token_id  # the ledger's record names the person who acted
+    assert case_id[:8] in desk.http.get("/cases").text
+
+
+def test_an_unknown_age_opens_a_case_treated_as_a_minor(world: World, desk: Desk) -> None:
+    desk.account("ana")
+    desk.login("ana")
+    form_page = desk.http.get("/cases/new").text
+    assert "treated as a child" in form_page or "trata como" in form_page or "tratada" in form_page
+    case_id = intake(desk, age_band="unknown")
+    case = world.ledger.cases.load(case_id)
+    assert case is not None and case.state.minor
+
+
+def test_a_consent_recorded_then_withdrawn_cuts_the_recipient_reads(
+    world: World, desk: Desk, tmp_path: Path
+) -> None:
+    clinic = open_desk(world, "clinic", tmp_path)
+    try:
+        desk.account("ana")
+        desk.login("ana")
+        case_id = intake(desk, name="MARKER-console-6")
+        assert record_consent(desk, case_id, "clinic").status_code == 303
+        register = desk.http.get(f"/cases/{case_id}/consents")
+        assert "clinic" in register.text
+        state = world.ledger.cases.load(case_id).state  # type: ignore[union-attr]
+        (consent_id,) = state.consents
+        # The holder shares identity with the clinic under it (the share page comes later).
+        shared = desk.agency.share(case_id, "clinic", consent_id, ["identity"])
+        assert shared.status_code == 201, shared.text
+        clinic.account("carla")
+        clinic.login("carla")
+        seen = clinic.http.post(f"/cases/{case_id}/open", data={"csrf": clinic.csrf()})
+        assert seen.status_code == 200 and "MARKER-console-6" in seen.text
+        # Withdrawal: the first step lists who loses access and withdraws nothing.
+        def withdrawn() -> bool:
+            case = world.ledger.cases.load(case_id)
+            return case is not None and case.state.consents[consent_id].withdrawn
+
+        url = f"/cases/{case_id}/consents/{consent_id}/withdraw"
+        ask = desk.http.post(url, data={"csrf": desk.csrf(), "reason": "survivor_request"})
+        assert ask.status_code == 200 and "clinic" in ask.text and not withdrawn()
+        done = desk.http.post(url, data={"csrf": desk.csrf(), "reason": "survivor_request",
+                                         "confirmed": "yes"}, follow_redirects=False)  # fmt: skip
+        assert done.status_code == 303 and withdrawn()
+        cut = clinic.http.post(f"/cases/{case_id}/open", data={"csrf": clinic.csrf()})
+        assert cut.status_code == 403 and "MARKER-console-6" not in cut.text  # cut at once
+    finally:
+        clinic.accounts.close()
+
+
+def test_a_refused_consent_is_explained_not_a_bare_status(world: World, desk: Desk) -> None:
+    desk.account("ana")
+    desk.login("ana")
+    case_id = intake(desk)
+    size = world.ledger.store.log_size()
+    r = record_consent(desk, case_id, "clinic-nort")  # a typo: no such agency
+    assert r.status_code == 422
+    assert "refused" in r.text or "rechaz" in r.text
+    assert "registered" in r.text  # the ledger's own reason, shown
+    assert world.ledger.store.log_size() == size

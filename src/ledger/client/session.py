@@ -209,6 +209,10 @@ class LedgerClient:
         """The case as this agency may see it, unsealed: the ledger logs the read."""
         return dict(self._json(self._send("GET", f"/v1/cases/{case_id}")))
 
+    def consent_register(self, case_id: str) -> dict[str, Any]:
+        """The case's consents, what each allows now, and who may receive what."""
+        return dict(self._json(self._send("GET", f"/v1/cases/{case_id}/consents")))
+
     def case_list(self) -> list[dict[str, Any]]:
         """This agency's cases (cleartext facts only: nothing is unsealed)."""
         return list(self._json(self._send("GET", "/v1/cases"))["cases"])

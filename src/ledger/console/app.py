@@ -11,86 +11,20 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ledger.client import LedgerClient, LedgerHTTPError
-from ledger.console.accounts import Account, AccountError, Accounts, Session, csrf_matches
-from ledger.console.i18n import LANGUAGES, chosen, translations
-from ledger.console.settings import ConsoleSettings
-from ledger.contract import crypto
+from ledger.client import LedgerHTTPError
+from ledger.console.accounts import AccountError, Session, csrf_matches
+from ledger.console.casework import add_casework
+from ledger.console.i18n import chosen
+from ledger.console.pages import HEADERS, HERE, LOGIN_COOKIE, SESSION_COOKIE, Console
 from ledger.contract.vocabulary import is_uuid4
 
 log = logging.getLogger("ledger.console")
-
-HERE = Path(__file__).parent
-SESSION_COOKIE = "console_session"
-LOGIN_COOKIE = "console_login"  # the login form's double-submit CSRF token
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
-        " frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Cache-Control": "no-store",
-}
-
-
-class Console:
-    """What the pages share: settings, accounts, the agency's key and the way to the ledger."""
-
-    def __init__(
-        self,
-        settings: ConsoleSettings,
-        accounts: Accounts,
-        agency_key: crypto.SigningKey | None,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.settings, self.accounts, self.agency_key = settings, accounts, agency_key
-        self.transport = transport
-        self.secure = settings.host not in LOOPBACK
-        self.templates = Environment(
-            loader=FileSystemLoader(HERE / "templates"),
-            autoescape=select_autoescape(["j2", "html"]),
-        )
-
-    def ledger(self, account: Account) -> LedgerClient:
-        """The ledger as this person: their own token, the agency's signing key."""
-        return LedgerClient(
-            self.settings.ledger_url,
-            self.accounts.ledger_token(account),
-            self.agency_key,
-            transport=self.transport,
-            timeout=15.0,
-        )
-
-    def page(
-        self,
-        name: str,
-        language: str,
-        session: Session | None = None,
-        status: int = 200,
-        **context: Any,
-    ) -> HTMLResponse:
-        trans = translations(language)
-        html = self.templates.get_template(name).render(
-            _=trans.gettext,
-            lang=language,
-            languages=LANGUAGES,
-            session=session,
-            account=None if session is None else session.account,
-            **context,
-        )
-        return HTMLResponse(html, status_code=status)
 
 
 def create_app(console: Console) -> FastAPI:
@@ -107,22 +41,7 @@ def create_app(console: Console) -> FastAPI:
             response.headers.setdefault(name, value)
         return response
 
-    def current(request: Request) -> Session | None:
-        return console.accounts.session(request.cookies.get(SESSION_COOKIE))
-
-    def to_login() -> RedirectResponse:
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE)
-        return response
-
-    def refused(session: Session, status: int = 403) -> HTMLResponse:
-        return console.page(
-            "error.html.j2",
-            session.account.language,
-            session,
-            status,
-            message="this form expired; go back, reload the page and try again",
-        )
+    add_casework(app, console)  # first: /cases/new before /cases/{case_id}
 
     # -- logging in and out ----------------------------------------------------------------------
 
@@ -177,89 +96,70 @@ def create_app(console: Console) -> FastAPI:
 
     @app.post("/logout")
     def logout(request: Request, csrf: str = Form("")) -> Response:
-        session = current(request)
+        session = console.current(request)
         if session is not None and not csrf_matches(session, csrf):
-            return refused(session)
+            return console.refused(session)
         console.accounts.logout(request.cookies.get(SESSION_COOKIE))
-        return to_login()
+        return console.to_login()
 
     @app.get("/")
     def home(request: Request) -> Response:
-        return RedirectResponse("/cases" if current(request) else "/login", status_code=303)
+        return RedirectResponse("/cases" if console.current(request) else "/login", status_code=303)
 
     # -- cases ---------------------------------------------------------------------------------
 
     @app.get("/cases", response_class=HTMLResponse)
     def cases(request: Request) -> Response:
-        session = current(request)
+        session = console.current(request)
         if session is None:
-            return to_login()
+            return console.to_login()
         with console.ledger(session.account) as ledger:
             try:
                 listed = ledger.case_list()
             except (LedgerHTTPError, httpx.TransportError) as exc:
-                return ledger_refused(session, exc)
+                return console.ledger_refused(session, exc)
         return console.page("cases.html.j2", session.account.language, session, cases=listed)
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse)
     def case(request: Request, case_id: str) -> Response:
-        session = current(request)
+        session = console.current(request)
         if session is None:
-            return to_login()
+            return console.to_login()
         if not is_uuid4(case_id):
-            return ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
+            return console.ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
         with console.ledger(session.account) as ledger:
             try:
                 summary = next((c for c in ledger.case_list() if c["case_id"] == case_id), None)
             except (LedgerHTTPError, httpx.TransportError) as exc:
-                return ledger_refused(session, exc)
+                return console.ledger_refused(session, exc)
         if summary is None:
-            return ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
+            return console.ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
         return console.page("case.html.j2", session.account.language, session, case=summary)
 
     @app.post("/cases/{case_id}/open", response_class=HTMLResponse)
     def open_case(request: Request, case_id: str, csrf: str = Form("")) -> Response:
         """Unseal what the agency may read: the ledger logs this read as an access entry."""
-        session = current(request)
+        session = console.current(request)
         if session is None:
-            return to_login()
+            return console.to_login()
         if not csrf_matches(session, csrf):
-            return refused(session)
+            return console.refused(session)
         if not is_uuid4(case_id):
-            return ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
+            return console.ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
         with console.ledger(session.account) as ledger:
             try:
                 opened = ledger.read_case(case_id)
             except (LedgerHTTPError, httpx.TransportError) as exc:
-                return ledger_refused(session, exc)
+                return console.ledger_refused(session, exc)
         log.info("console case opened account=%s case=%s", session.account.id, case_id)
         return console.page("opened.html.j2", session.account.language, session, case=opened)
-
-    def ledger_refused(
-        session: Session, exc: LedgerHTTPError | httpx.TransportError
-    ) -> HTMLResponse:
-        if isinstance(exc, httpx.TransportError):
-            message = "the ledger could not be reached; check the connection and try again"
-            return console.page("error.html.j2", session.account.language, session, 503,
-                                message=message)  # fmt: skip
-        if exc.status in (404, 410):
-            message = "no such case for your agency, or it was erased"
-        elif exc.status == 401:
-            message = "the ledger no longer accepts your account's token; ask a supervisor"
-        elif exc.status == 403:
-            message = "the ledger refused: your agency may not do this"
-        else:
-            message = "the ledger could not answer; try again in a moment"
-        status = exc.status if exc.status < 500 else 502
-        return console.page("error.html.j2", session.account.language, session, status,
-                            message=message)  # fmt: skip
 
     # -- accounts (supervisors) ------------------------------------------------------------------
 
     def supervisor(request: Request) -> Session | Response:
-        session = current(request)
+        session = console.current(request)
         if session is None:
-            return to_login()
+            return console.to_login()
         if session.account.role != "supervisor":
             return console.page("error.html.j2", session.account.language, session, 403,
                                 message="only a supervisor manages accounts")  # fmt: skip
@@ -285,7 +185,7 @@ def create_app(console: Console) -> FastAPI:
         if not isinstance(session, Session):
             return session
         if not csrf_matches(session, csrf):
-            return refused(session)
+            return console.refused(session)
         if console.accounts.get(account_id) is None or action not in ("disable", "enable", "reset"):
             return console.page("error.html.j2", session.account.language, session, 404,
                                 message="no such account")  # fmt: skip
@@ -302,11 +202,11 @@ def create_app(console: Console) -> FastAPI:
 
     @app.post("/language")
     def language(request: Request, csrf: str = Form(""), lang: str = Form("")) -> Response:
-        session = current(request)
+        session = console.current(request)
         if session is None:
-            return to_login()
+            return console.to_login()
         if not csrf_matches(session, csrf):
-            return refused(session)
+            return console.refused(session)
         console.accounts.set_language(session.account.id, chosen(lang, session.account.language))
         return RedirectResponse("/cases", status_code=303)
 

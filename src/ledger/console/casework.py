@@ -1,0 +1,189 @@
+"""The case worker's pages that record events: intake (open a case), the consent register,
+capturing a consent and withdrawing one. Each event is built and signed here with the agency's
+key and submitted with the person's own token; the ledger decides, and a refusal is shown in
+plain words."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from ledger.client import LedgerHTTPError
+from ledger.console.accounts import Session, csrf_matches
+from ledger.console.pages import Console
+from ledger.contract.vocabulary import (
+    AGE_BANDS,
+    CATEGORIES,
+    EXPLOITATIONS,
+    GENDERS,
+    GIVEN_BY,
+    PURPOSES,
+    WITHDRAWAL_REASONS,
+    is_agency_id,
+)
+
+log = logging.getLogger("ledger.console")
+
+NOTICE_VERSION = "console-2026-12"  # the consent notice the console shows (its text's version)
+CONSENT_LANGUAGES = ("es", "en", "pt", "fr")
+
+
+def add_casework(app: FastAPI, console: Console) -> None:
+    def form_session(request: Request, form: Any) -> Session | Response:
+        session = console.current(request)
+        if session is None:
+            return console.to_login()
+        if not csrf_matches(session, form.get("csrf")):
+            return console.refused(session)
+        return session
+
+    # -- intake ----------------------------------------------------------------------------------
+
+    @app.get("/cases/new", response_class=HTMLResponse)
+    def intake_form(request: Request) -> Response:
+        session = console.current(request)
+        if session is None:
+            return console.to_login()
+        return console.page(
+            "intake.html.j2", session.account.language, session, age_bands=AGE_BANDS,
+            genders=GENDERS, exploitations=EXPLOITATIONS, today=_today(),
+        )  # fmt: skip
+
+    @app.post("/cases/new", response_class=HTMLResponse)
+    async def intake(request: Request) -> Response:
+        form = await request.form()
+        session = form_session(request, form)
+        if not isinstance(session, Session):
+            return session
+        age_band = str(form.get("age_band", "unknown"))
+        attrs = {
+            "age_band": age_band,
+            "gender": str(form.get("gender", "undisclosed")),
+            "exploitation": sorted({str(v) for v in form.getlist("exploitation")}),
+            "identified_at": str(form.get("identified_at", "")),
+        }
+        identity = {k: str(form.get(k, "")).strip() for k in ("name", "nationality")}
+        payload: dict[str, Any] = {"identity": {k: v for k, v in identity.items() if v}}
+        if phone := str(form.get("phone", "")).strip():
+            payload["contact"] = {"phone": phone}
+        if notes := str(form.get("notes", "")).strip():
+            payload["notes"] = {"text": notes}
+        case_id = str(uuid.uuid4())
+        # A child, or anyone whose age is unknown, is treated as a minor (presumption).
+        facts = {"minor": age_band != "adult"}
+        with console.ledger(session.account) as ledger:
+            try:
+                ledger.submit("case.opened", case_id, facts, attrs, payload)
+            except (LedgerHTTPError, httpx.TransportError) as exc:
+                return console.ledger_refused(session, exc)
+        log.info("console case opened account=%s case=%s", session.account.id, case_id)
+        return RedirectResponse(f"/cases/{case_id}", status_code=303)
+
+    # -- consents --------------------------------------------------------------------------------
+
+    @app.get("/cases/{case_id}/consents", response_class=HTMLResponse)
+    def consents(request: Request, case_id: str) -> Response:
+        session = console.current(request)
+        if session is None:
+            return console.to_login()
+        if not console.valid_id(case_id):
+            return console.not_found(session)
+        with console.ledger(session.account) as ledger:
+            try:
+                register = ledger.consent_register(case_id)
+            except (LedgerHTTPError, httpx.TransportError) as exc:
+                return console.ledger_refused(session, exc)
+        return console.page("consents.html.j2", session.account.language, session,
+                            case_id=case_id, register=register,
+                            reasons=WITHDRAWAL_REASONS)  # fmt: skip
+
+    @app.get("/cases/{case_id}/consents/new", response_class=HTMLResponse)
+    def consent_form(request: Request, case_id: str) -> Response:
+        session = console.current(request)
+        if session is None:
+            return console.to_login()
+        if not console.valid_id(case_id):
+            return console.not_found(session)
+        return console.page(
+            "consent.html.j2", session.account.language, session, case_id=case_id,
+            purposes=PURPOSES, categories=CATEGORIES, given_by=GIVEN_BY,
+            languages_of_consent=CONSENT_LANGUAGES,
+        )  # fmt: skip
+
+    @app.post("/cases/{case_id}/consents/new", response_class=HTMLResponse)
+    async def consent(request: Request, case_id: str) -> Response:
+        form = await request.form()
+        session = form_session(request, form)
+        if not isinstance(session, Session):
+            return session
+        if not console.valid_id(case_id):
+            return console.not_found(session)
+        recipients = sorted(
+            {r.strip() for r in str(form.get("recipients", "")).replace(",", " ").split()}
+        )
+        if not recipients or not all(is_agency_id(r) for r in recipients):
+            return console.page("error.html.j2", session.account.language, session, 422,
+                                message="name each recipient agency by its id")  # fmt: skip
+        given_by = str(form.get("given_by", "survivor"))
+        assent = form.get("child_assent")
+        expires = str(form.get("expires_on", "")).strip()
+        facts = {
+            "consent_id": str(uuid.uuid4()),
+            "purposes": sorted({str(v) for v in form.getlist("purposes")}),
+            "recipients": recipients,
+            "categories": sorted({str(v) for v in form.getlist("categories")}),
+            "expires_at": f"{expires}T23:59:59Z" if expires else None,
+            "given_by": given_by,
+            "child_assent": None if assent in (None, "") else assent == "yes",
+            "assent_exempt": form.get("assent_exempt") == "yes",
+        }
+        attrs = {
+            "language": str(form.get("language", "es")),
+            "interpreter": form.get("interpreter") == "yes",
+            "notice_version": NOTICE_VERSION,
+        }
+        with console.ledger(session.account) as ledger:
+            try:
+                ledger.submit("consent.granted", case_id, facts, attrs)
+            except (LedgerHTTPError, httpx.TransportError) as exc:
+                return console.ledger_refused(session, exc)
+        log.info("console consent recorded account=%s case=%s", session.account.id, case_id)
+        return RedirectResponse(f"/cases/{case_id}/consents", status_code=303)
+
+    @app.post("/cases/{case_id}/consents/{consent_id}/withdraw", response_class=HTMLResponse)
+    async def withdraw(request: Request, case_id: str, consent_id: str) -> Response:
+        """Two steps: the first shows who loses access; the confirmed second records it."""
+        form = await request.form()
+        session = form_session(request, form)
+        if not isinstance(session, Session):
+            return session
+        if not console.valid_id(case_id) or not console.valid_id(consent_id):
+            return console.not_found(session)
+        reason = str(form.get("reason", "survivor_request"))
+        with console.ledger(session.account) as ledger:
+            try:
+                if form.get("confirmed") != "yes":
+                    register = ledger.consent_register(case_id)
+                    chosen = next((c for c in register["consents"]
+                                   if c["consent_id"] == consent_id), None)  # fmt: skip
+                    if chosen is None:
+                        raise LedgerHTTPError(404, {"error": "not_found"})
+                    return console.page("withdraw.html.j2", session.account.language, session,
+                                        case_id=case_id, consent=chosen,
+                                        reason=reason)  # fmt: skip
+                ledger.submit("consent.withdrawn", case_id,
+                              {"consent_id": consent_id}, {"reason": reason})  # fmt: skip
+            except (LedgerHTTPError, httpx.TransportError) as exc:
+                return console.ledger_refused(session, exc)
+        log.info("console consent withdrawn account=%s case=%s", session.account.id, case_id)
+        return RedirectResponse(f"/cases/{case_id}/consents", status_code=303)
+
+
+def _today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")

@@ -1,0 +1,139 @@
+"""What the console's pages share: rendering in the person's language, the session of a
+request, the ledger as that person (their own token, the agency's key), and refusals in
+plain words."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from ledger.client import LedgerClient, LedgerHTTPError
+from ledger.console.accounts import Account, Accounts, Session
+from ledger.console.i18n import LANGUAGES, translations
+from ledger.console.settings import ConsoleSettings
+from ledger.contract import crypto
+from ledger.contract.vocabulary import is_uuid4
+
+log = logging.getLogger("ledger.console")
+
+HERE = Path(__file__).parent
+SESSION_COOKIE = "console_session"
+LOGIN_COOKIE = "console_login"  # the login form's double-submit CSRF token
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
+        " frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+class Console:
+    """What the pages share: settings, accounts, the agency's key and the way to the ledger."""
+
+    def __init__(
+        self,
+        settings: ConsoleSettings,
+        accounts: Accounts,
+        agency_key: crypto.SigningKey | None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings, self.accounts, self.agency_key = settings, accounts, agency_key
+        self.transport = transport
+        self.secure = settings.host not in LOOPBACK
+        self.templates = Environment(
+            loader=FileSystemLoader(HERE / "templates"),
+            autoescape=select_autoescape(["j2", "html"]),
+        )
+
+    def ledger(self, account: Account) -> LedgerClient:
+        """The ledger as this person: their own token, the agency's signing key."""
+        return LedgerClient(
+            self.settings.ledger_url,
+            self.accounts.ledger_token(account),
+            self.agency_key,
+            transport=self.transport,
+            timeout=15.0,
+        )
+
+    def page(
+        self,
+        name: str,
+        language: str,
+        session: Session | None = None,
+        status: int = 200,
+        **context: Any,
+    ) -> HTMLResponse:
+        trans = translations(language)
+        html = self.templates.get_template(name).render(
+            _=trans.gettext,
+            lang=language,
+            languages=LANGUAGES,
+            session=session,
+            account=None if session is None else session.account,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def current(self, request: Request) -> Session | None:
+        """The caller's live session, if any (its idle time restarts)."""
+        return self.accounts.session(request.cookies.get(SESSION_COOKIE))
+
+    @staticmethod
+    def to_login() -> RedirectResponse:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    def refused(self, session: Session, status: int = 403) -> HTMLResponse:
+        """A form without its session's CSRF token: nothing was done."""
+        return self.page(
+            "error.html.j2",
+            session.account.language,
+            session,
+            status,
+            message="this form expired; go back, reload the page and try again",
+        )
+
+    def ledger_refused(
+        self, session: Session, exc: LedgerHTTPError | httpx.TransportError
+    ) -> HTMLResponse:
+        """What the ledger answered, in plain words (never a bare status code)."""
+        detail = None
+        if isinstance(exc, httpx.TransportError):
+            status, message = (
+                503,
+                "the ledger could not be reached; check the connection and try again",
+            )
+        elif exc.status in (404, 410):
+            status, message = exc.status, "no such case for your agency, or it was erased"
+        elif exc.status == 401:
+            status, message = (
+                401,
+                "the ledger no longer accepts your account's token; ask a supervisor",
+            )
+        elif exc.status in (403, 409, 422):
+            status, message = exc.status, "the ledger refused this, and said why:"
+            detail = str(exc.body.get("message", "")) if isinstance(exc.body, dict) else None
+        else:
+            status, message = 502, "the ledger could not answer; try again in a moment"
+        return self.page("error.html.j2", session.account.language, session, status,
+                         message=message, detail=detail)  # fmt: skip
+
+    def not_found(self, session: Session) -> HTMLResponse:
+        return self.ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
+
+    @staticmethod
+    def valid_id(value: str) -> bool:
+        """A path id the ledger would refuse anyway is answered 404 here, never sent on."""
+        return is_uuid4(value)
