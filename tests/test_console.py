@@ -390,6 +390,7 @@ def test_a_consent_recorded_then_withdrawn_cuts_the_recipient_reads(
         clinic.login("carla")
         seen = clinic.http.post(f"/cases/{case_id}/open", data={"csrf": clinic.csrf()})
         assert seen.status_code == 200 and "MARKER-console-6" in seen.text
+
         # Withdrawal: the first step lists who loses access and withdraws nothing.
         def withdrawn() -> bool:
             case = world.ledger.cases.load(case_id)
@@ -417,3 +418,20 @@ def test_a_refused_consent_is_explained_not_a_bare_status(world: World, desk: De
     assert "refused" in r.text or "rechaz" in r.text
     assert "registered" in r.text  # the ledger's own reason, shown
     assert world.ledger.store.log_size() == size
+
+
+def test_every_text_of_the_pages_has_its_spanish_translation() -> None:
+    """The catalogue keeps up with the pages: each literal `_("...")` in a template and each
+    plain-words message of the console has a Spanish entry."""
+    from ledger.console.i18n import translations
+
+    root = Path(__file__).resolve().parent.parent / "src" / "ledger" / "console"
+    texts: set[str] = set()
+    for template in (root / "templates").glob("*.j2"):
+        texts.update(re.findall(r'_\("([^"]+)"\)', template.read_text()))
+    for module in ("app.py", "pages.py", "casework.py", "accounts.py"):
+        source = (root / module).read_text()
+        texts.update(re.findall(r'message(?:=| = )"([^"]+)"', source))
+    spanish = translations("es")
+    missing = sorted(t for t in texts if spanish.gettext(t) == t and t not in ("no",))
+    assert texts and missing == []
