@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import sqlite3
 import threading
@@ -91,10 +92,11 @@ class _Database:
         self._lock = threading.Lock()
         if url is None:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # 0600 from the start; SQLite gives its -wal and -shm files the database's mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
             self._sqlite = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._sqlite.row_factory = sqlite3.Row
             self._sqlite.execute("PRAGMA journal_mode=WAL")
-            path.chmod(0o600)
         else:
             import psycopg_pool
             from psycopg.rows import dict_row

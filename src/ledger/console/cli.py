@@ -66,7 +66,7 @@ def create_account(
             username, name, role, password, token_file.read().strip(), language
         )
     except AccountError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
+        typer.echo(f"error: {exc.message.format(**exc.params)}", err=True)
         raise typer.Exit(2) from None
     finally:
         accounts.close()
