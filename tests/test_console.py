@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -429,9 +430,97 @@ def test_every_text_of_the_pages_has_its_spanish_translation() -> None:
     texts: set[str] = set()
     for template in (root / "templates").glob("*.j2"):
         texts.update(re.findall(r'_\("([^"]+)"\)', template.read_text()))
-    for module in ("app.py", "pages.py", "casework.py", "accounts.py"):
+    for module in ("app.py", "pages.py", "casework.py", "accounts.py", "referrals.py"):
         source = (root / module).read_text()
         texts.update(re.findall(r'message(?:=| = )"([^"]+)"', source))
+    from ledger.console.pages import EXPLAINED
+
+    texts.update(text for _, why, fix in EXPLAINED for text in (why, fix))
     spanish = translations("es")
     missing = sorted(t for t in texts if spanish.gettext(t) == t and t not in ("no",))
     assert texts and missing == []
+
+
+# -- referrals, sharing, disclosures -------------------------------------------------------------
+
+
+def consent_in_force(world: World, desk: Desk, case_id: str, recipients: str) -> str:
+    assert (
+        record_consent(desk, case_id, recipients, purposes=["referral", "data_sharing"]).status_code
+        == 303
+    )
+    state = world.ledger.cases.load(case_id).state  # type: ignore[union-attr]
+    return next(iter(state.consents))
+
+
+def refer(desk: Desk, case_id: str, consent_id: str, to: str = "clinic") -> None:
+    form = {"csrf": desk.csrf(f"/cases/{case_id}/referrals/new"), "to": to,
+            "component": "health_psychosocial", "urgency": "urgent",
+            "consent_id": consent_id, "categories": ["health"]}  # fmt: skip
+    r = desk.http.post(f"/cases/{case_id}/referrals/new", data=form, follow_redirects=False)
+    assert r.status_code == 303, r.text
+
+
+def test_a_referral_is_made_answered_and_overdue_ones_are_marked_in_words(
+    world: World, desk: Desk, tmp_path: Path
+) -> None:
+    clinic = open_desk(world, "clinic", tmp_path)
+    try:
+        desk.account("ana")
+        desk.login("ana")
+        today = world.clock.now.strftime("%Y-%m-%d")
+        fresh = intake(desk, identified_at=today)
+        refer(desk, fresh, consent_in_force(world, desk, fresh, "clinic"))
+        # Identified five days ago: health care was due within 24 hours of identification.
+        late = intake(
+            desk, identified_at=(world.clock.now - timedelta(days=5)).strftime("%Y-%m-%d")
+        )
+        refer(desk, late, consent_in_force(world, desk, late, "clinic"))
+        clinic.account("carla")
+        clinic.login("carla")
+        board = clinic.http.get("/referrals").text
+        rows = {
+            case_id: re.search(rf"{case_id[:8]}.*?</(?:p|tr)>", board, re.S)
+            for case_id in (fresh, late)
+        }
+        assert rows[fresh] is not None and rows[late] is not None
+        assert "OVERDUE" not in rows[fresh][0] and "VENCIDA" not in rows[fresh][0]
+        assert "OVERDUE" in rows[late][0] or "VENCIDA" in rows[late][0]
+        state = world.ledger.cases.load(fresh).state  # type: ignore[union-attr]
+        (referral_id,) = state.referrals
+        for action in ("accept", "complete"):
+            r = clinic.http.post(f"/referrals/{fresh}/{referral_id}/{action}",
+                                 data={"csrf": clinic.csrf("/referrals")},
+                                 follow_redirects=False)  # fmt: skip
+            assert r.status_code == 303, r.text
+        state = world.ledger.cases.load(fresh).state  # type: ignore[union-attr]
+        assert state.referrals[referral_id].status == "completed"
+        # The holder's console cannot answer a referral it made: the ledger refuses, in words.
+        (late_referral,) = world.ledger.cases.load(late).state.referrals  # type: ignore[union-attr]
+        r = desk.http.post(f"/referrals/{late}/{late_referral}/accept", data={"csrf": desk.csrf()})
+        assert r.status_code == 403 and "refused" in r.text or "rechaz" in r.text
+    finally:
+        clinic.accounts.close()
+
+
+def test_a_refused_share_says_why_in_plain_words_and_what_would_allow_it(
+    world: World, desk: Desk
+) -> None:
+    world.agency("clinic")
+    world.agency("legal-aid")
+    desk.account("ana")
+    desk.login("ana")
+    case_id = intake(desk)
+    consent_id = consent_in_force(world, desk, case_id, "clinic")
+    form = {"csrf": desk.csrf(f"/cases/{case_id}/share"), "to": "legal-aid",
+            "consent_id": consent_id, "categories": ["identity"]}  # fmt: skip
+    size = world.ledger.store.log_size()  # (the form's page read the consent register: logged)
+    r = desk.http.post(f"/cases/{case_id}/share", data=form)
+    assert r.status_code == 403
+    assert "does not name that agency" in r.text or "no nombra a esa agencia" in r.text
+    assert "What would make it possible" in r.text or "Qué lo haría posible" in r.text
+    assert world.ledger.store.log_size() == size  # nothing recorded
+    ok = desk.http.post(f"/cases/{case_id}/share", data={**form, "to": "clinic",
+                                                          "csrf": desk.csrf()})  # fmt: skip
+    assert ok.status_code == 200  # followed to the disclosure register
+    assert "clinic" in ok.text

@@ -213,6 +213,14 @@ class LedgerClient:
         """The case's consents, what each allows now, and who may receive what."""
         return dict(self._json(self._send("GET", f"/v1/cases/{case_id}/consents")))
 
+    def referrals(self) -> list[dict[str, Any]]:
+        """The referrals this agency made or received, with their due times."""
+        return list(self._json(self._send("GET", "/v1/referrals"))["referrals"])
+
+    def disclosures(self, case_id: str) -> dict[str, Any]:
+        """Who has seen or received the case's data: shares, referrals and reads."""
+        return dict(self._json(self._send("GET", f"/v1/cases/{case_id}/disclosures")))
+
     def case_list(self) -> list[dict[str, Any]]:
         """This agency's cases (cleartext facts only: nothing is unsealed)."""
         return list(self._json(self._send("GET", "/v1/cases"))["cases"])

@@ -22,6 +22,7 @@ from ledger.console.accounts import AccountError, Session, csrf_matches
 from ledger.console.casework import add_casework
 from ledger.console.i18n import chosen
 from ledger.console.pages import HEADERS, HERE, LOGIN_COOKIE, SESSION_COOKIE, Console
+from ledger.console.referrals import add_referrals
 from ledger.contract.vocabulary import is_uuid4
 
 log = logging.getLogger("ledger.console")
@@ -42,6 +43,7 @@ def create_app(console: Console) -> FastAPI:
         return response
 
     add_casework(app, console)  # first: /cases/new before /cases/{case_id}
+    add_referrals(app, console)
 
     # -- logging in and out ----------------------------------------------------------------------
 

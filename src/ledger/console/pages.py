@@ -22,6 +22,30 @@ from ledger.contract.vocabulary import is_uuid4
 
 log = logging.getLogger("ledger.console")
 
+# The consent gate's refusals (contract/gates.py), each in plain words: why, and what would
+# make it possible. Matched on the start of the ledger's message.
+EXPLAINED = (
+    ("the consent was withdrawn",
+     "The survivor withdrew this consent: nothing more may be sent under it.",
+     "Only a new consent, if the survivor gives it, would allow it."),
+    ("the consent has expired",
+     "This consent has expired.",
+     "Record a new consent with the survivor if they agree."),
+    ("the consent does not name this recipient",
+     "This consent does not name that agency.",
+     "Record a consent that names it, if the survivor agrees, or choose an agency it names."),
+    ("the consent does not cover the purpose",
+     "This consent does not allow this use of the information.",
+     "Record a consent for this purpose, if the survivor agrees."),
+    ("the consent does not cover every category",
+     "This consent does not cover all the information you chose.",
+     "Send only what it covers, or ask the survivor for a consent that covers the rest."),
+    ("in a case of a child",
+     "In the case of a child, or when the age is unknown, a consent counts only when a guardian"
+     " or guardian ad litem gave it with the child's own assent.",
+     "Record the guardian's consent with the child's assent (or the exemption under 6)."),
+)  # fmt: skip
+
 HERE = Path(__file__).parent
 SESSION_COOKIE = "console_session"
 LOGIN_COOKIE = "console_login"  # the login form's double-submit CSRF token
@@ -125,10 +149,19 @@ class Console:
         elif exc.status in (403, 409, 422):
             status, message = exc.status, "the ledger refused this, and said why:"
             detail = str(exc.body.get("message", "")) if isinstance(exc.body, dict) else None
+            for start, why, fix in EXPLAINED:
+                if detail and detail.startswith(start):
+                    return self.page("refused.html.j2", session.account.language, session,
+                                     status, why=why, fix=fix, detail=detail)  # fmt: skip
         else:
             status, message = 502, "the ledger could not answer; try again in a moment"
         return self.page("error.html.j2", session.account.language, session, status,
                          message=message, detail=detail)  # fmt: skip
+
+    @property
+    def agency_name(self) -> str | None:
+        """The agency this console serves: its signing key's name."""
+        return self.agency_key.name if self.agency_key is not None else self.settings.agency
 
     def not_found(self, session: Session) -> HTMLResponse:
         return self.ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
