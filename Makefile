@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## run: install, initialise (idempotent) and serve the API on the embedded SQLite default
+## run: install, initialise (idempotent), serve the API on the embedded SQLite default and
+##      a console for a first agency (scripts/run.sh)
 run: install
 	$(VENV)/bin/ledger init
-	$(VENV)/bin/ledger serve --host $(HOST) --port $(PORT)
+	VENV=$(VENV) HOST=$(HOST) PORT=$(PORT) bash scripts/run.sh
 
 ## test: the whole suite, PostgreSQL included (a throwaway database or server)
 test: install

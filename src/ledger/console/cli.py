@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import getpass
 import logging
+import secrets
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -45,6 +47,55 @@ def serve() -> None:
     key = load_signing_key(settings.agency_key_file) if settings.agency_key_file else None
     app = create_app(Console(settings, open_accounts(settings), key))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+
+
+@console_app.command("bootstrap")
+def bootstrap(
+    agency: Annotated[str, typer.Option(help="The first agency's id")] = "ngo-first",
+    name: Annotated[str, typer.Option(help="Its name")] = "First agency",
+    admin_token_file: Annotated[
+        Path, typer.Option(help="The ledger's admin token (`ledger init` writes it)")
+    ] = Path("keys/admin.token"),
+    keys: Annotated[Path, typer.Option(help="Where the agency key and first login go")] = Path(
+        "keys"
+    ),
+) -> None:
+    """A first agency for a new deployment (`make run`): its signing key made here (0600),
+    the agency registered, and a first supervisor account whose first password and TOTP
+    secret are written under `keys/` (0600). Does nothing if that account exists."""
+    from ledger.client import LedgerClient, LedgerHTTPError
+
+    settings = ConsoleSettings()
+    key_file = keys / f"{agency}.key"
+    login_file = keys / "console-supervisor.login"
+    accounts = open_accounts(settings)
+    try:
+        if any(a.username == "supervisor" for a in accounts.list()):
+            typer.echo(f"console: first supervisor exists (see {login_file})")
+            return
+        if not key_file.exists():
+            write_secret(key_file, crypto.generate_signing_key(agency).line().encode())
+        key = crypto.parse_signing_key(key_file.read_text())
+        admin = LedgerClient(settings.ledger_url, admin_token_file.read_text().strip())
+        with admin:
+            try:
+                admin.register_agency(agency, name, "ngo", key.verify_key.line())
+            except LedgerHTTPError as exc:
+                if exc.status != 409:  # registered by an earlier, interrupted bootstrap
+                    raise
+            token = admin.create_token("supervisor", "first supervisor (console)", agency)
+        password = secrets.token_urlsafe(12)
+        _, secret = accounts.create(
+            "supervisor", "First supervisor", "supervisor", password, token["token"],
+            settings.language,
+        )  # fmt: skip
+        write_secret(
+            login_file,
+            f"username: supervisor\npassword: {password}\ntotp secret: {secret}\n".encode(),
+        )
+        typer.echo(f"console: agency {agency} registered; first login in {login_file}")
+    finally:
+        accounts.close()
 
 
 @console_app.command("create-account")

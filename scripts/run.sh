@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make run`: the ledger's API and a console for a first agency, on this machine.
+# The ledger serves on HOST:PORT; the console on HOST:CONSOLE_PORT, holding the agency's key.
+set -euo pipefail
+VENV="${VENV:-.venv}"
+HOST="${HOST:-127.0.0.1}"
+PORT="${PORT:-8000}"
+CONSOLE_PORT="${CONSOLE_PORT:-8100}"
+AGENCY="${AGENCY:-ngo-first}"
+
+"$VENV/bin/ledger" serve --host "$HOST" --port "$PORT" &
+ledger_pid=$!
+trap 'kill "$ledger_pid" 2>/dev/null; wait "$ledger_pid" 2>/dev/null || true' EXIT INT TERM
+
+for _ in $(seq 1 100); do  # up to 20 s for the API to answer
+  if "$VENV/bin/python" -c "import httpx,sys; sys.exit(httpx.get('http://$HOST:$PORT/v1/health').status_code != 200)" 2>/dev/null; then
+    break
+  fi
+  kill -0 "$ledger_pid" 2>/dev/null || { echo "run: the ledger did not start" >&2; exit 1; }
+  sleep 0.2
+done
+
+export LEDGER_CONSOLE_LEDGER_URL="http://$HOST:$PORT"
+export LEDGER_CONSOLE_AGENCY_KEY_FILE="${LEDGER_CONSOLE_AGENCY_KEY_FILE:-keys/$AGENCY.key}"
+export LEDGER_CONSOLE_STATE_DIR="${LEDGER_CONSOLE_STATE_DIR:-.console}"
+export LEDGER_CONSOLE_HOST="$HOST" LEDGER_CONSOLE_PORT="$CONSOLE_PORT"
+"$VENV/bin/ledger" console bootstrap --agency "$AGENCY"
+
+cat <<INFO
+
+  ledger API:       http://$HOST:$PORT   (admin token in keys/admin.token)
+  agency console:   http://$HOST:$CONSOLE_PORT   (agency $AGENCY)
+  first login:      keys/console-supervisor.login (username, password, and the TOTP secret
+                    to enrol in an authenticator app: supervisors log in with its code)
+
+INFO
+"$VENV/bin/ledger" console serve
