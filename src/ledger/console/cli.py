@@ -44,6 +44,7 @@ def serve() -> None:
 
     settings = ConsoleSettings()
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # each request's URL: not needed
     key = load_signing_key(settings.agency_key_file) if settings.agency_key_file else None
     app = create_app(Console(settings, open_accounts(settings), key))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
