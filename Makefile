@@ -25,6 +25,7 @@ run: install
 
 ## test: the whole suite, PostgreSQL included (a throwaway database or server)
 test: install
+	bash scripts/ensure-chromium.sh
 	PY=$(PY) bash scripts/with-postgres.sh $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 ## fuzz: the schema-driven fuzzing of the whole API, with many more examples

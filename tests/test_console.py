@@ -361,6 +361,15 @@ def test_intake_opens_a_case_signed_by_the_agency_and_sealed(world: World, desk:
     assert case_id[:8] in desk.http.get("/cases").text
 
 
+def test_an_intake_without_a_form_of_exploitation_is_refused_in_words(desk: Desk) -> None:
+    desk.account("ana")
+    desk.login("ana")
+    form = {"csrf": desk.csrf("/cases/new"), "age_band": "adult", "gender": "female",
+            "identified_at": "2026-11-30"}  # fmt: skip
+    r = desk.http.post("/cases/new", data=form)
+    assert r.status_code == 422 and ("at least one" in r.text or "al menos una" in r.text)
+
+
 def test_an_unknown_age_opens_a_case_treated_as_a_minor(world: World, desk: Desk) -> None:
     desk.account("ana")
     desk.login("ana")

@@ -68,6 +68,10 @@ def add_casework(app: FastAPI, console: Console) -> None:
             "exploitation": sorted({str(v) for v in form.getlist("exploitation")}),
             "identified_at": str(form.get("identified_at", "")),
         }
+        if not attrs["exploitation"]:
+            message = "choose at least one form of exploitation, or other"
+            return console.page("error.html.j2", session.account.language, session, 422,
+                                message=message)  # fmt: skip
         identity = {k: str(form.get(k, "")).strip() for k in ("name", "nationality")}
         payload: dict[str, Any] = {"identity": {k: v for k, v in identity.items() if v}}
         if phone := str(form.get("phone", "")).strip():

@@ -62,6 +62,13 @@ HEADERS = {
 }
 
 
+def when(timestamp: str | None) -> str:
+    """`2026-12-05T19:32:17Z` as people read it: `2026-12-05 19:32 UTC`."""
+    if not timestamp:
+        return "?"
+    return f"{timestamp[:10]} {timestamp[11:16]} UTC" if len(timestamp) > 10 else timestamp
+
+
 class Console:
     """What the pages share: settings, accounts, the agency's key and the way to the ledger."""
 
@@ -79,6 +86,7 @@ class Console:
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(["j2", "html"]),
         )
+        self.templates.filters["when"] = when
 
     def ledger(self, account: Account) -> LedgerClient:
         """The ledger as this person: their own token, the agency's signing key."""
