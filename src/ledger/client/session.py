@@ -213,6 +213,15 @@ class LedgerClient:
         """The case's consents, what each allows now, and who may receive what."""
         return dict(self._json(self._send("GET", f"/v1/cases/{case_id}/consents")))
 
+    def consent_receipt(self, case_id: str, consent_id: str, format: str = "html") -> bytes:
+        """The survivor's consent receipt (`html` or `pdf` printout, or the signed `note`)."""
+        response = self._send(
+            "GET", f"/v1/cases/{case_id}/consents/{consent_id}/receipt", params={"format": format}
+        )
+        if response.status_code >= 400:
+            self._json(response)  # raises LedgerHTTPError with the ledger's answer
+        return response.content
+
     def referrals(self) -> list[dict[str, Any]]:
         """The referrals this agency made or received, with their due times."""
         return list(self._json(self._send("GET", "/v1/referrals"))["referrals"])

@@ -160,6 +160,32 @@ def add_casework(app: FastAPI, console: Console) -> None:
         log.info("console consent recorded account=%s case=%s", session.account.id, case_id)
         return RedirectResponse(f"/cases/{case_id}/consents", status_code=303)
 
+    @app.get("/cases/{case_id}/consents/{consent_id}/receipt")
+    def receipt(request: Request, case_id: str, consent_id: str, format: str = "html") -> Response:
+        """The receipt to print or hand over, in the consent's language, as the ledger makes
+        it: a receipt code, no ids, neutral wording (safe to carry)."""
+        session = console.current(request)
+        if session is None:
+            return console.to_login()
+        if not (console.valid_id(case_id) and console.valid_id(consent_id)) or format not in (
+            "html",
+            "pdf",
+        ):
+            return console.not_found(session)
+        with console.ledger(session.account) as ledger:
+            try:
+                body = ledger.consent_receipt(case_id, consent_id, format)
+            except (LedgerHTTPError, httpx.TransportError) as exc:
+                return console.ledger_refused(session, exc)
+        if format == "pdf":
+            disposition = 'inline; filename="receipt.pdf"'
+            return Response(body, media_type="application/pdf",
+                            headers={"Content-Disposition": disposition})  # fmt: skip
+        # Its own inline style only: no script, no request.
+        csp = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+        return Response(body, media_type="text/html; charset=utf-8",
+                        headers={"Content-Security-Policy": csp})  # fmt: skip
+
     @app.post("/cases/{case_id}/consents/{consent_id}/withdraw", response_class=HTMLResponse)
     async def withdraw(request: Request, case_id: str, consent_id: str) -> Response:
         """Two steps: the first shows who loses access; the confirmed second records it."""
