@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,13 +60,13 @@ class Desk:
     proc: Proc
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Desk]]:
-    root = tmp_path_factory.mktemp("browser")
-    with deployment("sqlite", root / "ledger", workers=1, LEDGER_PROJECTIONS_IN_API="true") as dep:
+@contextmanager
+def desks(backend: str, root: Path) -> Iterator[dict[str, Desk]]:
+    """A real ledger on `backend` and one real console per agency (ngo-a, clinic)."""
+    with deployment(backend, root / "ledger", workers=1, LEDGER_PROJECTIONS_IN_API="true") as dep:
         dep.start_server()
         creds = register_agencies(dep, ["ngo-a", "clinic"])
-        desks = {}
+        made = {}
         for name, agency in creds.items():
             state = root / f"console-{name}"
             key_file = root / f"{name}.key"
@@ -83,14 +84,28 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Desk]]
             proc = Proc([sys.executable, "-m", "ledger.cli", "console", "serve"], env,
                         root / f"console-{name}.log")  # fmt: skip
             proc.start()
-            desks[name] = Desk(name, f"http://127.0.0.1:{port}", proc)
-        for desk in desks.values():
-            wait_for(desk)
+            made[name] = Desk(name, f"http://127.0.0.1:{port}", proc)
         try:
-            yield desks
+            for desk in made.values():
+                wait_for(desk)
+            yield made
         finally:
-            for desk in desks.values():
+            for desk in made.values():
                 desk.proc.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Desk]]:
+    """Every flow on SQLite."""
+    with desks("sqlite", tmp_path_factory.mktemp("browser-sqlite")) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def pg_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Desk]]:
+    """The main journey on PostgreSQL too."""
+    with desks("postgres", tmp_path_factory.mktemp("browser-postgres")) as made:
+        yield made
 
 
 def wait_for(desk: Desk, timeout: float = 30) -> None:
@@ -157,7 +172,11 @@ class Visit:
         self.context.close()
 
 
-def test_the_main_journey_in_a_real_browser(browser: Any, world: dict[str, Desk]) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_main_journey_in_a_real_browser(
+    browser: Any, backend: str, request: pytest.FixtureRequest
+) -> None:
+    world = request.getfixturevalue("world" if backend == "sqlite" else "pg_world")
     holder = Visit(browser, world["ngo-a"], "en")
     clinic = Visit(browser, world["clinic"], "en")
     try:
