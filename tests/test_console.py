@@ -103,6 +103,20 @@ def test_a_caseworker_logs_in_sees_the_agency_cases_and_opens_one_logged(
     assert cookie and "MARKER-console-1" not in str(dict(opened.headers))
 
 
+def test_the_case_list_comes_a_page_at_a_time(desk: Desk) -> None:
+    from ledger.console.app import PAGE
+
+    opened = [desk.agency.open_case() for _ in range(PAGE + 3)]
+    desk.account("ana")
+    desk.login("ana")
+    first, second = desk.http.get("/cases").text, desk.http.get("/cases?page=2").text
+    on_first = {c for c in opened if c[:8] in first}
+    on_second = {c for c in opened if c[:8] in second}
+    assert len(on_first) == PAGE and len(on_second) == 3 and not on_first & on_second
+    assert "?page=2" in first and "?page=1" in second
+    assert desk.http.get("/cases?page=99").status_code == 200  # the last page, not an error
+
+
 def test_every_page_carries_the_security_headers(desk: Desk) -> None:
     desk.account("ana")
     desk.login("ana")

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from ledger.bench.audit import bench_audit
+from ledger.bench.console import bench_console
 from ledger.bench.erasure import bench_erasure
 from ledger.bench.harness import Report, Sizes
 from ledger.bench.hostile import bench_hostile
@@ -21,7 +22,7 @@ from ledger.bench.rebuild import bench_rebuild
 from ledger.bench.server import deployment
 from ledger.settings import Settings
 
-SECTIONS = ("limits", "proofs", "audit", "ingest", "rebuild", "erasure", "hostile")
+SECTIONS = ("limits", "proofs", "audit", "ingest", "rebuild", "erasure", "hostile", "console")
 
 
 def run(
@@ -57,4 +58,8 @@ def run(
         progress("hostile bodies: the server's memory, another agency's latency")
         with deployment(settings, throttled=True) as dep:
             bench_hostile(report, sizes, dep)
+    if "console" in only:
+        progress("console: case list and case page, beside the API")
+        with deployment(settings) as dep:
+            bench_console(report, sizes, dep)
     return report

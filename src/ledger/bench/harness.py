@@ -38,6 +38,14 @@ KEYS = (
     "victim_p99_ratio",
     "victim_p99_hostile_small_ms",
     "victim_p99_small_ratio",
+    "console_case_list_p50_ms",
+    "console_case_list_p95_ms",
+    "api_case_list_p50_ms",
+    "api_case_list_p95_ms",
+    "console_case_page_p50_ms",
+    "console_case_page_p95_ms",
+    "api_case_read_p50_ms",
+    "api_case_read_p95_ms",
 )
 PAYLOAD_BYTES = 1024
 ORIGIN = "bench.localhost/log"
@@ -57,11 +65,13 @@ class Sizes:
     erasure_large: int
     erasure_ledger: int
     repeats: int
+    console_cases: int = 10_000
+    console_reads: int = 40
 
     @classmethod
     def of(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(2_000, 200, 2, 64, 4, 32, 400, 10_000, 100_000, 300, 3_000, 1)
+            return cls(2_000, 200, 2, 64, 4, 32, 400, 10_000, 100_000, 300, 3_000, 1, 1_000, 20)
         return cls(20_000, 1_000, 5, 320, 8, 32, 5_000, 100_000, 1_000_000, 10_000, 100_000, 3)
 
 

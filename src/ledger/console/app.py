@@ -27,6 +27,8 @@ from ledger.contract.vocabulary import is_uuid4
 
 log = logging.getLogger("ledger.console")
 
+PAGE = 50  # cases on one page of the list
+
 
 def create_app(console: Console) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -111,7 +113,8 @@ def create_app(console: Console) -> FastAPI:
     # -- cases ---------------------------------------------------------------------------------
 
     @app.get("/cases", response_class=HTMLResponse)
-    def cases(request: Request) -> Response:
+    def cases(request: Request, page: int = 1) -> Response:
+        """The agency's cases, newest first, a page of `PAGE` at a time."""
         session = console.current(request)
         if session is None:
             return console.to_login()
@@ -120,7 +123,12 @@ def create_app(console: Console) -> FastAPI:
                 listed = ledger.case_list()
             except (LedgerHTTPError, httpx.TransportError) as exc:
                 return console.ledger_refused(session, exc)
-        return console.page("cases.html.j2", session.account.language, session, cases=listed)
+        pages = max(1, -(-len(listed) // PAGE))
+        page = min(max(1, page), pages)
+        shown = listed[(page - 1) * PAGE : page * PAGE]
+        return console.page("cases.html.j2", session.account.language, session, cases=shown,
+                            total=len(listed), page=page, pages=pages,
+                            first=(page - 1) * PAGE + 1)  # fmt: skip
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse)
     def case(request: Request, case_id: str) -> Response:

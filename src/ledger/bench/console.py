@@ -1,0 +1,129 @@
+"""Section 8, the agency console: p50 and p95 of its case list and of a case page with an
+agency holding many cases, beside the same reads through the API, in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from ledger.bench.harness import Report, Sizes
+from ledger.bench.server import Deployment, agency_for
+from ledger.bench.workload import case_bodies
+
+PASSWORD = secrets.token_urlsafe(16)  # the bench account's, for this run only
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
+    return statistics.median(ordered), p95
+
+
+def _timed_gets(client: httpx.Client, path: str, n: int) -> list[float]:
+    runs = []
+    for _ in range(n):
+        start = time.perf_counter()
+        response = client.get(path)
+        runs.append((time.perf_counter() - start) * 1000)
+        assert response.status_code == 200, (path, response.status_code)
+    return runs
+
+
+def bench_console(report: Report, sizes: Sizes, dep: Deployment) -> None:
+    from ledger.console.cli import open_accounts
+    from ledger.console.settings import ConsoleSettings
+
+    cases = sizes.console_cases
+    key, token = agency_for(dep, "bench-console")
+    api = httpx.Client(base_url=dep.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    case_ids = []
+    batch: list[bytes] = []
+    for _ in range(cases):
+        body = case_bodies(key, 1)[0]  # the intake: a case of its own
+        case_ids.append(json.loads(body)["envelope"]["case_id"])
+        batch.append(body)
+        if len(batch) == 1000 or len(case_ids) == cases:
+            events = b'{"events": [' + b",".join(batch) + b"]}"
+            r = api.post("/v1/events:batch", content=events,
+                          headers={"Content-Type": "application/json"})  # fmt: skip
+            assert r.status_code == 200, r.text[:200]
+            batch = []
+    # PostgreSQL deployments project in a worker of their own: run one, and wait for it.
+    worker = None
+    if dep.settings.is_postgres:
+        worker = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "ledger.cli", "worker"], env=dep.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while len(api.get("/v1/cases").json()["cases"]) < cases:
+        assert time.monotonic() < deadline, "the read models did not catch up"
+        time.sleep(0.5)
+    folder = Path(tempfile.mkdtemp(prefix="ledger-bench-console-"))
+    key_file = folder / "agency.key"
+    key_file.write_text(key.line())
+    accounts = open_accounts(ConsoleSettings(state_dir=folder / "state"))
+    accounts.create("bench", "Bench", "caseworker", PASSWORD, token)
+    accounts.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
+        "LEDGER_CONSOLE_LEDGER_URL": dep.url,
+        "LEDGER_CONSOLE_AGENCY_KEY_FILE": str(key_file),
+        "LEDGER_CONSOLE_STATE_DIR": str(folder / "state"),
+        "LEDGER_CONSOLE_PORT": str(port),
+    }
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "ledger.cli", "console", "serve"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"{url}/login", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        console = httpx.Client(base_url=url, timeout=60)
+        page = console.get("/login").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None
+        login = {"username": "bench", "password": PASSWORD, "csrf": csrf[1]}
+        assert console.post("/login", data=login).status_code in (200, 303)
+        n = sizes.console_reads
+        one = case_ids[len(case_ids) // 2]
+        figures = {
+            "console_case_list": _timed_gets(console, "/cases", n),
+            "api_case_list": _timed_gets(api, "/v1/cases", n),
+            "console_case_page": _timed_gets(console, f"/cases/{one}", n),
+            "api_case_read": _timed_gets(api, f"/v1/cases/{one}", n),
+        }
+        what = {
+            "console_case_list": "the console's case list page (GET /cases, logged in)",
+            "api_case_list": "GET /v1/cases through the API",
+            "console_case_page": "a case's page in the console (GET /cases/{id})",
+            "api_case_read": "GET /v1/cases/{id} through the API (an unsealed, logged read)",
+        }
+        for name, runs in figures.items():
+            p50, p95 = _percentiles(runs)
+            report.put(f"{name}_p50_ms", [p50], f"{what[name]}: median of {n}, ms", cases)
+            report.put(f"{name}_p95_ms", [p95], f"{what[name]}: p95 of {n}, ms", cases)
+    finally:
+        for running in (proc, worker):
+            if running is not None:
+                running.terminate()
+                running.wait(10)
+        api.close()
