@@ -461,9 +461,9 @@ def test_a_refused_consent_is_explained_not_a_bare_status(world: World, desk: De
     assert world.ledger.store.log_size() == size
 
 
-def test_every_text_of_the_pages_has_its_spanish_translation() -> None:
-    """The catalogue keeps up with the pages: each literal `_("...")` in a template and each
-    plain-words message of the console has a Spanish entry."""
+def test_every_text_of_the_pages_is_in_spanish_portuguese_and_french() -> None:
+    """The catalogues keep up with the pages: each literal `_("...")` in a template and each
+    plain-words message of the console has an entry in each of them."""
     from ledger.console.i18n import translations
 
     root = Path(__file__).resolve().parent.parent / "src" / "ledger" / "console"
@@ -478,11 +478,13 @@ def test_every_text_of_the_pages_has_its_spanish_translation() -> None:
     texts.update(text for _, why, fix in EXPLAINED for text in (why, fix))
     from babel.messages.pofile import read_po
 
-    with (root / "locales" / "es" / "LC_MESSAGES" / "console.po").open("rb") as f:
-        catalog = read_po(f)
-    spanish = translations("es")
-    missing = sorted(t for t in texts if t not in catalog or not spanish.gettext(t))
-    assert texts and missing == []
+    assert texts
+    for language in ("es", "pt", "fr"):
+        with (root / "locales" / language / "LC_MESSAGES" / "console.po").open("rb") as f:
+            catalog = read_po(f)
+        translated = translations(language)
+        missing = sorted(t for t in texts if t not in catalog or not translated.gettext(t))
+        assert missing == [], language
 
 
 # -- referrals, sharing, disclosures -------------------------------------------------------------
