@@ -21,8 +21,9 @@ for _ in $(seq 1 100); do  # up to 20 s for the API to answer
 done
 
 export LEDGER_CONSOLE_LEDGER_URL="http://$HOST:$PORT"
-export LEDGER_CONSOLE_AGENCY_KEY_FILE="${LEDGER_CONSOLE_AGENCY_KEY_FILE:-keys/$AGENCY.key}"
 export LEDGER_CONSOLE_STATE_DIR="${LEDGER_CONSOLE_STATE_DIR:-.console}"
+# The agency's key lives with its console, never among the ledger's keys.
+export LEDGER_CONSOLE_AGENCY_KEY_FILE="${LEDGER_CONSOLE_AGENCY_KEY_FILE:-$LEDGER_CONSOLE_STATE_DIR/$AGENCY.key}"
 export LEDGER_CONSOLE_HOST="$HOST" LEDGER_CONSOLE_PORT="$CONSOLE_PORT"
 "$VENV/bin/ledger" console bootstrap --agency "$AGENCY"
 
@@ -30,8 +31,11 @@ cat <<INFO
 
   ledger API:       http://$HOST:$PORT   (admin token in keys/admin.token)
   agency console:   http://$HOST:$CONSOLE_PORT   (agency $AGENCY)
-  first login:      keys/console-supervisor.login (username, password, and the TOTP secret
-                    to enrol in an authenticator app: supervisors log in with its code)
+  first login:      $LEDGER_CONSOLE_STATE_DIR/first-login, if this is the first run:
+                    username, a one-time password (changed at the first login, which
+                    deletes the file) and the TOTP secret to enrol in an authenticator app
+                    (supervisors log in with its code). A trial on one machine: in a real
+                    deployment the agency runs its console and holds its key, not the operator.
 
 INFO
 "$VENV/bin/ledger" console serve

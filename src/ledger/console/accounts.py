@@ -34,6 +34,7 @@ SCHEMA = (
     " username TEXT UNIQUE NOT NULL, display_name TEXT NOT NULL, role TEXT NOT NULL,"
     " password_hash TEXT NOT NULL, totp_sealed TEXT, token_sealed TEXT NOT NULL,"
     " language TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,"
+    " must_change INTEGER NOT NULL DEFAULT 0, totp_step BIGINT,"
     " failed INTEGER NOT NULL DEFAULT 0, locked_until DOUBLE PRECISION,"
     " created_at DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS console_sessions (id_hash TEXT PRIMARY KEY,"
@@ -62,6 +63,7 @@ class Account:
     language: str
     disabled: bool
     has_totp: bool
+    must_change: bool = False  # a first or reset password: changed before anything else
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ class Accounts:
             row["language"],
             bool(row["disabled"]),
             row["totp_sealed"] is not None,
+            bool(row["must_change"]),
         )
 
     def create(
@@ -195,6 +198,8 @@ class Accounts:
         password: str,
         ledger_token: str,
         language: str = "es",
+        *,
+        must_change: bool = False,
     ) -> tuple[Account, str | None]:
         """A new account bound to the person's own ledger token; returns it and, for a
         supervisor (a second factor is required), the TOTP secret to enrol once."""
@@ -210,8 +215,8 @@ class Accounts:
             with self.db.cursor() as cur:
                 cur.execute(
                     "INSERT INTO console_accounts (id, username, display_name, role,"
-                    " password_hash, totp_sealed, token_sealed, language, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " password_hash, totp_sealed, token_sealed, language, created_at, must_change)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         account_id,
                         username,
@@ -222,6 +227,7 @@ class Accounts:
                         self._seal(account_id, "token", ledger_token),
                         language,
                         self.clock(),
+                        int(must_change),
                     ),
                 )
         except Exception as exc:
@@ -266,55 +272,78 @@ class Accounts:
             )
 
     def reset_password(self, account_id: str, password: str) -> None:
-        """A new password, the lock lifted and every session of the account ended."""
+        """A new password, to be changed at the next login, the lock lifted and every session
+        of the account ended."""
         check_password(password)
         with self.db.cursor() as cur:
             cur.execute(
-                "UPDATE console_accounts SET password_hash = ?, failed = 0, locked_until = NULL"
-                " WHERE id = ?",
+                "UPDATE console_accounts SET password_hash = ?, failed = 0, locked_until = NULL,"
+                " must_change = 1 WHERE id = ?",
                 (_HASHER.hash(password), account_id),
             )
             cur.execute("DELETE FROM console_sessions WHERE account_id = ?", (account_id,))
 
     # -- logins and sessions -------------------------------------------------------------------
 
-    def login(self, username: str, password: str, code: str | None) -> tuple[str, Session]:
+    def login(
+        self, username: str, password: str, code: str | None, replacing: str | None = None
+    ) -> tuple[str, Session]:
         """A new session (its id, to be set as the cookie, and the session) for the right
-        password and, where the account has one, a current TOTP code. Every failure counts
-        towards the lock-out, and an unknown name answers like a wrong password."""
+        password and, where the account has one, a TOTP code not used before. `replacing`:
+        the browser's previous session, ended here (a shared computer's last user).
+
+        Each attempt is counted before the password is checked, in one statement, so
+        concurrent guesses cannot read the same count: past `max_failures` the account
+        locks. Every refusal but the lock says the same words, and costs one argon2 check."""
+        self.logout(replacing)
         now = self.clock()
+        wrong = AccountError("the username, the password or the code is wrong")
         with self.db.cursor() as cur:
             cur.execute(
-                "SELECT * FROM console_accounts WHERE username = ?", (username.strip().lower(),)
+                "UPDATE console_accounts SET failed = failed + 1 WHERE username = ?"
+                " AND (locked_until IS NULL OR locked_until <= ?) RETURNING *",
+                (username.strip().lower(), now),
             )
             row = cur.fetchone()
+            if row is None:  # unknown, or locked
+                cur.execute(
+                    "SELECT locked_until FROM console_accounts WHERE username = ?",
+                    (username.strip().lower(),),
+                )
+                locked = cur.fetchone()
         if row is None:
             _verify(_DUMMY, password)
-            raise AccountError("the username or the password is wrong")
-        if row["locked_until"] is not None and row["locked_until"] > now:
-            minutes = max(1, round((row["locked_until"] - now) / 60))
+            if locked is None:
+                raise wrong
+            minutes = max(1, round((locked["locked_until"] - now) / 60))
             raise AccountError(
                 "too many failed attempts: the account is locked for {minutes} more minutes,"
                 " or until a supervisor resets it",
                 minutes=minutes,
             )
+        if row["failed"] > self.policy.max_failures:  # concurrent attempts used them up
+            _verify(_DUMMY, password)
+            self._lock(row["id"], now)
+            raise wrong
         ok = _verify(row["password_hash"], password)
+        step = None
         if ok and row["totp_sealed"] is not None:
             secret = self._unseal(row["id"], "totp", row["totp_sealed"])
-            ok = bool(code) and pyotp.TOTP(secret).verify(str(code).strip(), valid_window=1)
+            step = _totp_step(secret, code, now)
+            ok = step is not None and step > (row["totp_step"] or -1)  # never the same code twice
         if not ok:
-            self._failed(row["id"], row["failed"] + 1, now)
-            if row["totp_sealed"] is not None:
-                raise AccountError("the username, the password or the code is wrong")
-            raise AccountError("the username or the password is wrong")
+            if row["failed"] >= self.policy.max_failures:
+                self._lock(row["id"], now)
+            raise wrong
         if row["disabled"]:  # said only to whoever knows the password
             raise AccountError("this account is disabled; ask a supervisor of your agency")
         session_id = secrets.token_urlsafe(32)  # a new id at every login: no fixation
         csrf = secrets.token_urlsafe(32)
         with self.db.cursor() as cur:
             cur.execute(
-                "UPDATE console_accounts SET failed = 0, locked_until = NULL WHERE id = ?",
-                (row["id"],),
+                "UPDATE console_accounts SET failed = 0, locked_until = NULL,"
+                " totp_step = COALESCE(?, totp_step) WHERE id = ?",
+                (step, row["id"]),
             )
             cur.execute(
                 "INSERT INTO console_sessions (id_hash, account_id, csrf, created_at, last_seen)"
@@ -323,14 +352,28 @@ class Accounts:
             )
         return session_id, Session(self._account(row), csrf, now, now)
 
-    def _failed(self, account_id: str, failures: int, now: float) -> None:
-        locked = failures >= self.policy.max_failures
+    def _lock(self, account_id: str, now: float) -> None:
         with self.db.cursor() as cur:
             cur.execute(
-                "UPDATE console_accounts SET failed = ?, locked_until = ? WHERE id = ?",
-                (0 if locked else failures, now + self.policy.lockout_s if locked else None,
-                 account_id),
-            )  # fmt: skip
+                "UPDATE console_accounts SET failed = 0, locked_until = ? WHERE id = ?",
+                (now + self.policy.lockout_s, account_id),
+            )
+
+    def change_password(self, account_id: str, current: str, new: str) -> None:
+        """The person's own change (required after a first or reset password)."""
+        check_password(new)
+        with self.db.cursor() as cur:
+            cur.execute("SELECT password_hash FROM console_accounts WHERE id = ?", (account_id,))
+            row = cur.fetchone()
+        if row is None or not _verify(row["password_hash"], current):
+            raise AccountError("the current password is wrong")
+        if current == new:
+            raise AccountError("choose a password you have not used here")
+        with self.db.cursor() as cur:
+            cur.execute(
+                "UPDATE console_accounts SET password_hash = ?, must_change = 0 WHERE id = ?",
+                (_HASHER.hash(new), account_id),
+            )
 
     def session(self, session_id: str | None) -> Session | None:
         """The live session with this id, its idle time restarted; None if there is none, or
@@ -372,8 +415,19 @@ def check_password(password: str) -> None:
         raise AccountError("a password has at least {length} characters", length=MIN_PASSWORD)
 
 
-def csrf_matches(session: Session, sent: str | None) -> bool:
-    return bool(sent) and hmac.compare_digest(session.csrf, str(sent))
+def csrf_matches(session: Session, sent: object) -> bool:
+    return bool(sent) and hmac.compare_digest(session.csrf.encode(), str(sent).encode())
+
+
+def _totp_step(secret: str, code: str | None, now: float) -> int | None:
+    """The 30-second step whose code this is (the current one or a neighbour), or None."""
+    if not code or not str(code).strip().isdigit():
+        return None
+    totp, step = pyotp.TOTP(secret), int(now // 30)
+    for candidate in (step - 1, step, step + 1):
+        if hmac.compare_digest(totp.at(candidate * 30), str(code).strip()):
+            return candidate
+    return None
 
 
 def _verify(password_hash: str, password: str) -> bool:

@@ -16,22 +16,41 @@ import httpx
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ledger.client import LedgerHTTPError
 from ledger.console.accounts import AccountError, Session, csrf_matches
 from ledger.console.casework import add_casework
 from ledger.console.i18n import chosen
-from ledger.console.pages import HEADERS, HERE, LOGIN_COOKIE, SESSION_COOKIE, Console
+from ledger.console.pages import (
+    HEADERS,
+    HERE,
+    LOGIN_COOKIE,
+    LOOPBACK,
+    SESSION_COOKIE,
+    Console,
+    MustChange,
+)
 from ledger.console.referrals import add_referrals
 from ledger.contract.vocabulary import is_uuid4
 
 log = logging.getLogger("ledger.console")
+ANYWHERE = "0.0.0.0"  # noqa: S104 (a setting's value, compared; nothing binds here)
 
 PAGE = 50  # cases on one page of the list
 
 
 def create_app(console: Console) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    # Answer only to its own names (a guard against DNS rebinding); "listen everywhere" is
+    # no name.
+    hosts = {console.settings.host, *LOOPBACK, *console.settings.allowed_hosts} - {ANYWHERE}
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=sorted(hosts))
+
+    @app.exception_handler(MustChange)
+    async def must_change(request: Request, exc: MustChange) -> Response:
+        return RedirectResponse("/password", status_code=303)
+
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     default = console.settings.language
 
@@ -80,13 +99,17 @@ def create_app(console: Console) -> FastAPI:
             )
             return response
         try:
-            session_id, session = console.accounts.login(username, password, code or None)
+            session_id, session = console.accounts.login(
+                username, password, code or None, replacing=request.cookies.get(SESSION_COOKIE)
+            )
         except AccountError as exc:
             log.info("console login refused")  # no username: it may be a mistyped password
             return console.page("login.html.j2", language, None, 401, csrf=csrf,
                                 error=exc.message, params=exc.params)  # fmt: skip
         log.info("console login account=%s", session.account.id)
-        done = RedirectResponse("/cases", status_code=303)
+        done = RedirectResponse(
+            "/password" if session.account.must_change else "/cases", status_code=303
+        )
         done.set_cookie(
             SESSION_COOKIE,
             session_id,
@@ -161,7 +184,7 @@ def create_app(console: Console) -> FastAPI:
                 opened = ledger.read_case(case_id)
             except (LedgerHTTPError, httpx.TransportError) as exc:
                 return console.ledger_refused(session, exc)
-        log.info("console case opened account=%s case=%s", session.account.id, case_id)
+        log.info("console sealed data read account=%s case=%s", session.account.id, case_id)
         return console.page("opened.html.j2", session.account.language, session, case=opened)
 
     # -- accounts (supervisors) ------------------------------------------------------------------
@@ -196,6 +219,9 @@ def create_app(console: Console) -> FastAPI:
             return session
         if not csrf_matches(session, csrf):
             return console.refused(session)
+        if account_id == session.account.id:  # another supervisor does it, not oneself
+            return console.page("error.html.j2", session.account.language, session, 403,
+                                message="another supervisor manages your own account")  # fmt: skip
         if console.accounts.get(account_id) is None or action not in ("disable", "enable", "reset"):
             return console.page("error.html.j2", session.account.language, session, 404,
                                 message="no such account")  # fmt: skip
@@ -209,6 +235,39 @@ def create_app(console: Console) -> FastAPI:
                                 message=exc.message, params=exc.params)  # fmt: skip
         log.info("console account %s account=%s by=%s", action, account_id, session.account.id)
         return RedirectResponse("/accounts", status_code=303)
+
+    @app.get("/password", response_class=HTMLResponse)
+    def password_form(request: Request) -> Response:
+        session = console.current(request)
+        if session is None:
+            return console.to_login()
+        return console.page("password.html.j2", session.account.language, session)
+
+    @app.post("/password", response_class=HTMLResponse)
+    def change_password(
+        request: Request,
+        csrf: str = Form(""),
+        current: str = Form(""),
+        new: str = Form(""),
+        again: str = Form(""),
+    ) -> Response:
+        session = console.current(request)
+        if session is None:
+            return console.to_login()
+        if not csrf_matches(session, csrf):
+            return console.refused(session)
+        try:
+            if new != again:
+                raise AccountError("the two new passwords differ")
+            console.accounts.change_password(session.account.id, current, new)
+        except AccountError as exc:
+            return console.page("password.html.j2", session.account.language, session, 422,
+                                error=exc.message, params=exc.params)  # fmt: skip
+        first_login = console.settings.state_dir / "first-login"
+        if first_login.exists():  # the bootstrap's one-time login: used, so gone
+            first_login.unlink()
+        log.info("console password changed account=%s", session.account.id)
+        return RedirectResponse("/cases", status_code=303)
 
     @app.post("/language")
     def language(request: Request, csrf: str = Form(""), lang: str = Form("")) -> Response:

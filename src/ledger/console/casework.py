@@ -182,7 +182,10 @@ def add_casework(app: FastAPI, console: Console) -> None:
             return Response(body, media_type="application/pdf",
                             headers={"Content-Disposition": disposition})  # fmt: skip
         # Its own inline style only: no script, no request.
-        csp = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+        csp = (
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none';"
+            " form-action 'none'; base-uri 'none'; sandbox"
+        )
         return Response(body, media_type="text/html; charset=utf-8",
                         headers={"Content-Security-Policy": csp})  # fmt: skip
 

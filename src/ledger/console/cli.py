@@ -57,22 +57,21 @@ def bootstrap(
     admin_token_file: Annotated[
         Path, typer.Option(help="The ledger's admin token (`ledger init` writes it)")
     ] = Path("keys/admin.token"),
-    keys: Annotated[Path, typer.Option(help="Where the agency key and first login go")] = Path(
-        "keys"
-    ),
 ) -> None:
-    """A first agency for a new deployment (`make run`): its signing key made here (0600),
-    the agency registered, and a first supervisor account whose first password and TOTP
-    secret are written under `keys/` (0600). Does nothing if that account exists."""
+    """A first agency for a trial on one machine (`make run`): its signing key made in the
+    console's own state directory (0600, never among the ledger's keys), the agency
+    registered with the admin token, and a first supervisor account whose one-time password
+    and TOTP secret are written to `<state dir>/first-login` (0600): the password must be
+    changed at the first login, which deletes the file. Does nothing if the account exists."""
     from ledger.client import LedgerClient, LedgerHTTPError
 
     settings = ConsoleSettings()
-    key_file = keys / f"{agency}.key"
-    login_file = keys / "console-supervisor.login"
+    key_file = settings.agency_key_file or settings.state_dir / f"{agency}.key"
+    login_file = settings.state_dir / "first-login"
     accounts = open_accounts(settings)
     try:
         if any(a.username == "supervisor" for a in accounts.list()):
-            typer.echo(f"console: first supervisor exists (see {login_file})")
+            typer.echo("console: the first supervisor's account exists")
             return
         if not key_file.exists():
             write_secret(key_file, crypto.generate_signing_key(agency).line().encode())
@@ -88,7 +87,7 @@ def bootstrap(
         password = secrets.token_urlsafe(12)
         _, secret = accounts.create(
             "supervisor", "First supervisor", "supervisor", password, token["token"],
-            settings.language,
+            settings.language, must_change=True,
         )  # fmt: skip
         write_secret(
             login_file,

@@ -69,6 +69,10 @@ def when(timestamp: str | None) -> str:
     return f"{timestamp[:10]} {timestamp[11:16]} UTC" if len(timestamp) > 10 else timestamp
 
 
+class MustChange(Exception):
+    """The session's password must be changed first: answered with a redirect to /password."""
+
+
 class Console:
     """What the pages share: settings, accounts, the agency's key and the way to the ledger."""
 
@@ -81,7 +85,13 @@ class Console:
     ) -> None:
         self.settings, self.accounts, self.agency_key = settings, accounts, agency_key
         self.transport = transport
-        self.secure = settings.host not in LOOPBACK
+        # Secure cookies unless said otherwise; by default off only when the console listens
+        # on loopback alone (a trial on one machine, over plain HTTP).
+        self.secure = (
+            settings.secure_cookies
+            if settings.secure_cookies is not None
+            else settings.host not in LOOPBACK
+        )
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(["j2", "html"]),
@@ -109,6 +119,7 @@ class Console:
         trans = translations(language)
         html = self.templates.get_template(name).render(
             _=trans.gettext,
+            idle_s=int(self.settings.idle_timeout_s),
             lang=language,
             languages=LANGUAGES,
             session=session,
@@ -118,8 +129,13 @@ class Console:
         return HTMLResponse(html, status_code=status)
 
     def current(self, request: Request) -> Session | None:
-        """The caller's live session, if any (its idle time restarts)."""
-        return self.accounts.session(request.cookies.get(SESSION_COOKIE))
+        """The caller's live session, if any (its idle time restarts). A person whose
+        password is a first or reset one changes it before anything else (`MustChange`)."""
+        session = self.accounts.session(request.cookies.get(SESSION_COOKIE))
+        exempt = request.url.path in ("/password", "/logout")
+        if session is not None and session.account.must_change and not exempt:
+            raise MustChange
+        return session
 
     @staticmethod
     def to_login() -> RedirectResponse:

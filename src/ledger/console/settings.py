@@ -22,3 +22,9 @@ class ConsoleSettings(BaseSettings):
     max_failed_logins: int = 5
     lockout_s: float = 15 * 60
     language: str = "es"  # the default for new accounts and the login page
+    # Cookies marked Secure (serve the console over TLS); unset: on unless it listens on
+    # loopback only. Behind a TLS proxy on 127.0.0.1, set it to true.
+    secure_cookies: bool | None = None
+    # The Host names the console answers to (a guard against DNS rebinding); its own host
+    # and the loopback names are always allowed.
+    allowed_hosts: list[str] = []
