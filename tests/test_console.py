@@ -645,3 +645,42 @@ def test_logging_in_on_a_shared_browser_ends_the_previous_person_session(desk: D
 def test_the_console_answers_only_to_its_own_host_names(desk: Desk) -> None:
     assert desk.http.get("/login", headers={"Host": "attacker.example"}).status_code == 400
     assert desk.http.get("/login").status_code == 200
+
+
+def test_a_supervisor_opens_a_colleague_account_shown_once(world: World, desk: Desk) -> None:
+    secret = desk.account("sup", "supervisor")
+    assert secret is not None
+    desk.login("sup", code=pyotp.TOTP(secret).at(desk.clock.now))
+    token = world.token("caseworker", "ngo-a")
+    form = {"csrf": desk.csrf("/accounts"), "username": "new.worker", "name": "New Worker",
+            "role": "caseworker", "language": "en", "token": token}  # fmt: skip
+    shown = desk.http.post("/accounts", data=form)
+    assert shown.status_code == 200
+    found = re.search(r"<code>([^<]+)</code>", shown.text)
+    assert found is not None
+    assert token not in shown.text  # the token is never shown back
+    bad = desk.http.post("/accounts", data={**form, "username": "x2", "token": "not a token",
+                                            "csrf": desk.csrf("/accounts")})  # fmt: skip
+    assert bad.status_code == 422
+    desk.http.cookies.clear()
+    r = desk.login("new.worker", found[1])
+    assert r.headers["location"] == "/password"  # a one-time password
+
+
+def test_anyone_may_add_a_second_factor(desk: Desk) -> None:
+    desk.account("ana")
+    desk.login("ana")
+    page = desk.http.post("/totp", data={"csrf": desk.csrf()})
+    secret = re.search(r"<code>([A-Z2-7]+)</code>", page.text)
+    assert secret is not None
+    wrong = desk.http.post("/totp", data={"csrf": desk.csrf(), "step": "confirm", "code": "000000"})
+    assert wrong.status_code == 422
+    code = pyotp.TOTP(secret[1]).at(desk.clock.now)
+    ok = desk.http.post("/totp", data={"csrf": desk.csrf(), "step": "confirm", "code": code},
+                        follow_redirects=False)  # fmt: skip
+    assert ok.status_code == 303
+    desk.http.cookies.clear()
+    assert desk.login("ana").status_code == 401  # the password alone no longer opens it
+    desk.clock.now += 30  # the next step: a new code
+    later = pyotp.TOTP(secret[1]).at(desk.clock.now)
+    assert desk.login("ana", code=later).status_code == 303

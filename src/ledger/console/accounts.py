@@ -34,7 +34,7 @@ SCHEMA = (
     " username TEXT UNIQUE NOT NULL, display_name TEXT NOT NULL, role TEXT NOT NULL,"
     " password_hash TEXT NOT NULL, totp_sealed TEXT, token_sealed TEXT NOT NULL,"
     " language TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0,"
-    " must_change INTEGER NOT NULL DEFAULT 0, totp_step BIGINT,"
+    " must_change INTEGER NOT NULL DEFAULT 0, totp_step BIGINT, totp_pending TEXT,"
     " failed INTEGER NOT NULL DEFAULT 0, locked_until DOUBLE PRECISION,"
     " created_at DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS console_sessions (id_hash TEXT PRIMARY KEY,"
@@ -357,6 +357,34 @@ class Accounts:
             cur.execute(
                 "UPDATE console_accounts SET failed = 0, locked_until = ? WHERE id = ?",
                 (now + self.policy.lockout_s, account_id),
+            )
+
+    def start_totp(self, account_id: str) -> str:
+        """A new TOTP secret for the person to enrol; it counts once confirmed with a code."""
+        secret = pyotp.random_base32()
+        with self.db.cursor() as cur:
+            cur.execute(
+                "UPDATE console_accounts SET totp_pending = ? WHERE id = ?",
+                (self._seal(account_id, "totp-pending", secret), account_id),
+            )
+        return secret
+
+    def confirm_totp(self, account_id: str, code: str) -> None:
+        """The enrolled app's first code: from now on this account logs in with a code."""
+        with self.db.cursor() as cur:
+            cur.execute("SELECT totp_pending FROM console_accounts WHERE id = ?", (account_id,))
+            row = cur.fetchone()
+        if row is None or row["totp_pending"] is None:
+            raise AccountError("start the enrolment again")
+        secret = self._unseal(account_id, "totp-pending", row["totp_pending"])
+        step = _totp_step(secret, code, self.clock())
+        if step is None:
+            raise AccountError("the code is wrong; check the app's clock and try again")
+        with self.db.cursor() as cur:
+            cur.execute(
+                "UPDATE console_accounts SET totp_sealed = ?, totp_pending = NULL, totp_step = ?"
+                " WHERE id = ?",
+                (self._seal(account_id, "totp", secret), step, account_id),
             )
 
     def change_password(self, account_id: str, current: str, new: str) -> None:

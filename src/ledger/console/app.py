@@ -206,6 +206,39 @@ def create_app(console: Console) -> FastAPI:
         return console.page("accounts.html.j2", session.account.language, session,
                             accounts=console.accounts.list())  # fmt: skip
 
+    @app.post("/accounts", response_class=HTMLResponse)
+    def create_account(
+        request: Request,
+        csrf: str = Form(""),
+        username: str = Form(""),
+        name: str = Form(""),
+        role: str = Form("caseworker"),
+        language: str = Form("es"),
+        token: str = Form(""),
+    ) -> Response:
+        """A supervisor opens an account for a colleague, bound to the ledger token the
+        ledger's admin issued to that person; the one-time password is shown once here,
+        and must be changed at the first login (a supervisor's TOTP secret too)."""
+        session = supervisor(request)
+        if not isinstance(session, Session):
+            return session
+        if not csrf_matches(session, csrf):
+            return console.refused(session)
+        password = secrets.token_urlsafe(12)
+        try:
+            if not token.strip().startswith("lgr_"):
+                raise AccountError("paste the person's own ledger token (it starts with lgr_)")
+            account, secret = console.accounts.create(
+                username, name.strip() or username, role, password, token.strip(),
+                chosen(language, default), must_change=True,
+            )  # fmt: skip
+        except AccountError as exc:
+            return console.page("error.html.j2", session.account.language, session, 422,
+                                message=exc.message, params=exc.params)  # fmt: skip
+        log.info("console account created account=%s by=%s", account.id, session.account.id)
+        return console.page("account-created.html.j2", session.account.language, session,
+                            created=account, password=password, secret=secret)  # fmt: skip
+
     @app.post("/accounts/{account_id}/{action}", response_class=HTMLResponse)
     def account_action(
         request: Request,
@@ -267,6 +300,35 @@ def create_app(console: Console) -> FastAPI:
         if first_login.exists():  # the bootstrap's one-time login: used, so gone
             first_login.unlink()
         log.info("console password changed account=%s", session.account.id)
+        return RedirectResponse("/cases", status_code=303)
+
+    @app.get("/totp", response_class=HTMLResponse)
+    def totp_page(request: Request) -> Response:
+        session = console.current(request)
+        if session is None:
+            return console.to_login()
+        return console.page("totp.html.j2", session.account.language, session, secret=None)
+
+    @app.post("/totp", response_class=HTMLResponse)
+    def totp(
+        request: Request, csrf: str = Form(""), code: str = Form(""), step: str = Form("")
+    ) -> Response:
+        """A second factor for anyone who wants one: a secret to enrol, then its first code."""
+        session = console.current(request)
+        if session is None:
+            return console.to_login()
+        if not csrf_matches(session, csrf):
+            return console.refused(session)
+        if step != "confirm":
+            secret = console.accounts.start_totp(session.account.id)
+            return console.page("totp.html.j2", session.account.language, session,
+                                secret=secret)  # fmt: skip
+        try:
+            console.accounts.confirm_totp(session.account.id, code)
+        except AccountError as exc:
+            return console.page("error.html.j2", session.account.language, session, 422,
+                                message=exc.message, params=exc.params)  # fmt: skip
+        log.info("console second factor enrolled account=%s", session.account.id)
         return RedirectResponse("/cases", status_code=303)
 
     @app.post("/language")

@@ -119,7 +119,6 @@ class Console:
         trans = translations(language)
         html = self.templates.get_template(name).render(
             _=trans.gettext,
-            idle_s=int(self.settings.idle_timeout_s),
             lang=language,
             languages=LANGUAGES,
             session=session,
