@@ -12,13 +12,11 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
-import httpx
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ledger.client import LedgerHTTPError
 from ledger.console.accounts import AccountError, Session, csrf_matches
 from ledger.console.casework import add_casework
 from ledger.console.i18n import chosen
@@ -28,11 +26,11 @@ from ledger.console.pages import (
     LOGIN_COOKIE,
     LOOPBACK,
     SESSION_COOKIE,
+    Answered,
     Console,
     MustChange,
 )
 from ledger.console.referrals import add_referrals
-from ledger.contract.vocabulary import is_uuid4
 
 log = logging.getLogger("ledger.console")
 ANYWHERE = "0.0.0.0"  # noqa: S104 (a setting's value, compared; nothing binds here)
@@ -50,6 +48,10 @@ def create_app(console: Console) -> FastAPI:
     @app.exception_handler(MustChange)
     async def must_change(request: Request, exc: MustChange) -> Response:
         return RedirectResponse("/password", status_code=303)
+
+    @app.exception_handler(Answered)
+    async def answered(request: Request, exc: Answered) -> Response:
+        return exc.response
 
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     default = console.settings.language
@@ -138,14 +140,8 @@ def create_app(console: Console) -> FastAPI:
     @app.get("/cases", response_class=HTMLResponse)
     def cases(request: Request, page: int = 1) -> Response:
         """The agency's cases, newest first, a page of `PAGE` at a time."""
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
-        with console.ledger(session.account) as ledger:
-            try:
-                listed = ledger.case_list()
-            except (LedgerHTTPError, httpx.TransportError) as exc:
-                return console.ledger_refused(session, exc)
+        session = console.person(request)
+        listed = console.ask(session, lambda ledger: ledger.case_list())
         pages = max(1, -(-len(listed) // PAGE))
         page = min(max(1, page), pages)
         shown = listed[(page - 1) * PAGE : page * PAGE]
@@ -155,54 +151,37 @@ def create_app(console: Console) -> FastAPI:
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse)
     def case(request: Request, case_id: str) -> Response:
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
-        if not is_uuid4(case_id):
-            return console.ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
-        with console.ledger(session.account) as ledger:
-            try:
-                summary = next((c for c in ledger.case_list() if c["case_id"] == case_id), None)
-            except (LedgerHTTPError, httpx.TransportError) as exc:
-                return console.ledger_refused(session, exc)
+        session = console.person(request)
+        case_id = console.checked_id(session, case_id)
+        listed = console.ask(session, lambda ledger: ledger.case_list())
+        summary = next((c for c in listed if c["case_id"] == case_id), None)
         if summary is None:
-            return console.ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
+            raise Answered(console.not_found(session))
         return console.page("case.html.j2", session.account.language, session, case=summary)
 
     @app.post("/cases/{case_id}/open", response_class=HTMLResponse)
     def open_case(request: Request, case_id: str, csrf: str = Form("")) -> Response:
         """Unseal what the agency may read: the ledger logs this read as an access entry."""
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
-        if not csrf_matches(session, csrf):
-            return console.refused(session)
-        if not is_uuid4(case_id):
-            return console.ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
-        with console.ledger(session.account) as ledger:
-            try:
-                opened = ledger.read_case(case_id)
-            except (LedgerHTTPError, httpx.TransportError) as exc:
-                return console.ledger_refused(session, exc)
+        session = console.poster(request, csrf)
+        case_id = console.checked_id(session, case_id)
+        opened = console.ask(session, lambda ledger: ledger.read_case(case_id))
         log.info("console sealed data read account=%s case=%s", session.account.id, case_id)
         return console.page("opened.html.j2", session.account.language, session, case=opened)
 
     # -- accounts (supervisors) ------------------------------------------------------------------
 
-    def supervisor(request: Request) -> Session | Response:
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
+    def supervisor(request: Request, csrf: str | None = None) -> Session:
+        """A supervisor of the agency (and, for a form, its CSRF token), or a refusal."""
+        session = console.person(request) if csrf is None else console.poster(request, csrf)
         if session.account.role != "supervisor":
-            return console.page("error.html.j2", session.account.language, session, 403,
-                                message="only a supervisor manages accounts")  # fmt: skip
+            message = "only a supervisor manages accounts"
+            raise Answered(console.page("error.html.j2", session.account.language, session,
+                                        403, message=message))  # fmt: skip
         return session
 
     @app.get("/accounts", response_class=HTMLResponse)
     def accounts(request: Request) -> Response:
         session = supervisor(request)
-        if not isinstance(session, Session):
-            return session
         return console.page("accounts.html.j2", session.account.language, session,
                             accounts=console.accounts.list())  # fmt: skip
 
@@ -219,11 +198,7 @@ def create_app(console: Console) -> FastAPI:
         """A supervisor opens an account for a colleague, bound to the ledger token the
         ledger's admin issued to that person; the one-time password is shown once here,
         and must be changed at the first login (a supervisor's TOTP secret too)."""
-        session = supervisor(request)
-        if not isinstance(session, Session):
-            return session
-        if not csrf_matches(session, csrf):
-            return console.refused(session)
+        session = supervisor(request, csrf)
         password = secrets.token_urlsafe(12)
         try:
             if not token.strip().startswith("lgr_"):
@@ -247,11 +222,7 @@ def create_app(console: Console) -> FastAPI:
         csrf: str = Form(""),
         password: str = Form(""),
     ) -> Response:
-        session = supervisor(request)
-        if not isinstance(session, Session):
-            return session
-        if not csrf_matches(session, csrf):
-            return console.refused(session)
+        session = supervisor(request, csrf)
         if account_id == session.account.id:  # another supervisor does it, not oneself
             return console.page("error.html.j2", session.account.language, session, 403,
                                 message="another supervisor manages your own account")  # fmt: skip
@@ -271,9 +242,7 @@ def create_app(console: Console) -> FastAPI:
 
     @app.get("/password", response_class=HTMLResponse)
     def password_form(request: Request) -> Response:
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
+        session = console.person(request)
         return console.page("password.html.j2", session.account.language, session)
 
     @app.post("/password", response_class=HTMLResponse)
@@ -284,11 +253,7 @@ def create_app(console: Console) -> FastAPI:
         new: str = Form(""),
         again: str = Form(""),
     ) -> Response:
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
-        if not csrf_matches(session, csrf):
-            return console.refused(session)
+        session = console.poster(request, csrf)
         try:
             if new != again:
                 raise AccountError("the two new passwords differ")
@@ -304,9 +269,7 @@ def create_app(console: Console) -> FastAPI:
 
     @app.get("/totp", response_class=HTMLResponse)
     def totp_page(request: Request) -> Response:
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
+        session = console.person(request)
         return console.page("totp.html.j2", session.account.language, session, secret=None)
 
     @app.post("/totp", response_class=HTMLResponse)
@@ -314,11 +277,7 @@ def create_app(console: Console) -> FastAPI:
         request: Request, csrf: str = Form(""), code: str = Form(""), step: str = Form("")
     ) -> Response:
         """A second factor for anyone who wants one: a secret to enrol, then its first code."""
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
-        if not csrf_matches(session, csrf):
-            return console.refused(session)
+        session = console.poster(request, csrf)
         if step != "confirm":
             secret = console.accounts.start_totp(session.account.id)
             return console.page("totp.html.j2", session.account.language, session,
@@ -333,11 +292,7 @@ def create_app(console: Console) -> FastAPI:
 
     @app.post("/language")
     def language(request: Request, csrf: str = Form(""), lang: str = Form("")) -> Response:
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
-        if not csrf_matches(session, csrf):
-            return console.refused(session)
+        session = console.poster(request, csrf)
         console.accounts.set_language(session.account.id, chosen(lang, session.account.language))
         return RedirectResponse("/cases", status_code=303)
 

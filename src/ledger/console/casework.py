@@ -1,7 +1,7 @@
 """The case worker's pages that record events: intake (open a case), the consent register,
-capturing a consent and withdrawing one. Each event is built and signed here with the agency's
-key and submitted with the person's own token; the ledger decides, and a refusal is shown in
-plain words."""
+capturing a consent, its receipt, and withdrawing one. Each event is built and signed here
+with the agency's key and submitted with the person's own token; the ledger decides, and a
+refusal is shown in plain words (`Console.ask`)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ledger.client import LedgerHTTPError
-from ledger.console.accounts import Session, csrf_matches
-from ledger.console.pages import Console
+from ledger.console.pages import Answered, Console
 from ledger.contract.vocabulary import (
     AGE_BANDS,
     CATEGORIES,
@@ -35,21 +32,11 @@ CONSENT_LANGUAGES = ("es", "en", "pt", "fr")
 
 
 def add_casework(app: FastAPI, console: Console) -> None:
-    def form_session(request: Request, form: Any) -> Session | Response:
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
-        if not csrf_matches(session, form.get("csrf")):
-            return console.refused(session)
-        return session
-
     # -- intake ----------------------------------------------------------------------------------
 
     @app.get("/cases/new", response_class=HTMLResponse)
     def intake_form(request: Request) -> Response:
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
+        session = console.person(request)
         return console.page(
             "intake.html.j2", session.account.language, session, age_bands=AGE_BANDS,
             genders=GENDERS, exploitations=EXPLOITATIONS, today=_today(),
@@ -58,9 +45,7 @@ def add_casework(app: FastAPI, console: Console) -> None:
     @app.post("/cases/new", response_class=HTMLResponse)
     async def intake(request: Request) -> Response:
         form = await request.form()
-        session = form_session(request, form)
-        if not isinstance(session, Session):
-            return session
+        session = console.poster(request, form.get("csrf"))
         age_band = str(form.get("age_band", "unknown"))
         attrs = {
             "age_band": age_band,
@@ -81,11 +66,8 @@ def add_casework(app: FastAPI, console: Console) -> None:
         case_id = str(uuid.uuid4())
         # A child, or anyone whose age is unknown, is treated as a minor (presumption).
         facts = {"minor": age_band != "adult"}
-        with console.ledger(session.account) as ledger:
-            try:
-                ledger.submit("case.opened", case_id, facts, attrs, payload)
-            except (LedgerHTTPError, httpx.TransportError) as exc:
-                return console.ledger_refused(session, exc)
+        console.ask(session, lambda ledger: ledger.submit(
+            "case.opened", case_id, facts, attrs, payload))  # fmt: skip
         log.info("console case opened account=%s case=%s", session.account.id, case_id)
         return RedirectResponse(f"/cases/{case_id}", status_code=303)
 
@@ -93,48 +75,33 @@ def add_casework(app: FastAPI, console: Console) -> None:
 
     @app.get("/cases/{case_id}/consents", response_class=HTMLResponse)
     def consents(request: Request, case_id: str) -> Response:
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
-        if not console.valid_id(case_id):
-            return console.not_found(session)
-        with console.ledger(session.account) as ledger:
-            try:
-                register = ledger.consent_register(case_id)
-            except (LedgerHTTPError, httpx.TransportError) as exc:
-                return console.ledger_refused(session, exc)
+        session = console.person(request)
+        case_id = console.checked_id(session, case_id)
+        register = console.ask(session, lambda ledger: ledger.consent_register(case_id))
         return console.page("consents.html.j2", session.account.language, session,
                             case_id=case_id, register=register,
                             reasons=WITHDRAWAL_REASONS)  # fmt: skip
 
     @app.get("/cases/{case_id}/consents/new", response_class=HTMLResponse)
     def consent_form(request: Request, case_id: str) -> Response:
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
-        if not console.valid_id(case_id):
-            return console.not_found(session)
+        session = console.person(request)
         return console.page(
-            "consent.html.j2", session.account.language, session, case_id=case_id,
-            purposes=PURPOSES, categories=CATEGORIES, given_by=GIVEN_BY,
-            languages_of_consent=CONSENT_LANGUAGES,
+            "consent.html.j2", session.account.language, session,
+            case_id=console.checked_id(session, case_id), purposes=PURPOSES,
+            categories=CATEGORIES, given_by=GIVEN_BY, languages_of_consent=CONSENT_LANGUAGES,
         )  # fmt: skip
 
     @app.post("/cases/{case_id}/consents/new", response_class=HTMLResponse)
     async def consent(request: Request, case_id: str) -> Response:
         form = await request.form()
-        session = form_session(request, form)
-        if not isinstance(session, Session):
-            return session
-        if not console.valid_id(case_id):
-            return console.not_found(session)
+        session = console.poster(request, form.get("csrf"))
+        case_id = console.checked_id(session, case_id)
         recipients = sorted(
             {r.strip() for r in str(form.get("recipients", "")).replace(",", " ").split()}
         )
         if not recipients or not all(is_agency_id(r) for r in recipients):
             return console.page("error.html.j2", session.account.language, session, 422,
                                 message="name each recipient agency by its id")  # fmt: skip
-        given_by = str(form.get("given_by", "survivor"))
         assent = form.get("child_assent")
         expires = str(form.get("expires_on", "")).strip()
         facts = {
@@ -143,7 +110,7 @@ def add_casework(app: FastAPI, console: Console) -> None:
             "recipients": recipients,
             "categories": sorted({str(v) for v in form.getlist("categories")}),
             "expires_at": f"{expires}T23:59:59Z" if expires else None,
-            "given_by": given_by,
+            "given_by": str(form.get("given_by", "survivor")),
             "child_assent": None if assent in (None, "") else assent == "yes",
             "assent_exempt": form.get("assent_exempt") == "yes",
         }
@@ -152,11 +119,8 @@ def add_casework(app: FastAPI, console: Console) -> None:
             "interpreter": form.get("interpreter") == "yes",
             "notice_version": NOTICE_VERSION,
         }
-        with console.ledger(session.account) as ledger:
-            try:
-                ledger.submit("consent.granted", case_id, facts, attrs)
-            except (LedgerHTTPError, httpx.TransportError) as exc:
-                return console.ledger_refused(session, exc)
+        console.ask(session, lambda ledger: ledger.submit(
+            "consent.granted", case_id, facts, attrs))  # fmt: skip
         log.info("console consent recorded account=%s case=%s", session.account.id, case_id)
         return RedirectResponse(f"/cases/{case_id}/consents", status_code=303)
 
@@ -164,24 +128,19 @@ def add_casework(app: FastAPI, console: Console) -> None:
     def receipt(request: Request, case_id: str, consent_id: str, format: str = "html") -> Response:
         """The receipt to print or hand over, in the consent's language, as the ledger makes
         it: a receipt code, no ids, neutral wording (safe to carry)."""
-        session = console.current(request)
-        if session is None:
-            return console.to_login()
-        if not (console.valid_id(case_id) and console.valid_id(consent_id)) or format not in (
-            "html",
-            "pdf",
-        ):
-            return console.not_found(session)
-        with console.ledger(session.account) as ledger:
-            try:
-                body = ledger.consent_receipt(case_id, consent_id, format)
-            except (LedgerHTTPError, httpx.TransportError) as exc:
-                return console.ledger_refused(session, exc)
+        session = console.person(request)
+        case_id = console.checked_id(session, case_id)
+        consent_id = console.checked_id(session, consent_id)
+        if format not in ("html", "pdf"):
+            raise Answered(console.not_found(session))
+        body = console.ask(
+            session, lambda ledger: ledger.consent_receipt(case_id, consent_id, format)
+        )
         if format == "pdf":
             disposition = 'inline; filename="receipt.pdf"'
             return Response(body, media_type="application/pdf",
                             headers={"Content-Disposition": disposition})  # fmt: skip
-        # Its own inline style only: no script, no request.
+        # Its own inline style only: no script, no request, no form, sandboxed.
         csp = (
             "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none';"
             " form-action 'none'; base-uri 'none'; sandbox"
@@ -193,27 +152,21 @@ def add_casework(app: FastAPI, console: Console) -> None:
     async def withdraw(request: Request, case_id: str, consent_id: str) -> Response:
         """Two steps: the first shows who loses access; the confirmed second records it."""
         form = await request.form()
-        session = form_session(request, form)
-        if not isinstance(session, Session):
-            return session
-        if not console.valid_id(case_id) or not console.valid_id(consent_id):
-            return console.not_found(session)
+        session = console.poster(request, form.get("csrf"))
+        case_id = console.checked_id(session, case_id)
+        consent_id = console.checked_id(session, consent_id)
         reason = str(form.get("reason", "survivor_request"))
-        with console.ledger(session.account) as ledger:
-            try:
-                if form.get("confirmed") != "yes":
-                    register = ledger.consent_register(case_id)
-                    chosen = next((c for c in register["consents"]
-                                   if c["consent_id"] == consent_id), None)  # fmt: skip
-                    if chosen is None:
-                        raise LedgerHTTPError(404, {"error": "not_found"})
-                    return console.page("withdraw.html.j2", session.account.language, session,
-                                        case_id=case_id, consent=chosen,
-                                        reason=reason)  # fmt: skip
-                ledger.submit("consent.withdrawn", case_id,
-                              {"consent_id": consent_id}, {"reason": reason})  # fmt: skip
-            except (LedgerHTTPError, httpx.TransportError) as exc:
-                return console.ledger_refused(session, exc)
+        if form.get("confirmed") != "yes":
+            register = console.ask(session, lambda ledger: ledger.consent_register(case_id))
+            chosen = next((c for c in register["consents"] if c["consent_id"] == consent_id), None)
+            if chosen is None:
+                raise Answered(console.not_found(session))
+            return console.page("withdraw.html.j2", session.account.language, session,
+                                case_id=case_id, consent=chosen, reason=reason)  # fmt: skip
+        facts, attrs = {"consent_id": consent_id}, {"reason": reason}
+        console.ask(
+            session, lambda ledger: ledger.submit("consent.withdrawn", case_id, facts, attrs)
+        )
         log.info("console consent withdrawn account=%s case=%s", session.account.id, case_id)
         return RedirectResponse(f"/cases/{case_id}/consents", status_code=303)
 

@@ -5,22 +5,24 @@ plain words."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ledger.client import LedgerClient, LedgerHTTPError
-from ledger.console.accounts import Account, Accounts, Session
+from ledger.console.accounts import Account, Accounts, Session, csrf_matches
 from ledger.console.i18n import LANGUAGES, translations
 from ledger.console.settings import ConsoleSettings
 from ledger.contract import crypto
 from ledger.contract.vocabulary import is_uuid4
 
 log = logging.getLogger("ledger.console")
+T = TypeVar("T")
 
 # The consent gate's refusals (contract/gates.py), each in plain words: why, and what would
 # make it possible. Matched on the start of the ledger's message.
@@ -67,6 +69,15 @@ def when(timestamp: str | None) -> str:
     if not timestamp:
         return "?"
     return f"{timestamp[:10]} {timestamp[11:16]} UTC" if len(timestamp) > 10 else timestamp
+
+
+class Answered(Exception):
+    """A page answered before the route's end (the login page, a refusal in plain words):
+    the app returns `response` as it is."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("answered")
+        self.response = response
 
 
 class MustChange(Exception):
@@ -181,6 +192,37 @@ class Console:
         return self.page("error.html.j2", session.account.language, session, status,
                          message=message, detail=detail)  # fmt: skip
 
+    # -- what every route starts with ----------------------------------------------------
+
+    def person(self, request: Request) -> Session:
+        """The logged-in person, or the login page (`Answered`)."""
+        session = self.current(request)
+        if session is None:
+            raise Answered(self.to_login())
+        return session
+
+    def poster(self, request: Request, csrf: object) -> Session:
+        """The logged-in person of a state-changing request whose form carries the session's
+        CSRF token; otherwise nothing is done (`Answered`)."""
+        session = self.person(request)
+        if not csrf_matches(session, csrf):
+            raise Answered(self.refused(session))
+        return session
+
+    def checked_id(self, session: Session, value: object) -> str:
+        """A path or form id the ledger would refuse anyway is answered 404 here, never sent."""
+        if not is_uuid4(value):
+            raise Answered(self.not_found(session))
+        return str(value)
+
+    def ask(self, session: Session, call: Callable[[LedgerClient], T]) -> T:
+        """Ask the ledger as this person; a refusal becomes its page in plain words."""
+        with self.ledger(session.account) as ledger:
+            try:
+                return call(ledger)
+            except (LedgerHTTPError, httpx.TransportError) as exc:
+                raise Answered(self.ledger_refused(session, exc)) from None
+
     @property
     def agency_name(self) -> str | None:
         """The agency this console serves: its signing key's name."""
@@ -188,8 +230,3 @@ class Console:
 
     def not_found(self, session: Session) -> HTMLResponse:
         return self.ledger_refused(session, LedgerHTTPError(404, {"error": "not_found"}))
-
-    @staticmethod
-    def valid_id(value: str) -> bool:
-        """A path id the ledger would refuse anyway is answered 404 here, never sent on."""
-        return is_uuid4(value)
