@@ -36,6 +36,8 @@ cat <<INFO
                     deletes the file) and the TOTP secret to enrol in an authenticator app
                     (supervisors log in with its code). A trial on one machine: in a real
                     deployment the agency runs its console and holds its key, not the operator.
+  demo cases:       .venv/bin/ledger demo --url http://$HOST:$PORT --shelter-key $LEDGER_CONSOLE_AGENCY_KEY_FILE
+                    (in another terminal: the console's agency then plays the demo's shelter)
 
 INFO
 "$VENV/bin/ledger" console serve

@@ -239,3 +239,26 @@ def test_the_served_app_keeps_start_up_objects_out_of_garbage_collection(
     ).stdout.split()
     assert out[:3] == ["(10000,", "10,", "10)"]
     assert int(out[3]) > 10_000  # modules, routes and schemas, never scanned again
+
+
+def test_the_demo_can_play_the_shelter_as_a_registered_agency(
+    server: tuple[str, dict[str, str], Path], tmp_path: Path
+) -> None:
+    """`ledger demo --shelter-key`: make run's first agency plays the shelter, so its
+    console shows the demo's cases at once."""
+    url, env, _ = server
+    keys = Path(env["LEDGER_KEYS"])
+    admin = LedgerClient(url, (keys / "admin.token").read_text().strip())
+    key = crypto.generate_signing_key("first-agency")
+    admin.register_agency("first-agency", "First agency", "ngo", key.verify_key.line())
+    key_file = tmp_path / "first-agency.key"
+    key_file.write_text(key.line())
+    result = subprocess.run(
+        [*LEDGER, "demo", "--url", url, "--shelter-key", str(key_file)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "first-agency plays the shelter" in result.stdout
+    token = admin.create_token("caseworker", "first agency staff", "first-agency")["token"]
+    cases = httpx.get(f"{url}/v1/cases", headers={"Authorization": f"Bearer {token}"}).json()
+    assert len(cases["cases"]) >= 2  # the demo's adult and child, held by the first agency

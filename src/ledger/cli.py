@@ -153,13 +153,19 @@ def demo(
     admin_token_file: Annotated[
         Path | None, typer.Option(help="Admin token file (default $LEDGER_KEYS/admin.token)")
     ] = None,
+    shelter_key: Annotated[
+        Path | None,
+        typer.Option(help="A registered agency's key to play the shelter (make run's console)"),
+    ] = None,
 ) -> None:
     """Play a realistic scenario through the Python client and print what happened."""
+    from ledger.contract import crypto
     from ledger.demo import run_demo
 
     settings = Settings()
     token_file = admin_token_file or settings.keys / "admin.token"
-    run_demo(url, token_file.read_text().strip(), settings.keys / "demo")
+    key = crypto.parse_signing_key(shelter_key.read_text()) if shelter_key else None
+    run_demo(url, token_file.read_text().strip(), settings.keys / "demo", shelter_key=key)
 
 
 audit_app = typer.Typer(

@@ -34,20 +34,32 @@ def _agency_key(folder: Path, agency_id: str, suffix: str) -> crypto.SigningKey:
     return key
 
 
-def run_demo(url: str, admin_token: str, key_folder: Path, console: Console | None = None) -> None:
-    """Play the scenario; agency keys are written under `key_folder` (mode 0600)."""
+def run_demo(
+    url: str,
+    admin_token: str,
+    key_folder: Path,
+    console: Console | None = None,
+    shelter_key: crypto.SigningKey | None = None,
+) -> None:
+    """Play the scenario; agency keys are written under `key_folder` (mode 0600).
+    `shelter_key`: an agency already registered plays the shelter (the first agency of
+    `make run`, whose console then shows the demo's cases)."""
     out = console or Console()
     suffix = secrets.token_hex(3)  # each run registers fresh demo agencies
     key_folder.mkdir(parents=True, exist_ok=True)
     admin = LedgerClient(url, admin_token)
     clients: dict[str, LedgerClient] = {}
     for base, name, kind in AGENCIES:
-        agency_id = f"{base}-{suffix}"
-        key = _agency_key(key_folder, agency_id, "signing")
-        reg = admin.register_agency(agency_id, name, kind, key.verify_key.line())
+        if base == "casa-refugio" and shelter_key is not None:
+            key, agency_id = shelter_key, shelter_key.name
+            out.print(f"[bold]{agency_id}[/] plays the shelter")
+        else:
+            agency_id = f"{base}-{suffix}"
+            key = _agency_key(key_folder, agency_id, "signing")
+            reg = admin.register_agency(agency_id, name, kind, key.verify_key.line())
+            out.print(f"registered [bold]{agency_id}[/] (log index {reg['index']})")
         token = admin.create_token("caseworker", f"demo caseworker {base}", agency_id)["token"]
         clients[base] = LedgerClient(url, token, key)
-        out.print(f"registered [bold]{agency_id}[/] (log index {reg['index']})")
     shelter, clinic, legal = (
         clients["casa-refugio"],
         clients["clinica-salud"],
