@@ -684,3 +684,21 @@ def test_anyone_may_add_a_second_factor(desk: Desk) -> None:
     desk.clock.now += 30  # the next step: a new code
     later = pyotp.TOTP(secret[1]).at(desk.clock.now)
     assert desk.login("ana", code=later).status_code == 303
+
+
+def test_the_sealing_key_can_live_outside_the_store(tmp_path: Path) -> None:
+    from ledger.console.cli import open_accounts
+
+    settings = ConsoleSettings(state_dir=tmp_path / "state", key_file=tmp_path / "secret" / "k")
+    accounts = open_accounts(settings)
+    try:
+        account, _ = accounts.create("ana", "Ana", "caseworker", PASSWORD, "lgr_token")
+    finally:
+        accounts.close()
+    assert not (tmp_path / "state" / "console.key").exists()
+    assert oct((tmp_path / "secret" / "k").stat().st_mode & 0o777) == "0o600"
+    reopened = open_accounts(settings)
+    try:
+        assert reopened.ledger_token(account) == "lgr_token"
+    finally:
+        reopened.close()

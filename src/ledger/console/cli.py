@@ -20,9 +20,10 @@ console_app = typer.Typer(help="The agency console (web interface)", no_args_is_
 
 def open_accounts(settings: ConsoleSettings) -> Accounts:
     """The console's store, with its own sealing key (made on first use, 0600)."""
-    key_path = settings.state_dir / "console.key"
+    key_path = settings.key_file or settings.state_dir / "console.key"
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # its owner's only
     if not key_path.exists():
+        key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_secret(key_path, crypto.b64(crypto.new_data_key()).encode())
     key = crypto.b64decode_strict(key_path.read_text().strip())
     policy = Policy(

@@ -14,6 +14,9 @@ class ConsoleSettings(BaseSettings):
     agency: str | None = None  # the agency this console serves (its signing key's name)
     agency_key_file: Path | None = None  # the agency's signing key (C2SP private key line)
     state_dir: Path = Path(".console")  # accounts, sessions and the console's own key
+    # The key that seals each account's ledger token and TOTP secret (default: in state_dir);
+    # kept elsewhere (a mounted secret), a copy of the store alone unseals nothing.
+    key_file: Path | None = None
     database_url: str | None = None  # PostgreSQL for accounts and sessions (default SQLite)
     host: str = "127.0.0.1"
     port: int = 8100
