@@ -90,7 +90,7 @@ def create_app(console: Console) -> FastAPI:
     ) -> Response:
         language = chosen(lang, default)
         expected = request.cookies.get(LOGIN_COOKIE)
-        if not expected or not secrets.compare_digest(expected, csrf):
+        if not expected or not secrets.compare_digest(expected.encode(), csrf.encode()):
             token = secrets.token_urlsafe(32)
             response = console.page(
                 "login.html.j2", language, None, 403, csrf=token,
