@@ -562,9 +562,12 @@ def test_a_refused_share_says_why_in_plain_words_and_what_would_allow_it(
     desk.login("ana")
     case_id = intake(desk)
     consent_id = consent_in_force(world, desk, case_id, "clinic")
+    size = world.ledger.store.log_size()
+    page = desk.http.get(f"/cases/{case_id}/share?consent={consent_id}")
+    assert f'value="{consent_id}"' in page.text  # chosen in the register, carried by its link
+    assert world.ledger.store.log_size() == size  # opening the form reads nothing: no entry
     form = {"csrf": desk.csrf(f"/cases/{case_id}/share"), "to": "legal-aid",
             "consent_id": consent_id, "categories": ["identity"]}  # fmt: skip
-    size = world.ledger.store.log_size()  # (the form's page read the consent register: logged)
     r = desk.http.post(f"/cases/{case_id}/share", data=form)
     assert r.status_code == 403
     assert "does not name that agency" in r.text or "no nombra a esa agencia" in r.text

@@ -45,24 +45,20 @@ def add_referrals(app: FastAPI, console: Console) -> None:
                                         message="name the receiving agency by its id"))  # fmt: skip
         return recipient
 
-    def consents_in_force(session: Session, case_id: str) -> list[dict[str, Any]]:
-        """The case's consents in force, to choose from (none if the agency cannot see
-        them: the ledger then refuses whatever is chosen, and says why)."""
-        try:
-            register = console.ask(session, lambda ledger: ledger.consent_register(case_id))
-        except Answered:
-            return []
-        return [c for c in register["consents"] if c["counts"]]
+    def chosen_consent(session: Session, consent: str | None) -> str | None:
+        """The consent the person chose in the consent register (its links carry it): the
+        forms read nothing from the ledger, so opening one records no read."""
+        return None if consent is None else console.checked_id(session, consent)
 
     # -- making a referral -----------------------------------------------------------------------
 
     @app.get("/cases/{case_id}/referrals/new", response_class=HTMLResponse)
-    def referral_form(request: Request, case_id: str) -> Response:
+    def referral_form(request: Request, case_id: str, consent: str | None = None) -> Response:
         session = console.person(request)
         case_id = console.checked_id(session, case_id)
         return console.page("referral.html.j2", session.account.language, session,
                             case_id=case_id, components=COMPONENTS, urgencies=URGENCIES,
-                            categories=CATEGORIES, consents=consents_in_force(session, case_id),
+                            categories=CATEGORIES, consent=chosen_consent(session, consent),
                             due_hours=DUE_HOURS)  # fmt: skip
 
     @app.post("/cases/{case_id}/referrals/new", response_class=HTMLResponse)
@@ -121,12 +117,12 @@ def add_referrals(app: FastAPI, console: Console) -> None:
     # -- sharing ---------------------------------------------------------------------------------
 
     @app.get("/cases/{case_id}/share", response_class=HTMLResponse)
-    def share_form(request: Request, case_id: str) -> Response:
+    def share_form(request: Request, case_id: str, consent: str | None = None) -> Response:
         session = console.person(request)
         case_id = console.checked_id(session, case_id)
         return console.page("share.html.j2", session.account.language, session,
                             case_id=case_id, categories=CATEGORIES,
-                            consents=consents_in_force(session, case_id))  # fmt: skip
+                            consent=chosen_consent(session, consent))  # fmt: skip
 
     @app.post("/cases/{case_id}/share", response_class=HTMLResponse)
     async def share(request: Request, case_id: str) -> Response:
