@@ -60,6 +60,14 @@ class Desk:
         form = {"username": username, "password": password, "code": code, "csrf": csrf[1]}
         return self.http.post("/login", data=form, follow_redirects=False)
 
+    def confirm(self, secret: str | None, password: str = PASSWORD) -> Any:
+        """A supervisor confirms it is them (password and a fresh code) before managing
+        accounts."""
+        self.clock.now += 30  # a new TOTP step: the login's code is used up
+        code = pyotp.TOTP(secret).at(self.clock.now) if secret else ""
+        form = {"csrf": self.csrf("/accounts"), "mine": password, "code": code}
+        return self.http.post("/accounts/confirm", data=form, follow_redirects=False)
+
     def csrf(self, path: str = "/cases") -> str:
         found = re.search(r'name="csrf" value="([^"]+)"', self.http.get(path).text)
         assert found is not None
@@ -139,11 +147,23 @@ def test_every_state_changing_request_needs_the_session_csrf_token(
     secret = desk.account("ben", "supervisor")
     assert secret is not None
     assert desk.login("ben", code=pyotp.TOTP(secret).now()).status_code == 303
+    assert desk.confirm(secret).status_code == 303  # so a 403 below is the CSRF check's
     other = desk.accounts.list()[0].id
     size = world.ledger.store.log_size()
     for path, form in (
         (f"/cases/{case_id}/open", {}),
         ("/logout", {}),
+        ("/accounts/confirm", {"mine": PASSWORD}),
+        ("/accounts", {"username": "x", "token": "lgr_x"}),
+        (
+            "/password",
+            {
+                "current": PASSWORD,
+                "new": "another long passphrase",
+                "again": "another long passphrase",
+            },
+        ),
+        ("/totp", {}),
         ("/language", {"lang": "en"}),
         (f"/accounts/{other}/disable", {}),
         (f"/accounts/{other}/reset", {"password": "another long passphrase"}),
@@ -238,6 +258,11 @@ def test_a_supervisor_disables_and_resets_accounts_and_a_caseworker_cannot(desk:
     ana_session = desk.http.cookies[SESSION_COOKIE]
     desk.http.cookies.clear()
     desk.login("sup", code=pyotp.TOTP(secret).now())
+    refused = desk.http.post(f"/accounts/{ana.id}/disable", data={"csrf": desk.csrf("/accounts")})
+    assert refused.status_code == 403  # not confirmed yet: a session left open cannot do it
+    assert not desk.accounts.get(ana.id).disabled  # type: ignore[union-attr]
+    assert desk.confirm(secret, "a wrong passphrase!").status_code == 403
+    assert desk.confirm(secret).status_code == 303
     r = desk.http.post(f"/accounts/{ana.id}/disable", data={"csrf": desk.csrf("/accounts")})
     assert r.status_code == 200 and "ana" in r.text  # back on the accounts page
     assert desk.accounts.session(ana_session) is None  # disabling ends its sessions
@@ -633,6 +658,7 @@ def test_a_supervisor_cannot_disable_or_reset_their_own_account(desk: Desk) -> N
     secret = desk.account("sup", "supervisor")
     assert secret is not None
     desk.login("sup", code=pyotp.TOTP(secret).at(desk.clock.now))
+    assert desk.confirm(secret).status_code == 303
     me = desk.accounts.list()[0]
     r = desk.http.post(f"/accounts/{me.id}/disable", data={"csrf": desk.csrf("/accounts")})
     assert r.status_code == 403 and not desk.accounts.get(me.id).disabled  # type: ignore[union-attr]
@@ -655,6 +681,7 @@ def test_a_supervisor_opens_a_colleague_account_shown_once(world: World, desk: D
     secret = desk.account("sup", "supervisor")
     assert secret is not None
     desk.login("sup", code=pyotp.TOTP(secret).at(desk.clock.now))
+    assert desk.confirm(secret).status_code == 303
     token = world.token("caseworker", "ngo-a")
     form = {"csrf": desk.csrf("/accounts"), "username": "new.worker", "name": "New Worker",
             "role": "caseworker", "language": "en", "token": token}  # fmt: skip

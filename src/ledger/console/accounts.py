@@ -29,6 +29,7 @@ from ledger.contract import crypto
 
 ROLES = ("caseworker", "supervisor")  # the agency roles a person's ledger token can have
 MIN_PASSWORD = 12  # characters: a passphrase, not a PIN
+CONFIRMED_S = 5 * 60  # how long a confirmation (password and code again) lasts
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS console_accounts (id TEXT PRIMARY KEY,"
     " username TEXT UNIQUE NOT NULL, display_name TEXT NOT NULL, role TEXT NOT NULL,"
@@ -39,7 +40,7 @@ SCHEMA = (
     " created_at DOUBLE PRECISION NOT NULL)",
     "CREATE TABLE IF NOT EXISTS console_sessions (id_hash TEXT PRIMARY KEY,"
     " account_id TEXT NOT NULL, csrf TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL,"
-    " last_seen DOUBLE PRECISION NOT NULL)",
+    " last_seen DOUBLE PRECISION NOT NULL, confirmed_at DOUBLE PRECISION)",
 )
 _HASHER = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified when a username is unknown, so an unknown name costs what a wrong password costs.
@@ -72,6 +73,11 @@ class Session:
     csrf: str
     created_at: float
     last_seen: float
+    confirmed_at: float | None = None  # the owner confirmed again (password, code) then
+
+    def confirmed(self, now: float, within_s: float = CONFIRMED_S) -> bool:
+        """Whether the owner confirmed it was them recently (managing others' accounts)."""
+        return self.confirmed_at is not None and now - self.confirmed_at <= within_s
 
 
 @dataclass(frozen=True)
@@ -387,6 +393,33 @@ class Accounts:
                 (self._seal(account_id, "totp", secret), step, account_id),
             )
 
+    def confirm_person(
+        self, session_id: str | None, account_id: str, password: str, code: str | None
+    ) -> None:
+        """The person at the keyboard is the account's owner: their password again and, if
+        they have one, a TOTP code not used before; the session counts as confirmed for
+        `CONFIRMED_S` (managing others' accounts)."""
+        with self.db.cursor() as cur:
+            cur.execute("SELECT * FROM console_accounts WHERE id = ?", (account_id,))
+            row = cur.fetchone()
+        ok = row is not None and _verify(row["password_hash"], password)
+        step = None
+        if ok and row["totp_sealed"] is not None:
+            secret = self._unseal(row["id"], "totp", row["totp_sealed"])
+            step = _totp_step(secret, code, self.clock())
+            ok = step is not None and step > (row["totp_step"] or -1)
+        if not ok:
+            raise AccountError("confirm with your own password and code")
+        with self.db.cursor() as cur:
+            if step is not None:
+                cur.execute(
+                    "UPDATE console_accounts SET totp_step = ? WHERE id = ?", (step, account_id)
+                )
+            cur.execute(
+                "UPDATE console_sessions SET confirmed_at = ? WHERE id_hash = ?",
+                (self.clock(), _hash_id(session_id or "")),
+            )
+
     def change_password(self, account_id: str, current: str, new: str) -> None:
         """The person's own change (required after a first or reset password)."""
         check_password(new)
@@ -412,8 +445,9 @@ class Accounts:
         now, key = self.clock(), _hash_id(session_id)
         with self.db.cursor() as cur:
             cur.execute(
-                "SELECT s.csrf, s.created_at, s.last_seen, a.* FROM console_sessions s"
-                " JOIN console_accounts a ON a.id = s.account_id WHERE s.id_hash = ?",
+                "SELECT s.csrf, s.created_at, s.last_seen, s.confirmed_at, a.*"
+                " FROM console_sessions s JOIN console_accounts a ON a.id = s.account_id"
+                " WHERE s.id_hash = ?",
                 (key,),
             )
             row = cur.fetchone()
@@ -428,7 +462,7 @@ class Accounts:
                 cur.execute("DELETE FROM console_sessions WHERE id_hash = ?", (key,))
                 return None
             cur.execute("UPDATE console_sessions SET last_seen = ? WHERE id_hash = ?", (now, key))
-        return Session(self._account(row), row["csrf"], row["created_at"], now)
+        return Session(self._account(row), row["csrf"], row["created_at"], now, row["confirmed_at"])
 
     def logout(self, session_id: str | None) -> None:
         if session_id:

@@ -179,11 +179,36 @@ def create_app(console: Console) -> FastAPI:
                                         403, message=message))  # fmt: skip
         return session
 
+    def confirmed_supervisor(request: Request, csrf: str) -> Session:
+        """A supervisor who confirmed it was them in the last minutes: a session left open
+        on a shared computer cannot manage anyone's account."""
+        session = supervisor(request, csrf)
+        if not session.confirmed(console.accounts.clock()):
+            message = "confirm it is you first: your password and code again"
+            raise Answered(console.page("error.html.j2", session.account.language, session,
+                                        403, message=message))  # fmt: skip
+        return session
+
+    @app.post("/accounts/confirm", response_class=HTMLResponse)
+    def confirm(
+        request: Request, csrf: str = Form(""), mine: str = Form(""), code: str = Form("")
+    ) -> Response:
+        session = supervisor(request, csrf)
+        try:
+            console.accounts.confirm_person(
+                request.cookies.get(SESSION_COOKIE), session.account.id, mine, code or None
+            )
+        except AccountError as exc:
+            return console.page("error.html.j2", session.account.language, session, 403,
+                                message=exc.message)  # fmt: skip
+        return RedirectResponse("/accounts", status_code=303)
+
     @app.get("/accounts", response_class=HTMLResponse)
     def accounts(request: Request) -> Response:
         session = supervisor(request)
         return console.page("accounts.html.j2", session.account.language, session,
-                            accounts=console.accounts.list())  # fmt: skip
+                            accounts=console.accounts.list(),
+                            confirmed=session.confirmed(console.accounts.clock()))  # fmt: skip
 
     @app.post("/accounts", response_class=HTMLResponse)
     def create_account(
@@ -198,7 +223,7 @@ def create_app(console: Console) -> FastAPI:
         """A supervisor opens an account for a colleague, bound to the ledger token the
         ledger's admin issued to that person; the one-time password is shown once here,
         and must be changed at the first login (a supervisor's TOTP secret too)."""
-        session = supervisor(request, csrf)
+        session = confirmed_supervisor(request, csrf)
         password = secrets.token_urlsafe(12)
         try:
             if not token.strip().startswith("lgr_"):
@@ -222,7 +247,7 @@ def create_app(console: Console) -> FastAPI:
         csrf: str = Form(""),
         password: str = Form(""),
     ) -> Response:
-        session = supervisor(request, csrf)
+        session = confirmed_supervisor(request, csrf)
         if account_id == session.account.id:  # another supervisor does it, not oneself
             return console.page("error.html.j2", session.account.language, session, 403,
                                 message="another supervisor manages your own account")  # fmt: skip
