@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -70,14 +71,16 @@ def create_app(console: Console) -> FastAPI:
 
     # -- logging in and out ----------------------------------------------------------------------
 
+    def login_page(language: str, status: int = 200, **context: Any) -> Response:
+        """The login form with a fresh double-submit token, in its cookie and its field."""
+        token = secrets.token_urlsafe(32)
+        response = console.page("login.html.j2", language, None, status, csrf=token, **context)
+        console.set_cookie(response, LOGIN_COOKIE, token)
+        return response
+
     @app.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, lang: str | None = None) -> Response:
-        token = secrets.token_urlsafe(32)
-        response = console.page("login.html.j2", chosen(lang, default), csrf=token)
-        response.set_cookie(
-            LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=console.secure
-        )
-        return response
+        return login_page(chosen(lang, default))
 
     @app.post("/login", response_class=HTMLResponse)
     def login(
@@ -91,15 +94,7 @@ def create_app(console: Console) -> FastAPI:
         language = chosen(lang, default)
         expected = request.cookies.get(LOGIN_COOKIE)
         if not expected or not secrets.compare_digest(expected.encode(), csrf.encode()):
-            token = secrets.token_urlsafe(32)
-            response = console.page(
-                "login.html.j2", language, None, 403, csrf=token,
-                error="this form expired; try again",
-            )  # fmt: skip
-            response.set_cookie(
-                LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=console.secure
-            )
-            return response
+            return login_page(language, 403, error="this form expired; try again")
         try:
             session_id, session = console.accounts.login(
                 username, password, code or None, replacing=request.cookies.get(SESSION_COOKIE)
@@ -112,14 +107,7 @@ def create_app(console: Console) -> FastAPI:
         done = RedirectResponse(
             "/password" if session.account.must_change else "/cases", status_code=303
         )
-        done.set_cookie(
-            SESSION_COOKIE,
-            session_id,
-            httponly=True,
-            samesite="strict",
-            secure=console.secure,
-            path="/",
-        )
+        console.set_cookie(done, SESSION_COOKIE, session_id)
         done.delete_cookie(LOGIN_COOKIE)
         return done
 

@@ -147,6 +147,12 @@ class Console:
             raise MustChange
         return session
 
+    def set_cookie(self, response: Response, name: str, value: str) -> None:
+        """The console's cookies: HttpOnly, SameSite=Strict, Secure unless said otherwise."""
+        response.set_cookie(
+            name, value, httponly=True, samesite="strict", secure=self.secure, path="/"
+        )
+
     @staticmethod
     def to_login() -> RedirectResponse:
         response = RedirectResponse("/login", status_code=303)
