@@ -733,3 +733,22 @@ def test_the_sealing_key_can_live_outside_the_store(tmp_path: Path) -> None:
         assert reopened.ledger_token(account) == "lgr_token"
     finally:
         reopened.close()
+
+
+def test_the_console_asks_the_log_origin_once_not_before_every_event(
+    world: World, desk: Desk
+) -> None:
+    """On a bad connection every round trip counts: a signed event is one request."""
+    desk.account("ana")
+    desk.login("ana")
+    intake(desk)  # the first signed event learns the origin
+    seen: list[str] = []
+    real = desk.http.app.state.console.transport.handle_request  # type: ignore[attr-defined]
+
+    def counting(request: Any) -> Any:
+        seen.append(f"{request.method} {request.url.path}")
+        return real(request)
+
+    desk.http.app.state.console.transport.handle_request = counting  # type: ignore[attr-defined]
+    intake(desk)
+    assert seen == ["POST /v1/events"]

@@ -77,10 +77,12 @@ class LedgerClient:
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
         state: Path | None = None,
+        origin: str | None = None,
     ) -> None:
         """`state`: a file keeping the last checkpoint this client verified across runs (the
         format of `ledger audit verify --state`, written 0600); without it, the client
-        remembers it for its own lifetime only."""
+        remembers it for its own lifetime only. `origin`: the log's origin, if the caller
+        knows it already (one making a client per request asks once, not every time)."""
         self.key = key
         self.retry = retry or RetryPolicy()
         self.retried = 0  # how many times a request was sent again (all requests together)
@@ -91,7 +93,7 @@ class LedgerClient:
             transport=transport,
             timeout=timeout,
         )
-        self._origin: str | None = None
+        self._origin = origin
         self.verifier = LogVerifier(self, state)
 
     @property
@@ -116,6 +118,11 @@ class LedgerClient:
         if response.status_code >= 400:
             raise LedgerHTTPError(response.status_code, body)
         return body
+
+    @property
+    def known_origin(self) -> str | None:
+        """The log's origin if this client has learnt it (None: not asked yet)."""
+        return self._origin
 
     @property
     def origin(self) -> str:

@@ -96,6 +96,7 @@ class Console:
     ) -> None:
         self.settings, self.accounts, self.agency_key = settings, accounts, agency_key
         self.transport = transport
+        self.origin: str | None = None  # the log's, learnt from the first signed submission
         # Secure cookies unless said otherwise; by default off only when the console listens
         # on loopback alone (a trial on one machine, over plain HTTP).
         self.secure = (
@@ -117,6 +118,7 @@ class Console:
             self.agency_key,
             transport=self.transport,
             timeout=15.0,
+            origin=self.origin,
         )
 
     def page(
@@ -228,6 +230,8 @@ class Console:
                 return call(ledger)
             except (LedgerHTTPError, httpx.TransportError) as exc:
                 raise Answered(self.ledger_refused(session, exc)) from None
+            finally:  # the log's origin never changes: learnt once, signed with ever after
+                self.origin = self.origin or ledger.known_origin
 
     @property
     def agency_name(self) -> str | None:
