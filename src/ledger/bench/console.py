@@ -7,7 +7,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from ledger.bench.harness import Report, Sizes
-from ledger.bench.server import Deployment, agency_for
+from ledger.bench.server import Deployment, agency_for, free_port, wait_until_up
 from ledger.bench.workload import case_bodies
 
 PASSWORD = secrets.token_urlsafe(16)  # the bench account's, for this run only
@@ -76,9 +75,7 @@ def bench_console(report: Report, sizes: Sizes, dep: Deployment) -> None:
     accounts = open_accounts(ConsoleSettings(state_dir=folder / "state"))
     accounts.create("bench", "Bench", "caseworker", PASSWORD, token)
     accounts.close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
         "LEDGER_CONSOLE_LEDGER_URL": dep.url,
         "LEDGER_CONSOLE_AGENCY_KEY_FILE": str(key_file),
@@ -91,12 +88,7 @@ def bench_console(report: Report, sizes: Sizes, dep: Deployment) -> None:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                httpx.get(f"{url}/login", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        wait_until_up(f"{url}/login", tries=300)
         console = httpx.Client(base_url=url, timeout=60)
         page = console.get("/login").text
         csrf = re.search(r'name="csrf" value="([^"]+)"', page)

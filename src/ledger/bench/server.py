@@ -56,9 +56,7 @@ def deployment(settings: Settings, *, throttled: bool = False) -> Iterator[Deplo
         check=True,  # noqa: S603
         capture_output=True,
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(  # noqa: S603
         [*ledger_cmd, "serve", "--port", str(port)],
         env=env,
@@ -66,14 +64,7 @@ def deployment(settings: Settings, *, throttled: bool = False) -> Iterator[Deplo
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    for _ in range(200):
-        try:
-            httpx.get(f"{url}/v1/health", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
+    wait_until_up(f"{url}/v1/health", tries=200)
     bench_settings = Settings(
         home=folder / "home",
         keys=folder / "keys",
@@ -93,6 +84,24 @@ def deployment(settings: Settings, *, throttled: bool = False) -> Iterator[Deplo
             with psycopg.connect(settings.database_url or "", autocommit=True) as conn:
                 for suffix in ("", "_keys", "_views"):
                     conn.execute(f"DROP SCHEMA IF EXISTS {schema}{suffix} CASCADE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, tries: int) -> None:
+    """Until `url` answers at all, every 50 ms, `tries` times at most."""
+    import httpx
+
+    for _ in range(tries):
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
 
 
 def agency_for(dep: Deployment, name: str) -> tuple[crypto.SigningKey, str]:
