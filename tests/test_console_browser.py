@@ -157,6 +157,12 @@ class Visit:
             Path(self.shots).mkdir(parents=True, exist_ok=True)
             self.page.screenshot(path=str(Path(self.shots) / f"{name}.png"), full_page=True)
 
+    def follow(self, selector: str) -> None:
+        """Click a link or a form's button and wait for the page it leads to: reading the
+        page before the navigation ends would read nothing."""
+        with self.page.expect_navigation():
+            self.page.click(selector)
+
     def go(self, path: str, name: str) -> None:
         self.page.goto(self.desk.url + path)
         self.check(name)
@@ -165,7 +171,7 @@ class Visit:
         self.go(f"/login?lang={self.lang}", "login")
         self.page.fill("#username", "worker")
         self.page.fill("#password", PASSWORD)
-        self.page.click("button[type=submit]")
+        self.follow("button[type=submit]")
         self.page.wait_for_url("**/cases")
 
     def close(self) -> None:
@@ -183,10 +189,10 @@ def test_the_main_journey_in_a_real_browser(
         holder.login()
         # Spanish, then back to English: the person picks, the pages follow.
         holder.page.select_option("#lang", "es")
-        holder.page.click("header form[action='/language'] button")
+        holder.follow("header form[action='/language'] button")
         assert "Casos" in holder.page.content()
         holder.page.select_option("#lang", "en")
-        holder.page.click("header form[action='/language'] button")
+        holder.follow("header form[action='/language'] button")
         assert "Cases" in holder.page.content()
         holder.check("cases-empty")
         # Intake: an unknown age is explained on the form.
@@ -195,7 +201,7 @@ def test_the_main_journey_in_a_real_browser(
         holder.page.select_option("#age_band", "adult")
         holder.page.check("input[name=exploitation][value=labour]")
         holder.page.fill("#name", "MARKER-browser-1")
-        holder.page.click("main button[type=submit]")
+        holder.follow("main button[type=submit]")
         holder.page.wait_for_url(re.compile(r".*/cases/[0-9a-f-]{36}$"))
         case_id = holder.page.url.rsplit("/", 1)[1]
         holder.check("case")
@@ -206,55 +212,55 @@ def test_the_main_journey_in_a_real_browser(
         for category in ("identity", "health"):
             holder.page.check(f"input[name=categories][value={category}]")
         holder.page.fill("#recipients", "clinic")
-        holder.page.click("main button[type=submit]")
+        holder.follow("main button[type=submit]")
         holder.page.wait_for_url(f"**/cases/{case_id}/consents")
         assert "in force" in holder.page.content()
         holder.check("consents")
         # A share the consent does not cover (location) is explained in plain words.
-        holder.page.click("text=Share data under this consent")
+        holder.follow("text=Share data under this consent")
         holder.check("share-form")
         holder.page.fill("#to", "clinic")
         holder.page.check("input[name=categories][value=location]")
-        holder.page.click("main button[type=submit]")
+        holder.follow("main button[type=submit]")
         assert "does not cover all the information" in holder.page.content()
         holder.check("share-refused")
         # The share it covers, then a referral.
         holder.go(f"/cases/{case_id}/consents", "consents")
-        holder.page.click("text=Share data under this consent")
+        holder.follow("text=Share data under this consent")
         holder.page.fill("#to", "clinic")
         holder.page.check("input[name=categories][value=identity]")
-        holder.page.click("main button[type=submit]")
+        holder.follow("main button[type=submit]")
         holder.page.wait_for_url(f"**/cases/{case_id}/disclosures")
         holder.check("disclosures")
         holder.go(f"/cases/{case_id}/consents", "consents")
-        holder.page.click("text=Make a referral under this consent")
+        holder.follow("text=Make a referral under this consent")
         holder.check("referral-form")
         holder.page.fill("#to", "clinic")
         holder.page.select_option("#component", "health_psychosocial")
         holder.page.check("input[name=categories][value=health]")
-        holder.page.click("main button[type=submit]")
+        holder.follow("main button[type=submit]")
         holder.page.wait_for_url("**/referrals")
         holder.check("referrals")
         # The clinic, in its own console: the referral to answer, the shared identity.
         clinic.login()
         clinic.go("/referrals", "referrals-received")
         assert case_id[:8] in clinic.page.content()
-        clinic.page.click("section.referral form[action$='/accept'] button")
+        clinic.follow("section.referral form[action$='/accept'] button")
         clinic.page.wait_for_url("**/referrals")
         clinic.go(f"/cases/{case_id}", "case-recipient")
-        clinic.page.click("main form button[type=submit]")
+        clinic.follow("main form button[type=submit]")
         assert "MARKER-browser-1" in clinic.page.content()
         clinic.check("case-opened")
         # Withdrawal, after a confirmation listing who loses access: the clinic's read is cut.
         holder.go(f"/cases/{case_id}/consents", "consents")
-        holder.page.click("section.consent form button[type=submit]")
+        holder.follow("section.consent form button[type=submit]")
         assert "clinic" in holder.page.content()
         holder.check("withdraw-confirm")
-        holder.page.click("main form button[type=submit]")
+        holder.follow("main form button[type=submit]")
         holder.page.wait_for_url(f"**/cases/{case_id}/consents")
         assert "withdrawn on" in holder.page.content()
         clinic.go(f"/cases/{case_id}", "case-recipient")
-        clinic.page.click("main form button[type=submit]")
+        clinic.follow("main form button[type=submit]")
         assert "MARKER-browser-1" not in clinic.page.content()
         assert "No es posible" in clinic.page.content()  # the clinic's worker reads Spanish
         clinic.check("case-cut")
@@ -274,11 +280,13 @@ def test_the_core_flows_need_no_javascript(browser: Any, world: dict[str, Desk])
         page.goto(world["ngo-a"].url + "/login?lang=en")
         page.fill("#username", "worker")
         page.fill("#password", PASSWORD)
-        page.click("main button[type=submit]")
+        with page.expect_navigation():
+            page.click("main button[type=submit]")
         page.wait_for_url("**/cases")
         page.goto(world["ngo-a"].url + "/cases/new")
         page.check("input[name=exploitation][value=other]")
-        page.click("main button[type=submit]")
+        with page.expect_navigation():
+            page.click("main button[type=submit]")
         page.wait_for_load_state()
         assert re.search(r"/cases/[0-9a-f-]{36}$", page.url), (page.url, page.content()[-600:])
     finally:
@@ -292,7 +300,7 @@ def test_pages_load_nothing_from_elsewhere(browser: Any, world: dict[str, Desk])
     try:
         visit.login()
         visit.page.select_option("#lang", "es")
-        visit.page.click("header form[action='/language'] button")
+        visit.follow("header form[action='/language'] button")
         visit.go("/cases/new", "intake-es")
         assert requested and all(u.startswith(world["ngo-a"].url) for u in requested)
         assert "Abrir un caso" in visit.page.content()
