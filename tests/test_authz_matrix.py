@@ -409,6 +409,13 @@ def revoke_token(s: Scenario, relation: str, case_id: str) -> Request:
     return Request("DELETE", f"/v1/tokens/{token_id}", spare="token")
 
 
+def revoke_staff_token(s: Scenario, relation: str, case_id: str) -> Request:
+    """A caseworker token of the caller's agency (the holder's for tokens without one)."""
+    agency = s.agency(relation).id
+    token_id = s.spare(f"token-{agency}", lambda: issue(s.world, "caseworker", agency)["id"])
+    return Request("DELETE", f"/v1/tokens/{token_id}", spare=f"token-{agency}")
+
+
 def inclusion(own: bool) -> Action:
     def action(s: Scenario, relation: str, case_id: str) -> Request:
         agency = s.agency(relation).id if own else "outsider-ngo"
@@ -497,6 +504,12 @@ ACTIONS: dict[tuple[str, str, str], tuple[Action, str | None]] = {
     ("DELETE", "/v1/agencies/{agency_id}", "another agency"): (remove_agency, None),
     ("POST", "/v1/tokens", ""): (create_token, None),
     ("DELETE", "/v1/tokens/{token_id}", "another token"): (revoke_token, None),
+    ("DELETE", "/v1/tokens/{token_id}", "a caseworker token of the caller's agency"): (
+        revoke_staff_token,
+        None,
+    ),
+    ("GET", "/v1/tokens/self", ""): (get("/v1/tokens/self"), None),
+    ("GET", "/v1/agencies", ""): (get("/v1/agencies"), None),
     ("GET", "/v1/log/checkpoint", ""): (get("/v1/log/checkpoint"), None),
     ("GET", "/v1/log/key", ""): (get("/v1/log/key"), None),
     ("GET", "/v1/log/entries", ""): (get("/v1/log/entries?start=0&end=10"), None),

@@ -263,13 +263,77 @@ def test_a_supervisor_disables_and_resets_accounts_and_a_caseworker_cannot(desk:
     assert not desk.accounts.get(ana.id).disabled  # type: ignore[union-attr]
     assert desk.confirm(secret, "a wrong passphrase!").status_code == 403
     assert desk.confirm(secret).status_code == 303
+    ana_token = desk.accounts.ledger_token(ana)
+    assert ledger_status(desk, ana_token) == 200
     r = desk.http.post(f"/accounts/{ana.id}/disable", data={"csrf": desk.csrf("/accounts")})
     assert r.status_code == 200 and "ana" in r.text  # back on the accounts page
     assert desk.accounts.session(ana_session) is None  # disabling ends its sessions
     assert desk.accounts.get(ana.id).disabled  # type: ignore[union-attr]
+    assert ledger_status(desk, ana_token) == 401  # and her ledger token: the API refuses it too
+    # Enabling again binds a new token (the old one is gone for good), checked as at creation.
+    enable = f"/accounts/{ana.id}/enable"
+    assert desk.http.post(enable, data={"csrf": desk.csrf("/accounts")}).status_code == 422
+    stale = desk.http.post(enable, data={"csrf": desk.csrf("/accounts"), "token": ana_token})
+    assert stale.status_code == 422 and "el ledger no acepta este token" in stale.text
+    assert desk.accounts.get(ana.id).disabled  # type: ignore[union-attr]
+    fresh = desk.agency.world.token("caseworker", desk.agency.id)
+    ok = desk.http.post(enable, data={"csrf": desk.csrf("/accounts"), "token": fresh})
+    assert ok.status_code == 200 and not desk.accounts.get(ana.id).disabled  # type: ignore[union-attr]
+    assert desk.accounts.ledger_token(ana) == fresh
     short = desk.http.post(f"/accounts/{ana.id}/reset",
                            data={"csrf": desk.csrf("/accounts"), "password": "short"})  # fmt: skip
     assert short.status_code == 422
+
+
+def ledger_status(desk: Desk, token: str) -> int:
+    """What the ledger answers this token (200: it acts; 401: revoked)."""
+    world = desk.agency.world
+    return world.http.get(
+        "/v1/tokens/self", headers={"Authorization": f"Bearer {token}"}
+    ).status_code
+
+
+def test_an_account_is_bound_only_to_a_live_token_of_its_agency_and_role(
+    world: World, desk: Desk
+) -> None:
+    world.agency("clinic")
+    secret = desk.account("sup", "supervisor")
+    desk.login("sup", code=pyotp.TOTP(secret).at(desk.clock.now))
+    assert desk.confirm(secret).status_code == 303
+    revoked = world.token("caseworker", "ngo-a")
+    auth = {"Authorization": f"Bearer {revoked}"}
+    revoked_id = world.http.get("/v1/tokens/self", headers=auth).json()["id"]
+    assert (
+        world.http.delete(f"/v1/tokens/{revoked_id}", headers=world.admin_auth).status_code == 204
+    )
+    for token, said in (
+        (world.token("caseworker", "clinic"), "no es de esta agencia"),  # the account's Spanish
+        (world.token("supervisor", "ngo-a"), "es de rol supervisor"),
+        (revoked, "no acepta este token"),
+    ):
+        form = {"csrf": desk.csrf("/accounts"), "username": "new.worker", "name": "New",
+                "role": "caseworker", "language": "en", "token": token}  # fmt: skip
+        refused = desk.http.post("/accounts", data=form)
+        assert refused.status_code == 422 and said in refused.text, said
+        assert token not in refused.text
+    assert [a.username for a in desk.accounts.list()] == ["sup"]
+
+
+def test_the_forms_offer_the_registered_agencies_as_recipients(world: World, desk: Desk) -> None:
+    world.agency("clinic")
+    world.agency("legal-aid")
+    gone = world.agency("closed-ngo")
+    world.http.delete(f"/v1/agencies/{gone.id}", headers=world.admin_auth)
+    desk.account("ana")
+    desk.login("ana")
+    case_id = intake(desk)
+    consent = str(uuid.uuid4())
+    for path in (f"/cases/{case_id}/consents/new", f"/cases/{case_id}/share?consent={consent}",
+                 f"/cases/{case_id}/referrals/new?consent={consent}"):  # fmt: skip
+        page = desk.http.get(path).text
+        offered = set(re.findall(r'(?:name="recipients"|<option) value="([a-z0-9-]+)"', page))
+        assert {"clinic", "legal-aid"} <= offered, path
+        assert "ngo-a" not in offered and "closed-ngo" not in offered, path
 
 
 def test_an_agency_never_sees_another_agency_cases_through_its_console(
@@ -483,7 +547,7 @@ def test_a_refused_consent_is_explained_not_a_bare_status(world: World, desk: De
     desk.login("ana")
     case_id = intake(desk)
     size = world.ledger.store.log_size()
-    r = record_consent(desk, case_id, "clinic-nort")  # a typo: no such agency
+    r = record_consent(desk, case_id, "clinic-nort")  # not registered (or removed since)
     assert r.status_code == 422
     assert "refused" in r.text or "rechaz" in r.text
     assert "registered" in r.text  # the ledger's own reason, shown
@@ -501,7 +565,7 @@ def test_every_text_of_the_pages_is_in_spanish_portuguese_and_french() -> None:
         texts.update(re.findall(r'_\("([^"]+)"\)', template.read_text()))
     for module in ("app.py", "pages.py", "casework.py", "accounts.py", "referrals.py"):
         source = (root / module).read_text()
-        texts.update(re.findall(r'message(?:=| = )"([^"]+)"', source))
+        texts.update(re.findall(r'(?:message(?:=| = )|AccountError\()"([^"]+)"', source))
     from ledger.console.pages import EXPLAINED
 
     texts.update(text for _, why, fix in EXPLAINED for text in (why, fix))

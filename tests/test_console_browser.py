@@ -211,7 +211,7 @@ def test_the_main_journey_in_a_real_browser(
             holder.page.check(f"input[name=purposes][value={purpose}]")
         for category in ("identity", "health"):
             holder.page.check(f"input[name=categories][value={category}]")
-        holder.page.fill("#recipients", "clinic")
+        holder.page.check("input[name=recipients][value=clinic]")
         holder.follow("main button[type=submit]")
         holder.page.wait_for_url(f"**/cases/{case_id}/consents")
         assert "in force" in holder.page.content()
@@ -219,7 +219,7 @@ def test_the_main_journey_in_a_real_browser(
         # A share the consent does not cover (location) is explained in plain words.
         holder.follow("text=Share data under this consent")
         holder.check("share-form")
-        holder.page.fill("#to", "clinic")
+        holder.page.select_option("#to", "clinic")
         holder.page.check("input[name=categories][value=location]")
         holder.follow("main button[type=submit]")
         assert "does not cover all the information" in holder.page.content()
@@ -227,7 +227,7 @@ def test_the_main_journey_in_a_real_browser(
         # The share it covers, then a referral.
         holder.go(f"/cases/{case_id}/consents", "consents")
         holder.follow("text=Share data under this consent")
-        holder.page.fill("#to", "clinic")
+        holder.page.select_option("#to", "clinic")
         holder.page.check("input[name=categories][value=identity]")
         holder.follow("main button[type=submit]")
         holder.page.wait_for_url(f"**/cases/{case_id}/disclosures")
@@ -235,7 +235,7 @@ def test_the_main_journey_in_a_real_browser(
         holder.go(f"/cases/{case_id}/consents", "consents")
         holder.follow("text=Make a referral under this consent")
         holder.check("referral-form")
-        holder.page.fill("#to", "clinic")
+        holder.page.select_option("#to", "clinic")
         holder.page.select_option("#component", "health_psychosocial")
         holder.page.check("input[name=categories][value=health]")
         holder.follow("main button[type=submit]")

@@ -34,7 +34,6 @@ from ledger.storage.base import (
     ConflictError,
     EventRow,
     KeyRow,
-    KeyTable,
     NewEntry,
     RecordedEvent,
     Revocation,
@@ -42,6 +41,7 @@ from ledger.storage.base import (
     Store,
     Token,
 )
+from ledger.storage.keytable import KeyTable
 
 # -- fixtures and helpers ------------------------------------------------------------------------
 
@@ -848,6 +848,15 @@ def test_live_agencies_are_the_registered_not_removed_with_a_current_key(store: 
     assert store.live_agencies(many) == {"ngo-a"}
 
 
+def test_the_directory_lists_every_agency_ever_registered_by_id(store: Store) -> None:
+    assert store.agencies() == []
+    agencies_in_every_state(store)
+    listed = store.agencies()
+    assert [a.id for a in listed] == ["ngo-a", "ngo-b", "ngo-c"]  # ngo-d was never registered
+    assert listed[0] == Agency("ngo-a", "NGO A", "ngo", 0)
+    assert [a.removed_at for a in listed] == [None, None, "2026-11-29T09:00:00Z"]
+
+
 @pytest.mark.regression("an agency removed between a commit's decision and its commit is named")
 def test_a_commit_naming_an_agency_no_longer_live_is_refused_and_leaves_nothing_behind(
     store: Store,
@@ -981,6 +990,17 @@ def test_a_token_is_stored_only_for_a_registered_agency_not_removed(store: Store
     assert store.add_token(*auditor, CREATED) is True
     hashes = [h for _, h in (live, removed, unknown, auditor)]
     assert store.tokens_by_hash(hashes) == {live[1]: live[0], auditor[1]: auditor[0]}
+
+
+def test_a_token_is_found_by_its_id_revoked_or_not(store: Store) -> None:
+    store.append(registry_commit("ngo-a", "ngo-a+k1"))
+    token, token_hash = staff_token("a1", "ngo-a")
+    assert store.token("tok_a1") is None
+    assert store.add_token(token, token_hash, CREATED)
+    assert store.token("tok_a1") == token
+    assert store.revoke_tokens(token_id="tok_a1", at=CREATED) == 1
+    assert store.token("tok_a1") == replace(token, revoked=True)
+    assert store.token("tok_unknown") is None
 
 
 def test_remove_agency_marks_it_removed_and_revokes_its_tokens_in_one_go(store: Store) -> None:

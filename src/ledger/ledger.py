@@ -116,6 +116,9 @@ class Ledger:
 
     # -- agencies and keys ---------------------------------------------------------------------
 
+    def agencies(self) -> list[dict[str, Any]]:
+        return self.registry.directory()
+
     def register_agency(
         self, principal: Principal, agency_id: str, name: str, kind: str, verify_key: str
     ) -> dict[str, Any]:

@@ -78,21 +78,21 @@ class LedgerClient:
         timeout: float = 30.0,
         state: Path | None = None,
         origin: str | None = None,
+        pool: httpx.Client | None = None,
     ) -> None:
         """`state`: a file keeping the last checkpoint this client verified across runs (the
         format of `ledger audit verify --state`, written 0600); without it, the client
         remembers it for its own lifetime only. `origin`: the log's origin, if the caller
-        knows it already (one making a client per request asks once, not every time)."""
+        knows it already (one making a client per request asks once, not every time).
+        `pool`: an HTTP client (base URL set) whose connections this client borrows and
+        leaves open at `close` — a console acting for many people keeps one pool."""
         self.key = key
         self.retry = retry or RetryPolicy()
         self.retried = 0  # how many times a request was sent again (all requests together)
         self._rng = random.Random()
-        self.http = httpx.Client(
-            base_url=url,
-            headers={"Authorization": f"Bearer {token}"},
-            transport=transport,
-            timeout=timeout,
-        )
+        self._auth = {"Authorization": f"Bearer {token}"}
+        self._owns_http = pool is None
+        self.http = pool or httpx.Client(base_url=url, transport=transport, timeout=timeout)
         self._origin = origin
         self.verifier = LogVerifier(self, state)
 
@@ -102,7 +102,8 @@ class LedgerClient:
         return self.verifier.known_checkpoint
 
     def close(self) -> None:
-        self.http.close()
+        if self._owns_http:
+            self.http.close()
 
     def __enter__(self) -> LedgerClient:
         return self
@@ -166,7 +167,7 @@ class LedgerClient:
             last = attempt == policy.attempts - 1
             retry_after: float | None = None
             try:
-                response = self.http.request(method, path, **kw)
+                response = self._request(method, path, **kw)
             except httpx.TransportError:
                 if last or time.monotonic() - started >= policy.budget_s:
                     raise
@@ -186,6 +187,10 @@ class LedgerClient:
             self.retried += 1
             time.sleep(policy.delay(attempt, self._rng, retry_after))
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request, with this client's token."""
+        return self.http.request(method, path, headers=self._auth, **kw)
 
     def submit_body(self, body: dict[str, Any]) -> Answer:
         """POST a built body; send it again, byte for byte, on write conflicts, transient
@@ -294,7 +299,7 @@ class LedgerClient:
         self, agency_id: str, name: str, kind: str, verify_key: str
     ) -> dict[str, Any]:
         body = {"id": agency_id, "name": name, "type": kind, "verify_key": verify_key}
-        return dict(self._json(self.http.post("/v1/agencies", json=body)))
+        return dict(self._json(self._request("POST", "/v1/agencies", json=body)))
 
     def add_key(
         self, agency: str, current: crypto.SigningKey, new: crypto.SigningKey
@@ -314,16 +319,32 @@ class LedgerClient:
             for k in (current, new)
         ]
         body = {"verify_key": new.verify_key.line(), "signatures": signatures}
-        return dict(self._json(self.http.post(f"/v1/agencies/{agency}/keys", json=body)))
+        return dict(self._json(self._request("POST", f"/v1/agencies/{agency}/keys", json=body)))
 
     def revoke_key(
         self, agency: str, key_id: str, compromised_since: int | None = None
     ) -> dict[str, Any]:
         body = {"compromised_since": compromised_since}
         return dict(
-            self._json(self.http.post(f"/v1/agencies/{agency}/keys/{key_id}/revoke", json=body))
+            self._json(
+                self._request("POST", f"/v1/agencies/{agency}/keys/{key_id}/revoke", json=body)
+            )
         )
 
     def create_token(self, role: str, label: str, agency: str | None = None) -> dict[str, Any]:
         body = {"agency": agency, "role": role, "label": label}
-        return dict(self._json(self.http.post("/v1/tokens", json=body)))
+        return dict(self._json(self._request("POST", "/v1/tokens", json=body)))
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke a token: an admin any, a supervisor its own agency's staff tokens."""
+        response = self._request("DELETE", f"/v1/tokens/{token_id}")
+        if response.status_code >= 400:
+            self._json(response)
+
+    def whoami(self) -> dict[str, Any]:
+        """This client's token as the ledger knows it: id, role and agency."""
+        return dict(self._json(self._send("GET", "/v1/tokens/self")))
+
+    def agencies(self) -> list[dict[str, Any]]:
+        """The registered agencies: id, name, type, and whether they may be named now."""
+        return list(self._json(self._send("GET", "/v1/agencies"))["agencies"])

@@ -261,6 +261,14 @@ class Accounts:
             row = cur.fetchone()
         return self._unseal(account.id, "token", row["token_sealed"])
 
+    def set_token(self, account_id: str, ledger_token: str) -> None:
+        """Bind the account to a new ledger token (the old one was revoked)."""
+        with self.db.cursor() as cur:
+            cur.execute(
+                "UPDATE console_accounts SET token_sealed = ? WHERE id = ?",
+                (self._seal(account_id, "token", ledger_token), account_id),
+            )
+
     def set_disabled(self, account_id: str, disabled: bool) -> None:
         """Disable (or enable) an account; disabling ends its sessions at once."""
         with self.db.cursor() as cur:

@@ -18,7 +18,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ledger.console.accounts import AccountError, Session, csrf_matches
+from ledger.client import LedgerHTTPError
+from ledger.console.accounts import Account, AccountError, Session, csrf_matches
 from ledger.console.casework import add_casework
 from ledger.console.i18n import chosen
 from ledger.console.pages import (
@@ -30,6 +31,7 @@ from ledger.console.pages import (
     Answered,
     Console,
     MustChange,
+    check_token,
 )
 from ledger.console.referrals import add_referrals
 
@@ -209,13 +211,13 @@ def create_app(console: Console) -> FastAPI:
         token: str = Form(""),
     ) -> Response:
         """A supervisor opens an account for a colleague, bound to the ledger token the
-        ledger's admin issued to that person; the one-time password is shown once here,
-        and must be changed at the first login (a supervisor's TOTP secret too)."""
+        ledger's admin issued to that person (checked with the ledger: live, this agency's,
+        of the role chosen); the one-time password is shown once here, and must be changed
+        at the first login (a supervisor's TOTP secret too)."""
         session = confirmed_supervisor(request, csrf)
         password = secrets.token_urlsafe(12)
         try:
-            if not token.strip().startswith("lgr_"):
-                raise AccountError("paste the person's own ledger token (it starts with lgr_)")
+            checked(token, role)
             account, secret = console.accounts.create(
                 username, name.strip() or username, role, password, token.strip(),
                 chosen(language, default), must_change=True,
@@ -227,6 +229,27 @@ def create_app(console: Console) -> FastAPI:
         return console.page("account-created.html.j2", session.account.language, session,
                             created=account, password=password, secret=secret)  # fmt: skip
 
+    def checked(token: str, role: str) -> str:
+        """The id of a person's ledger token, checked with the ledger (AccountError if not)."""
+        token = token.strip()
+        if not token.startswith("lgr_"):
+            raise AccountError("paste the person's own ledger token (it starts with lgr_)")
+        with console.as_token(token) as ledger:
+            return check_token(ledger, role, console.agency_name)
+
+    def revoke(session: Session, target: Account) -> None:
+        """End the ledger token of a disabled account, with the supervisor's own token: the
+        person can no longer act through the API either. One the ledger refuses already
+        (revoked, expired) needs nothing."""
+        with console.ledger(target) as theirs:
+            try:
+                token_id = str(theirs.whoami()["id"])
+            except LedgerHTTPError as exc:
+                if exc.status == 401:
+                    return
+                raise Answered(console.ledger_refused(session, exc)) from None
+        console.ask(session, lambda ledger: ledger.revoke_token(token_id))
+
     @app.post("/accounts/{account_id}/{action}", response_class=HTMLResponse)
     def account_action(
         request: Request,
@@ -234,19 +257,28 @@ def create_app(console: Console) -> FastAPI:
         action: str,
         csrf: str = Form(""),
         password: str = Form(""),
+        token: str = Form(""),
     ) -> Response:
+        """Disable (which revokes the person's ledger token too), enable (bound to a new
+        token, the old one being revoked) or reset the password of a colleague's account."""
         session = confirmed_supervisor(request, csrf)
         if account_id == session.account.id:  # another supervisor does it, not oneself
             return console.page("error.html.j2", session.account.language, session, 403,
                                 message="another supervisor manages your own account")  # fmt: skip
-        if console.accounts.get(account_id) is None or action not in ("disable", "enable", "reset"):
+        target = console.accounts.get(account_id)
+        if target is None or action not in ("disable", "enable", "reset"):
             return console.page("error.html.j2", session.account.language, session, 404,
                                 message="no such account")  # fmt: skip
         try:
             if action == "reset":
                 console.accounts.reset_password(account_id, password)
+            elif action == "disable":
+                console.accounts.set_disabled(account_id, True)  # first: its sessions end now
+                revoke(session, target)
             else:
-                console.accounts.set_disabled(account_id, action == "disable")
+                checked(token, target.role)
+                console.accounts.set_token(account_id, token.strip())
+                console.accounts.set_disabled(account_id, False)
         except AccountError as exc:
             return console.page("error.html.j2", session.account.language, session, 422,
                                 message=exc.message, params=exc.params)  # fmt: skip

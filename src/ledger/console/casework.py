@@ -89,6 +89,7 @@ def add_casework(app: FastAPI, console: Console) -> None:
             "consent.html.j2", session.account.language, session,
             case_id=console.checked_id(session, case_id), purposes=PURPOSES,
             categories=CATEGORIES, given_by=GIVEN_BY, languages_of_consent=CONSENT_LANGUAGES,
+            agencies=console.recipients(session),
         )  # fmt: skip
 
     @app.post("/cases/{case_id}/consents/new", response_class=HTMLResponse)
@@ -96,12 +97,11 @@ def add_casework(app: FastAPI, console: Console) -> None:
         form = await request.form()
         session = console.poster(request, form.get("csrf"))
         case_id = console.checked_id(session, case_id)
-        recipients = sorted(
-            {r.strip() for r in str(form.get("recipients", "")).replace(",", " ").split()}
-        )
+        recipients = sorted({str(r) for r in form.getlist("recipients")})
         if not recipients or not all(is_agency_id(r) for r in recipients):
+            message = "choose at least one agency that may receive it"
             return console.page("error.html.j2", session.account.language, session, 422,
-                                message="name each recipient agency by its id")  # fmt: skip
+                                message=message)  # fmt: skip
         assent = form.get("child_assent")
         expires = str(form.get("expires_on", "")).strip()
         facts = {

@@ -110,13 +110,20 @@ def create_account(
     ] = ...,  # type: ignore[assignment]
 ) -> None:
     """Create an account bound to the person's own ledger token; the password is asked for."""
+    from ledger.client import LedgerClient
+    from ledger.console.pages import check_token
+
     settings = ConsoleSettings()
+    token = token_file.read().strip()
+    key = crypto.parse_signing_key(settings.agency_key_file.read_text()) if (
+        settings.agency_key_file) else None  # fmt: skip
+    agency = key.name if key is not None else settings.agency
     password = getpass.getpass("password (12 characters or more): ")
     accounts = open_accounts(settings)
     try:
-        account, secret = accounts.create(
-            username, name, role, password, token_file.read().strip(), language
-        )
+        with LedgerClient(settings.ledger_url, token) as ledger:
+            check_token(ledger, role, agency)  # live, this agency's, of this role
+        account, secret = accounts.create(username, name, role, password, token, language)
     except AccountError as exc:
         typer.echo(f"error: {exc.message.format(**exc.params)}", err=True)
         raise typer.Exit(2) from None

@@ -5,6 +5,7 @@ plain words."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from ledger.client import LedgerClient, LedgerHTTPError
-from ledger.console.accounts import Account, Accounts, Session, csrf_matches
+from ledger.console.accounts import Account, AccountError, Accounts, Session, csrf_matches
 from ledger.console.i18n import LANGUAGES, translations
 from ledger.console.settings import ConsoleSettings
 from ledger.contract import crypto
@@ -64,6 +65,28 @@ HEADERS = {
 }
 
 
+DIRECTORY_S = 60.0  # how long the list of registered agencies is reused before asked again
+
+
+def check_token(ledger: LedgerClient, role: str, agency: str | None) -> str:
+    """The id of a person's ledger token, if it is a live `role` token of `agency`; otherwise
+    AccountError saying what is wrong with it (a console never binds an account to a token
+    the ledger would refuse, or one of another role or agency)."""
+    try:
+        found = ledger.whoami()
+    except LedgerHTTPError as exc:
+        if exc.status == 401:
+            raise AccountError("the ledger does not accept this token") from None
+        raise AccountError("the ledger could not check this token; try again") from None
+    except httpx.TransportError:
+        raise AccountError("the ledger could not be reached; try again") from None
+    if found["agency"] != agency:
+        raise AccountError("this token is not for this agency")
+    if found["role"] != role:
+        raise AccountError("this token is a {role} token", role=found["role"])
+    return str(found["id"])
+
+
 def when(timestamp: str | None) -> str:
     """`2026-12-05T19:32:17Z` as people read it: `2026-12-05 19:32 UTC`."""
     if not timestamp:
@@ -95,8 +118,12 @@ class Console:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.settings, self.accounts, self.agency_key = settings, accounts, agency_key
-        self.transport = transport
+        self.transport = transport  # to the ledger (tests give the ledger app's own)
+        # One pool of connections to the ledger for every person's requests (each request
+        # carries its person's token).
+        self.pool = httpx.Client(base_url=settings.ledger_url, transport=transport, timeout=15.0)
         self.origin: str | None = None  # the log's, learnt from the first signed submission
+        self._directory: tuple[float, list[dict[str, Any]]] | None = None
         # Secure cookies unless said otherwise; by default off only when the console listens
         # on loopback alone (a trial on one machine, over plain HTTP).
         self.secure = (
@@ -112,14 +139,24 @@ class Console:
 
     def ledger(self, account: Account) -> LedgerClient:
         """The ledger as this person: their own token, the agency's signing key."""
+        return self.as_token(self.accounts.ledger_token(account))
+
+    def as_token(self, token: str) -> LedgerClient:
         return LedgerClient(
-            self.settings.ledger_url,
-            self.accounts.ledger_token(account),
-            self.agency_key,
-            transport=self.transport,
-            timeout=15.0,
-            origin=self.origin,
+            self.settings.ledger_url, token, self.agency_key, pool=self.pool, origin=self.origin
         )
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def recipients(self, session: Session) -> list[dict[str, Any]]:
+        """The agencies a consent, referral or share may name: the registered ones that are
+        active, other than this one (asked again after `DIRECTORY_S`)."""
+        now = time.monotonic()
+        if self._directory is None or now - self._directory[0] > DIRECTORY_S:
+            self._directory = (now, self.ask(session, lambda ledger: ledger.agencies()))
+        mine = self.agency_name
+        return [a for a in self._directory[1] if a["active"] and a["id"] != mine]
 
     def page(
         self,

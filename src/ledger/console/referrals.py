@@ -42,7 +42,7 @@ def add_referrals(app: FastAPI, console: Console) -> None:
         recipient = str(form.get("to", "")).strip()
         if not is_agency_id(recipient):
             raise Answered(console.page("error.html.j2", session.account.language, session, 422,
-                                        message="name the receiving agency by its id"))  # fmt: skip
+                                        message="choose the receiving agency"))  # fmt: skip
         return recipient
 
     def chosen_consent(session: Session, consent: str | None) -> str | None:
@@ -59,7 +59,8 @@ def add_referrals(app: FastAPI, console: Console) -> None:
         return console.page("referral.html.j2", session.account.language, session,
                             case_id=case_id, components=COMPONENTS, urgencies=URGENCIES,
                             categories=CATEGORIES, consent=chosen_consent(session, consent),
-                            due_hours=DUE_HOURS)  # fmt: skip
+                            due_hours=DUE_HOURS,
+                            agencies=console.recipients(session))  # fmt: skip
 
     @app.post("/cases/{case_id}/referrals/new", response_class=HTMLResponse)
     async def refer(request: Request, case_id: str) -> Response:
@@ -122,7 +123,8 @@ def add_referrals(app: FastAPI, console: Console) -> None:
         case_id = console.checked_id(session, case_id)
         return console.page("share.html.j2", session.account.language, session,
                             case_id=case_id, categories=CATEGORIES,
-                            consent=chosen_consent(session, consent))  # fmt: skip
+                            consent=chosen_consent(session, consent),
+                            agencies=console.recipients(session))  # fmt: skip
 
     @app.post("/cases/{case_id}/share", response_class=HTMLResponse)
     async def share(request: Request, case_id: str) -> Response:

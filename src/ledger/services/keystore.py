@@ -16,7 +16,7 @@ from pathlib import Path
 from ledger.contract import crypto
 from ledger.errors import WriteConflict
 from ledger.private_files import write_secret
-from ledger.storage.base import KeyTable
+from ledger.storage.keytable import KeyTable
 
 _WRAP_DOMAIN = b"ledger-kek-v1\n"
 

@@ -62,6 +62,16 @@ class Registry:
             return None
         return crypto.parse_verify_key(record.line)
 
+    def directory(self) -> list[dict[str, Any]]:
+        """Every registered agency: id, name, type, and whether it can be named now (live:
+        not removed, with a current key). What the log's registry entries say, for anyone
+        with a token: a console offers these as recipients."""
+        agencies = self.store.agencies()
+        live = self.store.live_agencies([a.id for a in agencies])
+        return [
+            {"id": a.id, "name": a.name, "type": a.type, "active": a.id in live} for a in agencies
+        ]
+
     def register_agency(
         self, principal: Principal, agency_id: str, name: str, kind: str, verify_key: str
     ) -> dict[str, Any]:

@@ -102,9 +102,21 @@ class Tokens:
         return {"token": secret, "id": token_id}
 
     def revoke(self, principal: Principal, token_id: str) -> None:
-        """Admin: revoke a token (it answers 401 from now on)."""
-        if principal.role != "admin":
-            raise Forbidden("only an admin token may revoke tokens")
+        """Revoke a token (it answers 401 from now on): an admin any token, a supervisor a
+        staff token of its own agency (a colleague who left, an account closed in the
+        agency's console) without waiting for the ledger's operator."""
+        if principal.role == "supervisor":
+            token = self.store.token(token_id)
+            if token is None or token.agency != principal.agency or token.role not in AGENCY_ROLES:
+                raise Forbidden("a supervisor may revoke only its own agency's staff tokens")
+        elif principal.role != "admin":
+            raise Forbidden("only an admin or a supervisor of the token's agency may revoke it")
         if not self.store.revoke_tokens(token_id=token_id, at=format_timestamp(self.clock())):
             raise NotFound("no such active token")
-        log.info("token revoked id=%s", token_id)
+        log.info("token revoked id=%s by=%s", token_id, principal.token_id)
+
+    @staticmethod
+    def whoami(principal: Principal) -> dict[str, str | None]:
+        """What the ledger knows of the calling token: its id, role and agency (a console
+        checks the token a person hands it before binding it to their account)."""
+        return {"id": principal.token_id, "role": principal.role, "agency": principal.agency}

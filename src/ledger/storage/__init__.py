@@ -4,7 +4,8 @@ scattered through the code."""
 from __future__ import annotations
 
 from ledger.settings import Settings
-from ledger.storage.base import KeyTable, Store, ViewStore
+from ledger.storage.base import Store, ViewStore
+from ledger.storage.keytable import KeyTable
 
 
 def open_store(settings: Settings) -> tuple[Store, KeyTable]:

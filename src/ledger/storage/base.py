@@ -4,7 +4,8 @@ A `Store` holds the event store (eventsourcing's recorder), the global log with 
 nodes, the event index, agencies, agency keys and tokens. `append` writes one `Commit` in one
 transaction: stored events, their log entries at the next gapless positions (the ledger's own
 counter under a lock, never a sequence), the tree nodes those entries complete, and the rows
-that index them. A `KeyTable` holds wrapped case keys apart from all of it.
+that index them. A `KeyTable` (storage/keytable.py) holds wrapped case keys apart from all
+of it.
 """
 
 from __future__ import annotations
@@ -327,6 +328,10 @@ class Store(ABC):
     def agency(self, agency_id: str) -> Agency | None: ...
 
     @abstractmethod
+    def agencies(self) -> list[Agency]:
+        """Every agency ever registered (removed ones too), by id: the directory."""
+
+    @abstractmethod
     def live_agencies(self, agency_ids: Sequence[str]) -> set[str]:
         """Those of the agencies that are registered, not removed and have an unrevoked key
         (in one query): what `Commit.named_agencies` must still be at commit."""
@@ -353,6 +358,10 @@ class Store(ABC):
         """`token_by_hash` of many, in one read: the known ones, by hash."""
 
     @abstractmethod
+    def token(self, token_id: str) -> Token | None:
+        """The token with this id (revoked or not), or None."""
+
+    @abstractmethod
     def revoke_tokens(self, *, token_id: str | None = None, agency: str | None = None,
                       at: str) -> int:  # fmt: skip
         """Revoke one token, or every token of an agency; returns how many were revoked."""
@@ -366,77 +375,6 @@ class Store(ABC):
         """Mark an agency removed (an earlier removal time stays) and revoke every one of its
         tokens, in one transaction; returns how many tokens it revoked. KeyError if the
         agency is not registered."""
-
-
-class KeyTable(ABC):
-    """Wrapped per-case data keys, stored apart from the event store."""
-
-    @abstractmethod
-    def setup(self) -> None: ...
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-    @abstractmethod
-    def insert(self, case_id: str, kek_id: str, wrapped: bytes, created_at: str) -> bool:
-        """Insert a wrapped key, unconfirmed; False if the case already has one."""
-
-    @abstractmethod
-    def insert_many(self, rows: Sequence[tuple[str, str, bytes, str]]) -> set[str]:
-        """`insert` of many (case_id, kek_id, wrapped, created_at) in one transaction; the
-        case ids that had no key and got this one."""
-
-    @abstractmethod
-    def confirm(self, case_id: str) -> None:
-        """Mark a key as belonging to a committed case."""
-
-    @abstractmethod
-    def confirm_many(self, case_ids: Sequence[str]) -> None:
-        """`confirm` of many, in one transaction."""
-
-    @abstractmethod
-    def unconfirmed(self, created_before: str) -> list[tuple[str, bytes]]:
-        """(case_id, wrapped) of keys never confirmed and created (or taken over) before a
-        time: crash leftovers, or keys of new cases whose commit failed."""
-
-    @abstractmethod
-    def pending(self, case_id: str) -> tuple[str, bytes] | None:
-        """(kek_id, wrapped) of a case's key if it is not confirmed yet, else None."""
-
-    @abstractmethod
-    def take_over(
-        self, case_id: str, wrapped: bytes, kek_id: str, rewrapped: bytes, created_at: str
-    ) -> bool:
-        """Replace an unconfirmed key's wrapping (the same key, a fresh nonce) and its time,
-        if it is still unconfirmed and wrapped as `wrapped`."""
-
-    @abstractmethod
-    def delete_unconfirmed(self, case_id: str, wrapped: bytes) -> bool:
-        """Delete a key if it is still unconfirmed and wrapped as `wrapped`."""
-
-    @abstractmethod
-    def get_many(self, case_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
-        """`get` of many: (kek_id, wrapped) of those cases that have a key."""
-
-    @abstractmethod
-    def get(self, case_id: str) -> tuple[str, bytes] | None:
-        """(kek_id, wrapped) of a case, or None."""
-
-    @abstractmethod
-    def delete(self, case_id: str) -> None:
-        """Destroy a case's key (idempotent)."""
-
-    @abstractmethod
-    def wrapped_by_other(self, kek_id: str, limit: int) -> list[tuple[str, str, bytes]]:
-        """(case_id, kek_id, wrapped) of keys not wrapped by `kek_id`."""
-
-    @abstractmethod
-    def rewrap(self, case_id: str, old_kek: str, new_kek: str, wrapped: bytes) -> bool:
-        """Replace a wrapped key if it is still wrapped by `old_kek`."""
-
-    @abstractmethod
-    def compact(self) -> None:
-        """Reclaim space that may still hold old wrapped keys (WAL, dead tuples)."""
 
 
 IN_LIST = 500  # values in one IN list (SQLite allows 32,766 parameters a statement)

@@ -1,14 +1,85 @@
-"""The case key table both SQL backends share: wrapped per-case keys and their
-confirmation, take-over, rewrapping and deletion."""
+"""The case key table: its contract (`KeyTable`), and the implementation both SQL backends
+share: wrapped per-case keys and their confirmation, take-over, rewrapping and deletion."""
 
 from __future__ import annotations
 
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
-from ledger.storage.base import IN_LIST, KeyTable, SQLDialect, in_lists
+from ledger.storage.base import IN_LIST, SQLDialect, in_lists
 from ledger.storage.schema import KEY_TABLE, Cursor
+
+
+class KeyTable(ABC):
+    """Wrapped per-case data keys, stored apart from the event store."""
+
+    @abstractmethod
+    def setup(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def insert(self, case_id: str, kek_id: str, wrapped: bytes, created_at: str) -> bool:
+        """Insert a wrapped key, unconfirmed; False if the case already has one."""
+
+    @abstractmethod
+    def insert_many(self, rows: Sequence[tuple[str, str, bytes, str]]) -> set[str]:
+        """`insert` of many (case_id, kek_id, wrapped, created_at) in one transaction; the
+        case ids that had no key and got this one."""
+
+    @abstractmethod
+    def confirm(self, case_id: str) -> None:
+        """Mark a key as belonging to a committed case."""
+
+    @abstractmethod
+    def confirm_many(self, case_ids: Sequence[str]) -> None:
+        """`confirm` of many, in one transaction."""
+
+    @abstractmethod
+    def unconfirmed(self, created_before: str) -> list[tuple[str, bytes]]:
+        """(case_id, wrapped) of keys never confirmed and created (or taken over) before a
+        time: crash leftovers, or keys of new cases whose commit failed."""
+
+    @abstractmethod
+    def pending(self, case_id: str) -> tuple[str, bytes] | None:
+        """(kek_id, wrapped) of a case's key if it is not confirmed yet, else None."""
+
+    @abstractmethod
+    def take_over(
+        self, case_id: str, wrapped: bytes, kek_id: str, rewrapped: bytes, created_at: str
+    ) -> bool:
+        """Replace an unconfirmed key's wrapping (the same key, a fresh nonce) and its time,
+        if it is still unconfirmed and wrapped as `wrapped`."""
+
+    @abstractmethod
+    def delete_unconfirmed(self, case_id: str, wrapped: bytes) -> bool:
+        """Delete a key if it is still unconfirmed and wrapped as `wrapped`."""
+
+    @abstractmethod
+    def get_many(self, case_ids: Sequence[str]) -> dict[str, tuple[str, bytes]]:
+        """`get` of many: (kek_id, wrapped) of those cases that have a key."""
+
+    @abstractmethod
+    def get(self, case_id: str) -> tuple[str, bytes] | None:
+        """(kek_id, wrapped) of a case, or None."""
+
+    @abstractmethod
+    def delete(self, case_id: str) -> None:
+        """Destroy a case's key (idempotent)."""
+
+    @abstractmethod
+    def wrapped_by_other(self, kek_id: str, limit: int) -> list[tuple[str, str, bytes]]:
+        """(case_id, kek_id, wrapped) of keys not wrapped by `kek_id`."""
+
+    @abstractmethod
+    def rewrap(self, case_id: str, old_kek: str, new_kek: str, wrapped: bytes) -> bool:
+        """Replace a wrapped key if it is still wrapped by `old_kek`."""
+
+    @abstractmethod
+    def compact(self) -> None:
+        """Reclaim space that may still hold old wrapped keys (WAL, dead tuples)."""
 
 
 class SQLKeyTable(SQLDialect, KeyTable):

@@ -324,6 +324,16 @@ class SQLTables(SQLDialect, Store):
             return None
         return Agency(r["id"], r["name"], r["type"], int(r["position"]), r["removed_at"])
 
+    def agencies(self) -> list[Agency]:
+        with self._read() as cur:
+            cur.execute(
+                self.sql("SELECT id, name, type, position, removed_at FROM {s}agencies ORDER BY id")
+            )
+            return [
+                Agency(r["id"], r["name"], r["type"], int(r["position"]), r["removed_at"])
+                for r in cur.fetchall()
+            ]
+
     def live_agencies(self, agency_ids: Sequence[str]) -> set[str]:
         with self._read() as cur:
             return self._live_agencies(cur, agency_ids)
@@ -468,12 +478,28 @@ class SQLTables(SQLDialect, Store):
             for chunk, in_list in in_lists(sorted(set(token_hashes))):
                 cur.execute(self.sql(self._TOKENS_BY_HASH + in_list), chunk)
                 for r in cur.fetchall():
-                    found[bytes(r["hash"])] = Token(
-                        r["id"],
-                        r["role"],
-                        r["agency"],
-                        r["label"],
-                        r["expires_at"],
-                        r["revoked_at"] is not None,
-                    )
+                    found[bytes(r["hash"])] = self._token(r)
         return found
+
+    def token(self, token_id: str) -> Token | None:
+        with self._read() as cur:
+            cur.execute(
+                self.sql(
+                    "SELECT id, role, agency, label, expires_at, revoked_at"
+                    " FROM {s}tokens WHERE id = ?"
+                ),
+                (token_id,),
+            )
+            r = cur.fetchone()
+        return None if r is None else self._token(r)
+
+    @staticmethod
+    def _token(r: Any) -> Token:
+        return Token(
+            r["id"],
+            r["role"],
+            r["agency"],
+            r["label"],
+            r["expires_at"],
+            r["revoked_at"] is not None,
+        )

@@ -25,6 +25,30 @@ class AgencyOut(BaseModel):
     index: int
 
 
+class DirectoryEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="the agency's id, as events and consents name it")
+    name: str = Field(description="its name as registered")
+    type: str = Field(description="its kind as registered (ngo, health, legal, ...)")
+    active: bool = Field(
+        description="registered, not removed, with a current signing key: may be named now"
+    )
+
+
+class Directory(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agencies: list[DirectoryEntry]
+
+
+@router.get("/v1/agencies", response_model=Directory)
+def directory(principal: CurrentPrincipal, ledger: LedgerDep) -> dict[str, Any]:
+    """Any token: every registered agency (what the log's registry entries say), by id, so
+    that consents, referrals and shares name recipients chosen from a list, not typed."""
+    return {"agencies": ledger.agencies()}
+
+
 @router.post("/v1/agencies", status_code=201, response_model=AgencyOut)
 def register_agency(body: AgencyIn, principal: CurrentPrincipal, ledger: LedgerDep) -> AgencyOut:
     """Admin: register an agency and its first signing key (a registry entry in the log)."""

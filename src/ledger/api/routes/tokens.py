@@ -3,11 +3,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from ledger.api.deps import CurrentPrincipal, LedgerDep
 from ledger.contract.roles import Role
 from ledger.contract.vocabulary import AGENCY_RE
+from ledger.services.tokens import Tokens
 
 router = APIRouter(tags=["tokens"])
 
@@ -40,8 +41,24 @@ def create_token(body: TokenIn, principal: CurrentPrincipal, ledger: LedgerDep) 
     )
 
 
+class WhoAmI(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="the token's id (what `DELETE /v1/tokens/{id}` takes)")
+    role: Role
+    agency: str | None = Field(description="the agency it acts for (None: no agency)")
+
+
+@router.get("/v1/tokens/self", response_model=WhoAmI)
+def whoami(principal: CurrentPrincipal) -> dict[str, str | None]:
+    """Any token: its own id, role and agency (a console checks a token this way before
+    binding it to a person's account)."""
+    return Tokens.whoami(principal)
+
+
 @router.delete("/v1/tokens/{token_id}", status_code=204)
 def revoke_token(token_id: str, principal: CurrentPrincipal, ledger: LedgerDep) -> Response:
-    """Admin: revoke a token; it answers 401 from now on."""
+    """Admin: revoke any token; a supervisor: a caseworker or supervisor token of its own
+    agency. It answers 401 from now on."""
     ledger.revoke_token(principal, token_id)
     return Response(status_code=204)
