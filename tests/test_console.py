@@ -136,7 +136,11 @@ def test_every_page_carries_the_security_headers(desk: Desk) -> None:
         for name, value in HEADERS.items():
             assert r.headers[name] == value, (path, name)
     assert "frame-ancestors 'none'" in HEADERS["Content-Security-Policy"]
-    assert "script-src" not in HEADERS["Content-Security-Policy"]  # default-src 'none'
+    policy = dict(d.strip().split(" ", 1) for d in HEADERS["Content-Security-Policy"].split(";"))
+    assert policy["script-src"] == "'self'"  # the console's own file: nothing inline, no eval
+    assert policy["default-src"] == "'none'" and policy["connect-src"] == "'self'"
+    script = desk.http.get("/static/idle.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
 
 
 def test_every_state_changing_request_needs_the_session_csrf_token(
@@ -166,12 +170,15 @@ def test_every_state_changing_request_needs_the_session_csrf_token(
         ("/totp", {}),
         ("/language", {"lang": "en"}),
         (f"/accounts/{other}/disable", {}),
+        (f"/accounts/{other}/enable", {"token": "lgr_x"}),
         (f"/accounts/{other}/reset", {"password": "another long passphrase"}),
     ):
         for csrf in (None, "forged", desk.csrf()[:-1] + "x"):
             data = form if csrf is None else {**form, "csrf": csrf}
             r = desk.http.post(path, data=data, follow_redirects=False)
             assert r.status_code == 403, (path, csrf, r.status_code)
+    for forged in ({}, {"X-CSRF-Token": "forged"}):  # the page script's keep-alive
+        assert desk.http.post("/alive", headers=forged).status_code == 403
     assert world.ledger.store.log_size() == size  # nothing was read
     assert not desk.accounts.get(other).disabled  # type: ignore[union-attr]
     assert desk.http.get("/cases").status_code == 200  # still logged in
@@ -214,6 +221,27 @@ def test_a_session_ends_after_its_idle_time_and_its_absolute_time(desk: Desk) ->
     else:
         raise AssertionError("the session outlived its absolute timeout")
     assert 8 * 3600 < desk.clock.now - logged_in <= 8 * 3600 + 14 * 60
+
+
+def test_a_page_in_use_keeps_its_session_and_an_idle_one_logs_out_saying_why(desk: Desk) -> None:
+    """What the page's script does: tells the server that a long form is being typed, and
+    logs out after the idle time (its browser test runs the script itself)."""
+    desk.account("ana")
+    desk.login("ana")
+    csrf = desk.csrf()
+    for _ in range(3):  # 42 minutes of typing, told every 14: still in
+        desk.clock.now += 14 * 60
+        assert desk.http.post("/alive", headers={"X-CSRF-Token": csrf}).status_code == 204
+    assert desk.http.get("/cases").status_code == 200
+    page = desk.http.get("/cases").text
+    assert '<meta name="console-idle" content="900">' in page
+    assert '<script src="/static/idle.js" defer></script>' in page
+    r = desk.http.post("/logout", data={"csrf": csrf, "ended": "idle"}, follow_redirects=False)
+    assert r.headers["location"] == "/login?ended=idle&lang=es"  # in the person's language
+    assert desk.http.post("/alive", headers={"X-CSRF-Token": csrf}).status_code == 401
+    told = desk.http.get("/login?ended=idle&lang=en").text
+    assert "Your session ended after a time without use" in told
+    assert "idle.js" not in told  # no script before anyone logs in
 
 
 def test_failed_logins_lock_the_account_with_a_clear_message(desk: Desk) -> None:
@@ -531,7 +559,9 @@ def test_the_consent_receipt_prints_in_the_consent_language(world: World, desk: 
     case_id = intake(desk, name="MARKER-console-7")
     assert record_consent(desk, case_id, "ngo-a", language="es").status_code == 303
     (consent_id,) = world.ledger.cases.load(case_id).state.consents  # type: ignore[union-attr]
+    size = world.ledger.store.log_size()
     assert f"/consents/{consent_id}/receipt" in desk.http.get(f"/cases/{case_id}/consents").text
+    assert world.ledger.store.log_size() == size  # the register unseals nothing: no read
     html = desk.http.get(f"/cases/{case_id}/consents/{consent_id}/receipt")
     assert html.status_code == 200 and "Comprobante de consentimiento" in html.text
     assert "MARKER-console-7" not in html.text and case_id not in html.text  # safe to carry
@@ -666,6 +696,31 @@ def test_a_refused_share_says_why_in_plain_words_and_what_would_allow_it(
                                                           "csrf": desk.csrf()})  # fmt: skip
     assert ok.status_code == 200  # followed to the disclosure register
     assert "clinic" in ok.text
+
+
+def test_the_disclosure_register_prints_for_the_survivor_in_their_language(
+    world: World, desk: Desk
+) -> None:
+    world.agency("clinic")
+    desk.account("ana")
+    desk.login("ana")
+    case_id = intake(desk, name="MARKER-console-9")
+    consent_id = consent_in_force(world, desk, case_id, "clinic")
+    form = {"csrf": desk.csrf(f"/cases/{case_id}/share"), "to": "clinic",
+            "consent_id": consent_id, "categories": ["identity"]}  # fmt: skip
+    assert desk.http.post(f"/cases/{case_id}/share", data=form).status_code == 200
+    register = desk.http.get(f"/cases/{case_id}/disclosures").text
+    assert f'action="/cases/{case_id}/disclosures/print"' in register
+    for lang, said in (("fr", "Qui a vu ou reçu vos informations"),
+                       ("en", "Who has seen or received your information")):  # fmt: skip
+        page = desk.http.get(f"/cases/{case_id}/disclosures/print?lang={lang}")
+        assert page.status_code == 200 and f'<html lang="{lang}">' in page.text
+        assert said in page.text
+        assert "CLINIC" in page.text  # the agency by its registered name
+        assert "MARKER-console-9" not in page.text
+        body = page.text.split("<article", 1)[1].split("</article>", 1)[0]
+        assert case_id not in body  # safe to carry: no case id on the printed part
+    assert desk.http.get(f"/cases/{uuid.uuid4()}/disclosures/print").status_code == 404
 
 
 # -- from the security review --------------------------------------------------------------------

@@ -35,7 +35,7 @@ ARGS = [  # as root, and without the background connections this machine refuses
 PASSWORD = "a long enough passphrase"
 # The pages the README shows, kept under docs/screenshots.
 SHOWN = {"login", "intake-es", "consent-form", "consents", "share-refused",
-         "referrals-received", "withdraw-confirm", "disclosures"}  # fmt: skip
+         "referrals-received", "withdraw-confirm", "disclosures", "disclosures-print"}  # fmt: skip
 
 
 def browser_or_skip() -> Any:
@@ -267,6 +267,82 @@ def test_the_main_journey_in_a_real_browser(
         # Nothing personal in either console's log.
         for desk in world.values():
             assert "MARKER-browser" not in desk.proc.tail(1_000_000)
+    finally:
+        holder.close()
+        clinic.close()
+
+
+def test_the_deadline_board_the_printouts_and_a_screen_left_idle_in_a_real_browser(
+    browser: Any, world: dict[str, Desk]
+) -> None:
+    """The rest of the flows, on SQLite: an overdue referral on the board, declined with a
+    reason by the receiver; the consent receipt and the disclosure register printed in the
+    survivor's language; a screen left open that logs itself out."""
+    holder = Visit(browser, world["ngo-a"], "en")
+    clinic = Visit(browser, world["clinic"], "en")
+    try:
+        holder.login()
+        holder.page.select_option("#lang", "en")
+        holder.follow("header form[action='/language'] button")
+        # Identified five days ago: health care was due within 24 hours of identification.
+        holder.go("/cases/new", "intake")
+        holder.page.select_option("#age_band", "adult")
+        holder.page.check("input[name=exploitation][value=sexual]")
+        five_days_ago = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 5 * 86400))
+        holder.page.fill("#identified_at", five_days_ago)
+        holder.follow("main button[type=submit]")
+        case_id = holder.page.url.rsplit("/", 1)[1]
+        holder.go(f"/cases/{case_id}/consents/new", "consent-form")
+        for purpose in ("referral", "data_sharing"):
+            holder.page.check(f"input[name=purposes][value={purpose}]")
+        holder.page.check("input[name=categories][value=health]")
+        holder.page.check("input[name=recipients][value=clinic]")
+        holder.page.select_option("#language", "es")
+        holder.follow("main button[type=submit]")
+        # The receipt, in the consent's language (Spanish), printed.
+        holder.follow("text=Receipt to print, in the consent's language")
+        assert "Comprobante de consentimiento" in holder.page.content()
+        printed = holder.page.pdf()
+        assert printed.startswith(b"%PDF") and len(printed) > 1000
+        pdf = holder.context.request.get(holder.page.url + "?format=pdf")
+        assert pdf.ok and pdf.body().startswith(b"%PDF")
+        # A referral made now is overdue already: marked in words on both boards.
+        holder.go(f"/cases/{case_id}/consents", "consents")
+        holder.follow("text=Make a referral under this consent")
+        holder.page.select_option("#to", "clinic")
+        holder.page.select_option("#component", "health_psychosocial")
+        holder.page.check("input[name=categories][value=health]")
+        holder.follow("main button[type=submit]")
+        holder.page.wait_for_url("**/referrals")
+        row = holder.page.locator(f"tbody tr:has-text('{case_id[:8]}')")
+        assert "OVERDUE" in row.inner_text()
+        holder.check("referrals-overdue")
+        clinic.login()
+        clinic.go("/referrals", "referrals-received")
+        received = clinic.page.locator(f"section.referral:has-text('{case_id[:8]}')")
+        assert "VENCIDA" in received.inner_text()  # the clinic's worker reads Spanish
+        received.locator("select[name=reason]").select_option("no_capacity")
+        with clinic.page.expect_navigation():
+            received.locator("form[action$='/decline'] button").click()
+        assert clinic.page.locator(f"section.referral:has-text('{case_id[:8]}')").count() == 0
+        # The disclosure register, printed for the survivor in Spanish.
+        holder.go(f"/cases/{case_id}/disclosures", "disclosures")
+        holder.page.select_option("#print-lang", "es")
+        holder.follow("form[action$='/disclosures/print'] button")
+        assert "Quién ha visto o recibido su información" in holder.page.content()
+        holder.check("disclosures-print")
+        assert holder.page.pdf().startswith(b"%PDF")
+        # A screen left open: after the idle time the page logs itself out, saying why.
+        idle = holder.context.new_page()
+        idle.clock.install()
+        idle.goto(holder.desk.url + "/cases")
+        assert "/cases" in idle.url
+        with idle.expect_navigation():
+            idle.clock.fast_forward("15:05")
+        idle.wait_for_url("**/login?ended=idle&lang=en")
+        assert "Your session ended after a time without use" in idle.content()
+        idle.goto(holder.desk.url + "/cases")
+        assert idle.url.endswith("/login")  # ended on the server too, not only on screen
     finally:
         holder.close()
         clinic.close()

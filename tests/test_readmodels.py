@@ -56,7 +56,9 @@ def test_case_list_shows_status_open_referrals_and_readable_categories(world: Wo
     assert world.http.get("/v1/cases", headers=bearer(world.token("auditor"))).status_code == 403
 
 
-def test_consent_register_unseals_language_and_logs_the_read(world: World) -> None:
+def test_consent_register_unseals_language_and_logs_the_read_unless_asked_not_to(
+    world: World,
+) -> None:
     ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
     world.agency("legal")
     case_id = ngo.open_case("12-14")
@@ -71,6 +73,19 @@ def test_consent_register_unseals_language_and_logs_the_read(world: World) -> No
     assert by_id[a]["counts"] is True and by_id[b]["counts"] is False
     assert by_id[a]["given_by"] == "guardian_ad_litem" and by_id[a]["child_assent"] is True
     assert register["may_receive"] == {"clinic": ["identity", "health"]}
+    # Without the sealed details: the same register, nothing unsealed, nothing logged.
+    size = world.ledger.store.log_size()
+    plain = world.http.get(f"/v1/cases/{case_id}/consents?details=false", headers=ngo.auth())
+    assert plain.status_code == 200 and world.ledger.store.log_size() == size
+    for consent in plain.json()["consents"]:
+        full = by_id[consent["consent_id"]]
+        assert consent["language"] is None and consent["interpreter"] is None
+        assert consent["notice_version"] is None
+        sealed = ("language", "interpreter", "notice_version")
+        assert {k: v for k, v in consent.items() if k not in sealed} == {
+            k: v for k, v in full.items() if k not in sealed
+        }
+    assert plain.json()["may_receive"] == register["may_receive"]
     seen = world.http.get(f"/v1/cases/{case_id}/consents", headers=clinic.auth()).json()
     assert [c["consent_id"] for c in seen["consents"]] == [a]  # only what names the clinic
     legal = world.http.get(f"/v1/cases/{case_id}/consents", headers=world.agencies["legal"].auth())

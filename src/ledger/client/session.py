@@ -221,9 +221,11 @@ class LedgerClient:
         """The case as this agency may see it, unsealed: the ledger logs the read."""
         return dict(self._json(self._send("GET", f"/v1/cases/{case_id}")))
 
-    def consent_register(self, case_id: str) -> dict[str, Any]:
-        """The case's consents, what each allows now, and who may receive what."""
-        return dict(self._json(self._send("GET", f"/v1/cases/{case_id}/consents")))
+    def consent_register(self, case_id: str, *, details: bool = True) -> dict[str, Any]:
+        """The case's consents, what each allows now, and who may receive what. `details`:
+        with each consent's sealed language and interpreter (the ledger logs the read)."""
+        params = {"details": "true" if details else "false"}
+        return dict(self._json(self._send("GET", f"/v1/cases/{case_id}/consents", params=params)))
 
     def consent_receipt(self, case_id: str, consent_id: str, format: str = "html") -> bytes:
         """The survivor's consent receipt (`html` or `pdf` printout, or the signed `note`)."""

@@ -1,4 +1,5 @@
-"""The console's web application: server-rendered pages (FastAPI and Jinja2), no script.
+"""The console's web application: server-rendered pages (FastAPI and Jinja2); one optional
+script of its own (static/idle.js: a screen left open logs itself out).
 
 Every page answers with a strict Content-Security-Policy, `frame-ancestors 'none'`, no
 referrer and `Cache-Control: no-store`; every state-changing request carries the session's
@@ -81,8 +82,8 @@ def create_app(console: Console) -> FastAPI:
         return response
 
     @app.get("/login", response_class=HTMLResponse)
-    def login_form(request: Request, lang: str | None = None) -> Response:
-        return login_page(chosen(lang, default))
+    def login_form(request: Request, lang: str | None = None, ended: str = "") -> Response:
+        return login_page(chosen(lang, default), ended=ended == "idle")
 
     @app.post("/login", response_class=HTMLResponse)
     def login(
@@ -114,12 +115,26 @@ def create_app(console: Console) -> FastAPI:
         return done
 
     @app.post("/logout")
-    def logout(request: Request, csrf: str = Form("")) -> Response:
+    def logout(request: Request, csrf: str = Form(""), ended: str = Form("")) -> Response:
+        """Log out (`ended=idle`: the page's script did, after the idle time)."""
         session = console.current(request)
         if session is not None and not csrf_matches(session, csrf):
             return console.refused(session)
         console.accounts.logout(request.cookies.get(SESSION_COOKIE))
-        return console.to_login()
+        if ended != "idle" or session is None:
+            return console.to_login()
+        return console.to_login(f"/login?ended=idle&lang={session.account.language}")
+
+    @app.post("/alive", status_code=204)
+    def alive(request: Request) -> Response:
+        """The page's script: the person is working on this page (typing a long form), so
+        the session's idle time restarts. Needs the session's CSRF token in a header."""
+        session = console.current(request)
+        if session is None:
+            return Response(status_code=401)
+        if not csrf_matches(session, request.headers.get("x-csrf-token")):
+            return Response(status_code=403)
+        return Response(status_code=204)
 
     @app.get("/")
     def home(request: Request) -> Response:

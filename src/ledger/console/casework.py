@@ -77,7 +77,9 @@ def add_casework(app: FastAPI, console: Console) -> None:
     def consents(request: Request, case_id: str) -> Response:
         session = console.person(request)
         case_id = console.checked_id(session, case_id)
-        register = console.ask(session, lambda ledger: ledger.consent_register(case_id))
+        register = console.ask(
+            session, lambda ledger: ledger.consent_register(case_id, details=False)
+        )
         return console.page("consents.html.j2", session.account.language, session,
                             case_id=case_id, register=register,
                             reasons=WITHDRAWAL_REASONS)  # fmt: skip
@@ -157,7 +159,9 @@ def add_casework(app: FastAPI, console: Console) -> None:
         consent_id = console.checked_id(session, consent_id)
         reason = str(form.get("reason", "survivor_request"))
         if form.get("confirmed") != "yes":
-            register = console.ask(session, lambda ledger: ledger.consent_register(case_id))
+            register = console.ask(
+                session, lambda ledger: ledger.consent_register(case_id, details=False)
+            )
             chosen = next((c for c in register["consents"] if c["consent_id"] == consent_id), None)
             if chosen is None:
                 raise Answered(console.not_found(session))

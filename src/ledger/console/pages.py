@@ -55,7 +55,8 @@ LOGIN_COOKIE = "console_login"  # the login form's double-submit CSRF token
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self';"
+        " img-src 'self'; form-action 'self';"
         " frame-ancestors 'none'; base-uri 'none'"
     ),
     "Referrer-Policy": "no-referrer",
@@ -149,14 +150,18 @@ class Console:
     def close(self) -> None:
         self.pool.close()
 
-    def recipients(self, session: Session) -> list[dict[str, Any]]:
-        """The agencies a consent, referral or share may name: the registered ones that are
-        active, other than this one (asked again after `DIRECTORY_S`)."""
+    def directory(self, session: Session) -> list[dict[str, Any]]:
+        """The agencies registered with the ledger (asked again after `DIRECTORY_S`)."""
         now = time.monotonic()
         if self._directory is None or now - self._directory[0] > DIRECTORY_S:
             self._directory = (now, self.ask(session, lambda ledger: ledger.agencies()))
+        return self._directory[1]
+
+    def recipients(self, session: Session) -> list[dict[str, Any]]:
+        """The agencies a consent, referral or share may name: the registered ones that are
+        active, other than this one."""
         mine = self.agency_name
-        return [a for a in self._directory[1] if a["active"] and a["id"] != mine]
+        return [a for a in self.directory(session) if a["active"] and a["id"] != mine]
 
     def page(
         self,
@@ -173,6 +178,7 @@ class Console:
             languages=LANGUAGES,
             session=session,
             account=None if session is None else session.account,
+            idle_s=int(self.accounts.policy.idle_s),
             **context,
         )
         return HTMLResponse(html, status_code=status)
@@ -193,8 +199,8 @@ class Console:
         )
 
     @staticmethod
-    def to_login() -> RedirectResponse:
-        response = RedirectResponse("/login", status_code=303)
+    def to_login(where: str = "/login") -> RedirectResponse:
+        response = RedirectResponse(where, status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ledger.console.accounts import Session
+from ledger.console.i18n import chosen
 from ledger.console.pages import Answered, Console
 from ledger.contract.vocabulary import (
     CATEGORIES,
@@ -152,3 +153,15 @@ def add_referrals(app: FastAPI, console: Console) -> None:
         register = console.ask(session, lambda ledger: ledger.disclosures(case_id))
         return console.page("disclosures.html.j2", session.account.language, session,
                             case_id=case_id, register=register)  # fmt: skip
+
+    @app.get("/cases/{case_id}/disclosures/print", response_class=HTMLResponse)
+    def disclosures_printout(request: Request, case_id: str, lang: str = "") -> Response:
+        """The register to print and hand to the survivor, in the language they read (the
+        case worker picks it): agencies by name, no case id, no name, safe to carry."""
+        session = console.person(request)
+        case_id = console.checked_id(session, case_id)
+        register = console.ask(session, lambda ledger: ledger.disclosures(case_id))
+        names = {a["id"]: a["name"] for a in console.directory(session)}
+        return console.page("disclosures-print.html.j2", chosen(lang, session.account.language),
+                            session, case_id=case_id, register=register, names=names,
+                            printed=format_timestamp(datetime.now(UTC)))  # fmt: skip

@@ -126,8 +126,12 @@ class ReadModels:
 
     # -- consents --------------------------------------------------------------------------
 
-    def consents(self, principal: Principal, case_id: str) -> dict[str, Any]:
-        """Consent register of a case; non-holders see the consents that name them."""
+    def consents(
+        self, principal: Principal, case_id: str, *, details: bool = True
+    ) -> dict[str, Any]:
+        """Consent register of a case; non-holders see the consents that name them.
+        `details`: unseal each consent's language, interpreter and notice version (a logged
+        read); without them nothing is unsealed, and nothing is logged."""
         agency = staff_agency(principal)
         self._fresh()
 
@@ -145,7 +149,8 @@ class ReadModels:
                 consent = state.consents.get(row["consent_id"])
                 if consent is None:  # the read model is ahead of the loaded case
                     continue
-                attrs = unseal_item(key, case_id, records[row["event_id"]], "attrs") if key else {}
+                record = records[row["event_id"]]
+                attrs = unseal_item(key, case_id, record, "attrs") if key and details else {}
                 out.append(
                     {
                         "consent_id": row["consent_id"],
@@ -180,7 +185,8 @@ class ReadModels:
                     for a, cats in sorted(may_receive.items())
                 },
             }
-            return Unsealed(answer, [])  # attrs of consents: an access entry, no categories
+            # The consents' attrs: an access entry without categories; none if not unsealed.
+            return Unsealed(answer, [] if details else None)
 
         return self.access.read(principal, case_id, build)
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -92,10 +92,21 @@ def list_cases(principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, 
 
 
 @router.get("/v1/cases/{case_id}/consents", response_model=ConsentRegister)
-def consents(case_id: str, principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
+def consents(
+    case_id: str,
+    principal: CurrentPrincipal,
+    models: ReadModelsDep,
+    details: Annotated[
+        bool,
+        Query(
+            description="true: unseal each consent's language, interpreter and notice version"
+            " (a read logged as an access entry); false: those are null and nothing is logged"
+        ),
+    ] = True,
+) -> dict[str, Any]:
     """Consent register: scope, language, interpreter, who gave it, assent, expiry,
     withdrawal, whether it counts now, and which agencies may receive which categories."""
-    return models.consents(principal, case_id)
+    return models.consents(principal, case_id, details=details)
 
 
 @router.get("/v1/cases/{case_id}/disclosures", response_model=DisclosureRegister)
