@@ -493,6 +493,12 @@ ACTIONS: dict[tuple[str, str, str], tuple[Action, str | None]] = {
         "erased",
     ),
     ("GET", "/v1/referrals", ""): (get("/v1/referrals"), None),
+    ("GET", "/v1/notices", ""): (get("/v1/notices"), None),
+    ("GET", "/v1/cases/{case_id}/notices", ""): (get("/v1/cases/{case}/notices"), "case"),
+    ("GET", "/v1/cases/{case_id}/notices", "erased case"): (
+        get("/v1/cases/{case}/notices"),
+        "erased",
+    ),
     ("POST", "/v1/stats/releases", "a new period"): (create_release, None),
     ("GET", "/v1/stats/releases/{period}", ""): (release, None),
     ("POST", "/v1/agencies", ""): (register_agency, None),

@@ -35,6 +35,7 @@ from ledger.storage.base import (
     EventRow,
     KeyRow,
     NewEntry,
+    NoticeRow,
     RecordedEvent,
     Revocation,
     StaleTime,
@@ -338,6 +339,31 @@ def test_related_answers_the_pairs_asked_for_from_the_commits_relations(store: S
     assert store.related([]) == set()
     many = [(str(uuid.uuid4()), "ngo") for _ in range(600)] + [(a, "clinic")]
     assert store.related(many) == {(a, "clinic")}
+
+
+def test_notices_are_written_with_their_commit_or_not_at_all_in_commit_order(
+    store: Store,
+) -> None:
+    case = uuid.uuid4()
+    told = [NoticeRow("clinic", "referral.made", str(case), "r-1", 0)]
+    first = replace(event_commit(case, "ev-1", b"one"), notices=told, recorded_at=CREATED)
+    assert store.append(first) == [0]
+    with pytest.raises(ConflictError):  # the same case version again: refused, no notice
+        store.append(replace(first, events=[], notices=told + told))
+    other = [NoticeRow(a, "consent.withdrawn", str(case), "c-1", 0) for a in ("clinic", "legal")]
+    assert store.append(replace(event_commit(case, "ev-2", b"two", 2), notices=other)) == [1]
+    found = store.notices("clinic")
+    assert [(n.kind, n.subject, n.position) for n in found] == [
+        ("referral.made", "r-1", 0),
+        ("consent.withdrawn", "c-1", 1),
+    ]
+    assert found[0].seq < found[1].seq and found[0].created_at == CREATED
+    assert store.notices("clinic", after=found[0].seq) == [found[1]]
+    assert store.notices("clinic", limit=1) == [found[0]]
+    assert [n.agency for n in store.case_notices(str(case))] == ["clinic", "clinic", "legal"]
+    assert store.notices("nobody") == [] and store.case_notices(str(uuid.uuid4())) == []
+    with pytest.raises(ValueError):  # a notice needs the entry it is about
+        store.append(Commit(notices=told))
 
 
 def test_duplicate_case_version_raises_conflict_and_leaves_nothing_behind(store: Store) -> None:

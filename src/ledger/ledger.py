@@ -28,6 +28,7 @@ from ledger.services.erasure import Erasures
 from ledger.services.ingest import Incoming, Ingest, Outcome, parse, parse_batch
 from ledger.services.keystore import KeyStore
 from ledger.services.logtime import LogTime, utc_now
+from ledger.services.notices import Notices
 from ledger.services.registry import Registry
 from ledger.services.tokens import Principal, Tokens
 from ledger.storage.base import Store
@@ -58,6 +59,7 @@ class Ledger:
         self.tokens = Tokens(store, now)
         self.registry = Registry(store, self.time, origin, freshness_s=freshness_s, clock=now)
         self.erasures = Erasures(store, keys, self.cases, self.log, receipt_key, now)
+        self.notices = Notices(store, self.access)
         self.ingest = Ingest(
             store,
             keys,
@@ -170,3 +172,11 @@ class Ledger:
 
     def live_case(self, case_id: str) -> tuple[Case, bytes, list[dict[str, Any]]] | None:
         return self.access.live_case(case_id)
+
+    # -- notices -------------------------------------------------------------------------------
+
+    def agency_notices(self, principal: Principal, after: int, limit: int) -> dict[str, Any]:
+        return self.notices.for_agency(principal, after, limit)
+
+    def case_notices(self, principal: Principal, case_id: str) -> dict[str, Any]:
+        return self.notices.of_case(principal, case_id)

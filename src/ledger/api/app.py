@@ -21,6 +21,7 @@ from ledger.api.routes import (
     health,
     interop,
     log,
+    notices,
     referrals,
     stats,
     tokens,
@@ -141,7 +142,8 @@ def create_app(
     app.state.submissions = AsyncGroup(ledger.submit_many)  # POST /v1/events's grouping
     app.add_middleware(Gate)  # first in the stack, inside NoLeaks (added by install)
     errors.install(app)
-    for module in (health, events, cases, interop, referrals, stats, agencies, tokens, log):
+    routers = (health, events, cases, interop, referrals, notices, stats, agencies, tokens, log)
+    for module in routers:
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -114,6 +114,7 @@ class Referral:
     consent_id: str
     categories: frozenset[str]
     status: str = "pending"  # pending | accepted | declined | completed
+    by: str | None = None  # the referring agency (None in snapshots older than it)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,6 +123,7 @@ class Referral:
             "consent_id": self.consent_id,
             "categories": sorted(self.categories),
             "status": self.status,
+            "by": self.by,
         }
 
     @classmethod
@@ -231,6 +233,7 @@ class CaseState:
                 facts["to"],
                 facts["consent_id"],
                 frozenset(facts["categories"]),
+                by=agency,
             )
         elif etype in ("referral.accepted", "referral.declined", "referral.completed"):
             referral = self.referrals[facts["referral_id"]]

@@ -51,6 +51,7 @@ from ledger.services.erasure import Erasures
 from ledger.services.keystore import KeyStore
 from ledger.services.logtime import LogTime
 from ledger.services.lookups import BatchLookups, Lookups, Planned
+from ledger.services.notices import notice_rows
 from ledger.services.registry import Registry
 from ledger.services.tokens import Principal
 from ledger.storage.base import (
@@ -454,6 +455,9 @@ class Ingest:
             entries=[NewEntry("event", entry, leaf_hash(entry), case_id, sub.agency)],
             events=[EventRow(event_id, case_id, case.version, sub.fingerprint, 0, extra)],
             erasures=erasures,
+            notices=notice_rows(
+                case.state, sub.type, sub.facts, sub.agency, extra.get("notify", ())
+            ),
             # The case must still be at the version this was decided on: in a batch, an
             # earlier item of the case refused at commit refuses this one too, and a case
             # loaded ahead of the store (never) would conflict instead of leaving a gap.
@@ -483,13 +487,8 @@ class Ingest:
         sub, case_id, version, extra = plan.sub, plan.sub.case_id, plan.version, plan.extra
         if version == 1 and not confirmed:
             self.keys.confirm(case_id)
-        log.info(
-            "event recorded type=%s case=%s index=%d version=%d",
-            sub.type,
-            case_id,
-            position,
-            version,
-        )
+        log.info("event recorded type=%s case=%s index=%d version=%d",
+                 sub.type, case_id, position, version)  # fmt: skip
         if plan.commit.erasures:
             extra = self.erasures.finish(case_id)
         return {

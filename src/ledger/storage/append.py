@@ -232,6 +232,7 @@ class SQLAppendEngine(SQLTables):
                 or commit.keys
                 or commit.revocations
                 or commit.erasures
+                or commit.notices
             ):
                 raise ValueError("index rows need the log entry they index")
             return []
@@ -352,6 +353,13 @@ class SQLAppendEngine(SQLTables):
                 (x.case_id, x.event_id, ps[x.entry], x.erased_at)
                 for c, ps in accepted
                 for x in c.erasures
+            ],
+            # In log order, under the log's lock: `seq` follows the commit order.
+            "INSERT INTO {s}notices (agency, kind, case_id, subject, position, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)": [
+                (n.agency, n.kind, n.case_id, n.subject, ps[n.entry], c.recorded_at or "")
+                for c, ps in accepted
+                for n in c.notices
             ],
         }
         for statement, values in rows.items():

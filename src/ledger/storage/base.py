@@ -85,6 +85,30 @@ class ErasureRow:
 
 
 @dataclass(frozen=True)
+class NoticeRow:
+    """A notice of the event at `Commit.entries[entry]`: who is told, of what."""
+
+    agency: str
+    kind: str
+    case_id: str
+    subject: str | None
+    entry: int
+
+
+@dataclass(frozen=True)
+class StoredNotice:
+    """A recorded notice: `seq` orders an agency's notices as they were committed."""
+
+    seq: int
+    agency: str
+    kind: str
+    case_id: str
+    subject: str | None
+    position: int  # of the event it is about
+    created_at: str
+
+
+@dataclass(frozen=True)
 class Erasure:
     case_id: str
     event_id: str
@@ -103,6 +127,7 @@ class Commit:
     keys: Sequence[KeyRow] = ()
     revocations: Sequence[Revocation] = ()
     erasures: Sequence[ErasureRow] = ()
+    notices: Sequence[NoticeRow] = ()  # the transactional outbox: with the event, or not at all
     snapshots: Sequence[StoredEvent] = ()
     # (case, agency) pairs the commit relates (an agency that appended to or is named in a
     # case): what `related` answers, so visibility is decided before a case is loaded.
@@ -323,6 +348,16 @@ class Store(ABC):
         """The stored events of each `(case, version)` pair's case after that version, by
         case and version (what brings cached cases up to date, in one query)."""
 
+    # notices
+    @abstractmethod
+    def notices(self, agency: str, after: int = 0, limit: int = 100) -> list[StoredNotice]:
+        """An agency's notices with `seq` > `after`, in commit order (a reader that keeps the
+        last `seq` it saw misses none: notices are inserted under the log's lock)."""
+
+    @abstractmethod
+    def case_notices(self, case_id: str) -> list[StoredNotice]:
+        """Every notice about a case, in commit order."""
+
     # agencies and their keys
     @abstractmethod
     def agency(self, agency_id: str) -> Agency | None: ...
@@ -394,9 +429,11 @@ class SQLDialect:
     placeholder = "?"
     prefix = ""
     blob = "BLOB"
+    serial = "INTEGER PRIMARY KEY"  # a key the database assigns, increasing
 
     def sql(self, statement: str) -> str:
         text = statement.replace("{s}", self.prefix).replace("{blob}", self.blob)
+        text = text.replace("{serial}", self.serial)
         return text.replace("?", self.placeholder) if self.placeholder != "?" else text
 
 

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS {s}checkpoints (
 CREATE TABLE IF NOT EXISTS {s}erasures (
   case_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, position BIGINT NOT NULL,
   erased_at TEXT NOT NULL, key_destroyed INTEGER NOT NULL DEFAULT 0, receipt TEXT);
+CREATE TABLE IF NOT EXISTS {s}notices (
+  seq {serial}, agency TEXT NOT NULL, kind TEXT NOT NULL, case_id TEXT NOT NULL,
+  subject TEXT, position BIGINT NOT NULL, created_at TEXT NOT NULL,
+  UNIQUE (position, agency, kind));
+CREATE INDEX IF NOT EXISTS notices_agency ON {s}notices (agency, seq);
+CREATE INDEX IF NOT EXISTS notices_case ON {s}notices (case_id, seq);
 CREATE TABLE IF NOT EXISTS {s}tokens (
   id TEXT PRIMARY KEY, hash {blob} NOT NULL UNIQUE, role TEXT NOT NULL, agency TEXT,
   label TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT)

@@ -18,16 +18,16 @@ from ledger.storage.base import (
     Erasure,
     ReceiptCode,
     RecordedEvent,
-    SQLDialect,
     Store,
     StoredCheckpoint,
     Token,
     in_lists,
 )
+from ledger.storage.notices import SQLNotices
 from ledger.storage.schema import LEDGER_TABLES, Cursor
 
 
-class SQLTables(SQLDialect, Store):
+class SQLTables(SQLNotices, Store):
     """Ledger tables in SQL; `{s}` is the schema prefix, `?` the placeholder. The log's
     appends are the engine's (`append.py`)."""
 

@@ -1,0 +1,69 @@
+"""Who must be told of an accepted event, and what they are asked to do (docs/notices.md).
+
+A notice names an agency, a kind, the case and the log position of the event it is about,
+and (for referrals, consents and shares) the id it concerns: never anything personal. The
+ledger records an event's notices in the event's own transaction, so a notice never exists
+for an event that rolled back and is never lost for one that committed. Notices are not
+projections: `ledger projections rebuild` neither makes nor sends them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.contract.gates import CaseState
+
+# What the recipient of each kind of notice is asked to do.
+ASKS = {
+    "referral.made": "answer the referral: accept or decline it",
+    "referral.accepted": "none: the agency you referred to accepted",
+    "referral.declined": "refer elsewhere if the survivor still needs the service",
+    "referral.completed": "none: the service was provided",
+    "data.shared": "read what was shared with you, under the consent it names",
+    "consent.withdrawn": "stop using what you received under this consent, and acknowledge",
+    "case.erased": "delete what you hold of this case, and acknowledge",
+}
+KINDS: tuple[str, ...] = tuple(ASKS)
+ACKNOWLEDGED = frozenset({"consent.withdrawn", "case.erased"})  # a recipient confirms these
+
+
+@dataclass(frozen=True)
+class Notice:
+    agency: str  # who is told
+    kind: str
+    subject: str | None  # the referral, consent or share it concerns
+
+
+def received_under(state: CaseState, consent_id: str) -> set[str]:
+    """Every agency that received data (a share, an accepted referral) or a referral under
+    a consent: those told when it is withdrawn."""
+    sent = {agency for agency, by_consent in state.disclosed.items() if consent_id in by_consent}
+    return sent | {r.to for r in state.referrals.values() if r.consent_id == consent_id}
+
+
+def notices_of(
+    state: CaseState,
+    etype: str,
+    facts: Mapping[str, Any],
+    agency: str,
+    notify: Sequence[str] = (),
+) -> list[Notice]:
+    """The notices of an accepted event, from the case's state with the event applied;
+    `notify`: the agencies an erasure tells (the ledger's `notify` list). The agency that
+    appended the event is never told of its own act."""
+    found: list[Notice] = []
+    if etype == "referral.made":
+        found.append(Notice(facts["to"], etype, facts["referral_id"]))
+    elif etype in ("referral.accepted", "referral.declined", "referral.completed"):
+        referral = state.referrals[facts["referral_id"]]
+        found.append(Notice(referral.by or state.holder or agency, etype, referral.referral_id))
+    elif etype == "data.shared":
+        found.append(Notice(facts["recipient"], etype, facts["share_id"]))
+    elif etype == "consent.withdrawn":
+        consent_id = facts["consent_id"]
+        found += [Notice(a, etype, consent_id) for a in sorted(received_under(state, consent_id))]
+    elif etype == "case.erased":
+        found += [Notice(a, etype, None) for a in sorted(notify)]
+    return [n for n in found if n.agency != agency]
