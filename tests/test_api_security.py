@@ -42,14 +42,21 @@ def test_an_expired_token_is_401(world: World) -> None:
 
 def test_a_revoked_token_is_401(world: World) -> None:
     world.agency("ngo-a")
+    world.agency("clinic")
     r = world.http.post(
         "/v1/tokens",
         headers=world.admin_auth,
-        json={"agency": "ngo-a", "role": "supervisor", "label": "s"},
+        json={"agency": "ngo-a", "role": "caseworker", "label": "s"},
     )
     token, token_id = r.json()["token"], r.json()["id"]
     assert world.http.get("/v1/cases", headers=bearer(token)).status_code == 200
     assert world.http.delete(f"/v1/tokens/{token_id}", headers=bearer(token)).status_code == 403
+    # A supervisor revokes only its own agency's staff tokens.
+    other = world.token("supervisor", "clinic")
+    assert world.http.delete(f"/v1/tokens/{token_id}", headers=bearer(other)).status_code == 403
+    admin_id = world.http.get("/v1/tokens/self", headers=world.admin_auth).json()["id"]
+    own = world.token("supervisor", "ngo-a")
+    assert world.http.delete(f"/v1/tokens/{admin_id}", headers=bearer(own)).status_code == 403
     assert world.http.delete(f"/v1/tokens/{token_id}", headers=world.admin_auth).status_code == 204
     assert world.http.get("/v1/cases", headers=bearer(token)).status_code == 401
     assert world.http.delete(f"/v1/tokens/{token_id}", headers=world.admin_auth).status_code == 404

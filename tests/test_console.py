@@ -723,6 +723,35 @@ def test_the_disclosure_register_prints_for_the_survivor_in_their_language(
     assert desk.http.get(f"/cases/{uuid.uuid4()}/disclosures/print").status_code == 404
 
 
+def test_the_inbox_shows_what_the_ledger_told_the_agency_in_its_words(
+    world: World, desk: Desk, tmp_path: Path
+) -> None:
+    from ledger.contract.notices import ASKS
+
+    clinic = open_desk(world, "clinic", tmp_path)
+    try:
+        desk.account("ana")
+        desk.login("ana")
+        case_id = intake(desk)
+        refer(desk, case_id, consent_in_force(world, desk, case_id, "clinic"))
+        clinic.account("carla")
+        clinic.login("carla")
+        inbox = clinic.http.get("/notices")
+        assert inbox.text.count("<tr><td>") == 1  # the referral, nothing else
+        assert inbox.status_code == 200 and "derivación recibida" in inbox.text
+        assert f'href="/cases/{case_id}"' in inbox.text
+        for language in ("es", "pt", "fr"):  # every kind and ask has its words
+            from ledger.console.i18n import translations
+
+            words = translations(language)
+            for kind, ask in ASKS.items():
+                assert words.gettext(f"notice {kind}") != f"notice {kind}", (language, kind)
+                assert words.gettext(ask) != ask, (language, ask)
+        assert "Todavía no hay avisos." in desk.http.get("/notices").text  # told of nothing
+    finally:
+        clinic.accounts.close()
+
+
 # -- from the security review --------------------------------------------------------------------
 
 

@@ -325,6 +325,8 @@ def test_the_deadline_board_the_printouts_and_a_screen_left_idle_in_a_real_brows
         with clinic.page.expect_navigation():
             received.locator("form[action$='/decline'] button").click()
         assert clinic.page.locator(f"section.referral:has-text('{case_id[:8]}')").count() == 0
+        clinic.go("/notices", "notices")  # the inbox: the referral it was told of
+        assert case_id[:8] in clinic.page.content()
         # The disclosure register, printed for the survivor in Spanish.
         holder.go(f"/cases/{case_id}/disclosures", "disclosures")
         holder.page.select_option("#print-lang", "es")

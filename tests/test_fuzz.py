@@ -225,6 +225,10 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
         ("GET", "/v1/cases/{case_id}/consents", ngo.tokens["caseworker"], {"case_id": case_id}),
         ("GET", "/v1/cases/{case_id}/consents", clinic.tokens["caseworker"], {"case_id": case_id}),
         ("GET", "/v1/cases/{case_id}/disclosures", ngo.tokens["caseworker"], {"case_id": case_id}),
+        ("GET", "/v1/cases/{case_id}/notices", ngo.tokens["caseworker"], {"case_id": case_id}),
+        ("GET", "/v1/notices", clinic.tokens["caseworker"], {"query": {"after": 0}}),
+        ("GET", "/v1/agencies", clinic.tokens["caseworker"], {}),
+        ("GET", "/v1/tokens/self", clinic.tokens["caseworker"], {}),
         *[
             ("GET", RECEIPT, token, {**ids, "query": {"format": fmt}})
             for fmt in ("note", "html", "pdf")

@@ -244,6 +244,11 @@ class LedgerClient:
         """Who has seen or received the case's data: shares, referrals and reads."""
         return dict(self._json(self._send("GET", f"/v1/cases/{case_id}/disclosures")))
 
+    def notices(self, after: int = 0, limit: int = 100) -> dict[str, Any]:
+        """This agency's notices after `after` (a `seq`), oldest first, and the `next` cursor."""
+        params = {"after": after, "limit": limit}
+        return dict(self._json(self._send("GET", "/v1/notices", params=params)))
+
     def case_list(self) -> list[dict[str, Any]]:
         """This agency's cases (cleartext facts only: nothing is unsealed)."""
         return list(self._json(self._send("GET", "/v1/cases"))["cases"])

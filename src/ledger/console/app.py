@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -262,6 +263,8 @@ def create_app(console: Console) -> FastAPI:
             except LedgerHTTPError as exc:
                 if exc.status == 401:
                     return
+                raise Answered(console.ledger_refused(session, exc)) from None
+            except httpx.TransportError as exc:
                 raise Answered(console.ledger_refused(session, exc)) from None
         console.ask(session, lambda ledger: ledger.revoke_token(token_id))
 

@@ -31,6 +31,7 @@ HEALTH = "health_psychosocial"
 # within 24 hours (principle XI; the ledger holds it to 24 h after identification too), an
 # urgent referral within two days, a routine one within a week.
 DUE_HOURS = {HEALTH: 24, "urgent": 48, "routine": 7 * 24}
+INBOX_PAGES = 50  # pages of 100 notices the inbox reads at most
 
 
 def default_due(component: str, urgency: str, now: datetime) -> datetime:
@@ -115,6 +116,28 @@ def add_referrals(app: FastAPI, console: Console) -> None:
             kinds[action], case_id, {"referral_id": referral_id}, {"reason": reason}))  # fmt: skip
         log.info("console referral %s account=%s case=%s", action, session.account.id, case_id)
         return RedirectResponse("/referrals", status_code=303)
+
+    # -- notices -------------------------------------------------------------------------------
+
+    @app.get("/notices", response_class=HTMLResponse)
+    def inbox(request: Request) -> Response:
+        """What the ledger told this agency (referrals, answers, shares, withdrawals and
+        erasures to act on), newest first."""
+        session = console.person(request)
+
+        def everything(ledger: Any) -> list[dict[str, Any]]:
+            found, after = [], 0
+            for _ in range(INBOX_PAGES):
+                page = ledger.notices(after)
+                if not page["notices"]:
+                    break
+                found += page["notices"]
+                after = page["next"]
+            return found
+
+        notices = console.ask(session, everything)
+        return console.page("notices.html.j2", session.account.language, session,
+                            notices=list(reversed(notices)))  # fmt: skip
 
     # -- sharing ---------------------------------------------------------------------------------
 
