@@ -359,5 +359,6 @@ def create_app(console: Console) -> FastAPI:
         console.accounts.set_language(session.account.id, chosen(lang, session.account.language))
         return RedirectResponse("/cases", status_code=303)
 
+    app.router.on_shutdown.append(console.close)  # the pool of connections to the ledger
     app.state.console = console
     return app

@@ -93,6 +93,11 @@ class CaseAccess:
         assert case is not None
         return case
 
+    def holder_only(self, principal: Principal, case_id: str, refusal: str) -> None:
+        """404/410 as `visible`, then 403 (`refusal`) unless the caller's agency holds it."""
+        if staff_agency(principal) != self.visible(principal, case_id).state.holder:
+            raise Forbidden(refusal)
+
     def key(self, case_id: str) -> bytes:
         """The case's data key (410 once it is destroyed)."""
         key = self.keys.get(case_id)

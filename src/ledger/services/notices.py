@@ -11,7 +11,7 @@ from typing import Any
 
 from ledger.contract.gates import CaseState
 from ledger.contract.notices import ACKNOWLEDGED, ASKS, notices_of
-from ledger.errors import BadRequest, Forbidden
+from ledger.errors import BadRequest
 from ledger.services.access import CaseAccess, staff_agency
 from ledger.services.tokens import Principal
 from ledger.storage.base import NoticeRow, Store, StoredNotice
@@ -59,9 +59,9 @@ class Notices:
 
     def of_case(self, principal: Principal, case_id: str) -> dict[str, Any]:
         """Every notice about a case, with its recipient: for the agency holding it."""
-        agency = staff_agency(principal)
-        if agency != self.access.visible(principal, case_id).state.holder:
-            raise Forbidden("a case's notices are for the agency holding it")
+        self.access.holder_only(
+            principal, case_id, "a case's notices are for the agency holding it"
+        )
         told = [
             {**shown(n), "agency": n.agency} for n in self.store.case_notices(case_id)
         ]  # fmt: skip

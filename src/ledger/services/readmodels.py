@@ -194,9 +194,9 @@ class ReadModels:
 
     def disclosures(self, principal: Principal, case_id: str) -> dict[str, Any]:
         """Every share, referral and unsealed read of a case (holders only)."""
-        agency = staff_agency(principal)
-        if agency != self.access.visible(principal, case_id).state.holder:
-            raise Forbidden("the disclosure register is for the agency holding the case")
+        self.access.holder_only(
+            principal, case_id, "the disclosure register is for the agency holding the case"
+        )
         self._fresh()
         return {"case_id": case_id, "disclosures": disclosures_of(self.views, case_id)}
 
