@@ -55,15 +55,26 @@ def _logging(settings: Settings) -> None:
 
 @app.command()
 def worker() -> None:
-    """Run the projections as their own process (PostgreSQL deployments)."""
-    from ledger.deploy import open_ledger, open_readmodels
+    """Run the projections, and tell the agencies (webhook deliveries, consent expiries and
+    overdue referrals), as their own process (PostgreSQL deployments)."""
+    from ledger.deploy import notice_loops, open_ledger, open_readmodels
     from projections.runner import Follower
 
     settings = Settings()
     _logging(settings)
-    models = open_readmodels(settings, open_ledger(settings))
-    logging.getLogger("ledger.projections").info("worker following the log")
-    Follower(models.runner).run()
+    ledger = open_ledger(settings)
+    models = open_readmodels(settings, ledger)
+    loops = [] if settings.notices_in_api_setting else notice_loops(settings, ledger)
+    for loop in loops:
+        loop.start()
+    logging.getLogger("ledger.projections").info(
+        "worker following the log%s", ", delivering notices" if loops else ""
+    )
+    try:
+        Follower(models.runner).run()
+    finally:
+        for loop in loops:
+            loop.stop()
 
 
 projections_app = typer.Typer(help="Read models", no_args_is_help=True)

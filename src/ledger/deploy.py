@@ -17,6 +17,7 @@ from ledger.settings import Settings
 from ledger.storage import open_store
 
 if TYPE_CHECKING:
+    from ledger.concurrency import Background
     from ledger.services.readmodels import ReadModels
 
 DEFAULT_ORIGIN = "ledger.localhost/log"
@@ -106,10 +107,38 @@ def open_ledger(settings: Settings) -> Ledger:
     log_key = crypto.parse_signing_key(paths.log_key.read_text())
     receipt_key = crypto.parse_signing_key(paths.receipt_key.read_text())
     ledger = Ledger(
-        store, KeyStore(table, paths.kek), log_key, receipt_key, freshness_s=settings.freshness_s
+        store,
+        KeyStore(table, paths.kek),
+        log_key,
+        receipt_key,
+        freshness_s=settings.freshness_s,
+        outbound=settings.outbound,
     )
     ledger.recover()
     return ledger
+
+
+def notice_loops(settings: Settings, ledger: Ledger) -> list[Background]:
+    """The loops that tell agencies: webhook delivery, and the time-based notices."""
+    from ledger.services.delivery import Deliverer, Retries
+    from ledger.services.notices import TimerLoop
+
+    retries = Retries(
+        period_s=settings.webhook_retry_period_s,
+        base_s=settings.webhook_retry_base_s,
+        max_s=settings.webhook_retry_max_s,
+        lease_s=settings.webhook_lease_s,
+    )
+    deliverer = Deliverer(
+        ledger.store,
+        ledger.webhook_secrets,
+        settings.outbound,
+        ledger.origin,
+        retries=retries,
+        concurrency=settings.webhook_concurrency,
+        poll_s=settings.webhook_poll_s,
+    )
+    return [deliverer, TimerLoop(ledger.timers, settings.timers_interval_s)]
 
 
 def open_readmodels(settings: Settings, ledger: Ledger) -> ReadModels:

@@ -6,7 +6,9 @@ methods the API, the CLI and the tests call, each handed to its service:
 - `services.registry`: agencies and their signing keys;
 - `services.ingest`: submissions parsed, decided in the contract's order, planned, committed;
 - `services.erasure`: key destruction, receipts, and recovery after a crash;
-- `services.access`: which cases a caller may see, and the logged unsealed read.
+- `services.access`: which cases a caller may see, and the logged unsealed read;
+- `services.notices`, `services.webhooks`: who was told of what, and agencies' endpoints
+  (delivered by `services.delivery`, a background loop the API or `ledger worker` runs).
 
 Data flows one way: api -> ledger -> services -> (contract, log, storage). Nothing here
 knows about HTTP; refusals are typed errors from `ledger.errors`.
@@ -28,9 +30,11 @@ from ledger.services.erasure import Erasures
 from ledger.services.ingest import Incoming, Ingest, Outcome, parse, parse_batch
 from ledger.services.keystore import KeyStore
 from ledger.services.logtime import LogTime, utc_now
-from ledger.services.notices import Notices
+from ledger.services.notices import Notices, Timers
+from ledger.services.outbound import OutboundPolicy
 from ledger.services.registry import Registry
 from ledger.services.tokens import Principal, Tokens
+from ledger.services.webhooks import Webhooks, WebhookSecrets
 from ledger.storage.base import Store
 
 
@@ -46,6 +50,7 @@ class Ledger:
         *,
         freshness_s: int = 300,
         clock: Callable[[], datetime] = utc_now,
+        outbound: OutboundPolicy = OutboundPolicy(),
     ) -> None:
         origin = store.get_meta("origin")
         if origin is None:
@@ -60,6 +65,9 @@ class Ledger:
         self.registry = Registry(store, self.time, origin, freshness_s=freshness_s, clock=now)
         self.erasures = Erasures(store, keys, self.cases, self.log, receipt_key, now)
         self.notices = Notices(store, self.access)
+        self.webhook_secrets = WebhookSecrets(keys.kek_path.with_name("webhooks.key"))
+        self.webhooks = Webhooks(store, self.webhook_secrets, outbound, now)
+        self.timers = Timers(store, self.cases, now)
         self.ingest = Ingest(
             store,
             keys,
@@ -180,3 +188,22 @@ class Ledger:
 
     def case_notices(self, principal: Principal, case_id: str) -> dict[str, Any]:
         return self.notices.of_case(principal, case_id)
+
+    def register_webhook(
+        self, principal: Principal, agency_id: str, url: str, replay: bool = False
+    ) -> dict[str, Any]:
+        return self.webhooks.register(principal, agency_id, url, replay)
+
+    def agency_webhooks(self, principal: Principal, agency_id: str) -> dict[str, Any]:
+        return self.webhooks.list(principal, agency_id)
+
+    def rotate_webhook_secret(
+        self, principal: Principal, agency_id: str, hook_id: str
+    ) -> dict[str, Any]:
+        return self.webhooks.rotate(principal, agency_id, hook_id)
+
+    def remove_webhook(self, principal: Principal, agency_id: str, hook_id: str) -> None:
+        self.webhooks.remove(principal, agency_id, hook_id)
+
+    def dead_letters(self, principal: Principal, agency_id: str, hook_id: str) -> dict[str, Any]:
+        return self.webhooks.dead_letters(principal, agency_id, hook_id)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from ledger.services.outbound import OutboundPolicy
 
 
 class Settings(BaseSettings):
@@ -39,6 +43,41 @@ class Settings(BaseSettings):
     # Run the projections inside the API process (the embedded default) or leave them to a
     # separate `ledger worker` (PostgreSQL deployments). Unset: in the API for SQLite only.
     projections_in_api_setting: bool | None = Field(default=None, alias="LEDGER_PROJECTIONS_IN_API")
+
+    # Notices: delivered to agencies' webhooks, time-based ones made, by the API process or
+    # by `ledger worker` (unset: wherever the projections run).
+    notices_in_api_setting: bool | None = Field(default=None, alias="LEDGER_NOTICES_IN_API")
+    webhook_retry_period_s: float = 259_200.0  # retry a notice three days, then dead-letter it
+    webhook_retry_base_s: float = 5.0  # the first retry after about this long, doubling ...
+    webhook_retry_max_s: float = 3_600.0  # ... up to this long between attempts (with jitter)
+    webhook_lease_s: float = 30.0  # an endpoint is one worker's for this long at a time
+    webhook_concurrency: int = 8  # endpoints delivered to at once, per process
+    webhook_poll_s: float = 0.1  # how often a worker looks for new notices
+    webhook_connect_timeout_s: float = 5.0
+    webhook_read_timeout_s: float = 10.0
+    # Development only: plain http to a loopback address (127.0.0.1, ::1).
+    webhook_allow_http_loopback: bool = False
+    # Networks beyond the public internet that webhooks may reach (CIDRs, e.g. an agency's
+    # VPN: ["10.8.0.0/16"]); private, loopback and link-local addresses are refused otherwise.
+    webhook_allowed_networks: list[str] = []
+    timers_interval_s: float = 5.0  # how often due consent expiries and referrals are told
+
+    @property
+    def notices_in_api(self) -> bool:
+        if self.notices_in_api_setting is not None:
+            return self.notices_in_api_setting
+        return self.projections_in_api
+
+    @property
+    def outbound(self) -> OutboundPolicy:
+        from ledger.services.outbound import OutboundPolicy
+
+        return OutboundPolicy(
+            allow_http_loopback=self.webhook_allow_http_loopback,
+            allowed_networks=tuple(self.webhook_allowed_networks),
+            connect_timeout_s=self.webhook_connect_timeout_s,
+            read_timeout_s=self.webhook_read_timeout_s,
+        )
 
     @property
     def projections_in_api(self) -> bool:

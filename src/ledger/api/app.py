@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,8 +25,9 @@ from ledger.api.routes import (
     referrals,
     stats,
     tokens,
+    webhooks,
 )
-from ledger.concurrency import AsyncGroup
+from ledger.concurrency import AsyncGroup, Background
 from ledger.contract.schemas import SCHEMAS
 from ledger.ledger import Ledger
 from ledger.log.service import CheckpointSigner
@@ -90,11 +91,13 @@ def create_app(
     rate_burst: int = 1000,
     rate_pause_s: float = 1.0,
     warm_lane: bool = False,
+    loops: Sequence[Background] = (),
 ) -> FastAPI:
     """The API over an open ledger; `follow` runs the projections in this process (default:
     when the read models are configured to live in the API process); `recover_interval_s`
     runs `Ledger.recover()` that often in the background (0, the default here: never; the
-    server's setting is a minute)."""
+    server's setting is a minute); `loops` run beside them (the notices' delivery and timers,
+    when the API process tells the agencies)."""
     follow = readmodels.inline if follow is None else follow
 
     @asynccontextmanager
@@ -109,10 +112,14 @@ def create_app(
         )
         if recoverer is not None:
             recoverer.start()
+        for loop in loops:
+            loop.start()
         if warm_lane:  # the large-body lane's process ready before the first request
             await app.state.large_bodies.warm()
         yield
         app.state.large_bodies.close()
+        for loop in loops:
+            loop.stop()
         if recoverer is not None:
             recoverer.stop()
         if follower is not None:
@@ -142,7 +149,9 @@ def create_app(
     app.state.submissions = AsyncGroup(ledger.submit_many)  # POST /v1/events's grouping
     app.add_middleware(Gate)  # first in the stack, inside NoLeaks (added by install)
     errors.install(app)
-    routers = (health, events, cases, interop, referrals, notices, stats, agencies, tokens, log)
+    routers = (
+        health, events, cases, interop, referrals, notices, webhooks, stats, agencies, tokens, log
+    )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
 
@@ -186,7 +195,7 @@ def create_app(
 
 def app_from_settings() -> FastAPI:
     """The app for `ledger serve` (an import string, so uvicorn can run several processes)."""
-    from ledger.deploy import open_ledger, open_readmodels
+    from ledger.deploy import notice_loops, open_ledger, open_readmodels
     from ledger.settings import Settings
 
     settings = Settings()
@@ -205,6 +214,7 @@ def app_from_settings() -> FastAPI:
         rate_burst=settings.rate_burst,
         rate_pause_s=settings.rate_pause_s,
         warm_lane=True,
+        loops=notice_loops(settings, ledger) if settings.notices_in_api else (),
     )
     quiet_garbage_collection()
     return app

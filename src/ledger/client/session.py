@@ -249,6 +249,30 @@ class LedgerClient:
         params = {"after": after, "limit": limit}
         return dict(self._json(self._send("GET", "/v1/notices", params=params)))
 
+    def register_webhook(self, agency: str, url: str, replay: bool = False) -> dict[str, Any]:
+        """A supervisor: an endpoint for the agency's notices; the answer's `secret` is
+        shown once (give it to `ledger.client.webhooks.NoticeReceiver`)."""
+        body = {"url": url, "replay": replay}
+        return dict(self._json(self._request("POST", f"/v1/agencies/{agency}/webhooks", json=body)))
+
+    def webhooks(self, agency: str) -> list[dict[str, Any]]:
+        """A supervisor: the agency's endpoints and how their deliveries stand."""
+        return list(self._json(self._send("GET", f"/v1/agencies/{agency}/webhooks"))["webhooks"])
+
+    def rotate_webhook_secret(self, agency: str, hook_id: str) -> dict[str, Any]:
+        path = f"/v1/agencies/{agency}/webhooks/{hook_id}/rotate-secret"
+        return dict(self._json(self._request("POST", path)))
+
+    def remove_webhook(self, agency: str, hook_id: str) -> None:
+        response = self._request("DELETE", f"/v1/agencies/{agency}/webhooks/{hook_id}")
+        if response.status_code >= 400:
+            self._json(response)
+
+    def dead_letters(self, agency: str, hook_id: str) -> list[dict[str, Any]]:
+        """Notices the endpoint never took within the retry period."""
+        path = f"/v1/agencies/{agency}/webhooks/{hook_id}/dead-letters"
+        return list(self._json(self._send("GET", path))["dead"])
+
     def case_list(self) -> list[dict[str, Any]]:
         """This agency's cases (cleartext facts only: nothing is unsealed)."""
         return list(self._json(self._send("GET", "/v1/cases"))["cases"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.contract.gates import CaseState
@@ -24,9 +25,21 @@ ASKS = {
     "data.shared": "read what was shared with you, under the consent it names",
     "consent.withdrawn": "stop using what you received under this consent, and acknowledge",
     "case.erased": "delete what you hold of this case, and acknowledge",
+    # time-based, made by the ledger's background loop when the time comes:
+    "consent.expired": "stop using what you received under this consent",
+    "referral.overdue": "the referral passed its due time unanswered: answer it, or follow up",
 }
 KINDS: tuple[str, ...] = tuple(ASKS)
 ACKNOWLEDGED = frozenset({"consent.withdrawn", "case.erased"})  # a recipient confirms these
+OPEN_REFERRAL = ("pending", "accepted")  # a referral not answered with an outcome yet
+HEALTH_COMPONENT = "health_psychosocial"
+
+
+def health_deadline(identified_at: str) -> datetime:
+    """Principle XI: health referrals are due within 24 h of identification. Identification
+    is recorded as a date, so the deadline is 24 h after the end of that day."""
+    day = datetime.strptime(identified_at, "%Y-%m-%d").replace(tzinfo=UTC)
+    return day + timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -67,3 +80,21 @@ def notices_of(
     elif etype == "case.erased":
         found += [Notice(a, etype, None) for a in sorted(notify)]
     return [n for n in found if n.agency != agency]
+
+
+def told_when_due(state: CaseState, kind: str, subject: str) -> list[Notice]:
+    """The notices a timer makes when its time comes, from the case's state then: a consent
+    expired while still in force (a withdrawal told its recipients already), a referral
+    still open at its due time (both agencies)."""
+    if state.erased:
+        return []
+    if kind == "consent.expired":
+        consent = state.consents.get(subject)
+        if consent is None or consent.withdrawn:
+            return []
+        return [Notice(a, kind, subject) for a in sorted(received_under(state, subject))]
+    referral = state.referrals.get(subject)
+    if referral is None or referral.status not in OPEN_REFERRAL:
+        return []
+    parties = {referral.to, referral.by or state.holder}
+    return [Notice(a, kind, subject) for a in sorted(p for p in parties if p)]

@@ -51,7 +51,7 @@ from ledger.services.erasure import Erasures
 from ledger.services.keystore import KeyStore
 from ledger.services.logtime import LogTime
 from ledger.services.lookups import BatchLookups, Lookups, Planned
-from ledger.services.notices import notice_rows
+from ledger.services.notices import outbox_of
 from ledger.services.registry import Registry
 from ledger.services.tokens import Principal
 from ledger.storage.base import (
@@ -448,6 +448,7 @@ class Ingest:
             readers = self.store.case_readers(case_id)
             extra["notify"] = sorted((case.state.named | readers) - {sub.agency})
             erasures.append(ErasureRow(case_id, event_id, 0, recorded_at))
+        outbox = outbox_of(case, sub, key, extra.get("notify", ()), self.cases)
         stored_events, snapshots = self.cases.stored_changes(case)
         commit = Commit(
             stored_events=stored_events,
@@ -455,9 +456,8 @@ class Ingest:
             entries=[NewEntry("event", entry, leaf_hash(entry), case_id, sub.agency)],
             events=[EventRow(event_id, case_id, case.version, sub.fingerprint, 0, extra)],
             erasures=erasures,
-            notices=notice_rows(
-                case.state, sub.type, sub.facts, sub.agency, extra.get("notify", ())
-            ),
+            notices=outbox[0],
+            timers=outbox[1],
             # The case must still be at the version this was decided on: in a batch, an
             # earlier item of the case refused at commit refuses this one too, and a case
             # loaded ahead of the store (never) would conflict instead of leaving a gap.

@@ -6,15 +6,32 @@ recipient reads anything more with its own token, under the usual gates."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
+from ledger.concurrency import Background
+from ledger.contract.case import Case, Cases
+from ledger.contract.envelope import Submission
 from ledger.contract.gates import CaseState
-from ledger.contract.notices import ACKNOWLEDGED, ASKS, notices_of
+from ledger.contract.notices import (
+    ACKNOWLEDGED,
+    ASKS,
+    HEALTH_COMPONENT,
+    health_deadline,
+    notices_of,
+    told_when_due,
+)
+from ledger.contract.sealing import unseal_item
+from ledger.contract.vocabulary import format_timestamp, parse_timestamp
 from ledger.errors import BadRequest
 from ledger.services.access import CaseAccess, staff_agency
 from ledger.services.tokens import Principal
-from ledger.storage.base import NoticeRow, Store, StoredNotice
+from ledger.storage.base import Store
+from ledger.storage.outbox import NoticeRow, StoredNotice, TimerRow
+
+log = logging.getLogger("ledger.notices")
 
 PAGE = 100  # notices in one answer at most
 
@@ -27,6 +44,43 @@ def notice_rows(
         NoticeRow(n.agency, n.kind, state.case_id, n.subject, 0)
         for n in notices_of(state, etype, facts, agency, notify)
     ]
+
+
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def outbox_of(
+    case: Case, sub: Submission, key: bytes, notify: Sequence[str], cases: Cases
+) -> tuple[list[NoticeRow], list[TimerRow]]:
+    """An accepted event's notices now, and the timers for those its time will make: a
+    consent's expiry, a referral's due time (for health referrals, at the latest 24 h after
+    the identification day, as the referral board computes it)."""
+    notices = notice_rows(case.state, sub.type, sub.facts, sub.agency, notify)
+    timers: list[TimerRow] = []
+    if sub.type == "consent.granted" and sub.facts["expires_at"] is not None:
+        due = parse_timestamp(sub.facts["expires_at"])
+        timers.append(
+            TimerRow(
+                "consent.expired", case.state.case_id, sub.facts["consent_id"], 0, epoch_ms(due)
+            )
+        )
+    elif sub.type == "referral.made":
+        due = parse_timestamp(sub.attrs["due_by"])
+        if sub.attrs.get("component") == HEALTH_COMPONENT:
+            try:
+                first = cases.record_at(case, 1)
+            except ValueError:  # opened in the same batch, not stored yet: its due_by only
+                first = None
+            if first is not None:
+                opened = unseal_item(key, case.state.case_id, first, "attrs")
+                due = min(due, health_deadline(opened["identified_at"]))
+        timers.append(
+            TimerRow(
+                "referral.overdue", case.state.case_id, sub.facts["referral_id"], 0, epoch_ms(due)
+            )
+        )
+    return notices, timers
 
 
 def shown(notice: StoredNotice) -> dict[str, Any]:
@@ -66,3 +120,47 @@ class Notices:
             {**shown(n), "agency": n.agency} for n in self.store.case_notices(case_id)
         ]  # fmt: skip
         return {"case_id": case_id, "notices": told}
+
+
+class Timers:
+    """Makes the time-based notices when their time comes: each timer once (a timer fired
+    is dropped in the transaction that records its notices; two processes firing one timer
+    record its notices once, by the notices' unique key)."""
+
+    def __init__(self, store: Store, cases: Cases, now: Callable[[], datetime]) -> None:
+        self.store, self.cases, self.now = store, cases, now
+
+    def fire_due(self) -> int:
+        """Fire every timer due now; the number of notices made."""
+        made = 0
+        while True:
+            now = self.now()
+            due = self.store.due_timers(epoch_ms(now))
+            for timer in due:
+                case = self.cases.load(timer.case_id)
+                told = [] if case is None else told_when_due(case.state, timer.kind, timer.subject)
+                rows = [NoticeRow(n.agency, n.kind, timer.case_id, n.subject, 0) for n in told]
+                made += self.store.fire_timer(timer, rows, format_timestamp(now))
+            if len(due) < 100:
+                return made
+
+
+class TimerLoop(Background):
+    """`Timers.fire_due` every `interval_s` seconds, in the API process (embedded) or in
+    `ledger worker`."""
+
+    name = "notice-timers"
+
+    def __init__(self, timers: Timers, interval_s: float = 5.0) -> None:
+        super().__init__()
+        self.timers, self.interval_s = timers, interval_s
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                made = self.timers.fire_due()
+                if made:
+                    log.info("time-based notices made: %d", made)
+            except Exception:
+                log.exception("time-based notices failed; retrying")
+            self.stopping.wait(self.interval_s)

@@ -10,7 +10,7 @@ import json
 import re
 import threading
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -21,6 +21,7 @@ from ledger.contract.gates import (
     readable_categories,
     referral_counts,
 )
+from ledger.contract.notices import HEALTH_COMPONENT, OPEN_REFERRAL, health_deadline
 from ledger.contract.sealing import unseal_item
 from ledger.contract.vocabulary import CATEGORIES, format_timestamp, parse_timestamp
 from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
@@ -34,17 +35,8 @@ from projections.disclosures import disclosures_of, shares_to
 from projections.referrals import referrals_of
 from projections.runner import ProjectionRunner
 
-OPEN_REFERRAL = ("pending", "accepted")
 RECEIVED = ("accepted", "completed")  # a referral whose categories reached its recipient
-HEALTH_COMPONENT = "health_psychosocial"
 _PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
-
-
-def health_deadline(identified_at: str) -> datetime:
-    """Principle XI: health referrals are due within 24 h of identification. Identification
-    is recorded as a date, so the deadline is 24 h after the end of that day."""
-    day = datetime.strptime(identified_at, "%Y-%m-%d").replace(tzinfo=UTC)
-    return day + timedelta(days=2)
 
 
 class ReadModels:

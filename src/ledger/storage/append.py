@@ -233,6 +233,7 @@ class SQLAppendEngine(SQLTables):
                 or commit.revocations
                 or commit.erasures
                 or commit.notices
+                or commit.timers
             ):
                 raise ValueError("index rows need the log entry they index")
             return []
@@ -360,6 +361,12 @@ class SQLAppendEngine(SQLTables):
                 (n.agency, n.kind, n.case_id, n.subject, ps[n.entry], c.recorded_at or "")
                 for c, ps in accepted
                 for n in c.notices
+            ],
+            "INSERT INTO {s}timers (kind, case_id, subject, position, due_ms)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING": [
+                (t.kind, t.case_id, t.subject, ps[t.entry], t.due_ms)
+                for c, ps in accepted
+                for t in c.timers
             ],
         }
         for statement, values in rows.items():

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
 
 from ledger.log.store import StoredCheckpoint
+from ledger.storage.outbox import NoticeRow, OutboxStore, TimerRow
 
 T = TypeVar("T")
 
@@ -85,30 +86,6 @@ class ErasureRow:
 
 
 @dataclass(frozen=True)
-class NoticeRow:
-    """A notice of the event at `Commit.entries[entry]`: who is told, of what."""
-
-    agency: str
-    kind: str
-    case_id: str
-    subject: str | None
-    entry: int
-
-
-@dataclass(frozen=True)
-class StoredNotice:
-    """A recorded notice: `seq` orders an agency's notices as they were committed."""
-
-    seq: int
-    agency: str
-    kind: str
-    case_id: str
-    subject: str | None
-    position: int  # of the event it is about
-    created_at: str
-
-
-@dataclass(frozen=True)
 class Erasure:
     case_id: str
     event_id: str
@@ -128,6 +105,7 @@ class Commit:
     revocations: Sequence[Revocation] = ()
     erasures: Sequence[ErasureRow] = ()
     notices: Sequence[NoticeRow] = ()  # the transactional outbox: with the event, or not at all
+    timers: Sequence[TimerRow] = ()  # time-based notices to make later (`outbox.py`)
     snapshots: Sequence[StoredEvent] = ()
     # (case, agency) pairs the commit relates (an agency that appended to or is named in a
     # case): what `related` answers, so visibility is decided before a case is loaded.
@@ -230,7 +208,7 @@ class AgencyGone(ConflictError):
         return "an agency the commit names is no longer registered, or has no current key"
 
 
-class Store(ABC):
+class Store(OutboxStore):
     """Ledger storage on one backend."""
 
     recorder: ApplicationRecorder
@@ -347,16 +325,6 @@ class Store(ABC):
     def events_after(self, versions: Sequence[tuple[str, int]]) -> list[StoredEvent]:
         """The stored events of each `(case, version)` pair's case after that version, by
         case and version (what brings cached cases up to date, in one query)."""
-
-    # notices
-    @abstractmethod
-    def notices(self, agency: str, after: int = 0, limit: int = 100) -> list[StoredNotice]:
-        """An agency's notices with `seq` > `after`, in commit order (a reader that keeps the
-        last `seq` it saw misses none: notices are inserted under the log's lock)."""
-
-    @abstractmethod
-    def case_notices(self, case_id: str) -> list[StoredNotice]:
-        """Every notice about a case, in commit order."""
 
     # agencies and their keys
     @abstractmethod

@@ -53,6 +53,19 @@ CREATE TABLE IF NOT EXISTS {s}notices (
   UNIQUE (position, agency, kind));
 CREATE INDEX IF NOT EXISTS notices_agency ON {s}notices (agency, seq);
 CREATE INDEX IF NOT EXISTS notices_case ON {s}notices (case_id, seq);
+CREATE TABLE IF NOT EXISTS {s}timers (
+  kind TEXT NOT NULL, case_id TEXT NOT NULL, subject TEXT NOT NULL, position BIGINT NOT NULL,
+  due_ms BIGINT NOT NULL, PRIMARY KEY (kind, case_id, subject));
+CREATE INDEX IF NOT EXISTS timers_due ON {s}timers (due_ms);
+CREATE TABLE IF NOT EXISTS {s}webhooks (
+  id TEXT PRIMARY KEY, agency TEXT NOT NULL, url TEXT NOT NULL, secret {blob} NOT NULL,
+  old_secret {blob}, old_until_ms BIGINT, created_at TEXT NOT NULL, removed_at TEXT,
+  through_seq BIGINT NOT NULL, attempts INTEGER NOT NULL, next_ms BIGINT,
+  failing_since TEXT, last_error TEXT, lease_owner TEXT, lease_until_ms BIGINT);
+CREATE INDEX IF NOT EXISTS webhooks_agency ON {s}webhooks (agency);
+CREATE TABLE IF NOT EXISTS {s}deliveries (
+  endpoint TEXT NOT NULL, seq BIGINT NOT NULL, outcome TEXT NOT NULL, attempts INTEGER NOT NULL,
+  at TEXT NOT NULL, error TEXT, PRIMARY KEY (endpoint, seq));
 CREATE TABLE IF NOT EXISTS {s}tokens (
   id TEXT PRIMARY KEY, hash {blob} NOT NULL UNIQUE, role TEXT NOT NULL, agency TEXT,
   label TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT, revoked_at TEXT)

@@ -25,9 +25,10 @@ from ledger.storage.base import (
 )
 from ledger.storage.notices import SQLNotices
 from ledger.storage.schema import LEDGER_TABLES, Cursor
+from ledger.storage.webhooks import SQLWebhooks
 
 
-class SQLTables(SQLNotices, Store):
+class SQLTables(SQLNotices, SQLWebhooks, Store):
     """Ledger tables in SQL; `{s}` is the schema prefix, `?` the placeholder. The log's
     appends are the engine's (`append.py`)."""
 
