@@ -416,6 +416,43 @@ def revoke_staff_token(s: Scenario, relation: str, case_id: str) -> Request:
     return Request("DELETE", f"/v1/tokens/{token_id}", spare=f"token-{agency}")
 
 
+WEBHOOK_URL = "https://93.184.216.34/hooks"  # public: registration checks it, never connects
+
+
+def webhook_of(s: Scenario, relation: str) -> tuple[str, str]:
+    """An endpoint of the caller's agency (the holder's for callers without one), made by
+    its supervisor; the same one until a request removes it."""
+    agency = s.agency(relation)
+
+    def make() -> str:
+        r = s.world.http.post(
+            f"/v1/agencies/{agency.id}/webhooks", json={"url": WEBHOOK_URL},
+            headers=agency.auth("supervisor"),
+        )  # fmt: skip
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    return agency.id, s.spare(f"webhook-{agency.id}", make)
+
+
+def register_webhook(s: Scenario, relation: str, case_id: str) -> Request:
+    agency = s.agency(relation).id
+    return Request("POST", f"/v1/agencies/{agency}/webhooks", {"url": WEBHOOK_URL})
+
+
+def webhooks_of(s: Scenario, relation: str, case_id: str) -> Request:
+    return Request("GET", f"/v1/agencies/{s.agency(relation).id}/webhooks")
+
+
+def on_webhook(method: str, suffix: str, uses_it_up: bool = False) -> Action:
+    def action(s: Scenario, relation: str, case_id: str) -> Request:
+        agency, hook_id = webhook_of(s, relation)
+        spare = f"webhook-{agency}" if uses_it_up else None
+        return Request(method, f"/v1/agencies/{agency}/webhooks/{hook_id}{suffix}", spare=spare)
+
+    return action
+
+
 def inclusion(own: bool) -> Action:
     def action(s: Scenario, relation: str, case_id: str) -> Request:
         agency = s.agency(relation).id if own else "outsider-ngo"
@@ -515,6 +552,20 @@ ACTIONS: dict[tuple[str, str, str], tuple[Action, str | None]] = {
         None,
     ),
     ("GET", "/v1/tokens/self", ""): (get("/v1/tokens/self"), None),
+    ("POST", "/v1/agencies/{agency_id}/webhooks", "its own agency's"): (register_webhook, None),
+    ("GET", "/v1/agencies/{agency_id}/webhooks", "its own agency's"): (webhooks_of, None),
+    ("POST", "/v1/agencies/{agency_id}/webhooks/{hook_id}/rotate-secret", "its own agency's"): (
+        on_webhook("POST", "/rotate-secret"),
+        None,
+    ),
+    ("GET", "/v1/agencies/{agency_id}/webhooks/{hook_id}/dead-letters", "its own agency's"): (
+        on_webhook("GET", "/dead-letters"),
+        None,
+    ),
+    ("DELETE", "/v1/agencies/{agency_id}/webhooks/{hook_id}", "its own agency's"): (
+        on_webhook("DELETE", "", uses_it_up=True),
+        None,
+    ),
     ("GET", "/v1/agencies", ""): (get("/v1/agencies"), None),
     ("GET", "/v1/log/checkpoint", ""): (get("/v1/log/checkpoint"), None),
     ("GET", "/v1/log/key", ""): (get("/v1/log/key"), None),

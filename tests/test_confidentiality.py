@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 from pathlib import Path
@@ -68,9 +69,19 @@ def test_markers_appear_in_no_file_and_no_log_line(
     needles = [m.encode() for m in mark.values()]
     with caplog.at_level(logging.DEBUG):
         write_marked_case(world, mark)
+        # A webhook endpoint's secret is stored sealed: in no form at rest or in a log line.
+        hook = world.http.post(
+            "/v1/agencies/clinic/webhooks",
+            json={"url": "https://93.184.216.34/hooks"},
+            headers=world.agencies["clinic"].auth("supervisor"),
+        )
+        assert hook.status_code == 201, hook.text
+    secret = hook.json()["secret"]
+    raw = base64.b64decode(secret.removeprefix("whsec_"))
+    needles += [secret.encode(), secret.removeprefix("whsec_").encode(), raw]
     log_text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
     assert caplog.records, "the server logged nothing: the log check would be empty"
-    assert not [m for m in mark.values() if m in log_text]
+    assert not [m for m in [*mark.values(), secret] if m in log_text]
 
     # Bearer tokens are stored hashed: none of them is anywhere at rest (but the initial admin
     # token's own 0600 file under the keys folder), nor in a log line.

@@ -208,6 +208,11 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
     new_key = crypto.generate_signing_key("clinic")
     key_body = clinic.key_change(new_key)
     spare = world.agency("spare")
+    clinic.auth("supervisor")
+    hooks = "/v1/agencies/clinic/webhooks"
+    webhook = {"body": {"url": "https://93.184.216.34/hooks"}, "agency_id": "clinic"}
+    made = world.http.post(hooks, json=webhook["body"], headers=clinic.auth("supervisor"))
+    hook_id = made.json()["id"]
     spare_token = world.http.post(
         "/v1/tokens", headers=world.admin_auth, json={"role": "auditor", "label": "x"}
     ).json()["id"]
@@ -283,7 +288,16 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
         ("DELETE", "/v1/agencies/{agency_id}", world.admin, {"agency_id": spare.id}),
         ("POST", "/v1/tokens", world.admin, {"body": {"role": "monitor", "label": "m"}}),
         ("DELETE", "/v1/tokens/{token_id}", world.admin, {"token_id": spare_token}),
-    ]
+        ("POST", "/v1/agencies/{agency_id}/webhooks", clinic.tokens["supervisor"], webhook),
+        ("GET", "/v1/agencies/{agency_id}/webhooks", clinic.tokens["supervisor"],
+         {"agency_id": "clinic"}),
+        ("POST", "/v1/agencies/{agency_id}/webhooks/{hook_id}/rotate-secret",
+         clinic.tokens["supervisor"], {"agency_id": "clinic", "hook_id": hook_id}),
+        ("GET", "/v1/agencies/{agency_id}/webhooks/{hook_id}/dead-letters",
+         clinic.tokens["supervisor"], {"agency_id": "clinic", "hook_id": hook_id}),
+        ("DELETE", "/v1/agencies/{agency_id}/webhooks/{hook_id}", clinic.tokens["supervisor"],
+         {"agency_id": "clinic", "hook_id": hook_id}),
+    ]  # fmt: skip
     statuses = []
     for method, path, token, spec in calls:
         params = {k: v for k, v in spec.items() if k not in ("body", "query")}

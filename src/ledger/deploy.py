@@ -12,6 +12,7 @@ from ledger.ledger import Ledger
 from ledger.private_files import write_secret
 from ledger.services import releases
 from ledger.services.keystore import KeyStore, create_kek
+from ledger.services.outbound import OutboundPolicy
 from ledger.services.tokens import hash_token
 from ledger.settings import Settings
 from ledger.storage import open_store
@@ -112,10 +113,20 @@ def open_ledger(settings: Settings) -> Ledger:
         log_key,
         receipt_key,
         freshness_s=settings.freshness_s,
-        outbound=settings.outbound,
+        outbound=outbound_policy(settings),
     )
     ledger.recover()
     return ledger
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """What webhooks may reach (`services/outbound.py`), from the settings."""
+    return OutboundPolicy(
+        allow_http_loopback=settings.webhook_allow_http_loopback,
+        allowed_networks=tuple(settings.webhook_allowed_networks),
+        connect_timeout_s=settings.webhook_connect_timeout_s,
+        read_timeout_s=settings.webhook_read_timeout_s,
+    )
 
 
 def notice_loops(settings: Settings, ledger: Ledger) -> list[Background]:
@@ -132,7 +143,7 @@ def notice_loops(settings: Settings, ledger: Ledger) -> list[Background]:
     deliverer = Deliverer(
         ledger.store,
         ledger.webhook_secrets,
-        settings.outbound,
+        outbound_policy(settings),
         ledger.origin,
         retries=retries,
         concurrency=settings.webhook_concurrency,

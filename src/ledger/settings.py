@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-if TYPE_CHECKING:
-    from ledger.services.outbound import OutboundPolicy
 
 
 class Settings(BaseSettings):
@@ -67,17 +63,6 @@ class Settings(BaseSettings):
         if self.notices_in_api_setting is not None:
             return self.notices_in_api_setting
         return self.projections_in_api
-
-    @property
-    def outbound(self) -> OutboundPolicy:
-        from ledger.services.outbound import OutboundPolicy
-
-        return OutboundPolicy(
-            allow_http_loopback=self.webhook_allow_http_loopback,
-            allowed_networks=tuple(self.webhook_allowed_networks),
-            connect_timeout_s=self.webhook_connect_timeout_s,
-            read_timeout_s=self.webhook_read_timeout_s,
-        )
 
     @property
     def projections_in_api(self) -> bool:
