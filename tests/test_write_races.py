@@ -426,7 +426,7 @@ def revoke_during_commit(world: World, key: crypto.SigningKey) -> None:
 
 
 def grouped(world: World, agency: Any, bodies: list[dict[str, Any]]) -> list[Any]:
-    from ledger.services.ingest import Incoming
+    from ledger.services.submissions import Incoming
 
     who = world.ledger.authenticate(agency.tokens["caseworker"])
     return world.ledger.submit_many([Incoming(who, json.dumps(b).encode()) for b in bodies])

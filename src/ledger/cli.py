@@ -221,8 +221,15 @@ def audit_verify(
         Path | None, typer.Option(help="The receipt key's verifier key line (your own copy)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report")] = False,
+    ack_days: Annotated[
+        int,
+        typer.Option(
+            min=0, help="List withdrawal and erasure notices unacknowledged after this many days"
+        ),
+    ] = 7,
 ) -> None:
-    """Verify checkpoint, entries, signatures, key changes, gates and consistency."""
+    """Verify checkpoint, entries, signatures, key changes, gates and consistency; list the
+    withdrawal and erasure notices whose recipients have not acknowledged them."""
     from rich.progress import Progress
 
     from ledger.audit import SavedState, check_receipt, parse_agency_keys, read_bundle, verify
@@ -247,6 +254,7 @@ def audit_verify(
             keys,
             saved,
             progress=lambda n: progress.advance(task, n),
+            ack_days=ack_days,
         )
     if receipt is not None:
         if receipt_key is None:
@@ -258,6 +266,8 @@ def audit_verify(
     else:
         for flag in report.flags:
             typer.echo(f"flag: {flag}")
+        for missing in report.unacknowledged:
+            typer.echo(f"unacknowledged after {ack_days} days: {missing}")
         if report.ok:
             typer.echo(
                 f"verified: {report.size} entries ({report.events} events, "

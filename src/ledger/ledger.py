@@ -27,12 +27,13 @@ from ledger.errors import LedgerError
 from ledger.log.service import LogService
 from ledger.services.access import CaseAccess
 from ledger.services.erasure import Erasures
-from ledger.services.ingest import Incoming, Ingest, Outcome, parse, parse_batch
+from ledger.services.ingest import Ingest
 from ledger.services.keystore import KeyStore
 from ledger.services.logtime import LogTime, utc_now
 from ledger.services.notices import Notices, Timers
 from ledger.services.outbound import OutboundPolicy
 from ledger.services.registry import Registry
+from ledger.services.submissions import Incoming, Outcome, parse, parse_batch
 from ledger.services.tokens import Principal, Tokens
 from ledger.services.webhooks import Webhooks, WebhookSecrets
 from ledger.storage.base import Store

@@ -23,6 +23,7 @@ CHECK_STEPS = {
     "gates": 6,
     "two-supervisor rule": 6,
     "access": 6,
+    "acknowledgements": 6,
     "root": 7,
     "consistency with saved checkpoint": 8,
 }
@@ -41,6 +42,23 @@ class AuditFailure:
         return f"{where}: {self.check}: {self.message}"
 
 
+@dataclass(frozen=True)
+class Unacknowledged:
+    """A withdrawal or erasure notice its recipient has not acknowledged in the log."""
+
+    position: int  # of the withdrawal or erasure
+    kind: str
+    case_id: str
+    agency: str
+    told_at: str
+
+    def __str__(self) -> str:
+        return (
+            f"position {self.position}: {self.kind} of case {self.case_id}, told to "
+            f"{self.agency} at {self.told_at}, not acknowledged"
+        )
+
+
 @dataclass
 class AuditReport:
     origin: str
@@ -50,6 +68,8 @@ class AuditReport:
     signatures: int = 0
     failures: list[AuditFailure] = field(default_factory=list)
     flags: list[AuditFailure] = field(default_factory=list)
+    unacknowledged: list[Unacknowledged] = field(default_factory=list)
+    ack_days: int = 7
 
     @property
     def ok(self) -> bool:
@@ -72,6 +92,8 @@ class AuditReport:
             "first_failure": None if self.first_failure is None else str(self.first_failure),
             "failures": [f.__dict__ for f in self.failures],
             "flags": [f.__dict__ for f in self.flags],
+            "ack_days": self.ack_days,
+            "unacknowledged": [u.__dict__ for u in self.unacknowledged],
         }
 
 

@@ -6,12 +6,13 @@ import json
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.audit.checks import CHUNK, Checks
 from ledger.audit.keys import KeyState
-from ledger.audit.report import AuditFailure, AuditReport, failure_order
+from ledger.audit.report import AuditFailure, AuditReport, Unacknowledged, failure_order
 from ledger.audit.state import SavedState
 from ledger.contract import crypto
 from ledger.contract.entries import ENTRY_MEMBERS, REGISTRY_ACTIONS, key_change_message
@@ -26,11 +27,22 @@ from ledger.contract.gates import (
     may_unseal_attrs,
 )
 from ledger.contract.notes import NoteError
+from ledger.contract.notices import told_of
 from ledger.contract.roles import AGENCY_ROLES
-from ledger.contract.vocabulary import is_agency_id, is_uuid4, parse_timestamp
+from ledger.contract.vocabulary import ACK_KINDS, is_agency_id, is_uuid4, parse_timestamp
 from ledger.errors import LedgerError
 from ledger.log import merkle
 from ledger.log.checkpoint import verify_checkpoint
+
+
+@dataclass(frozen=True)
+class _Told:
+    """A withdrawal or an erasure, and the agencies it told (asked to acknowledge)."""
+
+    case_id: str
+    kind: str
+    agencies: frozenset[str]
+    at: str
 
 
 class _Verifier:
@@ -50,6 +62,8 @@ class _Verifier:
         self.failures: list[AuditFailure] = []
         self.flags: list[AuditFailure] = []
         self.events = 0
+        self.told: dict[int, _Told] = {}  # by the withdrawal's or erasure's position
+        self.readers: dict[str, set[str]] = {}  # case -> agencies with unsealed reads
 
     def fail(self, position: int | None, check: str, message: str) -> None:
         self.failures.append(AuditFailure(check, message, position))
@@ -298,7 +312,7 @@ class _Verifier:
             if case is not None:
                 if etype == "case.opened":
                     raise LedgerError("case.opened for a case that already exists")
-                if case.erased:
+                if case.erased and etype != "notice.acknowledged":
                     raise LedgerError(f"{etype} appended to an erased case")
                 if env["agency"] not in case.related:
                     raise LedgerError("appended by an agency with no relation to the case")
@@ -316,14 +330,61 @@ class _Verifier:
             self.fail(position, check, message)
         if case is None:
             case = self.cases[env["case_id"]] = CaseState(case_id=env["case_id"])
+        if etype == "notice.acknowledged":
+            self.acknowledgement(position, env, case)
         try:
             case.apply(env, entry["actor"], entry["recorded_at"])
+            if etype in ACK_KINDS:
+                readers = self.readers.get(case.case_id, set())
+                told = told_of(case, etype, facts, env["agency"], readers)
+                self.told[position] = _Told(
+                    case.case_id, etype, frozenset(told), entry["recorded_at"]
+                )
         except (KeyError, TypeError, ValueError):
             self.fail(position, "gates", "the event cannot be applied to its case")
+
+    def acknowledgement(self, position: int, env: dict[str, Any], case: CaseState) -> None:
+        """Only an agency a withdrawal or erasure told acknowledges it, and once: the server
+        keeps the notices, the log alone says who they told."""
+        facts, agency = env["facts"], env["agency"]
+        at = facts.get("position")
+        told = self.told.get(at) if isinstance(at, int) else None
+        if told is None or told.case_id != case.case_id or told.kind != facts.get("kind"):
+            self.fail(
+                position,
+                "acknowledgements",
+                "acknowledges no withdrawal or erasure of this case at that position",
+            )
+        elif agency not in told.agencies:
+            self.fail(
+                position,
+                "acknowledgements",
+                f"acknowledged by {agency}, which that {told.kind} did not tell",
+            )
+        elif (facts["position"], agency) in case.acknowledged:
+            self.fail(position, "acknowledgements", "acknowledged twice by the same agency")
+
+    def unacknowledged(
+        self, cases: Mapping[str, CaseState], before: datetime
+    ) -> list[Unacknowledged]:
+        """Every agency told of a withdrawal or erasure recorded before `before` that has
+        not acknowledged it."""
+        out = []
+        for position, told in sorted(self.told.items()):
+            if parse_timestamp(told.at) >= before:
+                continue
+            acked = cases[told.case_id].acknowledged
+            out += [
+                Unacknowledged(position, told.kind, told.case_id, agency, told.at)
+                for agency in sorted(told.agencies)
+                if (position, agency) not in acked
+            ]
+        return out
 
     def access(self, position: int, entry: dict[str, Any]) -> None:
         case = self.cases.get(entry["case_id"])
         agency = entry["agency"]
+        self.readers.setdefault(entry["case_id"], set()).add(agency)
         if case is None or agency not in case.related:
             self.fail(position, "access", "unsealed read by an agency with no relation to it")
             return
@@ -352,6 +413,8 @@ def verify(
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
     freshness_s: int = 300,
+    ack_days: int = 7,
+    now: datetime | None = None,
 ) -> AuditReport:
     """Verify the log up to the checkpoint; the steps are in the `ledger.audit` docstring."""
     origin = log_key.name
@@ -429,6 +492,9 @@ def verify(
                 "the history was rewritten (a fork)",
             )
     report.events = verifier.events
+    report.ack_days = ack_days
+    before = (now or datetime.now(UTC)) - timedelta(days=ack_days)
+    report.unacknowledged = verifier.unacknowledged(verifier.cases, before)
     report.failures = sorted(verifier.failures, key=failure_order)
     report.flags = sorted(verifier.flags, key=failure_order)
     return report

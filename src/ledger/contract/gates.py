@@ -25,13 +25,14 @@ DISCLOSING_PURPOSES = frozenset({"assistance", "referral", "data_sharing"})
 
 # Who may append each type (docs/authorization.md). The holder is the agency that opened the
 # case; a provider is the `to` of an accepted referral, which appends for that referral only.
-ANYONE, HOLDER, REFERRAL_TO, HOLDER_OR_PROVIDER, SUPERVISOR, SECOND_SUPERVISOR = (
+ANYONE, HOLDER, REFERRAL_TO, HOLDER_OR_PROVIDER, SUPERVISOR, SECOND_SUPERVISOR, TOLD = (
     "any agency",
     "the case's holder",
     "the referral's recipient",
     "the case's holder, or the provider of the accepted referral it names",
     "a supervisor of the case's holder",
     "another supervisor of the case's holder",
+    "an agency the notice told (checked against the notices: `contract/notices.py`)",
 )
 APPEND_RULES: Mapping[str, str] = {
     "case.opened": ANYONE,
@@ -51,6 +52,7 @@ APPEND_RULES: Mapping[str, str] = {
     "case.closed": HOLDER,
     "erasure.requested": SUPERVISOR,
     "case.erased": SECOND_SUPERVISOR,
+    "notice.acknowledged": TOLD,
 }
 # Facts naming agencies that the event sends data to or names as recipients: each must be a
 # registered agency with a live key (step 8).
@@ -153,6 +155,8 @@ class CaseState:
     erased: bool = False
     erased_at: str | None = None
     erased_version: int | None = None
+    # (notice's event position, agency) -> [action, recorded_at] of its acknowledgement
+    acknowledged: dict[tuple[int, str], list[str]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (sets as sorted lists, maps in insertion order): a snapshot's content."""
@@ -176,6 +180,7 @@ class CaseState:
             "erased": self.erased,
             "erased_at": self.erased_at,
             "erased_version": self.erased_version,
+            "acknowledged": [[p, a, *done] for (p, a), done in self.acknowledged.items()],
         }
 
     @classmethod
@@ -195,6 +200,7 @@ class CaseState:
                 },
                 "goals": {goal: referral for goal, referral in data["goals"]},
                 "erasure_requests": {k: v for k, v in data["erasure_requests"]},
+                "acknowledged": {(a[0], a[1]): a[2:] for a in data.get("acknowledged", ())},
             }
         )
 
@@ -248,6 +254,8 @@ class CaseState:
             self.closed = True
         elif etype == "erasure.requested":
             self.erasure_requests[envelope["event_id"]] = actor
+        elif etype == "notice.acknowledged":
+            self.acknowledged[facts["position"], agency] = [facts["action"], recorded_at]
         elif etype == "case.erased":
             self.erased = True
             self.erased_at = recorded_at
@@ -358,7 +366,7 @@ def check_permission(
 ) -> None:
     """Who may append this type to this case: Forbidden otherwise."""
     rule = APPEND_RULES[etype]
-    if rule == ANYONE:
+    if rule in (ANYONE, TOLD):
         return
     assert state is not None
     if rule == REFERRAL_TO:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.contract.gates import CaseState
+from ledger.errors import Conflict, Forbidden
 
 # What the recipient of each kind of notice is asked to do.
 ASKS = {
@@ -98,3 +99,28 @@ def told_when_due(state: CaseState, kind: str, subject: str) -> list[Notice]:
         return []
     parties = {referral.to, referral.by or state.holder}
     return [Notice(a, kind, subject) for a in sorted(p for p in parties if p)]
+
+
+def told_of(
+    state: CaseState, etype: str, facts: Mapping[str, Any], agency: str, readers: set[str]
+) -> set[str]:
+    """Who a withdrawal or an erasure tells, asked to acknowledge (the auditor's view, from
+    the log alone: `readers` are the agencies with unsealed reads of the case)."""
+    if etype == "consent.withdrawn":
+        return received_under(state, facts["consent_id"]) - {agency}
+    if etype == "case.erased":
+        return (state.named | readers) - {agency}
+    return set()
+
+
+def check_acknowledgement(
+    state: CaseState, facts: Mapping[str, Any], agency: str, was_told: bool
+) -> None:
+    """A `notice.acknowledged` comes from an agency the notice told, once."""
+    if not was_told:
+        raise Forbidden(
+            f"your agency was not told of a {facts['kind']} at position {facts['position']} of"
+            " this case: only the agencies a notice told acknowledge it"
+        )
+    if (facts["position"], agency) in state.acknowledged:
+        raise Conflict("your agency already acknowledged that notice")

@@ -7,9 +7,18 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from ledger.contract.vocabulary import (
+    ACK_ACTIONS,
+    ACK_KINDS,
     AGE_BANDS,
     AGENCY_RE,
     CATEGORIES,
@@ -24,6 +33,7 @@ from ledger.contract.vocabulary import (
     GUARDIAN_ROLES,
     METHODS,
     PURPOSES,
+    RETENTION_BASES,
     URGENCIES,
     WITHDRAWAL_REASONS,
     is_uuid4,
@@ -155,6 +165,22 @@ class ErasedFacts(_Strict):
     request_event_id: Uuid4
 
 
+class AcknowledgedFacts(_Strict):
+    """A recipient's answer to a withdrawal or erasure notice: the notice's event by log
+    position, and what the recipient did (`legal_basis` only when it keeps data)."""
+
+    position: Annotated[int, Field(ge=0)]
+    kind: Literal[ACK_KINDS]  # type: ignore[valid-type]
+    action: Literal[ACK_ACTIONS]  # type: ignore[valid-type]
+    legal_basis: Literal[RETENTION_BASES] | None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _basis_with_keeping(self) -> AcknowledgedFacts:
+        if (self.action == "kept_legal_obligation") != (self.legal_basis is not None):
+            raise ValueError("legal_basis is given exactly when action is kept_legal_obligation")
+        return self
+
+
 class CaseOpenedAttrs(_Strict):
     age_band: AgeBand  # type: ignore[valid-type]
     gender: Gender  # type: ignore[valid-type]
@@ -236,5 +262,6 @@ SCHEMAS: dict[str, EventSchema] = {
     "case.closed": EventSchema(Empty, ClosedAttrs),
     "erasure.requested": EventSchema(Empty, ErasureRequestedAttrs),
     "case.erased": EventSchema(ErasedFacts, Empty),
+    "notice.acknowledged": EventSchema(AcknowledgedFacts, Empty),
 }
 EVENT_TYPES = tuple(SCHEMAS)

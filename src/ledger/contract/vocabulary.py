@@ -49,6 +49,17 @@ WITHDRAWAL_REASONS = ("survivor_request", "guardian_request", "other")
 DECLINE_REASONS = ("no_capacity", "not_eligible", "survivor_declined", "other")
 CLOSE_REASONS = ("services_completed", "survivor_request", "transferred", "lost_contact", "other")
 ERASURE_REASONS = ("survivor_request", "guardian_request", "legal_order")
+# What a recipient did on a withdrawal or erasure notice (`notice.acknowledged`), and the legal
+# obligation it keeps data under when it keeps any.
+ACK_KINDS = ("consent.withdrawn", "case.erased")
+ACK_ACTIONS = ("deleted", "had_none", "kept_legal_obligation")
+RETENTION_BASES = (
+    "criminal_proceedings",
+    "court_order",
+    "health_records_law",
+    "statutory_retention",
+    "other_legal_obligation",
+)
 
 AGENCY_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 _AGENCY = re.compile(AGENCY_RE)

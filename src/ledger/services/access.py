@@ -81,22 +81,29 @@ class CaseAccess:
                 index=None if erasure is None else erasure.position,
             ) from None
 
-    def visible(self, principal: Principal, case_id: str) -> Case:
-        """The case, if the caller's agency may know of it (404 / 410 otherwise). Whether it
-        may is decided from the (case, agency) relation before anything of the case is
-        loaded: a case it is unrelated to costs what an unused id costs."""
+    def visible(self, principal: Principal, case_id: str, erased_ok: bool = False) -> Case:
+        """The case, if the caller's agency may know of it (404 / 410 otherwise; an erased
+        case's cleartext state with `erased_ok`). Whether it may is decided from the (case,
+        agency) relation before anything of the case is loaded: a case it is unrelated to
+        costs what an unused id costs."""
         agency = principal.agency
         case = None
         if is_uuid4(case_id) and agency is not None and self.store.related([(case_id, agency)]):
             case = self.cases.load(case_id)
-        self.check_visible(None if case is None else case.state, agency)
+        state = None if case is None else case.state
+        if not (erased_ok and state is not None and state.erased and agency in state.related):
+            self.check_visible(state, agency)
         assert case is not None
         return case
 
-    def holder_only(self, principal: Principal, case_id: str, refusal: str) -> None:
+    def holder_only(
+        self, principal: Principal, case_id: str, refusal: str, erased_ok: bool = False
+    ) -> Case:
         """404/410 as `visible`, then 403 (`refusal`) unless the caller's agency holds it."""
-        if staff_agency(principal) != self.visible(principal, case_id).state.holder:
+        case = self.visible(principal, case_id, erased_ok)
+        if staff_agency(principal) != case.state.holder:
             raise Forbidden(refusal)
+        return case
 
     def key(self, case_id: str) -> bytes:
         """The case's data key (410 once it is destroyed)."""

@@ -8,8 +8,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,8 +19,6 @@ from ledger.contract.case import Case, Cases
 from ledger.contract.entries import ENTRY_ADDED
 from ledger.contract.envelope import (
     Submission,
-    parse_submission,
-    submission_from,
     validate_content,
     verify_integrity,
 )
@@ -32,12 +29,11 @@ from ledger.contract.gates import (
     check_references,
     named_agencies,
 )
-from ledger.contract.parsing import loads_strict
+from ledger.contract.notices import check_acknowledgement
 from ledger.contract.roles import AGENCY_ROLES
 from ledger.contract.sealing import seal_record
 from ledger.contract.vocabulary import format_timestamp
 from ledger.errors import (
-    BadRequest,
     Conflict,
     Forbidden,
     LedgerError,
@@ -53,6 +49,7 @@ from ledger.services.logtime import LogTime
 from ledger.services.lookups import BatchLookups, Lookups, Planned
 from ledger.services.notices import outbox_of
 from ledger.services.registry import Registry
+from ledger.services.submissions import Incoming, Outcome, answer_of, parse, parse_batch
 from ledger.services.tokens import Principal
 from ledger.storage.base import (
     Commit,
@@ -66,66 +63,6 @@ from ledger.storage.base import (
 )
 
 log = logging.getLogger("ledger")
-
-BATCH_LIMIT = 1000  # submissions in one POST /v1/events:batch
-
-Outcome = tuple[int, dict[str, Any]] | LedgerError | Exception
-"""An item's answer in a group: (status, answer), its refusal, or (not a refusal) its failure."""
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """One single submission for `Ingest.submit_many`: its authenticated caller and its body,
-    as bytes or already parsed (`parse`: the API parses before it joins the group)."""
-
-    caller: Principal
-    body: bytes | Submission | LedgerError = field(repr=False)
-
-
-def _refusal(exc: LedgerError) -> tuple[int, dict[str, Any]]:
-    return exc.status, {"error": exc.code, "message": exc.message, **exc.extra}
-
-
-def _parsed(parse: Callable[[Any], Submission], value: Any) -> Submission | LedgerError:
-    """Step 2 on one item of a group: the submission, or its refusal, answered in its turn."""
-    try:
-        return parse(value)
-    except LedgerError as exc:
-        return exc
-
-
-def answer_of(outcome: Outcome) -> tuple[int, dict[str, Any]]:
-    """A batch item's answer: its refusal's, or (a failure, not a refusal) a bare 500 that
-    names nothing."""
-    if isinstance(outcome, LedgerError):
-        return _refusal(outcome)
-    if isinstance(outcome, Exception):  # logged where it was caught
-        message = "the server failed on this item; send it again (a recorded one answers 200)"
-        return 500, {"error": "internal", "message": message}
-    return outcome
-
-
-def parse(body: bytes | Submission | LedgerError) -> Submission | LedgerError:
-    """Step 2 of the refusal order on one body: the submission, or its refusal (a body
-    already parsed passes through)."""
-    if isinstance(body, bytes):
-        return _parsed(parse_submission, body)
-    return body
-
-
-def parse_batch(raw: bytes) -> list[Submission | LedgerError]:
-    """Step 2 of a batch: the body as a whole (a refusal raises: 400 for the whole batch),
-    then each item, the submission or its refusal, answered in its turn."""
-    body = loads_strict(raw)
-    if (
-        not isinstance(body, dict)
-        or set(body) != {"events"}
-        or not isinstance(body["events"], list)
-    ):
-        raise BadRequest('a batch is {"events": [submission, ...]}')
-    if not 1 <= len(body["events"]) <= BATCH_LIMIT:
-        raise BadRequest(f"a batch holds 1 to {BATCH_LIMIT} events")
-    return [_parsed(submission_from, item) for item in body["events"]]
 
 
 class Ingest:
@@ -376,6 +313,11 @@ class Ingest:
             role=principal.role,
             actor=principal.token_id,
         )
+        if case is not None and sub.type == "notice.acknowledged":
+            told = self.store.was_told(
+                sub.case_id, sub.facts["position"], sub.agency, sub.facts["kind"]
+            )
+            check_acknowledgement(case.state, sub.facts, sub.agency, told)
         if case is not None:
             check_consent_gate(
                 case.state,
@@ -400,6 +342,11 @@ class Ingest:
             case = looks.load(sub.case_id)
         if case is None:  # related, so it had events: gone since (never without erasure)
             raise NotFound("no such case for your agency")
+        if sub.type == "notice.acknowledged" and case.state.erased:
+            # The one event an erased case takes: a recipient confirming what it did.
+            if principal.agency not in case.state.related:
+                raise NotFound("no such case for your agency")
+            return case
         self.access.check_visible(case.state, principal.agency)
         return case
 
@@ -414,7 +361,10 @@ class Ingest:
         """Seal the accepted event and build its commit (the case's key is created for a new
         case; the caller commits, or destroys that key if the commit is refused)."""
         case_id, event_id = sub.case_id, sub.event_id
-        key = looks.case_key(case_id, case is None)
+        if case is not None and case.state.erased:  # an acknowledgement (nothing personal)
+            key = crypto.new_data_key()  # sealed under a key never kept: the case has none
+        else:
+            key = looks.case_key(case_id, case is None)
         sealed = seal_record(key, case_id, event_id, sub.canonical, sub.body["salt"])
         recorded_at = format_timestamp(now)
         record = {

@@ -112,14 +112,49 @@ class Notices:
         return {"notices": [shown(n) for n in found], "next": found[-1].seq if found else after}
 
     def of_case(self, principal: Principal, case_id: str) -> dict[str, Any]:
-        """Every notice about a case, with its recipient: for the agency holding it."""
-        self.access.holder_only(
-            principal, case_id, "a case's notices are for the agency holding it"
+        """Every notice about a case, with its recipient and whether it was delivered to an
+        endpoint of the recipient and (withdrawals, erasures) acknowledged in the log: for
+        the agency holding it, also once it is erased (nothing in it is personal)."""
+        case = self.access.holder_only(
+            principal, case_id, "a case's notices are for the agency holding it", erased_ok=True
         )
-        told = [
-            {**shown(n), "agency": n.agency} for n in self.store.case_notices(case_id)
-        ]  # fmt: skip
-        return {"case_id": case_id, "notices": told}
+        delivered: dict[int, str] = {}
+        for d in self.store.case_deliveries(case_id):
+            if d.outcome == "delivered":
+                delivered.setdefault(d.notice.seq, d.at)
+        acks = case.state.acknowledged
+        told = []
+        for n in self.store.case_notices(case_id):
+            action, acked_at = acks.get((n.position, n.agency), (None, None))
+            told.append(
+                {
+                    **shown(n),
+                    "agency": n.agency,
+                    "delivered_at": delivered.get(n.seq),
+                    "acknowledged": action,
+                    "acknowledged_at": acked_at,
+                }
+            )
+        return {"case_id": case_id, "notices": told, "recipients": recipients_of(told)}
+
+
+def recipients_of(told: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per recipient: how many notices told it, how many reached an endpoint of its, and of
+    those it must acknowledge, how many it has and which are awaited (by log position)."""
+    out: dict[str, dict[str, Any]] = {}
+    for n in told:
+        r = out.setdefault(
+            n["agency"],
+            {"agency": n["agency"], "told": 0, "delivered": 0, "acknowledged": 0, "awaiting": []},
+        )
+        r["told"] += 1
+        r["delivered"] += n["delivered_at"] is not None
+        if n["acknowledge"]:
+            if n["acknowledged"] is None:
+                r["awaiting"].append(n["position"])
+            else:
+                r["acknowledged"] += 1
+    return sorted(out.values(), key=lambda r: r["agency"])
 
 
 class Timers:

@@ -51,6 +51,17 @@ class SQLNotices(SQLDialect):
             cur.execute(self.sql(self._NOTICES + "case_id = ? ORDER BY seq"), (case_id,))
             return [notice_of(r) for r in cur.fetchall()]
 
+    def was_told(self, case_id: str, position: int, agency: str, kind: str) -> bool:
+        with self._read() as cur:
+            cur.execute(
+                self.sql(
+                    "SELECT 1 AS told FROM {s}notices WHERE position = ? AND agency = ?"
+                    " AND kind = ? AND case_id = ?"
+                ),
+                (position, agency, kind, case_id),
+            )
+            return cur.fetchone() is not None
+
     def last_notice_seq(self, agency: str) -> int:
         with self._read() as cur:
             cur.execute(

@@ -100,6 +100,10 @@ class OutboxStore(ABC):
         """Every notice about a case, in commit order."""
 
     @abstractmethod
+    def was_told(self, case_id: str, position: int, agency: str, kind: str) -> bool:
+        """Whether a notice of `kind` about the event at `position` of the case told `agency`."""
+
+    @abstractmethod
     def last_notice_seq(self, agency: str) -> int:
         """The `seq` of the agency's newest notice (0: none)."""
 

@@ -22,7 +22,7 @@ from ledger.contract.schemas import EVENT_TYPES
 from ledger.contract.vocabulary import CATEGORIES
 from ledger.errors import LedgerError
 from ledger.ledger import Ledger
-from ledger.services.ingest import Incoming, answer_of
+from ledger.services.submissions import Incoming, answer_of
 
 router = APIRouter(tags=["events"])
 T = TypeVar("T")

@@ -36,6 +36,27 @@ class AgencyNotices(BaseModel):
 
 class ToldNotice(Notice):
     agency: str = Field(description="the agency that was told")
+    delivered_at: str | None = Field(
+        description="when it reached one of the agency's webhook endpoints (null: not yet,"
+        " or the agency has none and reads `GET /v1/notices`)"
+    )
+    acknowledged: str | None = Field(
+        description="what the agency answered in its `notice.acknowledged` (withdrawals and"
+        " erasures): deleted, had_none or kept_legal_obligation; null: not yet"
+    )
+    acknowledged_at: str | None
+
+
+class Recipient(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agency: str
+    told: int = Field(description="notices about this case that told it")
+    delivered: int = Field(description="of those, delivered to one of its endpoints")
+    acknowledged: int = Field(description="withdrawal and erasure notices it acknowledged")
+    awaiting: list[int] = Field(
+        description="log positions of the withdrawals and erasures it has not acknowledged"
+    )
 
 
 class CaseNotices(BaseModel):
@@ -43,6 +64,7 @@ class CaseNotices(BaseModel):
 
     case_id: str
     notices: list[ToldNotice]
+    recipients: list[Recipient]
 
 
 @router.get("/v1/notices", response_model=AgencyNotices)
@@ -60,5 +82,6 @@ def agency_notices(
 
 @router.get("/v1/cases/{case_id}/notices", response_model=CaseNotices)
 def case_notices(case_id: str, principal: CurrentPrincipal, ledger: LedgerDep) -> dict[str, Any]:
-    """The agency holding the case: every notice about it and whom it told."""
+    """The agency holding the case: every notice about it, whom it told, whether it was
+    delivered and acknowledged; also after the case is erased (no personal data)."""
     return ledger.case_notices(principal, case_id)
