@@ -534,7 +534,7 @@ def test_later_payload_replaces_earlier_values_per_category(world: World) -> Non
 
 def test_openapi_schema_lists_every_event_type_and_enumeration(world: World) -> None:
     schema = world.http.get("/openapi.json").json()
-    assert len(schema["x-event-types"]) == 17
+    assert len(schema["x-event-types"]) == 18  # (v1.2: notice.acknowledged)
     text = json.dumps(schema)
     for value in ("guardian_ad_litem", "health_psychosocial", "forced_criminality", "0-5"):
         assert value in text

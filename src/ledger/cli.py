@@ -122,8 +122,8 @@ def bench(
     only: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated sections: limits,proofs,audit,ingest,rebuild,erasure"
-            " (rebuild also ingests)"
+            help="Comma-separated sections: limits,proofs,audit,ingest,rebuild,erasure,"
+            "notices,hostile,console (rebuild also ingests)"
         ),
     ] = None,
 ) -> None:

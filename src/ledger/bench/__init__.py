@@ -17,12 +17,15 @@ from ledger.bench.harness import Report, Sizes
 from ledger.bench.hostile import bench_hostile
 from ledger.bench.ingest import bench_ingest
 from ledger.bench.limits import bench_limits
+from ledger.bench.notices import bench_notices
 from ledger.bench.proofs import bench_proofs
 from ledger.bench.rebuild import bench_rebuild
 from ledger.bench.server import deployment
 from ledger.settings import Settings
 
-SECTIONS = ("limits", "proofs", "audit", "ingest", "rebuild", "erasure", "hostile", "console")
+SECTIONS = (
+    "limits", "proofs", "audit", "ingest", "rebuild", "erasure", "notices", "hostile", "console",
+)  # fmt: skip
 
 
 def run(
@@ -54,6 +57,9 @@ def run(
             if "erasure" in only:
                 progress("erasure")
                 bench_erasure(report, sizes, dep)
+    if "notices" in only:
+        progress("notices: webhook delivery while ingest runs")
+        bench_notices(report, sizes, settings)
     if "hostile" in only:  # with the deployment's default rate limits, as it would run
         progress("hostile bodies: the server's memory, another agency's latency")
         with deployment(settings, throttled=True) as dep:

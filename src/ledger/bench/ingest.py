@@ -18,17 +18,21 @@ from ledger.bench.workload import case_bodies
 from ledger.settings import Settings
 
 
-def _loadgen(url: str, token: str, work: list[list[bytes]], clients: int) -> dict[str, Any]:
+def _loadgen(
+    url: str, token: str, work: list[list[bytes]], clients: int, stamps: bool = False
+) -> dict[str, Any]:
     """The load generator process: `clients` threads, keep-alive connections, pre-signed
-    bodies; returns latencies, wall time and its own CPU time."""
+    bodies; returns latencies, wall time and its own CPU time (`stamps`: also the log
+    position of each event and the wall-clock time its answer came)."""
     host, port = url.removeprefix("http://").split(":")
     latencies: list[float] = []
     errors: list[int] = []
+    answered: list[tuple[int, float]] = []
     lock = threading.Lock()
 
     def client(cases: list[list[bytes]]) -> None:
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        mine, bad = [], []
+        mine, bad, done = [], [], []
         for bodies in cases:
             for body in bodies:
                 start = time.perf_counter()
@@ -42,14 +46,17 @@ def _loadgen(url: str, token: str, work: list[list[bytes]], clients: int) -> dic
                     },
                 )
                 response = conn.getresponse()
-                response.read()
+                answer = response.read()
                 mine.append(time.perf_counter() - start)
                 if response.status != 201:
                     bad.append(response.status)
+                elif stamps:
+                    done.append((int(json.loads(answer)["index"]), time.time()))
         conn.close()
         with lock:
             latencies.extend(mine)
             errors.extend(bad)
+            answered.extend(done)
 
     shares = [work[i::clients] for i in range(clients)]
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -62,7 +69,9 @@ def _loadgen(url: str, token: str, work: list[list[bytes]], clients: int) -> dic
     wall = time.perf_counter() - start
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    return {"latencies": latencies, "wall": wall, "cpu": cpu, "errors": errors}
+    return {
+        "latencies": latencies, "wall": wall, "cpu": cpu, "errors": errors, "answered": answered,
+    }  # fmt: skip
 
 
 def _processes() -> list[tuple[int, int, str, float]]:

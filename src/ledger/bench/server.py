@@ -30,9 +30,12 @@ class Deployment:
 
 
 @contextmanager
-def deployment(settings: Settings, *, throttled: bool = False) -> Iterator[Deployment]:
+def deployment(
+    settings: Settings, *, throttled: bool = False, extra: dict[str, str] | None = None
+) -> Iterator[Deployment]:
     """A served throwaway ledger; `throttled` keeps the default per-token rate limit (the
-    load generator shares one token, so the other sections lift it)."""
+    load generator shares one token, so the other sections lift it); `extra`: more
+    `LEDGER_*` settings, by their variable names."""
     folder = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
     schema = f"bench_{secrets.token_hex(4)}"
     env = {
@@ -42,6 +45,7 @@ def deployment(settings: Settings, *, throttled: bool = False) -> Iterator[Deplo
         "LEDGER_LOG_LEVEL": "warning",
         "LEDGER_PG_SCHEMA": schema,
         "LEDGER_WORKERS": str(os.cpu_count() or 1),
+        **(extra or {}),
     }
     if not throttled:
         env["LEDGER_RATE_PER_S"] = "1000000"  # the load generator shares one token

@@ -11,8 +11,9 @@ from ledger.contract import crypto
 from ledger.contract.envelope import build_submission
 
 
-def case_bodies(key: crypto.SigningKey, events: int) -> list[bytes]:
-    """One case's realistic sequence: intake with 1 KiB of payload, a consent, then events."""
+def case_bodies(key: crypto.SigningKey, events: int, share: bool = False) -> list[bytes]:
+    """One case's realistic sequence: intake with 1 KiB of payload, a consent, then events
+    (the first a share to `bench-peer` with `share`: one notice per case)."""
     case_id = str(uuid.uuid4())
     now = datetime.now(UTC)
     payload = {"identity": {"name": "x" * 400}, "notes": "y" * (PAYLOAD_BYTES - 420)}
@@ -54,6 +55,24 @@ def case_bodies(key: crypto.SigningKey, events: int) -> list[bytes]:
             attrs={"language": "es", "interpreter": False, "notice_version": "1"},
         )
     )
+    if share:
+        bodies.append(
+            build_submission(
+                key,
+                log=ORIGIN,
+                case_id=case_id,
+                type="data.shared",
+                signed_at=now,
+                facts={
+                    "share_id": str(uuid.uuid4()),
+                    "recipient": "bench-peer",
+                    "consent_id": consent,
+                    "purpose": "data_sharing",
+                    "categories": ["identity"],
+                },
+                attrs={},
+            )
+        )
     while len(bodies) < events:
         bodies.append(
             build_submission(

@@ -100,8 +100,9 @@ class CaseAccess:
         self, principal: Principal, case_id: str, refusal: str, erased_ok: bool = False
     ) -> Case:
         """404/410 as `visible`, then 403 (`refusal`) unless the caller's agency holds it."""
+        agency = staff_agency(principal)  # 403 for other roles before anything is looked up
         case = self.visible(principal, case_id, erased_ok)
-        if staff_agency(principal) != case.state.holder:
+        if agency != case.state.holder:
             raise Forbidden(refusal)
         return case
 
