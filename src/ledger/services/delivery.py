@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,9 +32,10 @@ from ledger.services.notices import epoch_ms, shown
 from ledger.services.outbound import OutboundPolicy, Refused, Target, post
 from ledger.services.webhooks import WebhookSecrets, sign
 from ledger.storage.base import Store
-from ledger.storage.outbox import StoredNotice, Webhook
+from ledger.storage.outbox import Outcome, StoredNotice, Webhook
 
 log = logging.getLogger("ledger.delivery")
+FLUSH, FLUSH_S = 20, 0.2  # outcomes recorded together: at most this many, or this long apart
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ class Deliverer(Background):
         self.owner = uuid.uuid4().hex  # this worker's name on its leases
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="webhook")
         self._busy: set[str] = set()
+        # Leases this worker holds (endpoint -> until, epoch ms): kept between deliveries
+        # and renewed with each record, so a busy endpoint costs no claim per notice.
+        self._held: dict[str, int] = {}
         self._clients: dict[str, httpx.Client] = {}
         self._guard = threading.Lock()
 
@@ -104,6 +109,9 @@ class Deliverer(Background):
         self._pool.shutdown(wait=True, cancel_futures=True)
         for client in self._clients.values():
             client.close()
+        for hook_id in list(self._held):  # handed over at once, not when they expire
+            self.store.release_webhook(hook_id, self.owner)
+        self._held.clear()
 
     def dispatch(self) -> int:
         """Start a delivery thread for each endpoint with work not already being delivered
@@ -114,8 +122,14 @@ class Deliverer(Background):
             with self._guard:
                 if hook.id in self._busy or len(self._busy) >= self.concurrency:
                     continue
-                if not self.store.claim_webhook(hook.id, self.owner, now_ms, self._lease(now_ms)):
-                    continue  # another worker holds it
+                held = self._held.get(hook.id, 0) - now_ms > self.retries.lease_s * 500
+                if not held:
+                    if not self.store.claim_webhook(
+                        hook.id, self.owner, now_ms, self._lease(now_ms)
+                    ):
+                        self._held.pop(hook.id, None)
+                        continue  # another worker holds it
+                    self._held[hook.id] = self._lease(now_ms)
                 self._busy.add(hook.id)
             self._pool.submit(self._drain, hook.id)
             started += 1
@@ -141,46 +155,60 @@ class Deliverer(Background):
         except Exception:
             log.exception("notice delivery to endpoint %s failed; retrying", hook_id)
         finally:
-            self.store.release_webhook(hook_id, self.owner)
             with self._guard:
                 self._busy.discard(hook_id)
 
     def _deliver(self, hook: Webhook, batch: list[StoredNotice]) -> bool:
-        """Deliver a batch in order; False once one failed (the endpoint waits) or the lease
-        was lost."""
+        """Deliver a batch in order, recording the outcomes together (every `FLUSH` or so:
+        a worker killed before it records them delivers them again, under the same
+        `webhook-id`); False once one failed (the endpoint waits) or the lease was lost."""
         target: Target | Refused
         try:
             target = self.policy.check(hook.url)  # again: the name may resolve elsewhere now
         except Refused as exc:
             target = exc
-        attempts = hook.attempts
+        attempts, done = hook.attempts, list[Outcome]()
+        flushed = time.monotonic()
         for notice in batch:
             now = self.now()
             error = self._attempt(hook, notice, target, now)
             attempts += 1
-            expired = (
-                now - parse_timestamp(notice.created_at)
-            ).total_seconds() > self.retries.period_s
-            if error is None or expired:
-                outcome = "delivered" if error is None else "dead"
-                if outcome == "dead":
-                    log.warning(
-                        "notice %s dead-lettered for endpoint %s: %s", notice.seq, hook.id, error
-                    )
-                at, lease = format_timestamp(now), self._lease(epoch_ms(now))
-                if not self.store.record_delivery(
-                    hook.id, self.owner, notice.seq, outcome, attempts, error, at, lease
-                ):
-                    return False  # the lease was lost (this worker stalled): another has it
-                attempts = 0
-                continue
-            delay = self.retries.delay_s(attempts)
-            self.store.record_failure(
-                hook.id, self.owner, attempts, epoch_ms(now) + int(delay * 1000), error,
-                format_timestamp(now),
-            )  # fmt: skip
-            return False
-        return True
+            age = (now - parse_timestamp(notice.created_at)).total_seconds()
+            if error is not None and age <= self.retries.period_s:
+                if not self._record(hook, done, now):
+                    return False
+                delay = self.retries.delay_s(attempts)
+                self._held.pop(hook.id, None)  # the failure releases it: any worker retries
+                self.store.record_failure(
+                    hook.id, self.owner, attempts, epoch_ms(now) + int(delay * 1000), error,
+                    format_timestamp(now),
+                )  # fmt: skip
+                return False
+            if error is not None:
+                log.warning(
+                    "notice %s dead-lettered for endpoint %s: %s", notice.seq, hook.id, error
+                )
+            outcome = "delivered" if error is None else "dead"
+            done.append(Outcome(notice.seq, outcome, attempts, error, format_timestamp(now)))
+            attempts = 0
+            if len(done) >= FLUSH or time.monotonic() - flushed > FLUSH_S:
+                if not self._record(hook, done, now):
+                    return False
+                flushed = time.monotonic()
+        return self._record(hook, done, self.now())
+
+    def _record(self, hook: Webhook, done: list[Outcome], now: datetime) -> bool:
+        """Record the outcomes so far (and renew the lease); False if the lease was lost
+        (this worker stalled past it: another has the endpoint now)."""
+        until = self._lease(epoch_ms(now))
+        recorded = self.store.record_deliveries(hook.id, self.owner, done, until)
+        if done:
+            if recorded:
+                self._held[hook.id] = until
+            else:
+                self._held.pop(hook.id, None)
+        done.clear()
+        return recorded
 
     def _attempt(
         self, hook: Webhook, notice: StoredNotice, target: Target | Refused, now: datetime

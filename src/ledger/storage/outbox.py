@@ -76,6 +76,17 @@ class Webhook:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What became of one notice at an endpoint, to record."""
+
+    seq: int
+    outcome: str  # delivered | dead
+    attempts: int
+    error: str | None
+    at: str
+
+
+@dataclass(frozen=True)
 class Delivery:
     """A notice's outcome at one endpoint: `delivered`, or `dead` (retried for the whole
     period, then given up: the agency still reads it from `GET /v1/notices`)."""
@@ -153,12 +164,12 @@ class OutboxStore(ABC):
     def release_webhook(self, hook_id: str, owner: str) -> None: ...
 
     @abstractmethod
-    def record_delivery(
-        self, hook_id: str, owner: str, seq: int, outcome: str, attempts: int, error: str | None,
-        at: str, lease_until_ms: int,
-    ) -> bool:  # fmt: skip
-        """The notice `seq` delivered or dead-lettered: the cursor moves past it and the lease
-        is renewed (only while `owner` holds it; False otherwise, and nothing is written)."""
+    def record_deliveries(
+        self, hook_id: str, owner: str, done: Sequence[Outcome], lease_until_ms: int
+    ) -> bool:
+        """Notices delivered or dead-lettered, in `seq` order, in one transaction: the
+        cursor moves past the last and the lease is renewed (only while `owner` holds it;
+        False otherwise, and nothing is written)."""
 
     @abstractmethod
     def record_failure(

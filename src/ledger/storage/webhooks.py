@@ -4,12 +4,13 @@ its deliveries in log order and one at a time even when several workers run."""
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from ledger.storage.base import SQLDialect
 from ledger.storage.notices import notice_of
-from ledger.storage.outbox import Delivery, Webhook
+from ledger.storage.outbox import Delivery, Outcome, Webhook
 from ledger.storage.schema import Cursor
 
 _HOOK = (
@@ -136,10 +137,12 @@ class SQLWebhooks(SQLDialect):
                 (hook_id, owner),
             )
 
-    def record_delivery(
-        self, hook_id: str, owner: str, seq: int, outcome: str, attempts: int, error: str | None,
-        at: str, lease_until_ms: int,
-    ) -> bool:  # fmt: skip
+    def record_deliveries(
+        self, hook_id: str, owner: str, done: Sequence[Outcome], lease_until_ms: int
+    ) -> bool:
+        if not done:
+            return True
+        last = done[-1]
         with self._write() as cur:
             cur.execute(
                 self.sql(
@@ -147,16 +150,16 @@ class SQLWebhooks(SQLDialect):
                     " failing_since = NULL, last_error = ?, lease_until_ms = ?"
                     " WHERE id = ? AND lease_owner = ? AND through_seq < ? RETURNING id"
                 ),
-                (seq, error, lease_until_ms, hook_id, owner, seq),
+                (last.seq, last.error, lease_until_ms, hook_id, owner, done[0].seq),
             )
             if not cur.fetchall():
                 return False
-            cur.execute(
+            cur.executemany(
                 self.sql(
                     "INSERT INTO {s}deliveries (endpoint, seq, outcome, attempts, at, error)"
                     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
                 ),
-                (hook_id, seq, outcome, attempts, at, error),
+                [(hook_id, d.seq, d.outcome, d.attempts, d.at, d.error) for d in done],
             )
             return True
 
