@@ -711,6 +711,10 @@ def test_the_disclosure_register_prints_for_the_survivor_in_their_language(
     assert desk.http.post(f"/cases/{case_id}/share", data=form).status_code == 200
     register = desk.http.get(f"/cases/{case_id}/disclosures").text
     assert f'action="/cases/{case_id}/disclosures/print"' in register
+    # Who the ledger told (the share told the clinic), delivered nowhere (no endpoint), and
+    # nothing yet to confirm: told / delivered / confirmed / awaiting, in Spanish.
+    assert "A quién se avisó, y quién lo confirmó" in register
+    assert "<tr><td>clinic</td><td>1</td><td>0</td><td>0</td>" in register
     for lang, said in (("fr", "Qui a vu ou reçu vos informations"),
                        ("en", "Who has seen or received your information")):  # fmt: skip
         page = desk.http.get(f"/cases/{case_id}/disclosures/print?lang={lang}")

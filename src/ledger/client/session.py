@@ -249,6 +249,11 @@ class LedgerClient:
         params = {"after": after, "limit": limit}
         return dict(self._json(self._send("GET", "/v1/notices", params=params)))
 
+    def case_notices(self, case_id: str) -> dict[str, Any]:
+        """The holder: whom the case's notices told, and which were delivered and
+        acknowledged (`recipients` sums it up per agency)."""
+        return dict(self._json(self._send("GET", f"/v1/cases/{case_id}/notices")))
+
     def register_webhook(self, agency: str, url: str, replay: bool = False) -> dict[str, Any]:
         """A supervisor: an endpoint for the agency's notices; the answer's `secret` is
         shown once (give it to `ledger.client.webhooks.NoticeReceiver`)."""

@@ -174,8 +174,9 @@ def add_referrals(app: FastAPI, console: Console) -> None:
         session = console.person(request)
         case_id = console.checked_id(session, case_id)
         register = console.ask(session, lambda ledger: ledger.disclosures(case_id))
+        told = console.ask(session, lambda ledger: ledger.case_notices(case_id))
         return console.page("disclosures.html.j2", session.account.language, session,
-                            case_id=case_id, register=register)  # fmt: skip
+                            case_id=case_id, register=register, told=told)  # fmt: skip
 
     @app.get("/cases/{case_id}/disclosures/print", response_class=HTMLResponse)
     def disclosures_printout(request: Request, case_id: str, lang: str = "") -> Response:
