@@ -31,6 +31,8 @@ def _receive(port: int, out: str) -> None:
     sink = Path(out).open("a", buffering=1)  # noqa: SIM115 (open for the process's life)
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a receiver in production would
+
         def do_POST(self) -> None:  # noqa: N802 (http.server's name)
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             at = time.time()
@@ -73,7 +75,6 @@ def bench_notices(report: Report, sizes: Sizes, settings: Settings) -> None:
     extra = {
         "LEDGER_NOTICES_IN_API": "true",
         "LEDGER_WEBHOOK_ALLOW_HTTP_LOOPBACK": "true",  # the receiver is on this machine
-        "LEDGER_WEBHOOK_POLL_S": "0.05",
     }
     try:
         with deployment(settings, extra=extra) as dep:
