@@ -5,12 +5,18 @@ erased; `audit verify` lists the notices still unacknowledged after N days."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from typer.testing import CliRunner
+
 from ledger import audit
+from ledger.cli import app as cli
 from tests.conftest import Agency, World
 from tests.test_audit import inject_event, run_audit
+from tests.test_client_verification import cli_env
 from tests.test_erasure import erase
 from tests.test_readmodels import refer
 
@@ -137,3 +143,33 @@ def test_an_acknowledgement_injected_for_an_agency_never_told_is_flagged(world: 
     found = {(f.position, f.check): f.message for f in report.failures}
     assert "which that consent.withdrawn did not tell" in found[injected, "acknowledgements"]
     assert "twice" in found[replayed, "acknowledgements"]
+
+
+def test_audit_verify_lists_the_unacknowledged_notices_after_ack_days(
+    world: World, tmp_path: Path
+) -> None:
+    case_id, withdrawal = scenario(world)
+    assert (
+        ack(world.agencies["clinic"], case_id, withdrawal, "consent.withdrawn").status_code == 201
+    )
+    note = world.ledger.log.sign_checkpoint().note
+    size = world.ledger.store.log_size()
+    bundle = tmp_path / "bundle.json"
+    audit.write_bundle(bundle, note, [e for _, e in world.ledger.store.entries(0, size)])
+    lines = "".join(a.key.verify_key.line() + "\n" for a in world.agencies.values())
+    (tmp_path / "agency-keys").write_text(lines)
+    args = ["audit", "verify", "--bundle", str(bundle),
+            "--log-key", str(world.settings.keys / "log.vkey"),
+            "--agency-keys", str(tmp_path / "agency-keys")]  # fmt: skip
+    within = CliRunner().invoke(cli, args, env=cli_env(world.settings))
+    assert within.exit_code == 0, within.output
+    assert "unacknowledged" not in within.output  # told today: within the default 7 days
+    late = CliRunner().invoke(cli, [*args, "--ack-days", "0"], env=cli_env(world.settings))
+    assert late.exit_code == 0, late.output  # a finding to act on, not a broken log
+    (line,) = [x for x in late.output.splitlines() if "unacknowledged" in x]
+    assert f"position {withdrawal}: consent.withdrawn of case {case_id}, told to legal" in line
+    report = CliRunner().invoke(
+        cli, [*args, "--ack-days", "0", "--json"], env=cli_env(world.settings)
+    )
+    (missing,) = json.loads(report.output)["unacknowledged"]
+    assert (missing["agency"], missing["position"]) == ("legal", withdrawal)
