@@ -549,6 +549,27 @@ def test_a_consent_recorded_then_withdrawn_cuts_the_recipient_reads(
         assert done.status_code == 303 and withdrawn()
         cut = clinic.http.post(f"/cases/{case_id}/open", data={"csrf": clinic.csrf()})
         assert cut.status_code == 403 and "MARKER-console-6" not in cut.text  # cut at once
+        # The clinic is told, and confirms in the log from its inbox what it did.
+        inbox = clinic.http.get("/notices").text
+        assert "REQUIERE ACCIÓN" in inbox
+        (position,) = [n.position for n in world.ledger.store.notices("clinic", 0, 100)
+                       if n.kind == "consent.withdrawn"]  # fmt: skip
+        acknowledge = f"/notices/{case_id}/{position}/acknowledge"
+        assert f'action="{acknowledge}"' in inbox
+        form = {"csrf": clinic.csrf(), "kind": "consent.withdrawn", "action": "deleted",
+                "legal_basis": "court_order"}  # fmt: skip
+        sent = clinic.http.post(acknowledge, data=form, follow_redirects=False)
+        assert sent.status_code == 303, sent.text
+        after = clinic.http.get("/notices").text
+        assert "Confirmado:" in after and "lo borramos" in after
+        assert f'action="{acknowledge}"' not in after
+        acks = world.ledger.cases.load(case_id).state.acknowledged  # type: ignore[union-attr]
+        assert acks[position, "clinic"][0] == "deleted"
+        again = clinic.http.post(acknowledge, data={**form, "csrf": clinic.csrf()})
+        assert again.status_code == 409  # once, in words
+        register = desk.http.get(f"/cases/{case_id}/disclosures").text
+        row = r"<tr><td>clinic</td><td>2</td><td>0</td><td>1</td>\s*<td>0</td></tr>"
+        assert re.search(row, register)  # told twice, no webhook, one confirmed, none awaiting
     finally:
         clinic.accounts.close()
 

@@ -16,9 +16,12 @@ from ledger.console.accounts import Session
 from ledger.console.i18n import chosen
 from ledger.console.pages import Answered, Console
 from ledger.contract.vocabulary import (
+    ACK_ACTIONS,
+    ACK_KINDS,
     CATEGORIES,
     COMPONENTS,
     DECLINE_REASONS,
+    RETENTION_BASES,
     URGENCIES,
     format_timestamp,
     is_agency_id,
@@ -137,7 +140,28 @@ def add_referrals(app: FastAPI, console: Console) -> None:
 
         notices = console.ask(session, everything)
         return console.page("notices.html.j2", session.account.language, session,
-                            notices=list(reversed(notices)))  # fmt: skip
+                            notices=list(reversed(notices)), actions=ACK_ACTIONS,
+                            bases=RETENTION_BASES)  # fmt: skip
+
+    @app.post("/notices/{case_id}/{position}/acknowledge", response_class=HTMLResponse)
+    async def acknowledge(request: Request, case_id: str, position: int) -> Response:
+        """The agency's answer to a withdrawal or erasure, signed with its key: what it did
+        with what it held (the ledger takes it only from an agency the notice told)."""
+        form = await request.form()
+        session = console.poster(request, form.get("csrf"))
+        case_id = console.checked_id(session, case_id)
+        kind, action = str(form.get("kind", "")), str(form.get("action", ""))
+        basis = str(form.get("legal_basis", "")) or None
+        if kind not in ACK_KINDS or action not in ACK_ACTIONS or position < 0:
+            raise Answered(console.not_found(session))
+        if action != "kept_legal_obligation":
+            basis = None  # a basis only for what is kept
+        facts = {"position": position, "kind": kind, "action": action, "legal_basis": basis}
+        console.ask(
+            session, lambda ledger: ledger.submit("notice.acknowledged", case_id, facts, {})
+        )
+        log.info("console notice acknowledged account=%s case=%s", session.account.id, case_id)
+        return RedirectResponse("/notices", status_code=303)
 
     # -- sharing ---------------------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ def payload(notice: StoredNotice, origin: str, receipt: str | None) -> bytes:
     """The Standard Webhooks body: the notice's kind, ids, position and ask; never anything
     personal. An erasure carries its receipt (signed by the ledger's receipt key)."""
     data = {**shown(notice), "origin": origin}
+    del data["acknowledged"]  # the receiver's own answer, later: not part of the notice
     if notice.kind == "case.erased":
         data["receipt"] = receipt
     body = {"type": notice.kind, "timestamp": notice.created_at, "data": data}

@@ -47,7 +47,7 @@ from ledger.services.erasure import Erasures
 from ledger.services.keystore import KeyStore
 from ledger.services.logtime import LogTime
 from ledger.services.lookups import BatchLookups, Lookups, Planned
-from ledger.services.notices import outbox_of
+from ledger.services.notices import acks_of, outbox_of
 from ledger.services.registry import Registry
 from ledger.services.submissions import Incoming, Outcome, answer_of, parse, parse_batch
 from ledger.services.tokens import Principal
@@ -408,6 +408,7 @@ class Ingest:
             erasures=erasures,
             notices=outbox[0],
             timers=outbox[1],
+            acks=acks_of(sub.type, sub.facts, sub.agency),
             # The case must still be at the version this was decided on: in a batch, an
             # earlier item of the case refused at commit refuses this one too, and a case
             # loaded ahead of the store (never) would conflict instead of leaving a gap.

@@ -29,7 +29,7 @@ from ledger.errors import BadRequest
 from ledger.services.access import CaseAccess, staff_agency
 from ledger.services.tokens import Principal
 from ledger.storage.base import Store
-from ledger.storage.outbox import NoticeRow, StoredNotice, TimerRow
+from ledger.storage.outbox import AckRow, NoticeRow, StoredNotice, TimerRow
 
 log = logging.getLogger("ledger.notices")
 
@@ -83,6 +83,13 @@ def outbox_of(
     return notices, timers
 
 
+def acks_of(etype: str, facts: Mapping[str, Any], agency: str) -> list[AckRow]:
+    """The notice a `notice.acknowledged` answers, to index with it."""
+    if etype != "notice.acknowledged":
+        return []
+    return [AckRow(facts["position"], agency, facts["kind"], facts["action"])]
+
+
 def shown(notice: StoredNotice) -> dict[str, Any]:
     return {
         "seq": notice.seq,
@@ -93,6 +100,7 @@ def shown(notice: StoredNotice) -> dict[str, Any]:
         "ask": ASKS[notice.kind],
         "acknowledge": notice.kind in ACKNOWLEDGED,
         "created_at": notice.created_at,
+        "acknowledged": notice.acknowledged,
     }
 
 
@@ -115,26 +123,22 @@ class Notices:
         """Every notice about a case, with its recipient and whether it was delivered to an
         endpoint of the recipient and (withdrawals, erasures) acknowledged in the log: for
         the agency holding it, also once it is erased (nothing in it is personal)."""
-        case = self.access.holder_only(
+        self.access.holder_only(
             principal, case_id, "a case's notices are for the agency holding it", erased_ok=True
         )
         delivered: dict[int, str] = {}
         for d in self.store.case_deliveries(case_id):
             if d.outcome == "delivered":
                 delivered.setdefault(d.notice.seq, d.at)
-        acks = case.state.acknowledged
-        told = []
-        for n in self.store.case_notices(case_id):
-            action, acked_at = acks.get((n.position, n.agency), (None, None))
-            told.append(
-                {
-                    **shown(n),
-                    "agency": n.agency,
-                    "delivered_at": delivered.get(n.seq),
-                    "acknowledged": action,
-                    "acknowledged_at": acked_at,
-                }
-            )
+        told = [
+            {
+                **shown(n),
+                "agency": n.agency,
+                "delivered_at": delivered.get(n.seq),
+                "acknowledged_at": n.acknowledged_at,
+            }
+            for n in self.store.case_notices(case_id)
+        ]
         return {"case_id": case_id, "notices": told, "recipients": recipients_of(told)}
 
 

@@ -234,6 +234,7 @@ class SQLAppendEngine(SQLTables):
                 or commit.erasures
                 or commit.notices
                 or commit.timers
+                or commit.acks
             ):
                 raise ValueError("index rows need the log entry they index")
             return []
@@ -361,6 +362,12 @@ class SQLAppendEngine(SQLTables):
                 (n.agency, n.kind, n.case_id, n.subject, ps[n.entry], c.recorded_at or "")
                 for c, ps in accepted
                 for n in c.notices
+            ],
+            "INSERT INTO {s}acknowledgements (position, agency, kind, action, at)"
+            " VALUES (?, ?, ?, ?, ?)": [
+                (a.position, a.agency, a.kind, a.action, c.recorded_at or "")
+                for c, _ in accepted
+                for a in c.acks
             ],
             "INSERT INTO {s}timers (kind, case_id, subject, position, due_ms)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING": [

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
 
 from ledger.log.store import StoredCheckpoint
-from ledger.storage.outbox import NoticeRow, OutboxStore, TimerRow
+from ledger.storage.outbox import AckRow, NoticeRow, OutboxStore, TimerRow
 
 T = TypeVar("T")
 
@@ -106,6 +106,7 @@ class Commit:
     erasures: Sequence[ErasureRow] = ()
     notices: Sequence[NoticeRow] = ()  # the transactional outbox: with the event, or not at all
     timers: Sequence[TimerRow] = ()  # time-based notices to make later (`outbox.py`)
+    acks: Sequence[AckRow] = ()  # the notices a `notice.acknowledged` answers
     snapshots: Sequence[StoredEvent] = ()
     # (case, agency) pairs the commit relates (an agency that appended to or is named in a
     # case): what `related` answers, so visibility is decided before a case is loaded.

@@ -23,6 +23,8 @@ def notice_of(r: Any) -> StoredNotice:
         r["subject"],
         int(r["position"]),
         r["created_at"],
+        r["acknowledged"],
+        r["acknowledged_at"],
     )
 
 
@@ -34,21 +36,23 @@ class SQLNotices(SQLDialect):
     def _write(self) -> AbstractContextManager[Cursor]: ...
 
     _NOTICES = (
-        "SELECT n.seq, n.agency, n.kind, n.case_id, n.subject, n.position, n.created_at"
-        " FROM {s}notices n WHERE "
+        "SELECT n.seq, n.agency, n.kind, n.case_id, n.subject, n.position, n.created_at,"
+        " a.action AS acknowledged, a.at AS acknowledged_at FROM {s}notices n"
+        " LEFT JOIN {s}acknowledgements a"
+        " ON a.position = n.position AND a.agency = n.agency AND a.kind = n.kind WHERE "
     )
 
     def notices(self, agency: str, after: int = 0, limit: int = 100) -> list[StoredNotice]:
         with self._read() as cur:
             cur.execute(
-                self.sql(self._NOTICES + "agency = ? AND seq > ? ORDER BY seq LIMIT ?"),
+                self.sql(self._NOTICES + "n.agency = ? AND n.seq > ? ORDER BY n.seq LIMIT ?"),
                 (agency, after, limit),
             )
             return [notice_of(r) for r in cur.fetchall()]
 
     def case_notices(self, case_id: str) -> list[StoredNotice]:
         with self._read() as cur:
-            cur.execute(self.sql(self._NOTICES + "case_id = ? ORDER BY seq"), (case_id,))
+            cur.execute(self.sql(self._NOTICES + "n.case_id = ? ORDER BY n.seq"), (case_id,))
             return [notice_of(r) for r in cur.fetchall()]
 
     def was_told(self, case_id: str, position: int, agency: str, kind: str) -> bool:

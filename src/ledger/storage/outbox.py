@@ -32,6 +32,19 @@ class StoredNotice:
     subject: str | None
     position: int  # of the event it is about
     created_at: str
+    acknowledged: str | None = None  # the action of the agency's `notice.acknowledged`
+    acknowledged_at: str | None = None
+
+
+@dataclass(frozen=True)
+class AckRow:
+    """A `notice.acknowledged` (the event at `Commit.entries[entry]`), indexed so the
+    notices it answers show it."""
+
+    position: int  # of the withdrawal or erasure it answers
+    agency: str
+    kind: str
+    action: str
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS {s}notices (
   UNIQUE (position, agency, kind));
 CREATE INDEX IF NOT EXISTS notices_agency ON {s}notices (agency, seq);
 CREATE INDEX IF NOT EXISTS notices_case ON {s}notices (case_id, seq);
+CREATE TABLE IF NOT EXISTS {s}acknowledgements (
+  position BIGINT NOT NULL, agency TEXT NOT NULL, kind TEXT NOT NULL, action TEXT NOT NULL,
+  at TEXT NOT NULL, PRIMARY KEY (position, agency, kind));
 CREATE TABLE IF NOT EXISTS {s}timers (
   kind TEXT NOT NULL, case_id TEXT NOT NULL, subject TEXT NOT NULL, position BIGINT NOT NULL,
   due_ms BIGINT NOT NULL, PRIMARY KEY (kind, case_id, subject));

@@ -19,7 +19,8 @@ _HOOK = (
 )
 _DELIVERY = (
     "SELECT d.endpoint, d.outcome, d.attempts, d.at, d.error, n.seq, n.agency, n.kind,"
-    " n.case_id, n.subject, n.position, n.created_at"
+    " n.case_id, n.subject, n.position, n.created_at, NULL AS acknowledged,"
+    " NULL AS acknowledged_at"
     " FROM {s}deliveries d JOIN {s}notices n ON n.seq = d.seq WHERE "
 )
 

@@ -25,6 +25,10 @@ class Notice(BaseModel):
         description="whether the recipient is asked to acknowledge it (withdrawals, erasures)"
     )
     created_at: str
+    acknowledged: str | None = Field(
+        description="what the agency told answered in its `notice.acknowledged`: deleted,"
+        " had_none or kept_legal_obligation; null: not (yet) acknowledged"
+    )
 
 
 class AgencyNotices(BaseModel):
@@ -39,10 +43,6 @@ class ToldNotice(Notice):
     delivered_at: str | None = Field(
         description="when it reached one of the agency's webhook endpoints (null: not yet,"
         " or the agency has none and reads `GET /v1/notices`)"
-    )
-    acknowledged: str | None = Field(
-        description="what the agency answered in its `notice.acknowledged` (withdrawals and"
-        " erasures): deleted, had_none or kept_legal_obligation; null: not yet"
     )
     acknowledged_at: str | None
 
