@@ -12,7 +12,7 @@ SOURCES = [ROOT / "src" / "ledger", ROOT / "projections"]
 
 # Each part, the parts it may import (besides itself), lowest first.
 BELOW: dict[str, set[str]] = {
-    "base": set(),  # errors, settings, private files, the concurrency toolkit
+    "base": set(),  # errors, settings, private files, the concurrency toolkit, charts
     "contract": {"base"},  # the event contract and its rules: pure
     "log": {"base", "contract"},  # RFC 9162 log: hashing, proofs, checkpoints
     "audit": {"base", "contract", "log"},  # the auditor's verifier: needs no server
@@ -29,7 +29,7 @@ BELOW: dict[str, set[str]] = {
     "witness": {"base", "contract", "log"},
 }
 TOOLS = {"cli", "bench", "demo"}  # the command line and its programs: may import any part
-BASE = {"errors", "settings", "private_files", "concurrency", "server"}
+BASE = {"errors", "settings", "private_files", "concurrency", "server", "charts"}
 
 
 def module_name(path: Path) -> str:

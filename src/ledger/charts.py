@@ -1,0 +1,102 @@
+"""Charts drawn on the server, as SVG for pages and PNG for PDFs (matplotlib, no browser-side
+charting, no network). A chart is its data: the same `Chart` gives the picture and the table
+printed beside it, so what a screen reader or a printout reads is what the picture shows.
+
+Pictures are deterministic (no dates in the metadata, fixed ids), so the same figures give the
+same bytes, and text stays text in the SVG (searchable, readable without the picture's fonts).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display, ever
+matplotlib.rcParams.update(
+    {"svg.fonttype": "none", "svg.hashsalt": "ledger", "font.size": 9, "axes.titlesize": 10}
+)
+from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
+
+# Colours told apart by people with the common colour-vision deficiencies (Okabe-Ito).
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A bar chart (grouped or stacked) or a line chart of named series over labels."""
+
+    title: str
+    labels: Sequence[str]  # along the x axis
+    series: dict[str, Sequence[float]]  # name → one value per label
+    kind: Literal["bar", "stacked", "line"] = "bar"
+    unit: str = ""  # the y axis
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)  # (series, label) → mark
+
+    def svg(self) -> str:
+        """The chart as an SVG document (its title as the accessible name)."""
+        buffer = io.StringIO()
+        self._figure().savefig(buffer, format="svg", metadata={"Date": None})
+        text = buffer.getvalue()
+        start = text.index("<svg")
+        head = f'<svg role="img" aria-label="{_attr(self.title)}"'
+        return head + text[start + len("<svg") :]
+
+    def png(self, dpi: int = 150) -> bytes:
+        """The chart as a PNG picture (for PDFs)."""
+        buffer = io.BytesIO()
+        self._figure().savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+        return buffer.getvalue()
+
+    def rows(self) -> list[list[str]]:
+        """The chart's data as a table: a header, then one row per label."""
+        names = list(self.series)
+        table = [["", *names]]
+        for i, label in enumerate(self.labels):
+            cells = [self.notes.get((n, label)) or _number(self.series[n][i]) for n in names]
+            table.append([label, *cells])
+        return table
+
+    def _figure(self) -> Figure:
+        figure = Figure(figsize=(6.4, 3.0), layout="constrained")
+        axes = figure.add_subplot()
+        axes.set_title(self.title, loc="left")
+        if self.unit:
+            axes.set_ylabel(self.unit)
+        positions = list(range(len(self.labels)))
+        names = list(self.series)
+        if self.kind == "line":
+            for i, name in enumerate(names):
+                axes.plot(positions, self.series[name], marker="o", label=name, color=_colour(i))
+        else:
+            width = 0.8 if self.kind == "stacked" else 0.8 / max(1, len(names))
+            bottom = [0.0] * len(positions)
+            for i, name in enumerate(names):
+                values = [float(v) for v in self.series[name]]
+                if self.kind == "stacked":
+                    axes.bar(positions, values, width, bottom=bottom, label=name, color=_colour(i))
+                    bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+                else:
+                    shifted = [p - 0.4 + width * (i + 0.5) for p in positions]
+                    axes.bar(shifted, values, width, label=name, color=_colour(i))
+        axes.set_xticks(positions, list(self.labels), rotation=30 if len(positions) > 6 else 0)
+        axes.spines[["top", "right"]].set_visible(False)
+        axes.grid(axis="y", alpha=0.3)
+        if len(names) > 1:
+            axes.legend(frameon=False, fontsize=8)
+        return figure
+
+
+def _colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+def _attr(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
