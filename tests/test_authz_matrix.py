@@ -444,6 +444,10 @@ def webhooks_of(s: Scenario, relation: str, case_id: str) -> Request:
     return Request("GET", f"/v1/agencies/{s.agency(relation).id}/webhooks")
 
 
+def indicators_of(s: Scenario, relation: str, case_id: str) -> Request:
+    return Request("GET", f"/v1/agencies/{s.agency(relation).id}/indicators")
+
+
 def on_webhook(method: str, suffix: str, uses_it_up: bool = False) -> Action:
     def action(s: Scenario, relation: str, case_id: str) -> Request:
         agency, hook_id = webhook_of(s, relation)
@@ -554,6 +558,7 @@ ACTIONS: dict[tuple[str, str, str], tuple[Action, str | None]] = {
     ("GET", "/v1/tokens/self", ""): (get("/v1/tokens/self"), None),
     ("POST", "/v1/agencies/{agency_id}/webhooks", "its own agency's"): (register_webhook, None),
     ("GET", "/v1/agencies/{agency_id}/webhooks", "its own agency's"): (webhooks_of, None),
+    ("GET", "/v1/agencies/{agency_id}/indicators", "its own agency's"): (indicators_of, None),
     ("POST", "/v1/agencies/{agency_id}/webhooks/{hook_id}/rotate-secret", "its own agency's"): (
         on_webhook("POST", "/rotate-secret"),
         None,

@@ -291,6 +291,8 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
         ("POST", "/v1/agencies/{agency_id}/webhooks", clinic.tokens["supervisor"], webhook),
         ("GET", "/v1/agencies/{agency_id}/webhooks", clinic.tokens["supervisor"],
          {"agency_id": "clinic"}),
+        ("GET", "/v1/agencies/{agency_id}/indicators", clinic.tokens["supervisor"],
+         {"agency_id": "clinic"}),
         ("POST", "/v1/agencies/{agency_id}/webhooks/{hook_id}/rotate-secret",
          clinic.tokens["supervisor"], {"agency_id": "clinic", "hook_id": hook_id}),
         ("GET", "/v1/agencies/{agency_id}/webhooks/{hook_id}/dead-letters",

@@ -19,6 +19,7 @@ from ledger.api.routes import (
     cases,
     events,
     health,
+    indicators,
     interop,
     log,
     notices,
@@ -150,7 +151,8 @@ def create_app(
     app.add_middleware(Gate)  # first in the stack, inside NoLeaks (added by install)
     errors.install(app)
     routers = (
-        health, events, cases, interop, referrals, notices, webhooks, stats, agencies, tokens, log
+        health, events, cases, interop, referrals, notices, webhooks, stats, indicators, agencies,
+        tokens, log,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

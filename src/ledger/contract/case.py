@@ -170,6 +170,15 @@ class Cases(Application[uuid.UUID]):
         events = self.events.get(case.id, lte=case.version)
         return [e.record for e in events]  # type: ignore[attr-defined]
 
+    def records_after(self, versions: Sequence[tuple[str, int]]) -> dict[str, list[Record]]:
+        """The records of each `(case, version)` pair's case after that version, in order,
+        by case: one query for many cases, none of them loaded."""
+        found: defaultdict[str, list[Record]] = defaultdict(list)
+        for stored in self._events_after(versions) if versions else ():
+            event = self.mapper.to_domain_event(stored)
+            found[str(stored.originator_id)].append(event.record)  # type: ignore[attr-defined]
+        return found
+
     def record_at(self, case: Case, version: int) -> Record:
         """The record that made case version `version` (1-based)."""
         (found,) = self.events.get(case.id, gt=version - 1, lte=version)

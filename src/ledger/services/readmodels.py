@@ -27,6 +27,7 @@ from ledger.contract.vocabulary import CATEGORIES, format_timestamp, parse_times
 from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
 from ledger.services import releases
 from ledger.services.access import CaseAccess, Unsealed, staff_agency
+from ledger.services.indicators import Indicators
 from ledger.services.tokens import Principal
 from ledger.storage.base import ViewStore
 from projections.cases import cases_of, cases_opened_from
@@ -46,6 +47,7 @@ class ReadModels:
         self.access, self.views, self.runner = access, views, runner
         self.inline = inline  # catch up on each query (embedded setup: read your writes)
         self.releases = releases.ReleaseStore(views)
+        self.indicators = Indicators(access.store, access.cases, access.keys, access.clock)
         # The earliest month of identification of any case opened before a log position:
         # one month for the whole ledger (never per case), in this process only.
         self._identified: tuple[int, str | None] = (0, None)
