@@ -17,7 +17,12 @@ check that failed. Steps, in order:
    names as a recipient registered and not removed), each event id recorded once, and
    recording times that never go back;
 7. the root recomputed from every entry equals the checkpoint's root;
-8. the checkpoint is consistent with the one saved last time.
+8. the checkpoint is consistent with the one saved last time;
+9. with `--receipt`, an erasure receipt against the entries (`check_receipt`).
+
+As it runs, the verifier also counts what the auditor's report shows (`Tally`: entries by kind
+and day, events re-checked by type) and keeps every agency's key history, so the report
+(`ledger.audit.board_report`, HTML or PDF) never reads the log again.
 
 The checks that depend on order (registry, gates, the tree) run in this process as entries
 stream in; the per-entry work that does not (re-serialising to JCS for step 3, and step 5's
@@ -26,9 +31,9 @@ time, overlapping with the next chunk.
 """
 
 from ledger.audit.bundle import BUNDLE_FORMAT, checkpoint_size, read_bundle, write_bundle
-from ledger.audit.keys import parse_agency_keys
+from ledger.audit.keys import KeyRecord, parse_agency_keys
 from ledger.audit.receipts import check_receipt
-from ledger.audit.report import CHECK_STEPS, AuditFailure, AuditReport
+from ledger.audit.report import CHECK_STEPS, AuditFailure, AuditReport, CheckOutcome
 from ledger.audit.state import SavedState
 from ledger.audit.verifier import verify
 
@@ -37,6 +42,8 @@ __all__ = [
     "CHECK_STEPS",
     "AuditFailure",
     "AuditReport",
+    "CheckOutcome",
+    "KeyRecord",
     "SavedState",
     "check_receipt",
     "checkpoint_size",

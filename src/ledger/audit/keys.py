@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ledger.contract import crypto
@@ -22,8 +23,42 @@ def parse_agency_keys(text: str) -> dict[str, crypto.VerifyKey]:
 class KeyState:
     key: crypto.VerifyKey
     added_at: int
+    added_time: str  # its entry's recorded_at
     revoked_at: int | None = None
+    revoked_time: str | None = None
     compromised_since: int | None = None
     # Positions of the events it signed, until its revocation says from where they are
     # suspect: 8 bytes an event, dropped when the key is revoked.
     signed: array[int] = field(default_factory=lambda: array("q"))
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """One key of an agency as the log registered it: when added, revoked, compromised."""
+
+    agency: str
+    key_id: str
+    registered: bool  # the agency's first key, registered with it (else a key change)
+    added_at: int
+    added_time: str
+    revoked_at: int | None
+    revoked_time: str | None
+    compromised_since: int | None
+
+
+def key_history(keys: Mapping[str, Mapping[str, KeyState]]) -> list[KeyRecord]:
+    """Every agency's keys, by agency and in log order (its first key is its registration)."""
+    return [
+        KeyRecord(
+            agency,
+            s.key.key_id,
+            i == 0,
+            s.added_at,
+            s.added_time,
+            s.revoked_at,
+            s.revoked_time,
+            s.compromised_since,
+        )
+        for agency in sorted(keys)
+        for i, s in enumerate(sorted(keys[agency].values(), key=lambda s: s.added_at))
+    ]

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from ledger.audit.keys import KeyRecord
+from ledger.audit.state import SavedState
+from ledger.audit.tally import Tally
+
+RECEIPT_STEP = 9
 # The step each check belongs to: for one position, the earliest step's failure is reported
 # first (a non-canonical entry is that, whatever else is wrong with it).
 CHECK_STEPS = {
@@ -26,6 +31,8 @@ CHECK_STEPS = {
     "acknowledgements": 6,
     "root": 7,
     "consistency with saved checkpoint": 8,
+    "receipt signature": RECEIPT_STEP,  # with --receipt, after the log's steps
+    "receipt": RECEIPT_STEP,
 }
 
 
@@ -59,6 +66,19 @@ class Unacknowledged:
         )
 
 
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check of the audit and how it came out: `not run` when its step was not reached
+    (nothing after a bad checkpoint signature, no root with entries missing) or not asked
+    for (no saved checkpoint, no receipt)."""
+
+    step: int
+    check: str
+    outcome: Literal["passed", "failed", "not run"]
+    failures: int = 0
+    first: AuditFailure | None = None
+
+
 @dataclass
 class AuditReport:
     origin: str
@@ -70,10 +90,35 @@ class AuditReport:
     flags: list[AuditFailure] = field(default_factory=list)
     unacknowledged: list[Unacknowledged] = field(default_factory=list)
     ack_days: int = 7
+    ran: set[int] = field(default_factory=lambda: {1})  # the steps run
+    tally: Tally = field(default_factory=Tally)  # counted as the steps ran
+    keys: list[KeyRecord] = field(default_factory=list)  # every agency's key history
+    saved: SavedState | None = None  # the checkpoint verified last time (--state)
 
     @property
     def ok(self) -> bool:
         return not self.failures
+
+    def outcomes(self) -> list[CheckOutcome]:
+        """Every check in the order the audit runs them, passed, failed or not run."""
+        found: dict[str, list[AuditFailure]] = {}
+        for failure in self.failures:
+            found.setdefault(failure.check, []).append(failure)
+        steps = CHECK_STEPS | {check: RECEIPT_STEP for check in found if check not in CHECK_STEPS}
+        out = []
+        for check, step in steps.items():
+            failed = found.get(check, [])
+            if failed:
+                first = min(failed, key=failure_order)
+                out.append(CheckOutcome(step, check, "failed", len(failed), first))
+            else:
+                out.append(CheckOutcome(step, check, "passed" if step in self.ran else "not run"))
+        return out
+
+    def add_receipt_check(self, failures: list[AuditFailure]) -> None:
+        """The outcome of `check_receipt` on this log's entries."""
+        self.failures += failures
+        self.ran.add(RECEIPT_STEP)
 
     @property
     def first_failure(self) -> AuditFailure | None:

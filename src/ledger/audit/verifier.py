@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.audit.checks import CHUNK, Checks
-from ledger.audit.keys import KeyState
+from ledger.audit.keys import KeyState, key_history
 from ledger.audit.report import AuditFailure, AuditReport, Unacknowledged, failure_order
 from ledger.audit.state import SavedState
+from ledger.audit.tally import Tally
 from ledger.contract import crypto
 from ledger.contract.entries import ENTRY_MEMBERS, REGISTRY_ACTIONS, key_change_message
 from ledger.contract.envelope import ENVELOPE_MEMBERS
@@ -64,6 +65,7 @@ class _Verifier:
         self.events = 0
         self.told: dict[int, _Told] = {}  # by the withdrawal's or erasure's position
         self.readers: dict[str, set[str]] = {}  # case -> agencies with unsealed reads
+        self.tally = Tally()  # for the auditor's report
 
     def fail(self, position: int | None, check: str, message: str) -> None:
         self.failures.append(AuditFailure(check, message, position))
@@ -148,7 +150,7 @@ class _Verifier:
                     f"agency {agency} was registered with a key other than the auditor's copy",
                 )
             else:
-                keys[key.key_id] = KeyState(key, position)
+                keys[key.key_id] = KeyState(key, position, entry["recorded_at"])
         elif action == "key.added":
             self.key_added(position, entry, key, keys)
         elif action == "key.revoked":
@@ -156,7 +158,7 @@ class _Verifier:
             if state is None or state.revoked_at is not None:
                 self.fail(position, "key registry", "revocation of a key that is not current")
                 return
-            state.revoked_at = position
+            state.revoked_at, state.revoked_time = position, entry["recorded_at"]
             since = entry.get("compromised_since")
             state.compromised_since = since if isinstance(since, int) else None
             if state.compromised_since is not None:
@@ -220,7 +222,7 @@ class _Verifier:
                 "a key change must be signed by a current key and by the new key",
             )
             return
-        keys[key.key_id] = KeyState(key, position)
+        keys[key.key_id] = KeyState(key, position, entry["recorded_at"])
 
     # step 5 and 6 ------------------------------------------------------------------------
 
@@ -295,6 +297,7 @@ class _Verifier:
                 keys = self.keys.get(agency) if isinstance(agency, str) else None
                 if keys and any(state.revoked_at is None for state in keys.values()):
                     continue
+                self.tally.refuse(env["type"], position)
                 shown = agency if is_agency_id(agency) else "a malformed agency id"
                 self.fail(
                     position,
@@ -306,6 +309,7 @@ class _Verifier:
         etype, facts = env["type"], env["facts"]
         case = self.cases.get(env["case_id"])
         try:
+            self.tally.gate(etype)
             now = parse_timestamp(entry["recorded_at"])
             if case is None and etype != "case.opened":
                 raise LedgerError(f"{etype} for a case that was never opened")
@@ -328,6 +332,7 @@ class _Verifier:
             message = exc.message if isinstance(exc, LedgerError) else "malformed facts"
             check = "two-supervisor rule" if etype == "case.erased" else "gates"
             self.fail(position, check, message)
+            self.tally.refuse(etype, position)
         if case is None:
             case = self.cases[env["case_id"]] = CaseState(case_id=env["case_id"])
         if etype == "notice.acknowledged":
@@ -454,6 +459,7 @@ def verify(
             }[entry["kind"]]
             verifier.signer = None
             try:
+                verifier.tally.entry(entry)
                 verifier.recorded(position, entry)
                 check(position, entry)
             except Exception:  # a malformed entry is reported, never a crash of the audit
@@ -463,6 +469,7 @@ def verify(
             progress(1)
     if leaves:
         tree.append(leaves)
+    report.ran.update(range(2, 7))
     # 2. Completeness.
     if count < checkpoint.size:
         verifier.fail(
@@ -474,10 +481,15 @@ def verify(
     verifier.failures.extend(checks.results())
     report.signatures = checks.signatures
     # 7. The root recomputed from every entry.
-    if count >= checkpoint.size and tree.root() != checkpoint.root:
-        verifier.fail(None, "root", "the root recomputed from the entries is not the checkpoint's")
+    if count >= checkpoint.size:
+        report.ran.add(7)
+        if tree.root() != checkpoint.root:
+            verifier.fail(
+                None, "root", "the root recomputed from the entries is not the checkpoint's"
+            )
     # 8. Consistency with the checkpoint saved last time.
     if saved is not None:
+        report.ran.add(8)
         if saved.origin != origin or saved.size > checkpoint.size:
             verifier.fail(
                 None,
@@ -492,6 +504,8 @@ def verify(
                 "the history was rewritten (a fork)",
             )
     report.events = verifier.events
+    report.tally, report.keys, report.saved = verifier.tally, key_history(verifier.keys), saved
+    report.tally.read = min(count, checkpoint.size)
     report.ack_days = ack_days
     before = (now or datetime.now(UTC)) - timedelta(days=ack_days)
     report.unacknowledged = verifier.unacknowledged(verifier.cases, before)
