@@ -30,6 +30,7 @@ matplotlib.rcParams.update(
     }
 )
 from matplotlib.figure import Figure  # noqa: E402  (after choosing the backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # Colours told apart by people with the common colour-vision deficiencies (Okabe-Ito).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -93,6 +94,7 @@ class Chart:
                     shifted = [p - 0.4 + width * (i + 0.5) for p in positions]
                     axes.bar(shifted, values, width, label=name, color=_colour(i))
         axes.set_xticks(positions, list(self.labels), rotation=30 if len(positions) > 6 else 0)
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: no half cases
         axes.spines[["top", "right"]].set_visible(False)
         axes.grid(axis="y", alpha=0.3)
         if len(names) > 1:

@@ -278,6 +278,21 @@ class LedgerClient:
         path = f"/v1/agencies/{agency}/webhooks/{hook_id}/dead-letters"
         return list(self._json(self._send("GET", path))["dead"])
 
+    def indicators(
+        self,
+        agency: str,
+        start: str | None = None,
+        end: str | None = None,
+        component: str | None = None,
+        direction: str = "made",
+    ) -> dict[str, Any]:
+        """A supervisor: the agency's guideline indicators over the months start..end
+        (YYYY-MM), counts only."""
+        query = {"from": start, "to": end, "component": component, "direction": direction}
+        params = {k: v for k, v in query.items() if v is not None}
+        path = f"/v1/agencies/{agency}/indicators"
+        return dict(self._json(self._send("GET", path, params=params)))
+
     def case_list(self) -> list[dict[str, Any]]:
         """This agency's cases (cleartext facts only: nothing is unsealed)."""
         return list(self._json(self._send("GET", "/v1/cases"))["cases"])

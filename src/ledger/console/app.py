@@ -23,6 +23,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from ledger.client import LedgerHTTPError
 from ledger.console.accounts import Account, AccountError, Session, csrf_matches
 from ledger.console.casework import add_casework
+from ledger.console.dashboard import add_dashboard
 from ledger.console.i18n import chosen
 from ledger.console.pages import (
     HEADERS,
@@ -72,6 +73,7 @@ def create_app(console: Console) -> FastAPI:
 
     add_casework(app, console)  # first: /cases/new before /cases/{case_id}
     add_referrals(app, console)
+    add_dashboard(app, console)
 
     # -- logging in and out ----------------------------------------------------------------------
 

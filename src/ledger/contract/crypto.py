@@ -19,6 +19,13 @@ import nacl.signing
 import nacl.utils
 
 ED25519_TYPE = b"\x01"  # C2SP signed-note signature type for Ed25519
+# Timestamped Ed25519 checkpoint cosignatures (c2sp.org/tlog-cosignature, cosignature/v1):
+# the same Ed25519 keys, with their own key ids (a witness's key is never a note signer's).
+COSIGNATURE_TYPE = b"\x04"
+SIGNATURE_TYPES = {
+    ED25519_TYPE: "an Ed25519 note key (type 0x01, 32 bytes)",
+    COSIGNATURE_TYPE: "a cosignature/v1 key (type 0x04, 32 bytes)",
+}
 DATA_KEY_BYTES = 32
 _NONCE_BYTES = nacl.bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 _NAME_RE = re.compile(r"[^\s+]+")
@@ -71,14 +78,16 @@ def sha256(data: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class VerifyKey:
-    """An Ed25519 public key with the C2SP name it is known by."""
+    """An Ed25519 public key with the C2SP name it is known by, and the signature type its
+    key id commits to (0x01 signed notes, 0x04 cosignatures)."""
 
     name: str
     raw: bytes
+    signature_type: bytes = ED25519_TYPE
 
     @property
     def key_hash(self) -> bytes:
-        return key_hash(self.name, self.raw)
+        return key_hash(self.name, self.raw, self.signature_type)
 
     @property
     def key_id(self) -> str:
@@ -86,16 +95,17 @@ class VerifyKey:
         return f"{self.name}+{self.key_hash.hex()}"
 
     def line(self) -> str:
-        """The C2SP verifier key line `<name>+<hash>+<base64(0x01 || key)>`."""
-        return f"{self.key_id}+{b64(ED25519_TYPE + self.raw)}"
+        """The C2SP verifier key line `<name>+<hash>+<base64(type || key)>`."""
+        return f"{self.key_id}+{b64(self.signature_type + self.raw)}"
 
 
 @dataclass(frozen=True)
 class SigningKey:
-    """An Ed25519 private key (its 32-byte seed) with its C2SP name."""
+    """An Ed25519 private key (its 32-byte seed) with its C2SP name and signature type."""
 
     name: str
     seed: bytes
+    signature_type: bytes = ED25519_TYPE
 
     def __repr__(self) -> str:  # never print key material
         return f"SigningKey(name={self.name!r})"
@@ -103,12 +113,12 @@ class SigningKey:
     @property
     def verify_key(self) -> VerifyKey:
         raw = bytes(nacl.signing.SigningKey(self.seed).verify_key)
-        return VerifyKey(self.name, raw)
+        return VerifyKey(self.name, raw, self.signature_type)
 
     def line(self) -> str:
-        """The signer key line `PRIVATE+KEY+<name>+<hash>+<base64(0x01 || seed)>`."""
+        """The signer key line `PRIVATE+KEY+<name>+<hash>+<base64(type || seed)>`."""
         vk = self.verify_key
-        return f"PRIVATE+KEY+{vk.key_id}+{b64(ED25519_TYPE + self.seed)}"
+        return f"PRIVATE+KEY+{vk.key_id}+{b64(self.signature_type + self.seed)}"
 
 
 def derived_mac(key: SigningKey, purpose: str, message: bytes) -> bytes:
@@ -118,25 +128,31 @@ def derived_mac(key: SigningKey, purpose: str, message: bytes) -> bytes:
     return hmac.new(secret.digest(), message, hashlib.sha256).digest()
 
 
-def key_hash(name: str, raw: bytes) -> bytes:
+def key_hash(name: str, raw: bytes, signature_type: bytes = ED25519_TYPE) -> bytes:
     """C2SP signed-note key hash: the first 4 bytes of SHA-256(name || 0x0A || type || key)."""
-    return sha256(name.encode() + b"\n" + ED25519_TYPE + raw)[:4]
+    return sha256(name.encode() + b"\n" + signature_type + raw)[:4]
 
 
-def generate_signing_key(name: str) -> SigningKey:
+def generate_signing_key(name: str, signature_type: bytes = ED25519_TYPE) -> SigningKey:
     if not _NAME_RE.fullmatch(name):
         raise BadKeyLine("key names are non-empty and hold no spaces or '+'")
-    return SigningKey(name, random_bytes(32))
+    if signature_type not in SIGNATURE_TYPES:
+        raise BadKeyLine("keys are Ed25519 note keys (0x01) or cosignature/v1 keys (0x04)")
+    return SigningKey(name, random_bytes(32), signature_type)
 
 
-def signing_key_from_seed(name: str, seed: bytes) -> SigningKey:
+def signing_key_from_seed(
+    name: str, seed: bytes, signature_type: bytes = ED25519_TYPE
+) -> SigningKey:
     if len(seed) != 32:
         raise BadKeyLine("an Ed25519 seed is 32 bytes")
-    return SigningKey(name, seed)
+    return SigningKey(name, seed, signature_type)
 
 
-def parse_verify_key(line: str) -> VerifyKey:
-    """Parse a C2SP verifier key line; the hash must match the name and key."""
+def parse_verify_key(line: str, signature_type: bytes = ED25519_TYPE) -> VerifyKey:
+    """Parse a C2SP verifier key line of `signature_type` (an Ed25519 note key unless told:
+    a cosigner's 0x04 key is refused where a note signer's is expected, and the other way
+    round); the hash must match the name and key."""
     parts = line.strip().split("+", 2)
     if len(parts) != 3:
         raise BadKeyLine("a verifier key line is <name>+<hash>+<key>")
@@ -147,16 +163,16 @@ def parse_verify_key(line: str) -> VerifyKey:
         blob = b64decode_strict(key_b64)
     except ValueError as exc:
         raise BadKeyLine("verifier key is not canonical base64") from exc
-    if len(blob) != 33 or blob[:1] != ED25519_TYPE:
-        raise BadKeyLine("verifier key is not an Ed25519 key (type 0x01, 32 bytes)")
-    vk = VerifyKey(name, blob[1:])
+    if len(blob) != 33 or blob[:1] != signature_type:
+        raise BadKeyLine(f"verifier key is not {SIGNATURE_TYPES[signature_type]}")
+    vk = VerifyKey(name, blob[1:], signature_type)
     if vk.key_hash.hex() != hash_hex:
         raise BadKeyLine("key hash does not match the key's name and bytes")
     return vk
 
 
-def parse_signing_key(line: str) -> SigningKey:
-    """Parse a `PRIVATE+KEY+<name>+<hash>+<key>` signer key line."""
+def parse_signing_key(line: str, signature_type: bytes = ED25519_TYPE) -> SigningKey:
+    """Parse a `PRIVATE+KEY+<name>+<hash>+<key>` signer key line of `signature_type`."""
     parts = line.strip().split("+", 4)
     if len(parts) != 5 or parts[0] != "PRIVATE" or parts[1] != "KEY":
         raise BadKeyLine("a signer key line is PRIVATE+KEY+<name>+<hash>+<key>")
@@ -165,9 +181,9 @@ def parse_signing_key(line: str) -> SigningKey:
         blob = b64decode_strict(key_b64)
     except ValueError as exc:
         raise BadKeyLine("signer key is not canonical base64") from exc
-    if len(blob) != 33 or blob[:1] != ED25519_TYPE:
-        raise BadKeyLine("signer key is not an Ed25519 key (type 0x01, 32 bytes)")
-    sk = SigningKey(name, blob[1:])
+    if len(blob) != 33 or blob[:1] != signature_type:
+        raise BadKeyLine(f"signer key is not {SIGNATURE_TYPES[signature_type]}")
+    sk = SigningKey(name, blob[1:], signature_type)
     if sk.verify_key.key_hash.hex() != hash_hex:
         raise BadKeyLine("key hash does not match the key's name and bytes")
     return sk

@@ -2,12 +2,17 @@
 erasure receipts.
 
 Ed25519 signatures only (signature type 0x01), made and checked through `ledger.contract.crypto`.
-The wire format matches golang.org/x/mod/sumdb/note byte for byte.
+The wire format matches golang.org/x/mod/sumdb/note byte for byte. Witnesses' cosignatures
+(type 0x04) are signature lines too, read with `split_note` and checked by
+`ledger.log.cosignature`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ledger.contract.crypto import (
+    ED25519_TYPE,
     BadSignature,
     SigningKey,
     VerifyKey,
@@ -34,12 +39,28 @@ class UnverifiedNote(NoteError):
     """No signature by the expected key verifies, or one by that key fails to verify."""
 
 
+@dataclass(frozen=True)
+class NoteSignature:
+    """One signature line of a note: `— <name> base64(key hash || signature)`."""
+
+    name: str
+    key_hash: bytes
+    signature: bytes
+    line: str  # as it was written, without its newline
+
+    def by(self, key: VerifyKey) -> bool:
+        """Whether the line names `key` (its name and its key hash, both)."""
+        return self.name == key.name and self.key_hash == key.key_hash
+
+
 def sign_note(body: str, key: SigningKey) -> str:
     """Sign note text: the text, a blank line, then `— <name> base64(key hash || signature)`."""
     if not body.endswith("\n") or not is_note_text(body):
         raise MalformedNote("note text is UTF-8 without control characters, ending in a newline")
     if not is_key_name(key.name):
         raise MalformedNote(f"invalid key name {key.name!r}")
+    if key.signature_type != ED25519_TYPE:
+        raise MalformedNote("notes are signed with Ed25519 note keys (type 0x01)")
     signature = sign(key, body.encode())
     return f"{body}\n{SIGNATURE_PREFIX}{key.name} {b64(key.verify_key.key_hash + signature)}\n"
 
@@ -50,6 +71,29 @@ def open_note(text: str, key: VerifyKey) -> str:
     Signatures by other keys (another name or key hash) are ignored; a signature by `key`
     that fails to verify rejects the whole note.
     """
+    if key.signature_type != ED25519_TYPE:
+        raise UnverifiedNote("notes are verified with Ed25519 note keys (type 0x01)")
+    # 1-3. The text, and its signature lines.
+    body, signatures = split_note(text)
+    # 4. Those by `key` must verify.
+    message = body.encode()
+    verified = False
+    for sig in signatures:
+        if not sig.by(key):
+            continue
+        try:
+            verify(key, message, sig.signature)
+        except BadSignature as exc:
+            raise UnverifiedNote(f"invalid signature by key {key.key_id}") from exc
+        verified = True
+    # 5. At least one signature by `key` is required.
+    if not verified:
+        raise UnverifiedNote(f"no signature by key {key.key_id}")
+    return body
+
+
+def split_note(text: str) -> tuple[str, list[NoteSignature]]:
+    """A note's text (ending in its newline) and its signature lines, none verified."""
     # 1. The whole note is valid note text.
     if not is_note_text(text):
         raise MalformedNote("a note is UTF-8 without control characters other than newline")
@@ -63,22 +107,8 @@ def open_note(text: str, key: VerifyKey) -> str:
     lines = signature_block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise MalformedNote(f"more than {MAX_SIGNATURES} signatures")
-    # 3. Every line is a signature line; those by `key` must verify.
-    message = body.encode()
-    verified = False
-    for line in lines:
-        name, key_hash, signature = _parse_signature_line(line)
-        if name != key.name or key_hash != key.key_hash:
-            continue
-        try:
-            verify(key, message, signature)
-        except BadSignature as exc:
-            raise UnverifiedNote(f"invalid signature by key {key.key_id}") from exc
-        verified = True
-    # 4. At least one signature by `key` is required.
-    if not verified:
-        raise UnverifiedNote(f"no signature by key {key.key_id}")
-    return body
+    # 3. Every line is a signature line.
+    return body, [NoteSignature(*_parse_signature_line(line), line) for line in lines]
 
 
 def _parse_signature_line(line: str) -> tuple[str, bytes, bytes]:
