@@ -11,9 +11,11 @@ import typer
 
 from ledger.console.cli import console_app
 from ledger.settings import Settings
+from ledger.witness.cli import witness_app
 
 app = typer.Typer(help="Survivor case ledger", no_args_is_help=True, add_completion=False)
 app.add_typer(console_app, name="console")
+app.add_typer(witness_app, name="witness")
 
 
 @app.command()
