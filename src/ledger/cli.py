@@ -229,6 +229,13 @@ def audit_verify(
             min=0, help="List withdrawal and erasure notices unacknowledged after this many days"
         ),
     ] = 7,
+    report_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write a report for a board, FILE.html or FILE.pdf (also on failure)",
+        ),
+    ] = None,
 ) -> None:
     """Verify checkpoint, entries, signatures, key changes, gates and consistency; list the
     withdrawal and erasure notices whose recipients have not acknowledged them."""
@@ -237,6 +244,14 @@ def audit_verify(
     from ledger.audit import SavedState, check_receipt, parse_agency_keys, read_bundle, verify
     from ledger.contract import crypto
     from ledger.private_files import replace_private
+
+    if report_file is not None:  # known before the audit runs, not after
+        from ledger.audit.board_report import Inputs, report_format, write_report
+
+        try:
+            report_format(report_file)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--report") from None
 
     if bundle is not None:
         note, entries = read_bundle(bundle)
@@ -262,7 +277,7 @@ def audit_verify(
         if receipt_key is None:
             raise typer.BadParameter("--receipt needs --receipt-key")
         trusted_receipt_key = crypto.parse_verify_key(receipt_key.read_text())
-        report.failures += check_receipt(receipt.read_text(), trusted_receipt_key, entries)
+        report.add_receipt_check(check_receipt(receipt.read_text(), trusted_receipt_key, entries))
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -277,6 +292,11 @@ def audit_verify(
             )
         else:
             typer.echo(f"FAILED ({len(report.failures)} failures); first: {report.first_failure}")
+    if report_file is not None:  # failed or not: a failure is when it matters most
+        source = str(url) if bundle is None else f"the bundle {bundle.name}"
+        named = Inputs(source, state.name if state else None, receipt.name if receipt else None)
+        write_report(report_file, report, named)
+        typer.echo(f"report written: {report_file}", err=as_json)
     if report.ok and state is not None:
         # The auditor's record of the log it verified: owner only, even over a wider file.
         saved_now = SavedState(
