@@ -125,7 +125,7 @@ def bench(
         str | None,
         typer.Option(
             help="Comma-separated sections: limits,proofs,audit,ingest,rebuild,erasure,"
-            "notices,hostile,console (rebuild also ingests)"
+            "notices,hostile,console,dashboard (rebuild also ingests)"
         ),
     ] = None,
 ) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from ledger.bench.audit import bench_audit
 from ledger.bench.console import bench_console
+from ledger.bench.dashboard import bench_dashboard
 from ledger.bench.erasure import bench_erasure
 from ledger.bench.harness import Report, Sizes
 from ledger.bench.hostile import bench_hostile
@@ -25,6 +26,7 @@ from ledger.settings import Settings
 
 SECTIONS = (
     "limits", "proofs", "audit", "ingest", "rebuild", "erasure", "notices", "hostile", "console",
+    "dashboard",
 )  # fmt: skip
 
 
@@ -68,4 +70,8 @@ def run(
         progress("console: case list and case page, beside the API")
         with deployment(settings) as dep:
             bench_console(report, sizes, dep)
+    if "dashboard" in only:
+        progress("dashboard: the indicators at many cases, through the API and the console")
+        with deployment(settings) as dep:
+            bench_dashboard(report, sizes, dep)
     return report

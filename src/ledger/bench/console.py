@@ -19,6 +19,7 @@ import httpx
 from ledger.bench.harness import Report, Sizes
 from ledger.bench.server import Deployment, agency_for, free_port, wait_until_up
 from ledger.bench.workload import case_bodies
+from ledger.contract import crypto
 
 PASSWORD = secrets.token_urlsafe(16)  # the bench account's, for this run only
 
@@ -39,10 +40,45 @@ def _timed_gets(client: httpx.Client, path: str, n: int) -> list[float]:
     return runs
 
 
-def bench_console(report: Report, sizes: Sizes, dep: Deployment) -> None:
+def start_console(
+    dep: Deployment, key: crypto.SigningKey, token: str, role: str = "caseworker"
+) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """A real `ledger console serve` for the agency, and a client logged in to it as a person
+    bound to `token` (a supervisor with a second factor, as the console requires)."""
+    import pyotp
+
     from ledger.console.cli import open_accounts
     from ledger.console.settings import ConsoleSettings
 
+    folder = Path(tempfile.mkdtemp(prefix="ledger-bench-console-"))
+    key_file = folder / "agency.key"
+    key_file.write_text(key.line())
+    accounts = open_accounts(ConsoleSettings(state_dir=folder / "state"))
+    _, secret = accounts.create("bench", "Bench", role, PASSWORD, token)
+    accounts.close()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
+        "LEDGER_CONSOLE_LEDGER_URL": dep.url,
+        "LEDGER_CONSOLE_AGENCY_KEY_FILE": str(key_file),
+        "LEDGER_CONSOLE_STATE_DIR": str(folder / "state"),
+        "LEDGER_CONSOLE_PORT": str(port),
+    }
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "ledger.cli", "console", "serve"], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_until_up(f"{url}/login", tries=300)
+    console = httpx.Client(base_url=url, timeout=120)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', console.get("/login").text)
+    assert csrf is not None
+    code = pyotp.TOTP(secret).now() if secret else ""
+    login = {"username": "bench", "password": PASSWORD, "csrf": csrf[1], "code": code}
+    assert console.post("/login", data=login).status_code in (200, 303)
+    return proc, console
+
+
+def bench_console(report: Report, sizes: Sizes, dep: Deployment) -> None:
     cases = sizes.console_cases
     key, token = agency_for(dep, "bench-console")
     api = httpx.Client(base_url=dep.url, headers={"Authorization": f"Bearer {token}"}, timeout=60)
@@ -69,32 +105,8 @@ def bench_console(report: Report, sizes: Sizes, dep: Deployment) -> None:
     while len(api.get("/v1/cases").json()["cases"]) < cases:
         assert time.monotonic() < deadline, "the read models did not catch up"
         time.sleep(0.5)
-    folder = Path(tempfile.mkdtemp(prefix="ledger-bench-console-"))
-    key_file = folder / "agency.key"
-    key_file.write_text(key.line())
-    accounts = open_accounts(ConsoleSettings(state_dir=folder / "state"))
-    accounts.create("bench", "Bench", "caseworker", PASSWORD, token)
-    accounts.close()
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
-        "LEDGER_CONSOLE_LEDGER_URL": dep.url,
-        "LEDGER_CONSOLE_AGENCY_KEY_FILE": str(key_file),
-        "LEDGER_CONSOLE_STATE_DIR": str(folder / "state"),
-        "LEDGER_CONSOLE_PORT": str(port),
-    }
-    proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "ledger.cli", "console", "serve"], env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    proc, console = start_console(dep, key, token)
     try:
-        wait_until_up(f"{url}/login", tries=300)
-        console = httpx.Client(base_url=url, timeout=60)
-        page = console.get("/login").text
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert csrf is not None
-        login = {"username": "bench", "password": PASSWORD, "csrf": csrf[1]}
-        assert console.post("/login", data=login).status_code in (200, 303)
         n = sizes.console_reads
         one = case_ids[len(case_ids) // 2]
         figures = {

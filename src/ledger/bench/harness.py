@@ -51,6 +51,14 @@ KEYS = (
     "console_case_page_p95_ms",
     "api_case_read_p50_ms",
     "api_case_read_p95_ms",
+    "dashboard_index_build_s",
+    "dashboard_api_p50_ms",
+    "dashboard_api_p95_ms",
+    "console_dashboard_first_ms",
+    "console_dashboard_p50_ms",
+    "console_dashboard_p95_ms",
+    "console_dashboard_changed_p50_ms",
+    "console_dashboard_changed_p95_ms",
 )
 PAYLOAD_BYTES = 1024
 ORIGIN = "bench.localhost/log"
@@ -72,11 +80,14 @@ class Sizes:
     repeats: int
     console_cases: int = 10_000
     console_reads: int = 40
+    dashboard_cases: int = 100_000
 
     @classmethod
     def of(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(2_000, 200, 2, 64, 4, 32, 400, 10_000, 100_000, 300, 3_000, 1, 1_000, 20)
+            return cls(
+                2_000, 200, 2, 64, 4, 32, 400, 10_000, 100_000, 300, 3_000, 1, 1_000, 20, 3_000
+            )
         return cls(20_000, 1_000, 5, 320, 8, 32, 5_000, 100_000, 1_000_000, 10_000, 100_000, 3)
 
 

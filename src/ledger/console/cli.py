@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import logging
 import secrets
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,7 @@ def serve() -> None:
     """Serve the console for the agency whose signing key is LEDGER_CONSOLE_AGENCY_KEY_FILE."""
     import uvicorn
 
+    from ledger.charts import warm
     from ledger.client import load_signing_key
     from ledger.console.app import Console, create_app
 
@@ -48,6 +50,7 @@ def serve() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # each request's URL: not needed
     key = load_signing_key(settings.agency_key_file) if settings.agency_key_file else None
     app = create_app(Console(settings, open_accounts(settings), key))
+    threading.Thread(target=warm, name="charts-warm", daemon=True).start()
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
 
 
