@@ -474,6 +474,10 @@ def release(s: Scenario, relation: str, case_id: str) -> Request:
     return Request("GET", f"/v1/stats/releases/{s.period}")
 
 
+def htcds(s: Scenario, relation: str, case_id: str) -> Request:
+    return Request("POST", "/v1/stats/htcds", {"year": s.world.clock.now.year - 1})
+
+
 RECEIPT = "/v1/cases/{case_id}/consents/{consent_id}/receipt"
 FHIR = "/v1/cases/{case_id}/consents/{consent_id}/fhir"
 LOOKUP = "/v1/consent-receipts/{code}"
@@ -542,6 +546,8 @@ ACTIONS: dict[tuple[str, str, str], tuple[Action, str | None]] = {
     ),
     ("POST", "/v1/stats/releases", "a new period"): (create_release, None),
     ("GET", "/v1/stats/releases/{period}", ""): (release, None),
+    ("GET", "/v1/stats/releases", ""): (get("/v1/stats/releases"), None),
+    ("POST", "/v1/stats/htcds", "a closed year"): (htcds, None),
     ("POST", "/v1/agencies", ""): (register_agency, None),
     ("POST", "/v1/agencies/{agency_id}/keys", "its own agency's"): (add_key, None),
     ("POST", "/v1/agencies/{agency_id}/keys/{key_id}/revoke", "its own agency's"): (

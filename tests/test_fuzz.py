@@ -251,6 +251,8 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
         ("POST", "/v1/stats/releases", monitor, {"body": {"period": period}}),
         ("POST", "/v1/stats/releases", monitor, {"body": {"period": period}}),  # again: 200
         ("GET", "/v1/stats/releases/{period}", monitor, {"period": period}),
+        ("GET", "/v1/stats/releases", monitor, {}),
+        ("POST", "/v1/stats/htcds", monitor, {"body": {"year": world.clock.now.year - 1}}),
         ("GET", "/v1/log/checkpoint", auditor, {}),
         ("GET", "/v1/log/key", auditor, {}),
         ("GET", "/v1/log/entries", auditor, {"query": {"start": 0, "end": size}}),

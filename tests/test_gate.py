@@ -41,6 +41,7 @@ BODY_ENDPOINTS = {
     ("POST", "/v1/agencies/{agency_id}/keys"),
     ("POST", "/v1/agencies/{agency_id}/keys/{key_id}/revoke"),
     ("POST", "/v1/stats/releases"),
+    ("POST", "/v1/stats/htcds"),
     ("POST", "/v1/agencies/{agency_id}/webhooks"),
 }
 NEVER_APPEND = ("auditor", "monitor", "admin")

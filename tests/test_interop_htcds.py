@@ -195,3 +195,28 @@ def test_cli_exports_a_closed_year_from_the_ledger(world: World, tmp_path: Path)
                                        str(tmp_path / "x.csv")], env=env)  # fmt: skip
     assert refused.exit_code == 2 and "has not ended" in refused.output
     assert not (tmp_path / "x.csv").exists()
+
+    # The coordinating body downloads the same frozen export through the API (monitor only).
+    monitor = {"Authorization": f"Bearer {world.token('monitor')}"}
+    got = world.http.post("/v1/stats/htcds", json={"year": 2025}, headers=monitor)
+    assert got.status_code == 200 and got.headers["content-type"].startswith("text/csv")
+    assert got.text == text
+    staff = world.http.post("/v1/stats/htcds", json={"year": 2025}, headers=ngo.auth("supervisor"))
+    assert staff.status_code == 403
+    open_year = world.http.post("/v1/stats/htcds", json={"year": year}, headers=monitor)
+    assert open_year.status_code == 422 and "has not ended" in open_year.text
+
+
+def test_a_monitor_lists_the_frozen_releases(world: World) -> None:
+    ngo = world.agency("ngo-a")
+    ngo.ok("case.opened", str(uuid.uuid4()), {"minor": False},
+           OPENED_ATTRS | {"identified_at": "2025-03-01"})  # fmt: skip
+    monitor = {"Authorization": f"Bearer {world.token('monitor')}"}
+    assert world.http.get("/v1/stats/releases", headers=monitor).json() == {"releases": []}
+    for period in ("2025-03", "2025-05"):
+        made = world.http.post("/v1/stats/releases", json={"period": period}, headers=monitor)
+        assert made.status_code == 201
+    listed = world.http.get("/v1/stats/releases", headers=monitor).json()["releases"]
+    assert [r["period"] for r in listed] == ["2025-05", "2025-03"]  # the newest first
+    assert all(r["created_at"] for r in listed)
+    assert world.http.get("/v1/stats/releases", headers=ngo.auth()).status_code == 403

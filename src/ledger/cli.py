@@ -403,7 +403,6 @@ def export_htcds(
 ) -> None:
     """HTCDS / CTDC-style one-row-per-case CSV of a closed year: k = 11, l = 2, no ids, no
     free text. Runs on the deployment (it unseals attrs with the key-encryption key)."""
-    from ledger.contract.vocabulary import format_timestamp
     from ledger.deploy import open_ledger, open_readmodels
     from ledger.interop import htcds
     from ledger.interop.service import InteropService
@@ -417,16 +416,8 @@ def export_htcds(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     models = open_readmodels(settings, ledger)
-    try:
-        exports = htcds.ExportStore(models.views)
-        frozen = exports.get(year)
-        if frozen is None:  # the first export of a year is the only one (see docs)
-            profiles = InteropService(ledger, models).htcds_profiles(year)
-            text, details = htcds.export(year, profiles)
-            exports.freeze(year, text, details, format_timestamp(ledger.clock()))
-            frozen = exports.get(year)
-            assert frozen is not None
-        text, details = frozen
+    try:  # the first export of a year is the only one (see docs)
+        text, details = InteropService(ledger, models).htcds_export(year)
     finally:
         models.views.close()
         ledger.store.close()

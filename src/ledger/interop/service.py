@@ -21,9 +21,9 @@ from ledger.contract import crypto
 from ledger.contract.case import Case
 from ledger.contract.gates import Consent, readable_categories
 from ledger.contract.sealing import unseal_item
-from ledger.contract.vocabulary import CATEGORIES, PURPOSES
-from ledger.errors import Conflict, Forbidden, NotFound
-from ledger.interop import consent_receipt, fhir, printout
+from ledger.contract.vocabulary import CATEGORIES, PURPOSES, format_timestamp
+from ledger.errors import Conflict, Forbidden, Invalid, NotFound
+from ledger.interop import consent_receipt, fhir, htcds, printout
 from ledger.interop.htcds import CaseProfile
 from ledger.interop.record import (
     ConsentEvent,
@@ -226,6 +226,29 @@ class InteropService:
         return agency in case.state.consents[consent_id].recipients
 
     # -- HTCDS -------------------------------------------------------------------------------------
+
+    def htcds_export(self, year: int) -> tuple[str, dict[str, Any]]:
+        """The year's frozen HTCDS export (CSV text and report), made now if it is the first:
+        the first export of a year is the only one (docs/interop/htcds.md). ExportError for
+        a year that has not ended."""
+        htcds.check_year(year, self.ledger.clock().year)
+        exports = htcds.ExportStore(self.models.views)
+        frozen = exports.get(year)
+        if frozen is None:
+            text, details = htcds.export(year, self.htcds_profiles(year))
+            exports.freeze(year, text, details, format_timestamp(self.ledger.clock()))
+            frozen = exports.get(year)
+            assert frozen is not None
+        return frozen
+
+    def htcds_for(self, principal: Principal, year: int) -> tuple[str, dict[str, Any]]:
+        """`htcds_export` for a monitor token (the coordinating body), never for others."""
+        if principal.role != "monitor":
+            raise Forbidden("the HTCDS export is for monitor tokens")
+        try:
+            return self.htcds_export(year)
+        except htcds.ExportError as exc:
+            raise Invalid(str(exc)) from None
 
     def htcds_profiles(self, year: int) -> list[CaseProfile]:
         """Each non-erased case identified in `year`, as it stood at the end of that year."""

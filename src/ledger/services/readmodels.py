@@ -295,6 +295,11 @@ class ReadModels:
         if period >= self.access.clock().strftime("%Y-%m"):
             raise Invalid("a release covers a month that has ended")
 
+    def release_list(self, principal: Principal) -> list[dict[str, str]]:
+        """The frozen releases (period, when frozen), the newest first (monitor)."""
+        self._monitor(principal)
+        return self.releases.listed()
+
     def release(self, principal: Principal, period: str) -> dict[str, Any]:
         self._monitor(principal)
         found = self.releases.get(period)

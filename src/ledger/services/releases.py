@@ -262,6 +262,16 @@ class ReleaseStore:
             row = cur.fetchone()
         return None if row is None else dict(json.loads(row["body"]))
 
+    def listed(self) -> list[dict[str, str]]:
+        """Every frozen release's period and when it was frozen, the newest period first."""
+        with self.views.read() as cur:
+            cur.execute(
+                self.views.sql(
+                    "SELECT period, created_at FROM {s}stats_releases ORDER BY period DESC"
+                )
+            )
+            return [{"period": r["period"], "created_at": r["created_at"]} for r in cur.fetchall()]
+
     def freeze(self, body: dict[str, Any], created_at: str) -> dict[str, Any]:
         """Store a release unless the period has one already; return the stored release."""
         with self.views.transaction() as cur:

@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.api.deps import CurrentPrincipal, ReadModelsDep
+from ledger.api.deps import CurrentPrincipal, InteropDep, ReadModelsDep
 
 router = APIRouter(tags=["statistics"])
 
@@ -47,6 +47,40 @@ def create_release(body: ReleaseIn, principal: CurrentPrincipal, models: ReadMod
     again returns the existing release (200)."""
     created, release = models.create_release(principal, body.period)
     return JSONResponse(release, status_code=201 if created else 200)
+
+
+class ReleaseListed(BaseModel):
+    period: str = Field(description="YYYY-MM")
+    created_at: str = Field(description="when it was frozen")
+
+
+class ReleaseList(BaseModel):
+    releases: list[ReleaseListed]
+
+
+class ExportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    year: int = Field(description="a year that has ended (cases by year of identification)")
+
+
+@router.get("/v1/stats/releases", response_model=ReleaseList)
+def list_releases(principal: CurrentPrincipal, models: ReadModelsDep) -> Any:
+    """The frozen releases, the newest period first (monitor)."""
+    return {"releases": models.release_list(principal)}
+
+
+@router.post(
+    "/v1/stats/htcds",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/csv": {}}, "description": "the year's frozen export"}},
+)
+def htcds_export(body: ExportIn, principal: CurrentPrincipal, service: InteropDep) -> Any:
+    """The HTCDS / CTDC-style one-row-per-case CSV of a closed year (monitor): k = 11, l = 2,
+    no ids, no free text. The first export of a year is frozen and every later one returns
+    it, byte for byte (a POST: the first one unseals the year's cases to make it)."""
+    text, _ = service.htcds_for(principal, body.year)
+    return PlainTextResponse(text, media_type="text/csv; charset=utf-8")
 
 
 @router.get("/v1/stats/releases/{period}", responses={200: {"model": Release}})
