@@ -12,6 +12,7 @@ from projections.base import Projection
 from projections.cases import CasesProjection
 from projections.consents import ConsentsProjection
 from projections.disclosures import DisclosuresProjection
+from projections.erasures import ErasureRequestsProjection
 from projections.referrals import ReferralsProjection
 
 
@@ -21,6 +22,7 @@ def all_projections() -> list[Projection]:
         ConsentsProjection(),
         ReferralsProjection(),
         DisclosuresProjection(),
+        ErasureRequestsProjection(),
     ]
 
 

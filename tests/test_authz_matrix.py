@@ -506,6 +506,7 @@ ACTIONS: dict[tuple[str, str, str], tuple[Action, str | None]] = {
     ("POST", "/v1/events:batch", "service.delivered"): (append_batch, "case"),
     ("POST", "/v1/events:batch", "service.delivered to the erased case"): (append_batch, "erased"),
     ("GET", "/v1/cases", ""): (get("/v1/cases"), None),
+    ("GET", "/v1/erasure-requests", ""): (get("/v1/erasure-requests"), None),
     ("GET", "/v1/cases/{case_id}", ""): (get("/v1/cases/{case}"), "case"),
     ("GET", "/v1/cases/{case_id}", "erased case"): (get("/v1/cases/{case}"), "erased"),
     ("GET", "/v1/cases/{case_id}/consents", ""): (get("/v1/cases/{case}/consents"), "case"),

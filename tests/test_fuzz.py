@@ -200,6 +200,7 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
     body = ngo.body("case.erased", erased, {"request_event_id": request["event_id"]}, {})
     second = {"Authorization": f"Bearer {world.token('supervisor', 'ngo-a')}"}
     assert world.http.post("/v1/events", json=body, headers=second).status_code == 201
+    ngo.ok("erasure.requested", case_id, {}, {"reason": "survivor_request"}, role="supervisor")
     world.http.app.state.rate_limiter.rate = 0  # type: ignore[attr-defined]
     schema = schemathesis.openapi.from_asgi("/openapi.json", world.http.app)
     monitor, auditor = world.token("monitor"), world.token("auditor")
@@ -225,6 +226,7 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
         ("POST", "/v1/events:batch", ngo.tokens["caseworker"], {"body": {"events": [event]}}),
         ("GET", "/v1/cases", ngo.tokens["caseworker"], {}),
         ("GET", "/v1/cases", clinic.tokens["caseworker"], {}),
+        ("GET", "/v1/erasure-requests", ngo.tokens["supervisor"], {}),  # one pending
         ("GET", "/v1/cases/{case_id}", ngo.tokens["caseworker"], {"case_id": case_id}),
         ("GET", "/v1/cases/{case_id}", clinic.tokens["caseworker"], {"case_id": case_id}),
         ("GET", "/v1/cases/{case_id}/consents", ngo.tokens["caseworker"], {"case_id": case_id}),

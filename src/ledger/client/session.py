@@ -293,6 +293,18 @@ class LedgerClient:
         path = f"/v1/agencies/{agency}/indicators"
         return dict(self._json(self._send("GET", path, params=params)))
 
+    def erasure_requests(self) -> list[dict[str, Any]]:
+        """A supervisor: the agency's erasure requests waiting for a second supervisor, each
+        with who requested it and the agencies the erasure would tell (`notify`)."""
+        return list(self._json(self._send("GET", "/v1/erasure-requests"))["requests"])
+
+    def erasure_receipt(self, case_id: str) -> str:
+        """An erased case's erasure receipt: a note signed by the ledger's receipt key."""
+        response = self._send("GET", f"/v1/cases/{case_id}/erasure-receipt")
+        if response.status_code >= 400:
+            self._json(response)  # raises LedgerHTTPError with the ledger's answer
+        return response.text
+
     def case_list(self) -> list[dict[str, Any]]:
         """This agency's cases (cleartext facts only: nothing is unsealed)."""
         return list(self._json(self._send("GET", "/v1/cases"))["cases"])

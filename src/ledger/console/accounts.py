@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
-import sqlite3
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +20,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from ledger.console.store import Database
 from ledger.contract import crypto
 
 ROLES = ("caseworker", "supervisor")  # the agency roles a person's ledger token can have
@@ -92,65 +88,6 @@ def _hash_id(session_id: str) -> str:
     return hashlib.sha256(b"console-session-v1\n" + session_id.encode()).hexdigest()
 
 
-class _Database:
-    """SQLite or PostgreSQL with `?` placeholders, one short transaction per call."""
-
-    def __init__(self, url: str | None, path: Path) -> None:
-        self.url = url
-        self._lock = threading.Lock()
-        if url is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # 0600 from the start; SQLite gives its -wal and -shm files the database's mode.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-            self._sqlite = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._sqlite.row_factory = sqlite3.Row
-            self._sqlite.execute("PRAGMA journal_mode=WAL")
-        else:
-            import psycopg_pool
-            from psycopg.rows import dict_row
-
-            self._pool = psycopg_pool.ConnectionPool(
-                url, min_size=1, max_size=4, kwargs={"row_factory": dict_row}, open=True
-            )
-
-    @contextmanager
-    def cursor(self) -> Iterator[Any]:
-        if self.url is None:
-            with self._lock:
-                cur: Any = self._sqlite.cursor()
-                cur.execute("BEGIN IMMEDIATE")
-                try:
-                    yield _Placeholders(cur, "?")
-                    cur.execute("COMMIT")
-                except BaseException:
-                    cur.execute("ROLLBACK")
-                    raise
-        else:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                yield _Placeholders(cur, "%s")
-
-    def close(self) -> None:
-        if self.url is None:
-            self._sqlite.close()
-        else:
-            self._pool.close()
-
-
-class _Placeholders:
-    def __init__(self, cur: Any, mark: str) -> None:
-        self.cur, self.mark = cur, mark
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.cur.execute(sql.replace("?", self.mark), params)
-
-    def fetchone(self) -> Any:
-        row = self.cur.fetchone()
-        return None if row is None else dict(row)
-
-    def fetchall(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.cur.fetchall()]
-
-
 class Accounts:
     """Accounts, logins and sessions of one agency's console."""
 
@@ -163,7 +100,7 @@ class Accounts:
         clock: Any = time.time,
     ) -> None:
         self._key, self.policy, self.clock = key, policy or Policy(), clock
-        self.db = _Database(url, path)
+        self.db = Database(url, path)
         with self.db.cursor() as cur:
             for statement in SCHEMA:
                 cur.execute(statement)
@@ -427,6 +364,52 @@ class Accounts:
                 "UPDATE console_sessions SET confirmed_at = ? WHERE id_hash = ?",
                 (self.clock(), _hash_id(session_id or "")),
             )
+
+    def use_code(self, account_id: str, code: str | None) -> None:
+        """A current TOTP code of the account, never used before, given at the moment of an
+        irreversible act (an erasure): used up in one statement, so it is never accepted
+        twice, even by two requests at once. A wrong code counts as a failed login does:
+        at `max_failures` in a row the account locks and its sessions end. AccountError
+        says which it was."""
+        now = self.clock()
+        with self.db.cursor() as cur:
+            cur.execute("SELECT totp_sealed FROM console_accounts WHERE id = ?", (account_id,))
+            row = cur.fetchone()
+        if row is None or row["totp_sealed"] is None:
+            raise AccountError("add a second factor to your account first (Second factor)")
+        step = _totp_step(self._unseal(account_id, "totp", row["totp_sealed"]), code, now)
+        used = locked = False
+        with self.db.cursor() as cur:  # raised after it: a refusal inside would roll back
+            if step is not None:
+                cur.execute(
+                    "UPDATE console_accounts SET totp_step = ?, failed = 0 WHERE id = ?"
+                    " AND (totp_step IS NULL OR totp_step < ?) RETURNING id",
+                    (step, account_id, step),
+                )
+                used = cur.fetchone() is None
+            else:
+                cur.execute(
+                    "UPDATE console_accounts SET failed = failed + 1 WHERE id = ? RETURNING failed",
+                    (account_id,),
+                )
+                locked = cur.fetchone()["failed"] >= self.policy.max_failures
+                if locked:
+                    cur.execute(
+                        "UPDATE console_accounts SET failed = 0, locked_until = ? WHERE id = ?",
+                        (now + self.policy.lockout_s, account_id),
+                    )
+                    cur.execute("DELETE FROM console_sessions WHERE account_id = ?", (account_id,))
+        if step is not None:
+            if used:
+                raise AccountError("this code was used already: wait for the next one in your app")
+            return
+        if locked:
+            minutes = round(self.policy.lockout_s / 60)
+            raise AccountError(
+                "too many wrong codes: the account is locked for {minutes} minutes",
+                minutes=minutes,
+            )
+        raise AccountError("the code is wrong: give the one your app shows now")
 
     def change_password(self, account_id: str, current: str, new: str) -> None:
         """The person's own change (required after a first or reset password)."""

@@ -24,6 +24,7 @@ from ledger.client import LedgerHTTPError
 from ledger.console.accounts import Account, AccountError, Session, csrf_matches
 from ledger.console.casework import add_casework
 from ledger.console.dashboard import add_dashboard
+from ledger.console.erasure import add_erasure, erased_or_missing
 from ledger.console.i18n import chosen
 from ledger.console.pages import (
     HEADERS,
@@ -73,6 +74,7 @@ def create_app(console: Console) -> FastAPI:
 
     add_casework(app, console)  # first: /cases/new before /cases/{case_id}
     add_referrals(app, console)
+    add_erasure(app, console)
     add_dashboard(app, console)
 
     # -- logging in and out ----------------------------------------------------------------------
@@ -163,8 +165,8 @@ def create_app(console: Console) -> FastAPI:
         case_id = console.checked_id(session, case_id)
         listed = console.ask(session, lambda ledger: ledger.case_list())
         summary = next((c for c in listed if c["case_id"] == case_id), None)
-        if summary is None:
-            raise Answered(console.not_found(session))
+        if summary is None:  # erased (it answers so), or none of this agency's
+            raise Answered(erased_or_missing(console, session, case_id))
         return console.page("case.html.j2", session.account.language, session, case=summary)
 
     @app.post("/cases/{case_id}/open", response_class=HTMLResponse)

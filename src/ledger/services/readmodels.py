@@ -21,7 +21,7 @@ from ledger.contract.gates import (
     readable_categories,
     referral_counts,
 )
-from ledger.contract.notices import HEALTH_COMPONENT, OPEN_REFERRAL, health_deadline
+from ledger.contract.notices import HEALTH_COMPONENT, OPEN_REFERRAL, health_deadline, told_of
 from ledger.contract.sealing import unseal_item
 from ledger.contract.vocabulary import CATEGORIES, format_timestamp, parse_timestamp
 from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
@@ -33,6 +33,7 @@ from ledger.storage.base import ViewStore
 from projections.cases import cases_of, cases_opened_from
 from projections.consents import consents_naming, consents_of
 from projections.disclosures import disclosures_of, shares_to
+from projections.erasures import erasure_requests_of
 from projections.referrals import referrals_of
 from projections.runner import ProjectionRunner
 
@@ -193,6 +194,38 @@ class ReadModels:
         )
         self._fresh()
         return {"case_id": case_id, "disclosures": disclosures_of(self.views, case_id)}
+
+    # -- erasure requests --------------------------------------------------------------------
+
+    def erasure_requests(self, principal: Principal) -> list[dict[str, Any]]:
+        """A supervisor's agency: the erasure requests of the cases it holds that wait for a
+        second supervisor, oldest first, each with who requested it (their token's id) and
+        the agencies the erasure would tell now (`notify`, as `case.erased` will answer).
+        Nothing is unsealed (the request's reason is sealed) and nothing is logged."""
+        agency = staff_agency(principal)
+        if principal.role != "supervisor":
+            raise Forbidden("only a supervisor sees the erasure requests")
+        self._fresh()
+        out = []
+        for row in erasure_requests_of(self.views, agency):
+            case = self.access.cases.load(row["case_id"])
+            state = None if case is None else case.state
+            if state is None or state.erased or state.holder != agency:
+                continue  # the read model behind the case (erased since): not pending
+            if row["event_id"] not in state.erasure_requests:
+                continue
+            readers = self.access.store.case_readers(state.case_id)
+            notify = told_of(state, "case.erased", {}, agency, readers)
+            out.append(
+                {
+                    "case_id": state.case_id,
+                    "request_event_id": row["event_id"],
+                    "requested_by": row["actor"],
+                    "requested_at": row["requested_at"],
+                    "notify": sorted(notify),
+                }
+            )
+        return out
 
     # -- referrals -------------------------------------------------------------------------
 

@@ -85,6 +85,18 @@ class DisclosureRegister(Answer):
     disclosures: list[Disclosure]
 
 
+class ErasureRequest(Answer):
+    case_id: str
+    request_event_id: str
+    requested_by: str
+    requested_at: str
+    notify: list[str]
+
+
+class ErasureRequests(Answer):
+    requests: list[ErasureRequest]
+
+
 @router.get("/v1/cases", response_model=CaseList)
 def list_cases(principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
     """The caller's agency's cases: status, open referrals, the categories it may read."""
@@ -114,6 +126,14 @@ def disclosures(case_id: str, principal: CurrentPrincipal, models: ReadModelsDep
     """Every share, referral and unsealed read of the case: to whom, what, when, under which
     consent (the answer to "who has my data?"; for the agencies holding the case)."""
     return models.disclosures(principal, case_id)
+
+
+@router.get("/v1/erasure-requests", response_model=ErasureRequests)
+def erasure_requests(principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
+    """A supervisor: the erasure requests of the agency's cases waiting for a second
+    supervisor (`case.erased` naming `request_event_id`, by a token other than
+    `requested_by`), each with the agencies the erasure would tell (`notify`)."""
+    return {"requests": models.erasure_requests(principal)}
 
 
 @router.get("/v1/cases/{case_id}", response_model=CaseView)
