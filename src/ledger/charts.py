@@ -36,6 +36,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
 
+MISSING = "×"  # a value not published
 DRAWN_KEPT = 256  # SVGs kept, the oldest dropped first
 _DRAWN: dict[str, str] = {}
 
@@ -46,7 +47,10 @@ class Chart:
 
     title: str
     labels: Sequence[str]  # along the x axis
-    series: dict[str, Sequence[float]]  # name → one value per label
+    # name → one value per label; None: a value not published (a suppressed cell), never
+    # drawn as a bar of zero, marked on the axis with `MISSING` and named in the table by
+    # `notes` (the words for it)
+    series: dict[str, Sequence[float | None]]
     kind: Literal["bar", "stacked", "line"] = "bar"
     unit: str = ""  # the y axis
     notes: dict[tuple[str, str], str] = field(default_factory=dict)  # (series, label) → mark
@@ -97,12 +101,19 @@ class Chart:
         names = list(self.series)
         if self.kind == "line":
             for i, name in enumerate(names):
-                axes.plot(positions, self.series[name], marker="o", label=name, color=_colour(i))
+                values = [float("nan") if v is None else v for v in self.series[name]]
+                axes.plot(positions, values, marker="o", label=name, color=_colour(i))
         else:
             width = 0.8 if self.kind == "stacked" else 0.8 / max(1, len(names))
             bottom = [0.0] * len(positions)
             for i, name in enumerate(names):
-                values = [float(v) for v in self.series[name]]
+                given = self.series[name]
+                values = [0.0 if v is None else float(v) for v in given]
+                if self.kind != "stacked":
+                    shifted = [p - 0.4 + width * (i + 0.5) for p in positions]
+                    for x, v in zip(shifted, given, strict=True):
+                        if v is None:  # not a zero: a mark where the bar would stand
+                            axes.text(x, 0, MISSING, ha="center", va="bottom", fontsize=8)
                 if self.kind == "stacked":
                     axes.bar(positions, values, width, bottom=bottom, label=name, color=_colour(i))
                     bottom = [b + v for b, v in zip(bottom, values, strict=True)]
@@ -146,7 +157,9 @@ def _colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def _number(value: float) -> str:
+def _number(value: float | None) -> str:
+    if value is None:
+        return MISSING
     return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 

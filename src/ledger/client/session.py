@@ -305,6 +305,26 @@ class LedgerClient:
             self._json(response)  # raises LedgerHTTPError with the ledger's answer
         return response.text
 
+    def releases(self) -> list[dict[str, str]]:
+        """A monitor: the frozen statistics releases (period, when frozen), newest first."""
+        return list(self._json(self._send("GET", "/v1/stats/releases"))["releases"])
+
+    def release(self, period: str) -> dict[str, Any]:
+        """A monitor: the frozen release of a month (YYYY-MM)."""
+        return dict(self._json(self._send("GET", f"/v1/stats/releases/{period}")))
+
+    def freeze_release(self, period: str) -> dict[str, Any]:
+        """A monitor: freeze the release of a month that has ended (once; again: the same)."""
+        response = self._request("POST", "/v1/stats/releases", json={"period": period})
+        return dict(self._json(response))
+
+    def htcds_export(self, year: int) -> str:
+        """A monitor: the frozen HTCDS CSV of a year that has ended."""
+        response = self._request("POST", "/v1/stats/htcds", json={"year": year})
+        if response.status_code != 200:
+            self._json(response)  # raises LedgerHTTPError with the ledger's answer
+        return response.text
+
     def case_list(self) -> list[dict[str, Any]]:
         """This agency's cases (cleartext facts only: nothing is unsealed)."""
         return list(self._json(self._send("GET", "/v1/cases"))["cases"])

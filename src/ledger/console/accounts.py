@@ -23,7 +23,9 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from ledger.console.store import Database
 from ledger.contract import crypto
 
-ROLES = ("caseworker", "supervisor")  # the agency roles a person's ledger token can have
+# The roles a person's ledger token can have: agency staff, or (in the coordinating body's
+# console, run with no agency key) a monitor, who sees the statistics releases only.
+ROLES = ("caseworker", "supervisor", "monitor")
 MIN_PASSWORD = 12  # characters: a passphrase, not a PIN
 CONFIRMED_S = 5 * 60  # how long a confirmation (password and code again) lasts
 SCHEMA = (

@@ -26,6 +26,7 @@ from ledger.console.casework import add_casework
 from ledger.console.dashboard import add_dashboard
 from ledger.console.erasure import add_erasure, erased_or_missing
 from ledger.console.i18n import chosen
+from ledger.console.monitor import add_monitor
 from ledger.console.pages import (
     HEADERS,
     HERE,
@@ -36,6 +37,7 @@ from ledger.console.pages import (
     Console,
     MustChange,
     check_token,
+    home_of,
 )
 from ledger.console.referrals import add_referrals
 
@@ -76,6 +78,7 @@ def create_app(console: Console) -> FastAPI:
     add_referrals(app, console)
     add_erasure(app, console)
     add_dashboard(app, console)
+    add_monitor(app, console)
 
     # -- logging in and out ----------------------------------------------------------------------
 
@@ -113,7 +116,8 @@ def create_app(console: Console) -> FastAPI:
                                 error=exc.message, params=exc.params)  # fmt: skip
         log.info("console login account=%s", session.account.id)
         done = RedirectResponse(
-            "/password" if session.account.must_change else "/cases", status_code=303
+            "/password" if session.account.must_change else home_of(session.account),
+            status_code=303,
         )
         console.set_cookie(done, SESSION_COOKIE, session_id)
         done.delete_cookie(LOGIN_COOKIE)
@@ -143,7 +147,8 @@ def create_app(console: Console) -> FastAPI:
 
     @app.get("/")
     def home(request: Request) -> Response:
-        return RedirectResponse("/cases" if console.current(request) else "/login", status_code=303)
+        current = console.current(request)
+        return RedirectResponse(home_of(current.account) if current else "/login", 303)
 
     # -- cases ---------------------------------------------------------------------------------
 
@@ -332,7 +337,7 @@ def create_app(console: Console) -> FastAPI:
         if first_login.exists():  # the bootstrap's one-time login: used, so gone
             first_login.unlink()
         log.info("console password changed account=%s", session.account.id)
-        return RedirectResponse("/cases", status_code=303)
+        return RedirectResponse(home_of(session.account), status_code=303)
 
     @app.get("/totp", response_class=HTMLResponse)
     def totp_page(request: Request) -> Response:
@@ -355,13 +360,13 @@ def create_app(console: Console) -> FastAPI:
             return console.page("error.html.j2", session.account.language, session, 422,
                                 message=exc.message, params=exc.params)  # fmt: skip
         log.info("console second factor enrolled account=%s", session.account.id)
-        return RedirectResponse("/cases", status_code=303)
+        return RedirectResponse(home_of(session.account), status_code=303)
 
     @app.post("/language")
     def language(request: Request, csrf: str = Form(""), lang: str = Form("")) -> Response:
         session = console.poster(request, csrf)
         console.accounts.set_language(session.account.id, chosen(lang, session.account.language))
-        return RedirectResponse("/cases", status_code=303)
+        return RedirectResponse(home_of(session.account), status_code=303)
 
     app.router.on_shutdown.append(console.close)  # the pool of connections to the ledger
     app.state.console = console

@@ -106,7 +106,9 @@ def bootstrap(
 def create_account(
     username: Annotated[str, typer.Argument(help="The person's username")],
     name: Annotated[str, typer.Option(help="The person's name as colleagues know it")],
-    role: Annotated[str, typer.Option(help="caseworker or supervisor")] = "caseworker",
+    role: Annotated[
+        str, typer.Option(help="caseworker, supervisor, or monitor (a console with no agency key)")
+    ] = "caseworker",
     language: Annotated[str, typer.Option(help="es, en, pt or fr")] = "es",
     token_file: Annotated[
         typer.FileText, typer.Option(help="A file holding the person's own ledger token")

@@ -66,6 +66,19 @@ HEADERS = {
 }
 
 
+# The pages a monitor account may open: the statistics, its own account's, and logging out.
+MONITOR_PAGES = ("/statistics", "/password", "/totp", "/logout", "/language")
+
+
+def monitor_may_open(path: str) -> bool:
+    return any(path == p or path.startswith((p + "/", p + ".")) for p in MONITOR_PAGES)
+
+
+def home_of(account: Account) -> str:
+    """Where a person lands: the statistics for a monitor, the cases for agency staff."""
+    return "/statistics" if account.role == "monitor" else "/cases"
+
+
 DIRECTORY_S = 60.0  # how long the list of registered agencies is reused before asked again
 
 
@@ -246,10 +259,15 @@ class Console:
     # -- what every route starts with ----------------------------------------------------
 
     def person(self, request: Request) -> Session:
-        """The logged-in person, or the login page (`Answered`)."""
+        """The logged-in person, or the login page (`Answered`). A monitor (the coordinating
+        body) opens the statistics and its own account's pages only (`MONITOR_PAGES`)."""
         session = self.current(request)
         if session is None:
             raise Answered(self.to_login())
+        if session.account.role == "monitor" and not monitor_may_open(request.url.path):
+            why = "a monitor account sees the statistics only"
+            raise Answered(self.page("error.html.j2", session.account.language, session, 403,
+                                     message=why))  # fmt: skip
         return session
 
     def poster(self, request: Request, csrf: object) -> Session:
