@@ -198,13 +198,15 @@ def create_app(
 def app_from_settings() -> FastAPI:
     """The app for `ledger serve` (an import string, so uvicorn can run several processes)."""
     from ledger.deploy import notice_loops, open_ledger, open_readmodels
+    from ledger.services.indicators import IndicatorsWarm
     from ledger.settings import Settings
 
     settings = Settings()
     ledger = open_ledger(settings)
+    readmodels = open_readmodels(settings, ledger)
     app = create_app(
         ledger,
-        open_readmodels(settings, ledger),
+        readmodels,
         max_body_bytes=settings.max_body_bytes,
         max_batch_bytes=settings.max_batch_bytes,
         max_other_body_bytes=settings.max_other_body_bytes,
@@ -216,7 +218,10 @@ def app_from_settings() -> FastAPI:
         rate_burst=settings.rate_burst,
         rate_pause_s=settings.rate_pause_s,
         warm_lane=True,
-        loops=notice_loops(settings, ledger) if settings.notices_in_api else (),
+        loops=[
+            *(notice_loops(settings, ledger) if settings.notices_in_api else ()),
+            IndicatorsWarm(readmodels.indicators),  # this process's dashboards, built ahead
+        ],
     )
     quiet_garbage_collection()
     return app
