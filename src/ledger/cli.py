@@ -113,6 +113,25 @@ def projections_rebuild(
     typer.echo(f"rebuilt {', '.join(p.name for p in chosen)} from {size} log entries")
 
 
+log_app = typer.Typer(help="The log and its witnesses", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+
+
+@log_app.command("status")
+def log_status() -> None:
+    """The log's newest checkpoint, and per witness the last size it cosigned and any failure."""
+    from ledger.deploy import open_ledger, witnesses
+    from ledger.services.cosigning import status_lines
+
+    settings = Settings()
+    ledger = open_ledger(settings)
+    try:
+        typer.echo("\n".join(status_lines(ledger.store, witnesses(settings))))
+    finally:
+        ledger.store.close()
+        ledger.keys.table.close()
+
+
 @app.command()
 def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,

@@ -19,6 +19,7 @@ from ledger.storage import open_store
 
 if TYPE_CHECKING:
     from ledger.concurrency import Background
+    from ledger.services.cosigning import Witness
     from ledger.services.readmodels import ReadModels
 
 DEFAULT_ORIGIN = "ledger.localhost/log"
@@ -150,6 +151,40 @@ def notice_loops(settings: Settings, ledger: Ledger) -> list[Background]:
         poll_s=settings.webhook_poll_s,
     )
     return [deliverer, TimerLoop(ledger.timers, settings.timers_interval_s)]
+
+
+def witnesses(settings: Settings) -> list[Witness]:
+    """The ledger's witnesses, from the settings (a key that is not a cosignature/v1 verifier
+    key line stops the server at start-up, naming the witness)."""
+    from ledger.services.cosigning import Witness
+
+    out = []
+    for w in settings.witnesses:
+        try:
+            key = crypto.parse_verify_key(w.key, crypto.COSIGNATURE_TYPE)
+        except crypto.BadKeyLine as exc:
+            raise SystemExit(f"witness {w.name}: {exc} (LEDGER_WITNESSES)") from exc
+        out.append(Witness(w.name, key, w.url))
+    return out
+
+
+def witness_loops(settings: Settings, ledger: Ledger) -> list[Background]:
+    """The cosigner, when the ledger has witnesses: it runs in every API process (a lease per
+    witness keeps it to one at a time), woken by the checkpoints that process signs."""
+    from ledger.services.cosigning import Cosigner
+
+    listed = witnesses(settings)
+    if not listed:
+        return []
+    return [
+        Cosigner(
+            ledger.store,
+            ledger.log,
+            listed,
+            timeout_s=settings.witness_timeout_s,
+            retry_max_s=settings.witness_retry_max_s,
+        )
+    ]
 
 
 def open_readmodels(settings: Settings, ledger: Ledger) -> ReadModels:

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WitnessSetting(BaseModel):
+    """A witness the ledger asks to cosign its checkpoints (c2sp.org/tlog-witness)."""
+
+    name: str  # what the ledger calls it (`ledger log status`, its logs)
+    key: str  # its cosignature/v1 verifier key line (`ledger witness keygen`), type 0x04
+    url: str  # its submission prefix: the ledger POSTs to <url>/add-checkpoint
 
 
 class Settings(BaseSettings):
@@ -57,6 +65,13 @@ class Settings(BaseSettings):
     # VPN: ["10.8.0.0/16"]); private, loopback and link-local addresses are refused otherwise.
     webhook_allowed_networks: list[str] = []
     timers_interval_s: float = 5.0  # how often due consent expiries and referrals are told
+
+    # Witnesses: every new checkpoint is sent to each (in parallel, each with its timeout);
+    # LEDGER_WITNESSES is a JSON list of {"name", "key", "url"}. A witness that fails is
+    # retried with backoff up to witness_retry_max_s apart; none ever holds up the log.
+    witnesses: list[WitnessSetting] = []
+    witness_timeout_s: float = 5.0  # one add-checkpoint request, connecting included
+    witness_retry_max_s: float = 60.0
 
     @property
     def notices_in_api(self) -> bool:

@@ -197,7 +197,7 @@ def create_app(
 
 def app_from_settings() -> FastAPI:
     """The app for `ledger serve` (an import string, so uvicorn can run several processes)."""
-    from ledger.deploy import notice_loops, open_ledger, open_readmodels
+    from ledger.deploy import notice_loops, open_ledger, open_readmodels, witness_loops
     from ledger.services.indicators import IndicatorsWarm
     from ledger.settings import Settings
 
@@ -221,6 +221,7 @@ def app_from_settings() -> FastAPI:
         loops=[
             *(notice_loops(settings, ledger) if settings.notices_in_api else ()),
             IndicatorsWarm(readmodels.indicators),  # this process's dashboards, built ahead
+            *witness_loops(settings, ledger),
         ],
     )
     quiet_garbage_collection()

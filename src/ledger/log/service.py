@@ -50,6 +50,12 @@ class LogService:
         self.store, self.key, self.origin, self.clock = store, key, origin, clock
         self.reader = _StoreNodes(store)
         self._lock = threading.Lock()
+        self._on_signed: list[Callable[[], None]] = []
+
+    def on_signed(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (quickly: it runs in the signer's thread) after each new checkpoint
+        this process signs; the witnesses' cosigner wakes up with it."""
+        self._on_signed.append(callback)
 
     @property
     def verify_key(self) -> crypto.VerifyKey:
@@ -79,10 +85,14 @@ class LogService:
             log.info("checkpoint signed size=%d", size)
             saved = self.store.latest_checkpoint()
             assert saved is not None
-            return saved
+        for callback in self._on_signed:
+            callback()
+        return saved
 
     def checkpoint(self) -> str:
-        """The newest signed checkpoint, as `GET /v1/log/checkpoint` serves it.
+        """The newest signed checkpoint, as `GET /v1/log/checkpoint` serves it: the log's
+        signed note with the witnesses' cosignatures gathered on it so far appended, one
+        note signature line each (verifiers ignore the lines of keys they do not know).
 
         Never signs when one exists, however much the log has grown: signing reads the tree,
         proves consistency and stores a checkpoint for good, and readers (any token) must not
@@ -91,7 +101,18 @@ class LogService:
         finds none.
         """
         latest = self.store.latest_checkpoint()
-        return (latest if latest is not None else self.sign_checkpoint()).note
+        if latest is None:
+            latest = self.sign_checkpoint()
+        return latest.note + "".join(f"{line}\n" for line in self.store.cosignatures(latest.size))
+
+    def witness_proof(self, old_size: int, size: int) -> list[bytes]:
+        """The consistency proof a witness that holds `old_size` asks for (none from 0, or
+        between equal sizes): for the cosigner, which sends it with the checkpoint."""
+        if not 0 <= old_size <= size <= self.store.log_size():
+            raise BadRequest("a witness proof needs 0 <= old size <= size <= log size")
+        if old_size in (0, size):
+            return []
+        return merkle.consistency_proof(old_size, size, self.reader)
 
     # -- reads -----------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, St
 
 from ledger.log.store import StoredCheckpoint
 from ledger.storage.outbox import AckRow, NoticeRow, OutboxStore, TimerRow
+from ledger.storage.witnesses import WitnessStore
 
 T = TypeVar("T")
 
@@ -209,7 +210,7 @@ class AgencyGone(ConflictError):
         return "an agency the commit names is no longer registered, or has no current key"
 
 
-class Store(OutboxStore):
+class Store(OutboxStore, WitnessStore):
     """Ledger storage on one backend."""
 
     recorder: ApplicationRecorder

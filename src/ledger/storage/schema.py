@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS {s}receipt_codes (
 CREATE INDEX IF NOT EXISTS receipt_codes_case ON {s}receipt_codes (case_id);
 CREATE TABLE IF NOT EXISTS {s}checkpoints (
   size BIGINT PRIMARY KEY, root {blob} NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}cosignatures (
+  size BIGINT NOT NULL, witness TEXT NOT NULL, line TEXT NOT NULL, cosigned_at TEXT NOT NULL,
+  PRIMARY KEY (size, witness));
+CREATE TABLE IF NOT EXISTS {s}witness_status (
+  witness TEXT PRIMARY KEY, held BIGINT, cosigned_size BIGINT, cosigned_at TEXT,
+  attempted_at TEXT, error TEXT, lease_owner TEXT, lease_until_ms BIGINT);
 CREATE TABLE IF NOT EXISTS {s}erasures (
   case_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, position BIGINT NOT NULL,
   erased_at TEXT NOT NULL, key_destroyed INTEGER NOT NULL DEFAULT 0, receipt TEXT);

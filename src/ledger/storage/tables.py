@@ -23,12 +23,13 @@ from ledger.storage.base import (
     Token,
     in_lists,
 )
+from ledger.storage.cosignatures import SQLCosignatures
 from ledger.storage.notices import SQLNotices
 from ledger.storage.schema import LEDGER_TABLES, Cursor
 from ledger.storage.webhooks import SQLWebhooks
 
 
-class SQLTables(SQLNotices, SQLWebhooks, Store):
+class SQLTables(SQLNotices, SQLWebhooks, SQLCosignatures, Store):
     """Ledger tables in SQL; `{s}` is the schema prefix, `?` the placeholder. The log's
     appends are the engine's (`append.py`)."""
 
