@@ -28,35 +28,46 @@ OPENED = {"age_band": "adult", "gender": "female", "exploitation": ["labour"]}
 CONSENT = {"language": "es", "interpreter": False, "notice_version": "2026-1"}
 
 
-def seed(url: str, token: str, key: Any, today: str) -> None:
-    """Six cases identified today: four with a health referral now (in time), one referred
-    for housing and declined, one with nothing yet."""
-    with LedgerClient(url, token, key) as ledger:
-        for i in range(6):
+def seed(url: str, ngo: Any, clinic: Any) -> None:
+    """Eighteen cases identified over the last six months, one in three with no care
+    referral yet; those identified today referred in time, the older ones late; some
+    declined by the clinic, one referral for housing each month."""
+    now = datetime.now(UTC)
+    with LedgerClient(url, ngo.caseworker, ngo.key) as ledger, \
+            LedgerClient(url, clinic.caseworker, clinic.key) as answers:  # fmt: skip
+        for i in range(18):
             case_id = str(uuid.uuid4())
+            identified = (now - timedelta(days=30 * (i % 6))).strftime("%Y-%m-%d")
             ledger.submit("case.opened", case_id, {"minor": False},
-                          OPENED | {"identified_at": today})  # fmt: skip
-            if i == 5:
+                          OPENED | {"identified_at": identified})  # fmt: skip
+            if i % 3 == 2:
                 continue
             consent_id = str(uuid.uuid4())
             ledger.submit("consent.granted", case_id, {
                 "consent_id": consent_id, "purposes": ["referral"], "recipients": ["clinic"],
                 "categories": ["identity"], "expires_at": None, "given_by": "survivor",
                 "child_assent": None, "assent_exempt": False}, CONSENT)  # fmt: skip
-            component = "housing" if i == 4 else "health_psychosocial"
-            due = format_timestamp(datetime.now(UTC) + timedelta(hours=20))
-            ledger.submit("referral.made", case_id, {
-                "referral_id": str(uuid.uuid4()), "to": "clinic", "consent_id": consent_id,
-                "categories": ["identity"]},
-                {"component": component, "due_by": due, "urgency": "routine"})  # fmt: skip
+            for component in (
+                ("health_psychosocial", "housing") if i < 6 else ("health_psychosocial",)
+            ):
+                referral_id = str(uuid.uuid4())
+                due = format_timestamp(now + timedelta(hours=20))
+                ledger.submit("referral.made", case_id, {
+                    "referral_id": referral_id, "to": "clinic", "consent_id": consent_id,
+                    "categories": ["identity"]},
+                    {"component": component, "due_by": due, "urgency": "routine"})  # fmt: skip
+                if i % 6 == 1:
+                    answers.submit("referral.declined", case_id, {"referral_id": referral_id},
+                                   {"reason": "no_capacity"})  # fmt: skip
 
 
 def test_the_dashboard_in_a_real_browser(browser: Any, tmp_path: Path) -> None:  # noqa: F811
     with deployment("sqlite", tmp_path / "ledger", workers=1,
                     LEDGER_PROJECTIONS_IN_API="true") as dep:  # fmt: skip
         dep.start_server()
-        creds = register_agencies(dep, ["ngo-a", "clinic"])["ngo-a"]
-        seed(dep.url, creds.caseworker, creds.key, datetime.now(UTC).strftime("%Y-%m-%d"))
+        agencies = register_agencies(dep, ["ngo-a", "clinic"])
+        creds = agencies["ngo-a"]
+        seed(dep.url, creds, agencies["clinic"])
         state, key_file, port = tmp_path / "console", tmp_path / "ngo-a.key", free_port()
         key_file.write_text(creds.key.line())
         accounts = open_accounts(ConsoleSettings(state_dir=state))
@@ -86,7 +97,9 @@ def test_the_dashboard_in_a_real_browser(browser: Any, tmp_path: Path) -> None: 
             visit.go("/dashboard", "dashboard")
             page = visit.page
             assert page.locator("svg[role=img]").count() == 4
-            assert "4 de 6 casos" in page.content()
+            # Identified today and referred at once: in time; identified 30 to 150 days ago
+            # and referred now: late; one in three with no care referral yet.
+            assert "3 de 18 casos" in page.content()
             celerity = page.locator("section#celerity, section[aria-labelledby=h-celerity]")
             assert celerity.locator("table tbody tr").count() == 12  # a row per month
             box = page.locator("svg[role=img]").first.bounding_box()
