@@ -187,6 +187,14 @@ def test_an_erased_case_leaves_every_figure_at_once(scenario: Scenario) -> None:
     assert (after["celerity"]["identified"], after["celerity"]["no_care_yet"]) == (3, 0)
     assert [r["component"] for r in after["referrals"]["by_component"]] == ["health_psychosocial"]
     assert {row["month"]: row for row in after["cases"]}["2027-03"]["opened"] == 4
+    # The clinic confirms the erasure on the erased case (the one event it still takes): the
+    # case does not come back into any figure.
+    (told,) = [n for n in scenario.world.ledger.store.notices("clinic", 0, 1000)
+               if n.kind == "case.erased"]  # fmt: skip
+    ack = {"position": told.position, "kind": "case.erased", "action": "deleted",
+           "legal_basis": None}  # fmt: skip
+    scenario.clinic.ok("notice.acknowledged", scenario.cases["D"], ack, {})
+    assert figures(scenario) == after | {"computed_at": figures(scenario)["computed_at"]}
 
 
 def test_only_the_agencys_own_supervisors_read_its_indicators(scenario: Scenario) -> None:

@@ -64,6 +64,8 @@ class Index:
     seen: int = 0  # log entries read
     cases: dict[str, CaseFigures] = field(default_factory=dict)
     tally: Tally = field(default_factory=Tally)  # the sum of the cases' contributions
+    # Erased cases, never indexed again (an erased case still takes `notice.acknowledged`).
+    erased: set[str] = field(default_factory=set)
 
 
 def moment(value: str) -> datetime:
@@ -109,7 +111,8 @@ class Indicators:
                     if entry["envelope"]["type"] == "case.erased":
                         erased.add(case_id)
                     changed[case_id] = None
-                self._apply(index, [c for c in changed if c not in erased])
+                index.erased |= erased
+                self._apply(index, [c for c in changed if c not in index.erased])
                 for case_id in erased:  # gone from every figure at once
                     gone = index.cases.pop(case_id, None)
                     if gone is not None:
@@ -127,11 +130,13 @@ class Indicators:
                 before = index.cases.get(case_id)
                 if before is not None:
                     index.tally.add(case_id, before, -1)
-                for record in records:
-                    self._record(index, case_id, record, keys.get(case_id))
-                after = index.cases.get(case_id)
-                if after is not None:
-                    index.tally.add(case_id, after, 1)
+                try:
+                    for record in records:
+                        self._record(index, case_id, record, keys.get(case_id))
+                finally:  # what was applied counts, even if a record could not be
+                    after = index.cases.get(case_id)
+                    if after is not None:
+                        index.tally.add(case_id, after, 1)
 
     def _record(
         self, index: Index, case_id: str, record: dict[str, Any], key: bytes | None
