@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ledger.console.cli import console_app
 from ledger.settings import Settings
 from ledger.witness.cli import witness_app
+
+if TYPE_CHECKING:
+    from ledger.audit.policy import Policy
 
 app = typer.Typer(help="Survivor case ledger", no_args_is_help=True, add_completion=False)
 app.add_typer(console_app, name="console")
@@ -206,13 +210,35 @@ audit_app = typer.Typer(
 app.add_typer(audit_app, name="audit")
 
 
-def _fetch(url: str, token_file: Path) -> tuple[str, list[bytes]]:
+def _fetch(
+    url: str, token_file: Path, wait: Callable[[Callable[[], str]], str] | None = None
+) -> tuple[str, list[bytes]]:
     from ledger.audit import checkpoint_size
     from ledger.client import LedgerClient
 
     with LedgerClient(url, token_file.read_text().strip()) as client:
-        note = client.checkpoint()
+        note = client.checkpoint() if wait is None else wait(client.checkpoint)
         return note, client.entries(0, checkpoint_size(note))
+
+
+def _witnessing(
+    policy: Path | None, log_key: Path | None, wait_s: float
+) -> tuple[Policy | None, Callable[[Callable[[], str]], str] | None]:
+    """With --policy: the policy, and a wait for a checkpoint its quorum cosigned."""
+    from ledger.audit.policy import PolicyError
+    from ledger.audit.quorum import witnessing
+    from ledger.contract import crypto
+
+    if policy is None or log_key is None:
+        return None, None
+    try:
+        return witnessing(policy.read_text(), crypto.parse_verify_key(log_key.read_text()), wait_s)
+    except PolicyError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--policy") from None
+
+
+POLICY_HELP = "A witness policy (Sigsum format): require its quorum's cosignatures"
+WAIT_HELP = "With --policy online: wait up to this long for a checkpoint the quorum cosigned"
 
 
 @audit_app.command("bundle")
@@ -220,11 +246,16 @@ def audit_bundle(
     url: Annotated[str, typer.Option(help="The ledger's base URL")],
     token_file: Annotated[Path, typer.Option(help="An auditor (or admin) token file")],
     out: Annotated[Path, typer.Option(help="Where to write the bundle")],
+    policy: Annotated[Path | None, typer.Option(help=POLICY_HELP + " (with --log-key)")] = None,
+    log_key: Annotated[Path | None, typer.Option(help="The log's verifier key line")] = None,
+    wait_s: Annotated[float, typer.Option(help=WAIT_HELP)] = 30.0,
 ) -> None:
-    """Write an offline bundle: the checkpoint and every entry it covers."""
+    """Write an offline bundle: the checkpoint (with its cosignatures) and every entry below."""
     from ledger.audit import write_bundle
 
-    note, entries = _fetch(url, token_file)
+    if policy is not None and log_key is None:
+        raise typer.BadParameter("--policy needs --log-key")
+    note, entries = _fetch(url, token_file, _witnessing(policy, log_key, wait_s)[1])
     write_bundle(out, note, entries)
     typer.echo(f"bundle written: {len(entries)} entries to {out}")
 
@@ -232,7 +263,7 @@ def audit_bundle(
 @audit_app.command("verify")
 def audit_verify(
     log_key: Annotated[Path, typer.Option(help="The log's verifier key line (your own copy)")],
-    agency_keys: Annotated[Path, typer.Option(help="One verifier key line per agency")],
+    agency_keys: Annotated[Path | None, typer.Option(help="One vkey line per agency")] = None,
     url: Annotated[str | None, typer.Option(help="The ledger's base URL")] = None,
     token_file: Annotated[Path | None, typer.Option(help="An auditor token file")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Verify an offline bundle")] = None,
@@ -241,6 +272,9 @@ def audit_verify(
     receipt_key: Annotated[
         Path | None, typer.Option(help="The receipt key's verifier key line (your own copy)")
     ] = None,
+    policy: Annotated[Path | None, typer.Option(help=POLICY_HELP)] = None,
+    wait_s: Annotated[float, typer.Option(help=WAIT_HELP)] = 10.0,
+    evidence: Annotated[Path | None, typer.Option(help="Check a witness's fork evidence")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report")] = False,
     ack_days: Annotated[
         int,
@@ -261,6 +295,9 @@ def audit_verify(
     from rich.progress import Progress
 
     from ledger.audit import SavedState, check_receipt, parse_agency_keys, read_bundle, verify
+    from ledger.audit.forks import check_evidence
+    from ledger.audit.quorum import check_quorum
+    from ledger.client import consistency_proofs
     from ledger.contract import crypto
     from ledger.private_files import replace_private
 
@@ -272,13 +309,20 @@ def audit_verify(
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--report") from None
 
+    trusted_log_key = crypto.parse_verify_key(log_key.read_text())
+    if evidence is not None and bundle is None and url is None:  # the evidence alone
+        fork, said = check_evidence(evidence.read_text(), trusted_log_key)
+        typer.echo(f"FORK PROVEN: {said}" if fork else said)
+        raise typer.Exit(1 if fork else 0)
+    witness_policy, wait = _witnessing(policy, log_key, wait_s)
     if bundle is not None:
         note, entries = read_bundle(bundle)
     elif url is not None and token_file is not None:
-        note, entries = _fetch(url, token_file)
+        note, entries = _fetch(url, token_file, wait)
     else:
         raise typer.BadParameter("give --bundle FILE, or --url and --token-file")
-    trusted_log_key = crypto.parse_verify_key(log_key.read_text())
+    if agency_keys is None:
+        raise typer.BadParameter("--agency-keys is needed to verify the log")
     keys = parse_agency_keys(agency_keys.read_text())
     saved = SavedState.from_json(state.read_text()) if state and state.exists() else None
     with Progress(disable=as_json, transient=True) as progress:
@@ -297,6 +341,16 @@ def audit_verify(
             raise typer.BadParameter("--receipt needs --receipt-key")
         trusted_receipt_key = crypto.parse_verify_key(receipt_key.read_text())
         report.add_receipt_check(check_receipt(receipt.read_text(), trusted_receipt_key, entries))
+    witnessed = witness_policy and check_quorum(note, witness_policy, trusted_log_key)
+    if witnessed:  # the quorum's cosignatures, or a failure naming the missing witnesses
+        report.failures += witnessed.failures
+        report.flags += witnessed.flags
+    if evidence is not None:
+        token = token_file.read_text().strip() if token_file else ""
+        consistency = consistency_proofs(url, token) if url and token else None
+        fork, said = check_evidence(evidence.read_text(), trusted_log_key, consistency)
+        report.failures += [fork] if fork else []
+        typer.echo(said, err=as_json)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -304,6 +358,8 @@ def audit_verify(
             typer.echo(f"flag: {flag}")
         for missing in report.unacknowledged:
             typer.echo(f"unacknowledged after {ack_days} days: {missing}")
+        if witnessed and witnessed.cosigned:
+            typer.echo(f"cosigned by: {', '.join(sorted(witnessed.cosigned))}")
         if report.ok:
             typer.echo(
                 f"verified: {report.size} entries ({report.events} events, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ledger.audit.policy import Policy
@@ -95,3 +96,31 @@ def skewed(cosigned: dict[str, int], now: float, skew_s: float) -> list[AuditFai
                 )
             )
     return flags
+
+
+def wait_witnessed(
+    fetch: Callable[[], str],
+    policy: Policy,
+    log_key: crypto.VerifyKey,
+    wait_s: float,
+    poll_s: float = 0.5,
+) -> str:
+    """The newest checkpoint `fetch` gives once it satisfies `policy`, or the last one seen
+    after `wait_s` seconds (whose check then fails, naming what is missing)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        note = fetch()
+        if check_quorum(note, policy, log_key).ok or time.monotonic() >= deadline:
+            return note
+        time.sleep(poll_s)
+
+
+def witnessing(
+    policy_text: str, log_key: crypto.VerifyKey, wait_s: float
+) -> tuple[Policy, Callable[[Callable[[], str]], str]]:
+    """A policy file's policy, and a wait of up to `wait_s` for a checkpoint its quorum
+    cosigned (the newest checkpoint is signed first and cosigned a moment later)."""
+    from ledger.audit.policy import parse_policy
+
+    policy = parse_policy(policy_text)
+    return policy, lambda fetch: wait_witnessed(fetch, policy, log_key, wait_s)

@@ -3,6 +3,7 @@
 client = LedgerClient("http://127.0.0.1:8000", token, load_signing_key("keys/ngo.key"))
 answer = client.submit("case.opened", case_id, facts={"minor": False}, attrs={...})
 client.verify_inclusion(answer, log_key)  # the event sent is in the log the log key signs
+client.verify_inclusion(answer, log_key, policy=parse_policy(text))  # ... and witnessed
 
 The client trusts the server for nothing it can check: an answer's leaf is rebuilt from the
 event it sent, and every checkpoint it sees must extend the last one it verified (RFC 9162
@@ -18,6 +19,7 @@ from ledger.client.errors import LedgerHTTPError, bad_answer
 from ledger.client.session import (
     TRANSIENT_STATUSES,
     LedgerClient,
+    consistency_proofs,
     RetryPolicy,
     is_transient,
     load_signing_key,
@@ -30,6 +32,7 @@ from ledger.client.verification import (
     LogVerifier,
     NotCovered,
     NotIncluded,
+    NotWitnessed,
 )
 
 __all__ = [
@@ -42,8 +45,10 @@ __all__ = [
     "LogVerifier",
     "NotCovered",
     "NotIncluded",
+    "NotWitnessed",
     "RetryPolicy",
     "bad_answer",
+    "consistency_proofs",
     "is_transient",
     "load_signing_key",
     "new_id",

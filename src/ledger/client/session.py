@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from ledger.audit.policy import Policy
 from ledger.client.errors import LedgerHTTPError
 from ledger.client.verification import Answer, LogVerifier, checked_answer
 from ledger.contract import crypto
@@ -370,11 +372,17 @@ class LedgerClient:
         return self.verifier.verified_checkpoint(log_key)
 
     def verify_inclusion(
-        self, answer: Answer, log_key: crypto.VerifyKey, *, timeout_s: float = 30.0
+        self,
+        answer: Answer,
+        log_key: crypto.VerifyKey,
+        *,
+        timeout_s: float = 30.0,
+        policy: Policy | None = None,
     ) -> int:
         """Check that the submitted event is in the log under a checkpoint signed by `log_key`
-        (LogVerifier.verify_inclusion): the size of that checkpoint."""
-        return self.verifier.verify_inclusion(answer, log_key, timeout_s=timeout_s)
+        and, with a witness `policy` (`ledger.audit.policy.parse_policy`), cosigned by its
+        quorum (LogVerifier.verify_inclusion): the size of that checkpoint."""
+        return self.verifier.verify_inclusion(answer, log_key, timeout_s=timeout_s, policy=policy)
 
     # -- admin -------------------------------------------------------------------------------
 
@@ -431,3 +439,14 @@ class LedgerClient:
     def agencies(self) -> list[dict[str, Any]]:
         """The registered agencies: id, name, type, and whether they may be named now."""
         return list(self._json(self._send("GET", "/v1/agencies"))["agencies"])
+
+
+def consistency_proofs(url: str, token: str) -> Callable[[int, int], list[bytes]]:
+    """The log's consistency proofs, each asked for on a connection of its own: for a check
+    that may need one, such as fork evidence (only the log can clear itself with a proof)."""
+
+    def proof(first: int, second: int) -> list[bytes]:
+        with LedgerClient(url, token) as client:
+            return client.consistency_proof(first, second)
+
+    return proof

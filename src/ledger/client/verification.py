@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
+from ledger.audit.policy import Policy
+from ledger.audit.quorum import check_quorum
 from ledger.client.errors import bad_answer
 from ledger.contract import crypto
 from ledger.contract.canonical import jcs
@@ -54,6 +56,19 @@ class NotCovered(TimeoutError):
         super().__init__(
             f"no signed checkpoint covers entry {index} after {waited_s:g} s (the newest has"
             f" {size} entries); verify again later"
+        )
+
+
+class NotWitnessed(TimeoutError):
+    """No checkpoint covering the event carried the policy's quorum of witness cosignatures
+    within the time allowed; `shortfall` names the witnesses missing from the last one seen.
+    Unwitnessed, a checkpoint may be a view shown to this client only: do not rely on it."""
+
+    def __init__(self, index: int, size: int, waited_s: float, shortfall: str) -> None:
+        self.index, self.size, self.waited_s, self.shortfall = index, size, waited_s, shortfall
+        super().__init__(
+            f"no checkpoint covering entry {index} was witnessed within {waited_s:g} s (the"
+            f" newest has {size} entries): {shortfall}"
         )
 
 
@@ -179,11 +194,16 @@ class LogVerifier:
         """
         # One at a time: a checkpoint fetched before another thread's newer one was accepted
         # would look like a log that shrank.
+        return self._verified(log_key)[0]
+
+    def _verified(self, log_key: crypto.VerifyKey) -> tuple[Checkpoint, str]:
+        """`verified_checkpoint`, and the note as served (with its cosignatures)."""
         with self._known_lock:
             # 1. Signed by the trusted log key, for the log that key names.
-            checkpoint = verify_checkpoint(self.log.checkpoint(), log_key, log_key.name)
+            note = self.log.checkpoint()
+            checkpoint = verify_checkpoint(note, log_key, log_key.name)
             self._extend(checkpoint)
-        return checkpoint
+        return checkpoint, note
 
     def _extend(self, new: Checkpoint) -> None:
         """Accept `new` as the verified checkpoint if it extends the known one (RFC 9162)."""
@@ -239,9 +259,15 @@ class LogVerifier:
             replace_private(self.state, self._known.to_json().encode())
 
     def verify_inclusion(
-        self, answer: Answer, log_key: crypto.VerifyKey, *, timeout_s: float = 30.0
+        self,
+        answer: Answer,
+        log_key: crypto.VerifyKey,
+        *,
+        timeout_s: float = 30.0,
+        policy: Policy | None = None,
     ) -> int:
-        """Check that the submitted event is in the log under a checkpoint signed by `log_key`.
+        """Check that the submitted event is in the log under a checkpoint signed by `log_key`
+        (and, with a witness `policy`, cosigned by its quorum of witnesses).
 
         The leaf proved is the one this client rebuilt from what it submitted
         (`submit_body`), never one the server answered. The log signs checkpoints on its
@@ -250,17 +276,29 @@ class LogVerifier:
         checkpoint seen must extend the last one verified (`verified_checkpoint`).
 
         Returns the size of the checkpoint the event was verified against. Raises NotCovered
-        when no checkpoint covers the event in time, LogMisbehaviour when the log shrank or
-        forked, NotIncluded when the inclusion proof does not verify.
+        when no checkpoint covers the event in time, NotWitnessed when none that covers it
+        carries the policy's quorum in time (fail closed: the missing witnesses are named),
+        LogMisbehaviour when the log shrank or forked, NotIncluded when the inclusion proof
+        does not verify; ValueError when the policy does not name the log's key.
         """
-        # 1. A verified checkpoint covering the event's index, waiting for the next signed.
-        started, delay = time.monotonic(), 0.05
+        if policy is not None and not policy.accepts(log_key):
+            raise ValueError(f"the witness policy names no log with the key {log_key.key_id}")
+        # 1. A verified checkpoint covering the event's index (and witnessed, with a policy),
+        #    waiting for the next signed or cosigned.
+        started, delay, shortfall = time.monotonic(), 0.05, None
         while True:
-            checkpoint = self.verified_checkpoint(log_key)
+            checkpoint, note = self._verified(log_key)
             if answer.index < checkpoint.size:
-                break
+                if policy is None:
+                    break
+                witnessed = check_quorum(note, policy, log_key)
+                if witnessed.ok:
+                    break
+                shortfall = witnessed.failures[0].message
             remaining = timeout_s - (time.monotonic() - started)
             if remaining <= 0:
+                if shortfall is not None:
+                    raise NotWitnessed(answer.index, checkpoint.size, timeout_s, shortfall)
                 raise NotCovered(answer.index, checkpoint.size, timeout_s)
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 2.0)
