@@ -111,6 +111,22 @@ class WitnessProc:
             time.sleep(0.05)
         raise RuntimeError("the witness did not answer in time:\n" + self.proc.tail())
 
+    def elsewhere(self) -> tuple[Proc, str]:
+        """The same witness (key, logs, state) started on another port, where no ledger
+        knows it: its process (stop it before starting this one again) and its URL."""
+        port = free_port()
+        argv = [str(port) if a == str(self.port) else a for a in self.proc.argv]
+        proc = Proc(argv, self.proc.env, self.root / "elsewhere.log")
+        proc.start()
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    return proc, url
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("the witness did not answer elsewhere:\n" + proc.tail())
+
     def kill(self) -> None:
         self.proc.kill()
 
