@@ -148,7 +148,7 @@ def bench(
         str | None,
         typer.Option(
             help="Comma-separated sections: limits,proofs,audit,ingest,rebuild,erasure,"
-            "notices,hostile,console,dashboard (rebuild also ingests)"
+            "notices,hostile,console,dashboard,witness (rebuild also ingests)"
         ),
     ] = None,
 ) -> None:

@@ -22,11 +22,12 @@ from ledger.bench.notices import bench_notices
 from ledger.bench.proofs import bench_proofs
 from ledger.bench.rebuild import bench_rebuild
 from ledger.bench.server import deployment
+from ledger.bench.witness import bench_witness
 from ledger.settings import Settings
 
 SECTIONS = (
     "limits", "proofs", "audit", "ingest", "rebuild", "erasure", "notices", "hostile", "console",
-    "dashboard",
+    "dashboard", "witness",
 )  # fmt: skip
 
 
@@ -74,4 +75,7 @@ def run(
         progress("dashboard: the indicators at many cases, through the API and the console")
         with deployment(settings) as dep:
             bench_dashboard(report, sizes, dep)
+    if "witness" in only:
+        progress("witnesses: cosigning latency, add-checkpoint throughput on one core")
+        bench_witness(report, sizes, settings)
     return report

@@ -68,7 +68,7 @@ class Cosigner(Background):
         *,
         timeout_s: float = 5.0,
         retry_max_s: float = 60.0,
-        poll_s: float = 0.5,
+        poll_s: float = 0.05,  # a process that did not sign the checkpoint sees it this late
     ) -> None:
         super().__init__()
         self.store, self.log, self.witnesses = store, log_service, list(witnesses)
