@@ -4,7 +4,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 COPY projections ./projections
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 ledger \
-    && mkdir -p /keys /data && chown ledger /keys /data
+    && mkdir -p /keys /data /witness /handover && chown ledger /keys /data /witness /handover
 USER ledger
 ENV LEDGER_KEYS=/keys LEDGER_HOME=/data
 EXPOSE 8000
