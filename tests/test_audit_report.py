@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from ledger import audit
 from ledger.audit.board_report import Inputs, render_html
 from ledger.audit.board_view import growth
+from ledger.audit.report import QUORUM_STEP, RECEIPT_STEP
 from ledger.cli import app as cli
 from ledger.contract import crypto
 from tests.conftest import World, deployment, open_world
@@ -323,15 +324,28 @@ def test_a_checkpoint_signed_by_another_key_fails_with_every_other_check_not_run
     assert "Nothing in this log can be relied on" in page.words()
 
 
-def test_a_receipt_check_is_listed_after_the_logs_steps_when_given() -> None:
+def test_checks_asked_for_are_listed_after_the_logs_steps_in_the_order_run() -> None:
     note, entries, log_key, keys = registered_synthetic_log(40)
     report = audit.verify(note, entries, log_key, keys)
-    report.add_receipt_check([audit.AuditFailure("receipt signature", "not signed")])
+    alone = Page(render_html(report, Inputs("the bundle log.bundle")))
+    report.add_checks(RECEIPT_STEP, [audit.AuditFailure("receipt signature", "not signed")])
+    report.add_checks(QUORUM_STEP, [])  # --policy: the quorum cosigned
+    report.flags.append(audit.AuditFailure("cosignature time", "witness w2 cosigned at 10"))
 
     page = Page(render_html(report, Inputs("the bundle log.bundle", receipt="erasure.txt")))
 
-    assert page.checks()[-2:] == [("receipt signature", "failed"), ("receipt", "passed")]
+    assert alone.checks() == [(check, "passed") for check in STEP_ORDER[:-1]] + [
+        ("consistency with saved checkpoint", "not run")
+    ]  # nothing asked for after the log's steps: nothing listed
+    assert page.checks()[len(STEP_ORDER) :] == [
+        ("receipt signature", "failed"),
+        ("receipt", "passed"),
+        ("witness quorum", "passed"),
+    ]
     assert [a["data-verdict"] for a in page.rows("div", "data-verdict")] == ["FAILED"]
+    words = page.words()
+    assert "Other findings" in words and "witness w2 cosigned at 10" in words
+    assert "reported compromised" not in words  # a witness's clock is no compromised key
 
 
 def test_a_report_of_another_format_is_refused_before_the_audit(

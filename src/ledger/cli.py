@@ -297,6 +297,7 @@ def audit_verify(
     from ledger.audit import SavedState, check_receipt, parse_agency_keys, read_bundle, verify
     from ledger.audit.forks import check_evidence
     from ledger.audit.quorum import check_quorum
+    from ledger.audit.report import EVIDENCE_STEP, QUORUM_STEP, RECEIPT_STEP
     from ledger.client import consistency_proofs
     from ledger.contract import crypto
     from ledger.private_files import replace_private
@@ -340,16 +341,17 @@ def audit_verify(
         if receipt_key is None:
             raise typer.BadParameter("--receipt needs --receipt-key")
         trusted_receipt_key = crypto.parse_verify_key(receipt_key.read_text())
-        report.add_receipt_check(check_receipt(receipt.read_text(), trusted_receipt_key, entries))
+        receipt_failures = check_receipt(receipt.read_text(), trusted_receipt_key, entries)
+        report.add_checks(RECEIPT_STEP, receipt_failures)
     witnessed = witness_policy and check_quorum(note, witness_policy, trusted_log_key)
     if witnessed:  # the quorum's cosignatures, or a failure naming the missing witnesses
-        report.failures += witnessed.failures
+        report.add_checks(QUORUM_STEP, witnessed.failures)
         report.flags += witnessed.flags
     if evidence is not None:
         token = token_file.read_text().strip() if token_file else ""
         consistency = consistency_proofs(url, token) if url and token else None
         fork, said = check_evidence(evidence.read_text(), trusted_log_key, consistency)
-        report.failures += [fork] if fork else []
+        report.add_checks(EVIDENCE_STEP, [fork] if fork else [])
         typer.echo(said, err=as_json)
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))

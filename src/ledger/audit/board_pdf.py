@@ -12,7 +12,7 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 from ledger.audit.board_view import View, when
-from ledger.audit.plain_words import FLAGGED, UNACKNOWLEDGED
+from ledger.audit.plain_words import FLAGGED, OTHER_FLAGS, UNACKNOWLEDGED
 
 GREEN, RED, AMBER, GREY = (26, 127, 55), (180, 35, 24), (181, 71, 8), (85, 85, 85)
 HEADINGS = FontFace(emphasis="BOLD", fill_color=(236, 236, 236))
@@ -165,6 +165,11 @@ def draw(view: View, written_at: datetime) -> bytes:
               (28, 152))  # fmt: skip
         if view.flags.more:
             text(f"... and {view.flags.more:,} more.", 9)
+    if view.other_flags.rows:
+        heading("Other findings")
+        text(OTHER_FLAGS, 9.5)
+        table([("Check", "Detail"), *((f.check, f.message) for f in view.other_flags.rows)],
+              (40, 140))  # fmt: skip
     if view.unacknowledged:
         heading(f"Notices not acknowledged after {view.ack_days} days")
         text(UNACKNOWLEDGED.format(days=view.ack_days), 9.5)

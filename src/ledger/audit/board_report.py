@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from ledger.audit.board_view import Inputs, view, when
-from ledger.audit.plain_words import FLAGGED, UNACKNOWLEDGED
+from ledger.audit.plain_words import FLAGGED, OTHER_FLAGS, UNACKNOWLEDGED
 from ledger.audit.report import AuditReport
 from ledger.private_files import replace_private
 
@@ -66,7 +66,13 @@ def render_html(report: AuditReport, inputs: Inputs) -> str:
     return (
         _environment()
         .get_template("board_report.html.j2")
-        .render(v=shown, svg=svg, flagged=FLAGGED, unacknowledged=UNACKNOWLEDGED)
+        .render(
+            v=shown,
+            svg=svg,
+            flagged=FLAGGED,
+            other_flags=OTHER_FLAGS,
+            unacknowledged=UNACKNOWLEDGED,
+        )
     )
 
 

@@ -68,7 +68,8 @@ class View:
     reads: str  # "12 reads of sealed data were"
     keys: list[KeyRecord]
     failures: Listed
-    flags: Listed
+    flags: Listed  # events signed with a key reported compromised
+    other_flags: Listed  # anything else flagged (a witness's clock)
     unacknowledged: list[tuple[int, str, str, str]]  # position, kind, agency, told at
     unacknowledged_more: int
     ack_days: int
@@ -123,6 +124,8 @@ def _looked_at(check: str, report: AuditReport) -> str:
         ),
         "receipt signature": "the erasure receipt",
         "receipt": "the erasure receipt",
+        "witness quorum": "the checkpoint's cosignatures",
+        "fork evidence": "a witness's evidence",
     }.get(check, "")
 
 
@@ -141,8 +144,8 @@ def _not_run(outcome: CheckOutcome, report: AuditReport, inputs: Inputs) -> str:
 def _check_rows(report: AuditReport, inputs: Inputs) -> list[CheckRow]:
     rows = []
     for outcome in report.outcomes():
-        if outcome.step == RECEIPT_STEP and outcome.outcome == "not run":
-            continue  # no receipt was given: nothing to say
+        if outcome.step >= RECEIPT_STEP and outcome.outcome == "not run":
+            continue  # not asked for (no --receipt, --policy, --evidence): nothing to say
         if outcome.outcome == "failed" and outcome.first is not None:
             more = f" ({outcome.failures:,} in all)" if outcome.failures > 1 else ""
             at = (
@@ -251,11 +254,15 @@ def view(report: AuditReport, inputs: Inputs) -> View:
             f"{failed_checks} of the checks. The first is at {where(first)}."
         )
     attention = []
-    if report.flags:
+    compromised = [f for f in report.flags if f.check == "compromised key"]
+    others = [f for f in report.flags if f.check != "compromised key"]
+    if compromised:
         attention.append(
-            f"{count(len(report.flags), 'event')} signed with a key its agency reported "
+            f"{count(len(compromised), 'event')} signed with a key its agency reported "
             "compromised (see below)."
         )
+    if others:
+        attention.append(f"{count(len(others), 'other finding')} (see below).")
     if report.unacknowledged:
         attention.append(
             f"{count(len(report.unacknowledged), 'notice')} of a withdrawal or an erasure not "
@@ -286,7 +293,8 @@ def view(report: AuditReport, inputs: Inputs) -> View:
         reads=_reads(tally.kinds.get("access", 0)),
         keys=report.keys,
         failures=_listed(report.failures),
-        flags=_listed(report.flags),
+        flags=_listed(compromised),
+        other_flags=_listed(others),
         unacknowledged=[(u.position, u.kind, u.agency, when(u.told_at)) for u in unack[:SHOWN]],
         unacknowledged_more=max(0, len(unack) - SHOWN),
         ack_days=report.ack_days,

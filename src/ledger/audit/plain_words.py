@@ -138,6 +138,19 @@ CHECKS: dict[str, Plain] = {
         "The entry the receipt names erased its case, under a summary the entries reproduce.",
         "The erasure receipt does not match the log: the erasure it names is not there.",
     ),
+    "witness quorum": Plain(
+        "Witnesses cosigned the summary",
+        "Enough of the independent witnesses in the auditor's policy cosigned the log's "
+        "summary, so the log cannot show this auditor a history it hides from others.",
+        "Not enough of the auditor's independent witnesses cosigned the log's summary: the "
+        "log may be showing this auditor a history that others do not see.",
+    ),
+    "fork evidence": Plain(
+        "A witness's evidence of a fork",
+        "Evidence a witness kept of two different histories was checked with the log's key.",
+        "A witness holds proof, signed with the log's own key, that the log showed two "
+        "different histories: the log forked.",
+    ),
 }
 UNKNOWN = Plain(
     "Another check",
@@ -145,6 +158,10 @@ UNKNOWN = Plain(
     "A check of the audit did not hold; the technical detail below says which.",
 )
 
+OTHER_FLAGS = (
+    "Findings that do not fail the audit but deserve a look, such as a witness whose clock "
+    "differs from the others'."
+)
 FLAGGED = (
     "The agency reported that the key may have been in someone else's hands from that "
     "point on. The signatures are valid, but the events may not be the agency's own acts: "

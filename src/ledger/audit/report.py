@@ -9,7 +9,9 @@ from ledger.audit.keys import KeyRecord
 from ledger.audit.state import SavedState
 from ledger.audit.tally import Tally
 
-RECEIPT_STEP = 9
+# Checks the command runs after the log's steps, each when asked for (--receipt, --policy,
+# --evidence): listed in the report only then.
+RECEIPT_STEP, QUORUM_STEP, EVIDENCE_STEP = 9, 10, 11
 # The step each check belongs to: for one position, the earliest step's failure is reported
 # first (a non-canonical entry is that, whatever else is wrong with it).
 CHECK_STEPS = {
@@ -33,6 +35,8 @@ CHECK_STEPS = {
     "consistency with saved checkpoint": 8,
     "receipt signature": RECEIPT_STEP,  # with --receipt, after the log's steps
     "receipt": RECEIPT_STEP,
+    "witness quorum": QUORUM_STEP,  # ledger.audit.quorum
+    "fork evidence": EVIDENCE_STEP,  # ledger.audit.forks
 }
 
 
@@ -104,7 +108,7 @@ class AuditReport:
         found: dict[str, list[AuditFailure]] = {}
         for failure in self.failures:
             found.setdefault(failure.check, []).append(failure)
-        steps = CHECK_STEPS | {check: RECEIPT_STEP for check in found if check not in CHECK_STEPS}
+        steps = CHECK_STEPS | {check: EVIDENCE_STEP for check in found if check not in CHECK_STEPS}
         out = []
         for check, step in steps.items():
             failed = found.get(check, [])
@@ -115,10 +119,11 @@ class AuditReport:
                 out.append(CheckOutcome(step, check, "passed" if step in self.ran else "not run"))
         return out
 
-    def add_receipt_check(self, failures: list[AuditFailure]) -> None:
-        """The outcome of `check_receipt` on this log's entries."""
+    def add_checks(self, step: int, failures: list[AuditFailure]) -> None:
+        """The outcome of a check run after the log's steps (`check_receipt`, `check_quorum`,
+        `check_evidence`): its failures, and that it ran."""
         self.failures += failures
-        self.ran.add(RECEIPT_STEP)
+        self.ran.add(step)
 
     @property
     def first_failure(self) -> AuditFailure | None:
