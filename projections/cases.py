@@ -69,17 +69,35 @@ class CasesProjection(Projection):
             )
 
 
-def cases_of(views: ViewStore, agency: str) -> list[dict[str, Any]]:
-    """The cases an agency is related to, newest first."""
+def cases_of(
+    views: ViewStore,
+    agency: str,
+    *,
+    before: int | None = None,
+    limit: int | None = None,
+    case_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """The cases an agency is related to, newest first (by the log position of their
+    `case.opened`, a key that never changes: the list's paging order); `before`: only those
+    opened before that position; `limit`: at most that many; `case_id`: that case only."""
+    query = (
+        "SELECT c.case_id, c.status, c.minor, c.opened_at, c.updated_at, c.position, a.holder"
+        " FROM {s}view_case_agencies a JOIN {s}view_cases c ON c.case_id = a.case_id"
+        " WHERE a.agency = ?"
+    )
+    params: list[Any] = [agency]
+    if before is not None:
+        query += " AND c.position < ?"
+        params.append(before)
+    if case_id is not None:
+        query += " AND c.case_id = ?"
+        params.append(case_id)
+    query += " ORDER BY c.position DESC"
+    if limit is not None:
+        query += " LIMIT ?"
+        params.append(limit)
     with views.read() as cur:
-        cur.execute(
-            views.sql(
-                "SELECT c.case_id, c.status, c.minor, c.opened_at, c.updated_at, a.holder"
-                " FROM {s}view_case_agencies a JOIN {s}view_cases c ON c.case_id = a.case_id"
-                " WHERE a.agency = ? ORDER BY c.opened_at DESC, c.case_id"
-            ),
-            (agency,),
-        )
+        cur.execute(views.sql(query), params)
         return [dict(r) for r in cur.fetchall()]
 
 

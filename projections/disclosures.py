@@ -50,15 +50,25 @@ class DisclosuresProjection(Projection):
         )
 
 
-def disclosures_of(views: ViewStore, case_id: str) -> list[dict[str, Any]]:
+def disclosures_of(
+    views: ViewStore, case_id: str, *, after: int | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """A case's disclosures in log order (the list's paging order); `after`: only those
+    after that position; `limit`: at most that many."""
+    query = (
+        "SELECT position, kind, agency, by_agency, categories, consent_id, purpose, at"
+        " FROM {s}view_disclosures WHERE case_id = ?"
+    )
+    params: list[Any] = [case_id]
+    if after is not None:
+        query += " AND position > ?"
+        params.append(after)
+    query += " ORDER BY position"
+    if limit is not None:
+        query += " LIMIT ?"
+        params.append(limit)
     with views.read() as cur:
-        cur.execute(
-            views.sql(
-                "SELECT position, kind, agency, by_agency, categories, consent_id, purpose, at"
-                " FROM {s}view_disclosures WHERE case_id = ? ORDER BY position"
-            ),
-            (case_id,),
-        )
+        cur.execute(views.sql(query), params)
         rows = [dict(r) for r in cur.fetchall()]
     for row in rows:
         row["categories"] = json.loads(row["categories"])

@@ -36,14 +36,24 @@ class ErasureRequestsProjection(Projection):
         )
 
 
-def erasure_requests_of(views: ViewStore, agency: str) -> list[dict[str, Any]]:
-    """The pending erasure requests of the cases an agency holds, oldest first."""
+def erasure_requests_of(
+    views: ViewStore, agency: str, *, after: int | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The erasure requests of the cases an agency holds, oldest first (by log position, the
+    list's paging order); `after`: only those after that position; `limit`: at most that
+    many. Whether each still waits is for the caller to decide (the case's state)."""
+    query = (
+        "SELECT event_id, case_id, actor, requested_at, position FROM {s}view_erasure_requests"
+        " WHERE agency = ?"
+    )
+    params: list[Any] = [agency]
+    if after is not None:
+        query += " AND position > ?"
+        params.append(after)
+    query += " ORDER BY position"
+    if limit is not None:
+        query += " LIMIT ?"
+        params.append(limit)
     with views.read() as cur:
-        cur.execute(
-            views.sql(
-                "SELECT event_id, case_id, actor, requested_at FROM {s}view_erasure_requests"
-                " WHERE agency = ? ORDER BY position"
-            ),
-            (agency,),
-        )
+        cur.execute(views.sql(query), params)
         return [dict(r) for r in cur.fetchall()]

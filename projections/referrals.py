@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ledger.storage.base import ViewStore
@@ -60,15 +61,42 @@ class ReferralsProjection(Projection):
             )
 
 
-def referrals_of(views: ViewStore, agency: str, status: str | None = None) -> list[dict[str, Any]]:
-    """Referrals an agency made or received, oldest first."""
+def referrals_of(
+    views: ViewStore,
+    agency: str,
+    status: str | None = None,
+    *,
+    after: tuple[str, str, str] | None = None,
+    limit: int | None = None,
+    to: str | None = None,
+    case_ids: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Referrals an agency made or received, oldest first: by (made_at, case_id,
+    referral_id), keys that never change (the list's paging order); `after`: only those
+    after that key; `limit`: at most that many; `to`: those made to that agency;
+    `case_ids`: those of these cases."""
     query = "SELECT * FROM {s}view_referrals WHERE (from_agency = ? OR to_agency = ?)"
     params: list[Any] = [agency, agency]
     if status is not None:
         query += " AND status = ?"
         params.append(status)
+    if to is not None:
+        query += " AND to_agency = ?"
+        params.append(to)
+    if after is not None:
+        query += " AND (made_at, case_id, referral_id) > (?, ?, ?)"
+        params.extend(after)
+    if case_ids is not None:
+        if not case_ids:
+            return []
+        query += f" AND case_id IN ({', '.join('?' for _ in case_ids)})"
+        params.extend(case_ids)
+    query += " ORDER BY made_at, case_id, referral_id"
+    if limit is not None:
+        query += " LIMIT ?"
+        params.append(limit)
     with views.read() as cur:
-        cur.execute(views.sql(query + " ORDER BY made_at, case_id, referral_id"), params)
+        cur.execute(views.sql(query), params)
         rows = [dict(r) for r in cur.fetchall()]
     for row in rows:
         row["categories"] = json.loads(row["categories"])

@@ -479,6 +479,16 @@ def test_children_and_unknown_age_need_guardian_consent_with_assent(
 ) -> None:
     ngo, clinic = world.agency("ngo-a"), world.agency("clinic")
     case_id = ngo.open_case(age_band, payload={"identity": {"n": 1}})
+    assenting = facts.get("child_assent") is True or facts.get("assent_exempt")
+    if age_band != "adult" and (facts["given_by"] == "survivor" or not assenting):
+        # (v1.4) A consent that could never count is refused when it is submitted, saying why.
+        base = {"consent_id": str(uuid.uuid4()), "purposes": ["data_sharing"],
+                "recipients": ["clinic"], "categories": ["identity"], "expires_at": None,
+                "given_by": "survivor", "child_assent": None, "assent_exempt": False}  # fmt: skip
+        refused = ngo.submit("consent.granted", case_id, base | facts, CONSENT_ATTRS)
+        assert refused.status_code == 403 and "never count" in refused.json()["message"]
+        assert not allowed
+        return
     consent = ngo.grant(case_id, ["clinic"], **facts)
     assert ngo.share(case_id, "clinic", consent).status_code == (201 if allowed else 403)
     assert clinic.read(case_id).status_code == (200 if allowed else 403)
@@ -488,9 +498,10 @@ def test_age_assessment_changes_which_consents_count(world: World) -> None:
     ngo = world.agency("ngo-a")
     world.agency("clinic")
     case_id = ngo.open_case("unknown")
-    consent = ngo.grant(case_id, ["clinic"])
-    assert ngo.share(case_id, "clinic", consent).status_code == 403
+    guardian = ngo.grant(case_id, ["clinic"], given_by="guardian", child_assent=True)
+    assert ngo.share(case_id, "clinic", guardian).status_code == 201
     ngo.ok("age.assessed", case_id, {"minor": False}, {"age_band": "adult", "method": "document"})
+    consent = ngo.grant(case_id, ["clinic"])  # an adult's own (refused before: v1.4)
     assert ngo.share(case_id, "clinic", consent).status_code == 201
     exempt = ngo.grant(case_id, ["clinic"], given_by="guardian", assent_exempt=True)
     ngo.ok("age.assessed", case_id, {"minor": True}, {"age_band": "6-11", "method": "medical"})

@@ -55,6 +55,12 @@ class TooLarge(LedgerError):
     status, code = 413, "too_large"
 
 
+class UnsupportedMediaType(LedgerError):
+    """415: a body declared as something other than JSON."""
+
+    status, code = 415, "unsupported_media_type"
+
+
 class Invalid(LedgerError):
     """422: well-formed but not acceptable (facts, attrs, references)."""
 

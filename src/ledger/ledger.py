@@ -32,6 +32,7 @@ from ledger.services.keystore import KeyStore
 from ledger.services.logtime import LogTime, utc_now
 from ledger.services.notices import Notices, Timers
 from ledger.services.outbound import OutboundPolicy
+from ledger.services.paging import Page
 from ledger.services.registry import Registry
 from ledger.services.submissions import Incoming, Outcome, parse, parse_batch
 from ledger.services.tokens import Principal, Tokens
@@ -206,5 +207,7 @@ class Ledger:
     def remove_webhook(self, principal: Principal, agency_id: str, hook_id: str) -> None:
         self.webhooks.remove(principal, agency_id, hook_id)
 
-    def dead_letters(self, principal: Principal, agency_id: str, hook_id: str) -> dict[str, Any]:
-        return self.webhooks.dead_letters(principal, agency_id, hook_id)
+    def dead_letters(
+        self, principal: Principal, agency_id: str, hook_id: str, page: Page | None = None
+    ) -> dict[str, Any]:
+        return self.webhooks.dead_letters(principal, agency_id, hook_id, page)

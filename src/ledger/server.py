@@ -5,21 +5,31 @@ spreads connections across the processes. (A single shared socket, as `uvicorn -
 uses, lets whichever process is idle first accept: with keep-alive clients one process ended
 up with nearly every connection while the others idled.) The supervisor restarts a process
 that dies and stops them all on SIGTERM or SIGINT.
+
+Several processes share one directory for their Prometheus counters (prometheus-client's
+multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`): the one set in the environment, emptied at
+start, or a temporary one made and removed here. Whichever process answers `GET /metrics`
+sums them all, those of processes that exited included.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("ledger.server")
 
 APP = "ledger.api.app:app_from_settings"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 RESTART_BACKOFF_S = 1.0
 
 
@@ -58,6 +68,29 @@ def serve(host: str, port: int, processes: int, log_level: str) -> None:
     if port == 0:  # every process must bind the same port: choose it once
         with listening_socket(host, 0, reuse_port=True) as probe:
             port = probe.getsockname()[1]
+    metrics_dir, made = _metrics_dir()
+    try:
+        _supervise(host, port, processes, log_level, metrics_dir)
+    finally:
+        if made:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir() -> tuple[Path, bool]:
+    """The processes' shared metrics directory, emptied (and whether it was made here);
+    set in the environment the processes inherit."""
+    given = os.environ.get(MULTIPROCESS_DIR)
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="ledger-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):  # counts of an earlier run would add up with these
+        stale.unlink()
+    os.environ[MULTIPROCESS_DIR] = str(folder)
+    return folder, not given
+
+
+def _supervise(host: str, port: int, processes: int, log_level: str, metrics_dir: Path) -> None:
+    from prometheus_client import multiprocess
+
     context = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -81,6 +114,8 @@ def serve(host: str, port: int, processes: int, log_level: str) -> None:
             if process.is_alive() or stopping:
                 continue
             log.warning("server process %s exited (%s)", process.pid, process.exitcode)
+            if process.pid is not None:
+                multiprocess.mark_process_dead(process.pid, str(metrics_dir))
             quick_failures = quick_failures + 1 if time.monotonic() - started < 10 else 0
             if quick_failures >= 3:  # it cannot start (configuration, database): give up
                 stopping = True

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     witnesses: list[WitnessSetting] = []
     witness_timeout_s: float = 5.0  # one add-checkpoint request, connecting included
     witness_retry_max_s: float = 60.0
+    # GET /metrics (Prometheus) answers only this bearer token; unset: metrics are not served.
+    metrics_token: str | None = None
 
     @property
     def notices_in_api(self) -> bool:

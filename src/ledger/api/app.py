@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 
 from ledger import __version__
-from ledger.api import errors
+from ledger.api import docs, errors, metrics
 from ledger.api.gate import Gate
 from ledger.api.ratelimit import InFlight, RateLimiter
 from ledger.api.routes import (
@@ -93,18 +93,21 @@ def create_app(
     rate_pause_s: float = 1.0,
     warm_lane: bool = False,
     loops: Sequence[Background] = (),
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """The API over an open ledger; `follow` runs the projections in this process (default:
     when the read models are configured to live in the API process); `recover_interval_s`
     runs `Ledger.recover()` that often in the background (0, the default here: never; the
     server's setting is a minute); `loops` run beside them (the notices' delivery and timers,
-    when the API process tells the agencies)."""
+    when the API process tells the agencies); `metrics_token`: the bearer token of
+    `GET /metrics` (None: metrics are not served)."""
     follow = readmodels.inline if follow is None else follow
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         signer = CheckpointSigner(ledger.log, checkpoint_every, checkpoint_interval_s)
         signer.start()
+        app.state.prober = health.Prober(ledger, signer)  # GET /v1/health's checks
         follower = Follower(readmodels.runner) if follow else None
         if follower is not None:
             follower.start()
@@ -133,6 +136,8 @@ def create_app(
         title="Survivor Case Ledger",
         version=__version__,
         description="Signed, sealed, consent-gated case events in one verifiable Merkle log.",
+        docs_url=None,  # served from the application's own files (`ledger.api.docs`)
+        redoc_url=None,
     )
     app.state.ledger = ledger
     app.state.readmodels = readmodels
@@ -148,8 +153,12 @@ def create_app(
     app.state.inflight = InFlight(inflight_bytes_per_token)
     app.state.large_bodies = events.LargeBodies()  # parsed one at a time, in a process
     app.state.submissions = AsyncGroup(ledger.submit_many)  # POST /v1/events's grouping
+    app.state.metrics_token = metrics_token
+    app.state.metrics_state = metrics.LedgerState(ledger, readmodels, lambda: ledger.clock())
     app.add_middleware(Gate)  # first in the stack, inside NoLeaks (added by install)
     errors.install(app)
+    app.add_middleware(metrics.Measured)  # outermost: it sees every answer, 500s included
+    docs.install(app)
     routers = (
         health, events, cases, interop, referrals, notices, webhooks, stats, indicators, agencies,
         tokens, log,
@@ -183,6 +192,11 @@ def create_app(
         error = {"application/json": {"schema": {"$ref": ref.format(model="ErrorBody")}}}
         for operations in schema["paths"].values():
             for operation in operations.values():
+                if "requestBody" in operation:  # the gate refuses a body that is not JSON
+                    operation["responses"]["415"] = {
+                        "description": "the body is not declared as application/json",
+                        "content": error,
+                    }
                 for status, response in operation["responses"].items():
                     if str(status) in ERROR_STATUSES:
                         response["content"] = error
@@ -218,6 +232,7 @@ def app_from_settings() -> FastAPI:
         rate_burst=settings.rate_burst,
         rate_pause_s=settings.rate_pause_s,
         warm_lane=True,
+        metrics_token=settings.metrics_token,
         loops=[
             *(notice_loops(settings, ledger) if settings.notices_in_api else ()),
             IndicatorsWarm(readmodels.indicators),  # this process's dashboards, built ahead

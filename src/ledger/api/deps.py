@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ledger.api.gate import principal_of
 from ledger.interop.service import InteropService
 from ledger.ledger import Ledger
+from ledger.services import paging
 from ledger.services.readmodels import ReadModels
 from ledger.services.tokens import Principal
 
@@ -61,3 +62,9 @@ async def get_principal(request: Request, bearer: BearerToken) -> Principal:
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+Cursor = Annotated[str | None, Query(description=paging.CURSOR_DOC, pattern=paging.CURSOR_PATTERN)]
+"""A list's `cursor` query parameter: the `next` of its previous page."""
+Limit = Annotated[int, Query(description=paging.LIMIT_DOC, ge=1, le=paging.MAX_LIMIT)]
+"""A list's `limit` query parameter."""

@@ -13,6 +13,10 @@ HTTP request to /v1/... except `GET /v1/health`, in this order:
 3. 403: on the two event endpoints, refuses tokens whose role never appends (auditor,
    monitor, admin) before their bodies are read (the contract's step 9 check, moved ahead
    of the body for them);
+   415: refuses, unread, a POST, PUT or PATCH whose Content-Type is not JSON
+   (`application/json`, UTF-8 if a charset is named): a form or a text body, which a
+   browser sends to any origin without asking, is never parsed as a request (a request
+   that names no Content-Type is read as JSON, as before: the SDK always names it);
 4. 413: caps the body by route before and while reading it: a declared Content-Length over
    the cap is refused unread, a streamed body is read only up to the cap;
 5. 429: takes what the body weighs from the rate limit (one request per 4 KiB) and
@@ -37,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ledger.api.errors import refusal
 from ledger.api.ratelimit import InFlight, RateLimiter
 from ledger.contract.roles import AGENCY_ROLES
-from ledger.errors import Forbidden, LedgerError, TooLarge
+from ledger.errors import Forbidden, LedgerError, TooLarge, UnsupportedMediaType
 from ledger.services.tokens import Principal
 
 PUBLIC = frozenset({("GET", "/v1/health")})
@@ -45,6 +49,8 @@ PUBLIC = frozenset({("GET", "/v1/health")})
 EVENT_CAPS = {"/v1/events": "max_body_bytes", "/v1/events:batch": "max_batch_bytes"}
 OTHER_CAP = "max_other_body_bytes"
 NO_STORE = (b"cache-control", b"no-store")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+JSON = "application/json"
 CLOSE_ABOVE = 65_536  # a refusal that leaves more of a body unread closes the connection
 
 
@@ -114,6 +120,8 @@ class Gate:
             cap_name = EVENT_CAPS.get(path) if method == "POST" else None
             if cap_name is not None and principal.role not in AGENCY_ROLES:
                 raise Forbidden(f"a {principal.role} token cannot append events")
+            if method in BODY_METHODS:
+                _check_json(scope)
             # 4. A declared length over the route's cap, unread.
             cap: int = getattr(state, cap_name or OTHER_CAP)
             if declared is not None and declared > cap:
@@ -213,6 +221,17 @@ async def _refuse(
         retry_after = exc.extra.get("retry_after", 1)
         await asyncio.sleep(min(pause, retry_after if isinstance(retry_after, int) else 1))
     await response(scope, receive, send)
+
+
+def _check_json(scope: Scope) -> None:
+    """415 unless the declared Content-Type is JSON (none declared: read as JSON)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media, _, params = value.decode("latin-1").partition(";")
+            charset = params.strip().lower().removeprefix("charset=").strip('"')
+            if media.strip().lower() == JSON and charset in ("", "utf-8"):
+                return
+            raise UnsupportedMediaType("send the body as JSON, with Content-Type: application/json")
 
 
 def _too_large(cap: int) -> TooLarge:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +50,16 @@ class RetryPolicy:
         ceiling = min(self.cap_s, self.base_s * 2**attempt)
         wait = rng.uniform(0, ceiling)
         return wait if retry_after is None else max(wait, min(retry_after, self.cap_s))
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list: its items, the cursor of the next page (None: the last), and
+    the whole answer (for members beside the list)."""
+
+    items: list[dict[str, Any]]
+    next: str | None
+    answer: dict[str, Any]
 
 
 def is_transient(status: int, body: dict[str, Any]) -> bool:
@@ -238,13 +248,47 @@ class LedgerClient:
             self._json(response)  # raises LedgerHTTPError with the ledger's answer
         return response.content
 
-    def referrals(self) -> list[dict[str, Any]]:
-        """The referrals this agency made or received, with their due times."""
-        return list(self._json(self._send("GET", "/v1/referrals"))["referrals"])
+    # -- lists, a page at a time ------------------------------------------------------------
+
+    def page(
+        self,
+        path: str,
+        name: str,
+        cursor: str | None = None,
+        limit: int | None = None,
+        **params: Any,
+    ) -> Page:
+        """One page of a list endpoint (`name`: the member holding its items): the page
+        after `cursor` (the `next` of the previous page; None: the first)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        if cursor is not None:
+            query["cursor"] = cursor
+        if limit is not None:
+            query["limit"] = limit
+        body = self._json(self._send("GET", path, params=query))
+        return Page(list(body[name]), body.get("next"), body)
+
+    def every(self, path: str, name: str, **params: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a list endpoint, following its pages to the last (one request a
+        page): each item there when it started comes once, whatever is written meanwhile."""
+        cursor: str | None = None
+        while True:
+            page = self.page(path, name, cursor, **params)
+            yield from page.items
+            if page.next is None:
+                return
+            cursor = page.next
+
+    def referrals(self, **filters: Any) -> list[dict[str, Any]]:
+        """The referrals this agency made or received, with their due times (`filters`:
+        status, overdue, to, component), every page."""
+        return list(self.every("/v1/referrals", "referrals", **filters))
 
     def disclosures(self, case_id: str) -> dict[str, Any]:
-        """Who has seen or received the case's data: shares, referrals and reads."""
-        return dict(self._json(self._send("GET", f"/v1/cases/{case_id}/disclosures")))
+        """Who has seen or received the case's data: shares, referrals and reads (every
+        page of the register)."""
+        path = f"/v1/cases/{case_id}/disclosures"
+        return {"case_id": case_id, "disclosures": list(self.every(path, "disclosures"))}
 
     def notices(self, after: int = 0, limit: int = 100) -> dict[str, Any]:
         """This agency's notices after `after` (a `seq`), oldest first, and the `next` cursor."""
@@ -278,7 +322,7 @@ class LedgerClient:
     def dead_letters(self, agency: str, hook_id: str) -> list[dict[str, Any]]:
         """Notices the endpoint never took within the retry period."""
         path = f"/v1/agencies/{agency}/webhooks/{hook_id}/dead-letters"
-        return list(self._json(self._send("GET", path))["dead"])
+        return list(self.every(path, "dead"))
 
     def indicators(
         self,
@@ -298,7 +342,7 @@ class LedgerClient:
     def erasure_requests(self) -> list[dict[str, Any]]:
         """A supervisor: the agency's erasure requests waiting for a second supervisor, each
         with who requested it and the agencies the erasure would tell (`notify`)."""
-        return list(self._json(self._send("GET", "/v1/erasure-requests"))["requests"])
+        return list(self.every("/v1/erasure-requests", "requests"))
 
     def erasure_receipt(self, case_id: str) -> str:
         """An erased case's erasure receipt: a note signed by the ledger's receipt key."""
@@ -309,7 +353,7 @@ class LedgerClient:
 
     def releases(self) -> list[dict[str, str]]:
         """A monitor: the frozen statistics releases (period, when frozen), newest first."""
-        return list(self._json(self._send("GET", "/v1/stats/releases"))["releases"])
+        return list(self.every("/v1/stats/releases", "releases"))
 
     def release(self, period: str) -> dict[str, Any]:
         """A monitor: the frozen release of a month (YYYY-MM)."""
@@ -328,8 +372,20 @@ class LedgerClient:
         return response.text
 
     def case_list(self) -> list[dict[str, Any]]:
-        """This agency's cases (cleartext facts only: nothing is unsealed)."""
-        return list(self._json(self._send("GET", "/v1/cases"))["cases"])
+        """This agency's cases, newest first, every page (cleartext facts only: nothing is
+        unsealed). For a long list, `case_page` reads one page at a time."""
+        return list(self.every("/v1/cases", "cases"))
+
+    def case_page(self, cursor: str | None = None, limit: int | None = None) -> Page:
+        """A page of this agency's cases, newest first (`cursor`: the previous page's
+        `next`)."""
+        return self.page("/v1/cases", "cases", cursor, limit)
+
+    def case_summary(self, case_id: str) -> dict[str, Any] | None:
+        """One of this agency's cases as the case list shows it (None: not one of them, or
+        erased). Nothing is unsealed."""
+        items = self.page("/v1/cases", "cases", case_id=case_id).items
+        return items[0] if items else None
 
     # -- the log -----------------------------------------------------------------------------
 
@@ -422,8 +478,14 @@ class LedgerClient:
             )
         )
 
-    def create_token(self, role: str, label: str, agency: str | None = None) -> dict[str, Any]:
+    def create_token(
+        self, role: str, label: str, agency: str | None = None, expires_at: str | None = None
+    ) -> dict[str, Any]:
+        """Admin: a token for one person (`expires_at`: YYYY-MM-DDTHH:MM:SSZ); its secret is
+        in this answer only."""
         body = {"agency": agency, "role": role, "label": label}
+        if expires_at is not None:
+            body["expires_at"] = expires_at
         return dict(self._json(self._request("POST", "/v1/tokens", json=body)))
 
     def revoke_token(self, token_id: str) -> None:
@@ -438,7 +500,7 @@ class LedgerClient:
 
     def agencies(self) -> list[dict[str, Any]]:
         """The registered agencies: id, name, type, and whether they may be named now."""
-        return list(self._json(self._send("GET", "/v1/agencies"))["agencies"])
+        return list(self.every("/v1/agencies", "agencies"))
 
 
 def consistency_proofs(url: str, token: str) -> Callable[[int, int], list[bytes]]:

@@ -10,6 +10,7 @@ with their own ledger token, so the ledger's records name who acted."""
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ledger.client import LedgerHTTPError
+from ledger.client.session import LedgerClient, Page
 from ledger.console.accounts import Account, AccountError, Session, csrf_matches
 from ledger.console.casework import add_casework
 from ledger.console.dashboard import add_dashboard
@@ -45,6 +47,7 @@ log = logging.getLogger("ledger.console")
 ANYWHERE = "0.0.0.0"  # noqa: S104 (a setting's value, compared; nothing binds here)
 
 PAGE = 50  # cases on one page of the list
+CURSOR = re.compile(r"[A-Za-z0-9_-]{1,512}")  # a ledger cursor, as the Older link carries it
 
 
 def create_app(console: Console) -> FastAPI:
@@ -153,23 +156,37 @@ def create_app(console: Console) -> FastAPI:
     # -- cases ---------------------------------------------------------------------------------
 
     @app.get("/cases", response_class=HTMLResponse)
-    def cases(request: Request, page: int = 1) -> Response:
-        """The agency's cases, newest first, a page of `PAGE` at a time."""
+    def cases(request: Request, page: int = 1, cursor: str | None = None) -> Response:
+        """The agency's cases, newest first, a page of `PAGE` at a time, read from the
+        ledger a page at a time: `cursor` is the ledger's cursor of page `page` (the Older
+        link carries it); without it the pages before are followed from the first (the
+        Newer link, and page numbers typed in). Past the last page, the last one."""
         session = console.person(request)
-        listed = console.ask(session, lambda ledger: ledger.case_list())
-        pages = max(1, -(-len(listed) // PAGE))
-        page = min(max(1, page), pages)
-        shown = listed[(page - 1) * PAGE : page * PAGE]
-        return console.page("cases.html.j2", session.account.language, session, cases=shown,
-                            total=len(listed), page=page, pages=pages,
-                            first=(page - 1) * PAGE + 1)  # fmt: skip
+        page = max(1, min(page, 10_000))
+        if cursor is not None and not CURSOR.fullmatch(cursor):
+            cursor, page = None, 1
+
+        def read(ledger: LedgerClient) -> tuple[int, Page]:
+            number, shown = (page, ledger.case_page(cursor, PAGE)) if cursor else (1, None)
+            if shown is None:
+                shown = ledger.case_page(None, PAGE)
+                while number < page and shown.next is not None:
+                    following = ledger.case_page(shown.next, PAGE)
+                    if not following.items:
+                        break  # the last page was full: stay on it
+                    number, shown = number + 1, following
+            return number, shown
+
+        number, shown = console.ask(session, read)
+        return console.page("cases.html.j2", session.account.language, session,
+                            cases=shown.items, page=number, next=shown.next,
+                            first=(number - 1) * PAGE + 1)  # fmt: skip
 
     @app.get("/cases/{case_id}", response_class=HTMLResponse)
     def case(request: Request, case_id: str) -> Response:
         session = console.person(request)
         case_id = console.checked_id(session, case_id)
-        listed = console.ask(session, lambda ledger: ledger.case_list())
-        summary = next((c for c in listed if c["case_id"] == case_id), None)
+        summary = console.ask(session, lambda ledger: ledger.case_summary(case_id))
         if summary is None:  # erased (it answers so), or none of this agency's
             raise Answered(erased_or_missing(console, session, case_id))
         return console.page("case.html.j2", session.account.language, session, case=summary)

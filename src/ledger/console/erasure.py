@@ -67,8 +67,7 @@ def add_erasure(app: FastAPI, console: Console) -> None:
 
     def held(session: Session, case_id: str) -> dict[str, Any]:
         """The case's summary if the agency holds it; an erased case answers as erased."""
-        listed = console.ask(session, lambda ledger: ledger.case_list())
-        summary = next((c for c in listed if c["case_id"] == case_id), None)
+        summary = console.ask(session, lambda ledger: ledger.case_summary(case_id))
         if summary is None:
             raise Answered(erased_or_missing(console, session, case_id))
         if not summary["holder"]:

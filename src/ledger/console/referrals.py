@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ledger.console.accounts import Session
 from ledger.console.i18n import chosen
 from ledger.console.pages import Answered, Console
+from ledger.contract.notices import DUE_HOURS
 from ledger.contract.vocabulary import (
     ACK_ACTIONS,
     ACK_KINDS,
@@ -29,17 +30,7 @@ from ledger.contract.vocabulary import (
 
 log = logging.getLogger("ledger.console")
 
-HEALTH = "health_psychosocial"
-# The due time a referral gets unless the case worker sets one: health and psychosocial care
-# within 24 hours (principle XI; the ledger holds it to 24 h after identification too), an
-# urgent referral within two days, a routine one within a week.
-DUE_HOURS = {HEALTH: 24, "urgent": 48, "routine": 7 * 24}
 INBOX_PAGES = 50  # pages of 100 notices the inbox reads at most
-
-
-def default_due(component: str, urgency: str, now: datetime) -> datetime:
-    hours = DUE_HOURS[HEALTH] if component == HEALTH else DUE_HOURS.get(urgency, 7 * 24)
-    return now + timedelta(hours=hours)
 
 
 def add_referrals(app: FastAPI, console: Console) -> None:
@@ -76,14 +67,15 @@ def add_referrals(app: FastAPI, console: Console) -> None:
         to = recipient_of(session, form)
         component = str(form.get("component", ""))
         urgency = str(form.get("urgency", "routine"))
-        due = default_due(component, urgency, datetime.now(UTC).replace(microsecond=0))
         facts = {
             "referral_id": str(uuid.uuid4()),
             "to": to,
             "consent_id": consent_id,
             "categories": sorted({str(v) for v in form.getlist("categories")}),
         }
-        attrs = {"component": component, "due_by": format_timestamp(due), "urgency": urgency}
+        # The due time is the ledger's default (`contract.notices.default_due`, the hours the
+        # form shows): one definition, decided from the signed event.
+        attrs = {"component": component, "due_by": None, "urgency": urgency}
         console.ask(session, lambda ledger: ledger.submit("referral.made", case_id, facts, attrs))
         log.info("console referral made account=%s case=%s", session.account.id, case_id)
         return RedirectResponse("/referrals", status_code=303)

@@ -9,12 +9,13 @@ projections: `ledger projections rebuild` neither makes nor sends them again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.contract.gates import CaseState
+from ledger.contract.vocabulary import parse_timestamp
 from ledger.errors import Conflict, Forbidden
 
 # What the recipient of each kind of notice is asked to do.
@@ -41,6 +42,42 @@ def health_deadline(identified_at: str) -> datetime:
     is recorded as a date, so the deadline is 24 h after the end of that day."""
     day = datetime.strptime(identified_at, "%Y-%m-%d").replace(tzinfo=UTC)
     return day + timedelta(days=2)
+
+
+# The due time of a referral made with `due_by: null`, counted from its `signed_at`: health
+# and psychosocial care within 24 hours (principle XI), otherwise an urgent referral within
+# two days and a routine one within a week.
+DUE_HOURS = {HEALTH_COMPONENT: 24, "urgent": 48, "routine": 7 * 24}
+
+
+def default_due(component: str, urgency: str, signed_at: datetime) -> datetime:
+    """What a referral's `due_by: null` stands for (`DUE_HOURS` after it was signed)."""
+    hours = DUE_HOURS[HEALTH_COMPONENT] if component == HEALTH_COMPONENT else DUE_HOURS[urgency]
+    return signed_at + timedelta(hours=hours)
+
+
+def referral_due(
+    attrs: Mapping[str, Any],
+    signed_at: str,
+    identified_at: str | None,
+    deadline_of: Callable[[str], datetime] = health_deadline,
+) -> datetime:
+    """When a referral is due: its `due_by`, or the default for a null one (from the
+    envelope's `signed_at`); a health referral at the latest by the health deadline of the
+    case's identification day (`identified_at`; None when it cannot be read: no cap).
+
+    Every reader of a due time (the referral board, the overdue timers, the indicators)
+    computes it here, from the signed event, so a default is decided once and the sealed
+    attrs stay what the agency signed."""
+    component = attrs["component"]
+    given = attrs["due_by"]
+    if given is None:
+        due = default_due(component, attrs["urgency"], parse_timestamp(signed_at))
+    else:
+        due = parse_timestamp(given)
+    if component == HEALTH_COMPONENT and identified_at is not None:
+        due = min(due, deadline_of(identified_at))
+    return due
 
 
 @dataclass(frozen=True)

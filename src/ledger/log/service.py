@@ -154,6 +154,12 @@ class CheckpointSigner(Background):
     def __init__(self, service: LogService, every: int, interval_s: float) -> None:
         super().__init__()
         self.service, self.every, self.interval_s = service, every, interval_s
+        self.failing_since: float | None = None  # monotonic time of the first failure in a row
+
+    @property
+    def running(self) -> bool:
+        """Whether its thread is alive (and not stopping)."""
+        return self._thread.is_alive() and not self.stopping.is_set()
 
     def run(self) -> None:
         last_signed = time.monotonic()
@@ -165,5 +171,8 @@ class CheckpointSigner(Background):
                 if behind >= self.every or (behind > 0 and due):
                     self.service.sign_checkpoint()
                     last_signed = time.monotonic()
+                self.failing_since = None
             except Exception as exc:  # keep signing later; say what failed, not the data
                 log.error("checkpoint signer: %s", type(exc).__name__)
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from ledger.concurrency import Background
 from ledger.contract.case import Cases
-from ledger.contract.notices import HEALTH_COMPONENT, health_deadline
+from ledger.contract.notices import HEALTH_COMPONENT, health_deadline, referral_due
 from ledger.contract.sealing import unseal_item
 from ledger.contract.vocabulary import COMPONENTS, format_timestamp
 from ledger.errors import BadRequest, Forbidden
@@ -159,9 +159,11 @@ class Indicators:
             case.closed_month = month(at)
         elif etype == "referral.made":
             sealed = attrs()
-            due = moment(sealed["due_by"]) if "due_by" in sealed else None
-            if sealed.get("component") == HEALTH_COMPONENT and case.identified_on and due:
-                due = min(due, health_deadline(case.identified_on))
+            due = (
+                referral_due(sealed, env["signed_at"], case.identified_on)
+                if "due_by" in sealed
+                else None
+            )
             case.referrals[facts["referral_id"]] = ReferralFigures(
                 case_id, env["agency"], facts["to"], sealed.get("component"), at, due, month(at)
             )

@@ -29,10 +29,11 @@ from ledger.contract.gates import (
     check_references,
     named_agencies,
 )
-from ledger.contract.notices import check_acknowledgement
+from ledger.contract.intake import check_consent_can_count, check_times
+from ledger.contract.notices import check_acknowledgement, default_due
 from ledger.contract.roles import AGENCY_ROLES
 from ledger.contract.sealing import seal_record
-from ledger.contract.vocabulary import format_timestamp
+from ledger.contract.vocabulary import format_timestamp, parse_timestamp
 from ledger.errors import (
     Conflict,
     Forbidden,
@@ -63,6 +64,18 @@ from ledger.storage.base import (
 )
 
 log = logging.getLogger("ledger")
+
+
+def filled(sub: Submission) -> dict[str, Any]:
+    """What the ledger reads a null attr of the event as, for its answer: a referral's
+    `due_by` (`notices.default_due`). Worked out from the submission again for each answer,
+    never stored (it would tell a sealed attr's value at rest)."""
+    attrs = sub.attrs
+    if sub.type != "referral.made" or attrs.get("due_by", "") is not None:
+        return {}
+    signed_at = parse_timestamp(sub.envelope["signed_at"])
+    due = default_due(attrs["component"], attrs["urgency"], signed_at)
+    return {"filled": {"due_by": format_timestamp(due)}}
 
 
 class Ingest:
@@ -274,7 +287,7 @@ class Ingest:
         # 5. An identical retry gets the original answer.
         prior = looks.prior(sub.event_id)
         if prior is not None and hmac.compare_digest(prior.fingerprint, sub.fingerprint):
-            return 200, self._answer(prior)
+            return 200, {**self._answer(prior), **filled(sub)}
         earlier = looks.earlier(sub.event_id)
         if earlier is not None and hmac.compare_digest(earlier[0], sub.fingerprint):
             return earlier[1]
@@ -295,6 +308,7 @@ class Ingest:
             raise Conflict("event_id is already recorded with other content; use a new event_id")
         # 8. Facts, attrs, the ids they name, and the agencies they name.
         validate_content(sub)
+        check_times(sub.type, sub.facts, sub.attrs, now)  # (v1.4)
         state = None if case is None else case.state
         check_references(state, sub.type, sub.facts)
         named = named_agencies(sub.type, sub.facts)
@@ -313,6 +327,7 @@ class Ingest:
             role=principal.role,
             actor=principal.token_id,
         )
+        check_consent_can_count(state, sub.type, sub.facts)  # (v1.4)
         if case is not None and sub.type == "notice.acknowledged":
             told = self.store.was_told(
                 sub.case_id, sub.facts["position"], sub.agency, sub.facts["kind"]
@@ -450,6 +465,7 @@ class Ingest:
             "leaf_hash": crypto.b64(plan.leaf),
             "entry": plan.added,
             **extra,
+            **filled(sub),
         }
 
     def _answer(self, event: RecordedEvent) -> dict[str, Any]:

@@ -97,6 +97,15 @@ class KeyStore:
     def _associated(case_id: str) -> bytes:
         return _WRAP_DOMAIN + case_id.encode()
 
+    def check(self) -> None:
+        """Raise unless the key store works now: its table answers, and a key wrapped with
+        the current KEK unwraps (`GET /v1/health`). Nothing is written."""
+        probe = "00000000-0000-4000-8000-000000000000"  # never a case id (uuid4 is random)
+        self.table.get(probe)
+        key = crypto.new_data_key()
+        if self.unwrap(probe, self.kek_id, self.wrap(probe, key)) != key:
+            raise crypto.SealBroken("the key-encryption key does not unwrap what it wrapped")
+
     def wrap(self, case_id: str, key: bytes) -> bytes:
         if not self._rotating and self.next_path.exists():
             self._load()  # another process started a rotation: wrap with the new KEK

@@ -19,8 +19,8 @@ from ledger.contract.notices import (
     ACKNOWLEDGED,
     ASKS,
     HEALTH_COMPONENT,
-    health_deadline,
     notices_of,
+    referral_due,
     told_when_due,
 )
 from ledger.contract.sealing import unseal_item
@@ -66,7 +66,7 @@ def outbox_of(
             )
         )
     elif sub.type == "referral.made":
-        due = parse_timestamp(sub.attrs["due_by"])
+        identified_at = None
         if sub.attrs.get("component") == HEALTH_COMPONENT:
             try:
                 first = cases.record_at(case, 1)
@@ -74,7 +74,8 @@ def outbox_of(
                 first = None
             if first is not None:
                 opened = unseal_item(key, case.state.case_id, first, "attrs")
-                due = min(due, health_deadline(opened["identified_at"]))
+                identified_at = opened["identified_at"]
+        due = referral_due(sub.attrs, sub.envelope["signed_at"], identified_at)
         timers.append(
             TimerRow(
                 "referral.overdue", case.state.case_id, sub.facts["referral_id"], 0, epoch_ms(due)

@@ -21,13 +21,14 @@ from ledger.contract.gates import (
     readable_categories,
     referral_counts,
 )
-from ledger.contract.notices import HEALTH_COMPONENT, OPEN_REFERRAL, health_deadline, told_of
+from ledger.contract.notices import OPEN_REFERRAL, health_deadline, referral_due, told_of
 from ledger.contract.sealing import unseal_item
 from ledger.contract.vocabulary import CATEGORIES, format_timestamp, parse_timestamp
 from ledger.errors import BadRequest, Forbidden, Invalid, NotFound
-from ledger.services import releases
+from ledger.services import paging, releases
 from ledger.services.access import CaseAccess, Unsealed, staff_agency
 from ledger.services.indicators import Indicators
+from ledger.services.paging import Page
 from ledger.services.tokens import Principal
 from ledger.storage.base import ViewStore
 from projections.cases import cases_of, cases_opened_from
@@ -39,6 +40,7 @@ from projections.runner import ProjectionRunner
 
 RECEIVED = ("accepted", "completed")  # a referral whose categories reached its recipient
 _PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+FIRST = Page(None, paging.DEFAULT_LIMIT)  # a list's first page
 
 
 class ReadModels:
@@ -60,17 +62,24 @@ class ReadModels:
 
     # -- cases -----------------------------------------------------------------------------
 
-    def case_list(self, principal: Principal) -> list[dict[str, Any]]:
-        """The caller's cases: status, open referrals, the categories it may read."""
+    def case_list(
+        self, principal: Principal, page: Page = FIRST, case_id: str | None = None
+    ) -> dict[str, Any]:
+        """A page of the caller's cases, newest first: status, open referrals, the categories
+        it may read (`case_id`: that case only, if it is one of them)."""
         agency = staff_agency(principal)
         self._fresh()
-        rows = cases_of(self.views, agency)
+        before = None if page.after is None else int(page.after[0])
+        rows = cases_of(self.views, agency, before=before, limit=page.limit + 1, case_id=case_id)
+        more = len(rows) > page.limit
+        rows = rows[: page.limit]
+        ids = [r["case_id"] for r in rows]
         readable = self._readable(agency, {r["case_id"]: bool(r["minor"]) for r in rows})
         open_referrals: dict[str, int] = defaultdict(int)
-        for referral in referrals_of(self.views, agency):
+        for referral in referrals_of(self.views, agency, case_ids=ids):
             if referral["status"] in OPEN_REFERRAL:
                 open_referrals[referral["case_id"]] += 1
-        return [
+        items = [
             {
                 "case_id": r["case_id"],
                 "status": r["status"],
@@ -85,6 +94,8 @@ class ReadModels:
             }
             for r in rows
         ]
+        last = (int(rows[-1]["position"]),) if more else None
+        return paging.answer("cases", items, "cases", last)
 
     def _readable(self, agency: str, minor: dict[str, bool]) -> dict[str, set[str]]:
         """Per case, the categories the agency (not the holder) may read now, from the read
@@ -95,6 +106,8 @@ class ReadModels:
         now = format_timestamp(self.access.clock())
         counting: dict[tuple[str, str], set[str]] = {}
         for consent in consents_naming(self.views, agency):
+            if consent["case_id"] not in minor:
+                continue  # not a case of this page
             if consent["expires_at"] is not None and consent["expires_at"] <= now:
                 continue
             if not DISCLOSING_PURPOSES & set(json.loads(consent["purposes"])):
@@ -108,7 +121,11 @@ class ReadModels:
             )
         sent = [
             *shares_to(self.views, agency),
-            *(r for r in referrals_of(self.views, agency) if r["status"] in RECEIVED),
+            *(
+                r
+                for r in referrals_of(self.views, agency, case_ids=list(minor))
+                if r["status"] in RECEIVED
+            ),
         ]
         readable: dict[str, set[str]] = defaultdict(set)
         for row in sent:
@@ -187,45 +204,60 @@ class ReadModels:
 
     # -- disclosures -----------------------------------------------------------------------
 
-    def disclosures(self, principal: Principal, case_id: str) -> dict[str, Any]:
-        """Every share, referral and unsealed read of a case (holders only)."""
+    def disclosures(self, principal: Principal, case_id: str, page: Page = FIRST) -> dict[str, Any]:
+        """A page of the shares, referrals and unsealed reads of a case, in log order
+        (holders only)."""
         self.access.holder_only(
             principal, case_id, "the disclosure register is for the agency holding the case"
         )
         self._fresh()
-        return {"case_id": case_id, "disclosures": disclosures_of(self.views, case_id)}
+        after = None if page.after is None else int(page.after[0])
+        rows = disclosures_of(self.views, case_id, after=after, limit=page.limit + 1)
+        last = (int(rows[page.limit - 1]["position"]),) if len(rows) > page.limit else None
+        return {
+            "case_id": case_id,
+            **paging.answer("disclosures", rows[: page.limit], "disclosures", last),
+        }
 
     # -- erasure requests --------------------------------------------------------------------
 
-    def erasure_requests(self, principal: Principal) -> list[dict[str, Any]]:
-        """A supervisor's agency: the erasure requests of the cases it holds that wait for a
-        second supervisor, oldest first, each with who requested it (their token's id) and
-        the agencies the erasure would tell now (`notify`, as `case.erased` will answer).
+    def erasure_requests(self, principal: Principal, page: Page = FIRST) -> dict[str, Any]:
+        """A page of a supervisor's agency's erasure requests that wait for a second
+        supervisor, oldest first, each with who requested it (their token's id) and the
+        agencies the erasure would tell now (`notify`, as `case.erased` will answer).
         Nothing is unsealed (the request's reason is sealed) and nothing is logged."""
         agency = staff_agency(principal)
         if principal.role != "supervisor":
             raise Forbidden("only a supervisor sees the erasure requests")
         self._fresh()
-        out = []
-        for row in erasure_requests_of(self.views, agency):
-            case = self.access.cases.load(row["case_id"])
-            state = None if case is None else case.state
-            if state is None or state.erased or state.holder != agency:
-                continue  # the read model behind the case (erased since): not pending
-            if row["event_id"] not in state.erasure_requests:
-                continue
-            readers = self.access.store.case_readers(state.case_id)
-            notify = told_of(state, "case.erased", {}, agency, readers)
-            out.append(
-                {
-                    "case_id": state.case_id,
-                    "request_event_id": row["event_id"],
-                    "requested_by": row["actor"],
-                    "requested_at": row["requested_at"],
-                    "notify": sorted(notify),
-                }
-            )
-        return out
+
+        def fetch(after: paging.Key | None, limit: int) -> list[dict[str, Any]]:
+            start = None if after is None else int(after[0])
+            return erasure_requests_of(self.views, agency, after=start, limit=limit)
+
+        def build(rows: list[dict[str, Any]]) -> list[tuple[paging.Key, dict[str, Any] | None]]:
+            return [((int(row["position"]),), self._pending(agency, row)) for row in rows]
+
+        items, last = paging.filled(fetch, build, page)
+        return paging.answer("erasure-requests", items, "requests", last)
+
+    def _pending(self, agency: str, row: dict[str, Any]) -> dict[str, Any] | None:
+        """An erasure request as listed, if it still waits for a second supervisor."""
+        case = self.access.cases.load(row["case_id"])
+        state = None if case is None else case.state
+        if state is None or state.erased or state.holder != agency:
+            return None  # the read model behind the case (erased since): not pending
+        if row["event_id"] not in state.erasure_requests:
+            return None
+        readers = self.access.store.case_readers(state.case_id)
+        notify = told_of(state, "case.erased", {}, agency, readers)
+        return {
+            "case_id": state.case_id,
+            "request_event_id": row["event_id"],
+            "requested_by": row["actor"],
+            "requested_at": row["requested_at"],
+            "notify": sorted(notify),
+        }
 
     # -- referrals -------------------------------------------------------------------------
 
@@ -237,11 +269,38 @@ class ReadModels:
         overdue: bool | None = None,
         to: str | None = None,
         component: str | None = None,
+        page: Page = FIRST,
     ) -> dict[str, Any]:
-        """Referrals the caller made or received, with due times computed now."""
+        """A page of the referrals the caller made or received, oldest first, with due times
+        computed now; the filters apply to each referral as its case is read now."""
         agency = staff_agency(principal)
         self._fresh()
-        rows = [r for r in referrals_of(self.views, agency) if to is None or r["to_agency"] == to]
+
+        def fetch(after: paging.Key | None, limit: int) -> list[dict[str, Any]]:
+            start = None if after is None else (str(after[0]), str(after[1]), str(after[2]))
+            return referrals_of(self.views, agency, after=start, limit=limit, to=to)
+
+        def build(rows: list[dict[str, Any]]) -> list[tuple[paging.Key, dict[str, Any] | None]]:
+            found = self._referral_items(principal, agency, rows)
+            out: list[tuple[paging.Key, dict[str, Any] | None]] = []
+            for row in rows:
+                item = found.get((row["case_id"], row["referral_id"]))
+                if item is not None and (
+                    (status is not None and item["status"] != status)
+                    or (component is not None and item["component"] != component)
+                    or (overdue is not None and item["overdue"] != overdue)
+                ):
+                    item = None
+                out.append(((row["made_at"], row["case_id"], row["referral_id"]), item))
+            return out
+
+        items, last = paging.filled(fetch, build, page)
+        return paging.answer("referrals", items, "referrals", last)
+
+    def _referral_items(
+        self, principal: Principal, agency: str, rows: list[dict[str, Any]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The referrals of `rows` as listed, by (case, referral), each case read once now."""
         by_case: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             by_case[row["case_id"]].append(row)
@@ -269,10 +328,11 @@ class ReadModels:
                 records = {r["envelope"]["event_id"]: r for r in all_records}
                 opened = unseal_item(key, case_id, all_records[0], "attrs")
                 for row in visible:
-                    attrs = unseal_item(key, case_id, records[row["event_id"]], "attrs")
-                    due = parse_timestamp(attrs["due_by"])
-                    if attrs["component"] == HEALTH_COMPONENT:
-                        due = min(due, health_deadline(opened["identified_at"]))
+                    record = records[row["event_id"]]
+                    attrs = unseal_item(key, case_id, record, "attrs")
+                    signed_at = record["envelope"]["signed_at"]
+                    identified_at = opened["identified_at"]
+                    due = referral_due(attrs, signed_at, identified_at, health_deadline)
                     sealed[row["referral_id"]] = {**attrs, "due_by": format_timestamp(due)}
             items = []
             for row in case_rows:
@@ -303,17 +363,11 @@ class ReadModels:
                 )
             return Unsealed(items, [] if sealed else None)
 
-        out = []
+        found: dict[tuple[str, str], dict[str, Any]] = {}
         for items in self.access.read_many(principal, list(by_case), build).values():
-            for item in items:  # filtered on the state each case was read at
-                if status is not None and item["status"] != status:
-                    continue
-                if component is not None and item["component"] != component:
-                    continue
-                if overdue is not None and item["overdue"] != overdue:
-                    continue
-                out.append(item)
-        return {"referrals": out}
+            for item in items:  # as each case was read now
+                found[item["case_id"], item["referral_id"]] = item
+        return found
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -328,10 +382,14 @@ class ReadModels:
         if period >= self.access.clock().strftime("%Y-%m"):
             raise Invalid("a release covers a month that has ended")
 
-    def release_list(self, principal: Principal) -> list[dict[str, str]]:
-        """The frozen releases (period, when frozen), the newest first (monitor)."""
+    def release_list(self, principal: Principal, page: Page = FIRST) -> dict[str, Any]:
+        """A page of the frozen releases (period, when frozen), the newest first (monitor):
+        one a month, read whole."""
         self._monitor(principal)
-        return self.releases.listed()
+        shown, last = paging.in_memory(
+            "releases", self.releases.listed(), lambda r: (r["period"],), page, descending=True
+        )
+        return paging.answer("releases", shown, "releases", last)
 
     def release(self, principal: Principal, period: str) -> dict[str, Any]:
         self._monitor(principal)

@@ -20,9 +20,11 @@ from standardwebhooks.webhooks import Webhook as Signer
 from ledger.contract import crypto
 from ledger.contract.vocabulary import format_timestamp
 from ledger.errors import Forbidden, Invalid, NotFound
+from ledger.services import paging
 from ledger.services.keystore import create_kek, load_kek
 from ledger.services.notices import epoch_ms
 from ledger.services.outbound import OutboundPolicy, Refused
+from ledger.services.paging import Page
 from ledger.services.tokens import Principal
 from ledger.storage.base import Store
 from ledger.storage.outbox import Delivery, Webhook
@@ -163,8 +165,16 @@ class Webhooks:
         self._hook(agency_id, hook_id)
         self.store.remove_webhook(hook_id, format_timestamp(self.now()))
 
-    def dead_letters(self, principal: Principal, agency_id: str, hook_id: str) -> dict[str, Any]:
-        """Notices given up on after the retry period: read them from `GET /v1/notices`."""
+    def dead_letters(
+        self, principal: Principal, agency_id: str, hook_id: str, page: Page | None = None
+    ) -> dict[str, Any]:
+        """A page of the notices given up on after the retry period, oldest first: read them
+        from `GET /v1/notices`."""
         self._supervisor(principal, agency_id)
         self._hook(agency_id, hook_id)
-        return {"id": hook_id, "dead": [shown_dead(d) for d in self.store.dead_letters(hook_id)]}
+        page = page or Page(None, paging.DEFAULT_LIMIT)
+        after = 0 if page.after is None else int(page.after[0])
+        dead = self.store.dead_letters(hook_id, page.limit + 1, after)
+        last = (dead[page.limit - 1].notice.seq,) if len(dead) > page.limit else None
+        shown = [shown_dead(d) for d in dead[: page.limit]]
+        return {"id": hook_id, **paging.answer("dead-letters", shown, "dead", last)}

@@ -191,7 +191,13 @@ class OutboxStore(ABC):
         """The notice after the cursor failed again: retry at `next_ms`."""
 
     @abstractmethod
-    def dead_letters(self, hook_id: str, limit: int = 100) -> list[Delivery]: ...
+    def dead_letters(self, hook_id: str, limit: int = 100, after: int = 0) -> list[Delivery]:
+        """The endpoint's dead letters after notice `seq` `after`, oldest first."""
+
+    @abstractmethod
+    def delivery_backlog(self) -> tuple[int, int, int]:
+        """(notices not yet delivered to a live endpoint, counted once per endpoint;
+        endpoints failing now; dead letters ever) over every agency: counts only."""
 
     @abstractmethod
     def case_deliveries(self, case_id: str) -> list[Delivery]:

@@ -177,15 +177,31 @@ class SQLWebhooks(SQLDialect):
                 (attempts, next_ms, error, since, hook_id, owner),
             )
 
-    def dead_letters(self, hook_id: str, limit: int = 100) -> list[Delivery]:
+    def dead_letters(self, hook_id: str, limit: int = 100, after: int = 0) -> list[Delivery]:
         with self._read() as cur:
             cur.execute(
                 self.sql(
-                    _DELIVERY + "d.endpoint = ? AND d.outcome = 'dead' ORDER BY d.seq LIMIT ?"
+                    _DELIVERY + "d.endpoint = ? AND d.outcome = 'dead' AND d.seq > ?"
+                    " ORDER BY d.seq LIMIT ?"
                 ),
-                (hook_id, limit),
+                (hook_id, after, limit),
             )
             return [_delivery(r) for r in cur.fetchall()]
+
+    def delivery_backlog(self) -> tuple[int, int, int]:
+        with self._read() as cur:
+            cur.execute(
+                self.sql(
+                    "SELECT (SELECT COUNT(*) FROM {s}webhooks w JOIN {s}notices n"
+                    " ON n.agency = w.agency AND n.seq > w.through_seq"
+                    " WHERE w.removed_at IS NULL) AS pending,"
+                    " (SELECT COUNT(*) FROM {s}webhooks WHERE removed_at IS NULL"
+                    " AND attempts > 0) AS failing,"
+                    " (SELECT COUNT(*) FROM {s}deliveries WHERE outcome = 'dead') AS dead"
+                )
+            )
+            row = cur.fetchone()
+            return int(row["pending"]), int(row["failing"]), int(row["dead"])
 
     def case_deliveries(self, case_id: str) -> list[Delivery]:
         with self._read() as cur:

@@ -5,8 +5,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ledger.api.deps import CurrentPrincipal, LedgerDep
+from ledger.api.deps import CurrentPrincipal, Cursor, LedgerDep, Limit
 from ledger.contract.vocabulary import AGENCY_RE
+from ledger.services import paging
 
 router = APIRouter(tags=["agencies"])
 
@@ -40,13 +41,22 @@ class Directory(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agencies: list[DirectoryEntry]
+    next: str | None = Field(default=None, description=paging.NEXT_DOC)
 
 
-@router.get("/v1/agencies", response_model=Directory)
-def directory(principal: CurrentPrincipal, ledger: LedgerDep) -> dict[str, Any]:
-    """Any token: every registered agency (what the log's registry entries say), by id, so
-    that consents, referrals and shares name recipients chosen from a list, not typed."""
-    return {"agencies": ledger.agencies()}
+@router.get("/v1/agencies", response_model=Directory, response_model_exclude_unset=True)
+def directory(
+    principal: CurrentPrincipal,
+    ledger: LedgerDep,
+    cursor: Cursor = None,
+    limit: Limit = paging.DEFAULT_LIMIT,
+) -> dict[str, Any]:
+    """Any token: a page of the registered agencies (what the log's registry entries say),
+    by id, so that consents, referrals and shares name recipients chosen from a list, not
+    typed."""
+    page = paging.page_of("agencies", (str,), cursor, limit)
+    shown, last = paging.in_memory("agencies", ledger.agencies(), lambda a: (a["id"],), page)
+    return paging.answer("agencies", shown, "agencies", last)
 
 
 @router.post("/v1/agencies", status_code=201, response_model=AgencyOut)

@@ -4,9 +4,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.api.deps import CurrentPrincipal, LedgerDep, ReadModelsDep
+from ledger.api.deps import CurrentPrincipal, Cursor, LedgerDep, Limit, ReadModelsDep
+from ledger.services import paging
+
+UUID4 = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 
 router = APIRouter(tags=["cases"])
 
@@ -36,6 +39,7 @@ class CaseSummary(BaseModel):
 
 class CaseList(BaseModel):
     cases: list[CaseSummary]
+    next: str | None = Field(default=None, description=paging.NEXT_DOC)
 
 
 class Answer(BaseModel):
@@ -83,6 +87,7 @@ class Disclosure(Answer):
 class DisclosureRegister(Answer):
     case_id: str
     disclosures: list[Disclosure]
+    next: str | None = Field(default=None, description=paging.NEXT_DOC)
 
 
 class ErasureRequest(Answer):
@@ -95,12 +100,24 @@ class ErasureRequest(Answer):
 
 class ErasureRequests(Answer):
     requests: list[ErasureRequest]
+    next: str | None = Field(default=None, description=paging.NEXT_DOC)
 
 
-@router.get("/v1/cases", response_model=CaseList)
-def list_cases(principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
-    """The caller's agency's cases: status, open referrals, the categories it may read."""
-    return {"cases": models.case_list(principal)}
+@router.get("/v1/cases", response_model=CaseList, response_model_exclude_unset=True)
+def list_cases(
+    principal: CurrentPrincipal,
+    models: ReadModelsDep,
+    cursor: Cursor = None,
+    limit: Limit = paging.DEFAULT_LIMIT,
+    case_id: Annotated[
+        str | None,
+        Query(description="only this case, if it is one of the agency's", pattern=UUID4),
+    ] = None,
+) -> dict[str, Any]:
+    """A page of the caller's agency's cases, newest first: status, open referrals, the
+    categories it may read. Nothing is unsealed."""
+    page = paging.page_of("cases", (int,), cursor, limit)
+    return models.case_list(principal, page, case_id)
 
 
 @router.get("/v1/cases/{case_id}/consents", response_model=ConsentRegister)
@@ -121,19 +138,40 @@ def consents(
     return models.consents(principal, case_id, details=details)
 
 
-@router.get("/v1/cases/{case_id}/disclosures", response_model=DisclosureRegister)
-def disclosures(case_id: str, principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
-    """Every share, referral and unsealed read of the case: to whom, what, when, under which
-    consent (the answer to "who has my data?"; for the agencies holding the case)."""
-    return models.disclosures(principal, case_id)
+@router.get(
+    "/v1/cases/{case_id}/disclosures",
+    response_model=DisclosureRegister,
+    response_model_exclude_unset=True,
+)
+def disclosures(
+    case_id: str,
+    principal: CurrentPrincipal,
+    models: ReadModelsDep,
+    cursor: Cursor = None,
+    limit: Limit = paging.DEFAULT_LIMIT,
+) -> dict[str, Any]:
+    """A page of the shares, referrals and unsealed reads of the case, in log order: to
+    whom, what, when, under which consent (the answer to "who has my data?"; for the agency
+    holding the case)."""
+    page = paging.page_of("disclosures", (int,), cursor, limit)
+    return models.disclosures(principal, case_id, page)
 
 
-@router.get("/v1/erasure-requests", response_model=ErasureRequests)
-def erasure_requests(principal: CurrentPrincipal, models: ReadModelsDep) -> dict[str, Any]:
-    """A supervisor: the erasure requests of the agency's cases waiting for a second
-    supervisor (`case.erased` naming `request_event_id`, by a token other than
-    `requested_by`), each with the agencies the erasure would tell (`notify`)."""
-    return {"requests": models.erasure_requests(principal)}
+@router.get(
+    "/v1/erasure-requests", response_model=ErasureRequests, response_model_exclude_unset=True
+)
+def erasure_requests(
+    principal: CurrentPrincipal,
+    models: ReadModelsDep,
+    cursor: Cursor = None,
+    limit: Limit = paging.DEFAULT_LIMIT,
+) -> dict[str, Any]:
+    """A supervisor: a page of the erasure requests of the agency's cases waiting for a
+    second supervisor (`case.erased` naming `request_event_id`, by a token other than
+    `requested_by`), oldest first, each with the agencies the erasure would tell
+    (`notify`)."""
+    page = paging.page_of("erasure-requests", (int,), cursor, limit)
+    return models.erasure_requests(principal, page)
 
 
 @router.get("/v1/cases/{case_id}", response_model=CaseView)

@@ -70,6 +70,17 @@ class EntryAdded(BaseModel):
     recorded_at: str
 
 
+class Filled(BaseModel):
+    """The values the ledger reads a null attr as (they are not stored: the sealed attrs
+    stay as signed)."""
+
+    due_by: str = Field(
+        description="a `referral.made` with `due_by: null`: the due time it stands for,"
+        " `signed_at` + 24 h for health_psychosocial, + 48 h urgent, + 7 days routine"
+        " (a health referral is held to 24 h after the identification day besides)"
+    )
+
+
 class EventAnswer(BaseModel):
     event_id: str
     case_id: str
@@ -79,6 +90,7 @@ class EventAnswer(BaseModel):
     entry: EntryAdded
     notify: list[str] | None = None
     receipt: str | None = None
+    filled: Filled | None = None
 
 
 # A body above this is parsed in the process's large-body lane (see `LargeBodies`).

@@ -6,7 +6,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.api.deps import CurrentPrincipal, InteropDep, ReadModelsDep
+from ledger.api.deps import CurrentPrincipal, Cursor, InteropDep, Limit, ReadModelsDep
+from ledger.services import paging
 
 router = APIRouter(tags=["statistics"])
 
@@ -56,6 +57,7 @@ class ReleaseListed(BaseModel):
 
 class ReleaseList(BaseModel):
     releases: list[ReleaseListed]
+    next: str | None = Field(default=None, description=paging.NEXT_DOC)
 
 
 class ExportIn(BaseModel):
@@ -64,10 +66,16 @@ class ExportIn(BaseModel):
     year: int = Field(description="a year that has ended (cases by year of identification)")
 
 
-@router.get("/v1/stats/releases", response_model=ReleaseList)
-def list_releases(principal: CurrentPrincipal, models: ReadModelsDep) -> Any:
-    """The frozen releases, the newest period first (monitor)."""
-    return {"releases": models.release_list(principal)}
+@router.get("/v1/stats/releases", response_model=ReleaseList, response_model_exclude_unset=True)
+def list_releases(
+    principal: CurrentPrincipal,
+    models: ReadModelsDep,
+    cursor: Cursor = None,
+    limit: Limit = paging.DEFAULT_LIMIT,
+) -> Any:
+    """A page of the frozen releases, the newest period first (monitor)."""
+    page = paging.page_of("releases", (str,), cursor, limit)
+    return models.release_list(principal, page)
 
 
 @router.post(

@@ -5,7 +5,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ledger.api.deps import CurrentPrincipal, LedgerDep
+from ledger.api.deps import CurrentPrincipal, Cursor, LedgerDep, Limit
+from ledger.services import paging
 from ledger.services.outbound import MAX_URL
 
 router = APIRouter(tags=["webhooks"])
@@ -80,6 +81,7 @@ class DeadLetters(BaseModel):
 
     id: str
     dead: list[DeadLetter]
+    next: str | None = Field(default=None, description=paging.NEXT_DOC)
 
 
 @router.post("/v1/agencies/{agency_id}/webhooks", status_code=201, response_model=WebhookCreated)
@@ -115,10 +117,20 @@ def remove(
     return Response(status_code=204)
 
 
-@router.get("/v1/agencies/{agency_id}/webhooks/{hook_id}/dead-letters", response_model=DeadLetters)
+@router.get(
+    "/v1/agencies/{agency_id}/webhooks/{hook_id}/dead-letters",
+    response_model=DeadLetters,
+    response_model_exclude_unset=True,
+)
 def dead_letters(
-    agency_id: str, hook_id: str, principal: CurrentPrincipal, ledger: LedgerDep
+    agency_id: str,
+    hook_id: str,
+    principal: CurrentPrincipal,
+    ledger: LedgerDep,
+    cursor: Cursor = None,
+    limit: Limit = paging.DEFAULT_LIMIT,
 ) -> dict[str, Any]:
-    """The agency's supervisor: notices given up on after the retry period (three days by
-    default). They are still in `GET /v1/notices`."""
-    return ledger.dead_letters(principal, agency_id, hook_id)
+    """The agency's supervisor: a page of the notices given up on after the retry period
+    (three days by default), oldest first. They are still in `GET /v1/notices`."""
+    page = paging.page_of("dead-letters", (int,), cursor, limit)
+    return ledger.dead_letters(principal, agency_id, hook_id, page)
