@@ -10,6 +10,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ledger.commands.agency import agencies_app, agency_app
+from ledger.commands.audit_keys import audit_keys
+from ledger.commands.backup import backup, restore
+from ledger.commands.deployment import before_any_command
+from ledger.commands.errors import EXIT_CODES, run
+from ledger.commands.export import export_app
+from ledger.commands.keys import keys_app
+from ledger.commands.tokens import tokens_app
 from ledger.console.cli import console_app
 from ledger.settings import Settings
 from ledger.witness.cli import witness_app
@@ -17,9 +25,17 @@ from ledger.witness.cli import witness_app
 if TYPE_CHECKING:
     from ledger.audit.policy import Policy
 
-app = typer.Typer(help="Survivor case ledger", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Survivor case ledger", epilog=EXIT_CODES, no_args_is_help=True, add_completion=False
+)
+app.callback()(before_any_command)  # finds the deployment `ledger init` recorded
 app.add_typer(console_app, name="console")
 app.add_typer(witness_app, name="witness")
+app.add_typer(agency_app, name="agency")
+app.add_typer(agencies_app, name="agencies")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(keys_app, name="keys")
+app.add_typer(export_app, name="export")
 
 
 @app.command()
@@ -27,12 +43,15 @@ def init(
     origin: Annotated[str | None, typer.Option(help="The log origin (set once)")] = None,
 ) -> None:
     """Create key material, stores, the log origin and an admin token (idempotent)."""
+    from ledger.commands.deployment import remember
     from ledger.deploy import KeyPaths
     from ledger.deploy import init as do_init
 
     settings = Settings()
     chosen = do_init(settings, origin)
     paths = KeyPaths(settings.keys)
+    if note := remember(settings, chosen):  # where it is, for commands run elsewhere
+        typer.echo(note, err=True)
     typer.echo(f"ledger ready: origin {chosen}")
     typer.echo(f"admin token: {paths.admin_token} (mode 0600); log key: {paths.log_vkey}")
 
@@ -46,9 +65,11 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API (several processes share one database)."""
+    from ledger.deploy import check
     from ledger.server import serve as run_server
 
     settings = Settings()
+    check(settings)  # a deployment, whose log extends what it signed: or one line, not a trace
     _logging(settings)
     run_server(host, port, workers or settings.workers, settings.log_level)
 
@@ -213,12 +234,12 @@ app.add_typer(audit_app, name="audit")
 def _fetch(
     url: str, token_file: Path, wait: Callable[[Callable[[], str]], str] | None = None
 ) -> tuple[str, list[bytes]]:
-    from ledger.audit import checkpoint_size
-    from ledger.client import LedgerClient
+    from ledger.commands.remote import fetch_log  # page by page, with a progress bar
 
-    with LedgerClient(url, token_file.read_text().strip()) as client:
-        note = client.checkpoint() if wait is None else wait(client.checkpoint)
-        return note, client.entries(0, checkpoint_size(note))
+    return fetch_log(url, token_file, wait)
+
+
+audit_app.command("keys")(audit_keys)
 
 
 def _witnessing(
@@ -383,44 +404,6 @@ def audit_verify(
     raise typer.Exit(0 if report.ok else 1)
 
 
-keys_app = typer.Typer(help="Key material", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-
-@keys_app.command("rotate-kek")
-def rotate_kek(
-    every: Annotated[
-        float | None,
-        typer.Option(help="Only rotate when the current KEK is older than this many days"),
-    ] = None,
-) -> None:
-    """Re-wrap every case key under a new key-encryption key and shred the old one.
-
-    Online and restartable. For cron: `ledger keys rotate-kek --every 30` daily.
-    """
-    from datetime import UTC, datetime, timedelta
-
-    from ledger.deploy import KeyPaths
-    from ledger.services.keystore import KeyStore, kek_created_at
-    from ledger.services.keystore import rotate_kek as do_rotate
-    from ledger.storage import open_store
-
-    settings = Settings()
-    paths = KeyPaths(settings.keys)
-    if every is not None and not (paths.kek.parent / "kek.next.key").exists():
-        age = datetime.now(UTC) - kek_created_at(paths.kek)
-        if age < timedelta(days=every):
-            typer.echo(f"the KEK is {age.days} days old; not rotating (--every {every:g})")
-            return
-    store, table = open_store(settings)
-    try:
-        moved = do_rotate(KeyStore(table, paths.kek))
-    finally:
-        store.close()
-        table.close()
-    typer.echo(f"re-wrapped {moved} case keys under a new KEK; the old KEK file is shredded")
-
-
 receipt_app = typer.Typer(help="Receipts signed by the receipt key", no_args_is_help=True)
 app.add_typer(receipt_app, name="receipt")
 
@@ -466,54 +449,12 @@ def receipt_verify(
     typer.echo(json.dumps(record, indent=2, ensure_ascii=False) if as_json else summary)
 
 
-export_app = typer.Typer(help="Anonymised exports for data collaboratives", no_args_is_help=True)
-app.add_typer(export_app, name="export")
-
-
-@export_app.command("htcds")
-def export_htcds(
-    year: Annotated[int, typer.Option(help="A year that has ended (cases by identification)")],
-    out: Annotated[Path, typer.Option(help="Where to write the CSV")],
-    report: Annotated[
-        Path | None, typer.Option(help="Write the JSON report here (default: standard error)")
-    ] = None,
-) -> None:
-    """HTCDS / CTDC-style one-row-per-case CSV of a closed year: k = 11, l = 2, no ids, no
-    free text. Runs on the deployment (it unseals attrs with the key-encryption key)."""
-    from ledger.deploy import open_ledger, open_readmodels
-    from ledger.interop import htcds
-    from ledger.interop.service import InteropService
-    from ledger.private_files import replace_private
-
-    settings = Settings()
-    ledger = open_ledger(settings)
-    try:
-        htcds.check_year(year, ledger.clock().year)
-    except htcds.ExportError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    models = open_readmodels(settings, ledger)
-    try:  # the first export of a year is the only one (see docs)
-        text, details = InteropService(ledger, models).htcds_export(year)
-    finally:
-        models.views.close()
-        ledger.store.close()
-        ledger.keys.table.close()
-    # One row per survivor, still data about people: owner only, even over a wider file.
-    replace_private(out, text.encode("utf-8"))
-    rendered = json.dumps(details, indent=2) + "\n"
-    if report is not None:
-        report.write_text(rendered, encoding="utf-8")
-    else:
-        typer.echo(rendered, err=True, nl=False)
-    typer.echo(
-        f"wrote {details['rows_published']} rows to {out} "
-        f"({details['rows_suppressed']} suppressed of {details['cases']})"
-    )
+app.command("backup")(backup)
+app.command("restore")(restore)
 
 
 def main() -> None:
-    app()
+    run(app)  # a failure is one line and its exit code (`ledger --help`), never a traceback
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ledger.contract import crypto
 from ledger.ledger import Ledger
+from ledger.log.watermark import RolledBack, Watermark
 from ledger.private_files import write_secret
 from ledger.services import releases
 from ledger.services.keystore import KeyStore, create_kek
@@ -52,6 +53,19 @@ class KeyPaths:
     @property
     def admin_token(self) -> Path:
         return self.root / "admin.token"
+
+    @property
+    def watermark(self) -> Path:
+        """The newest checkpoint signed (`log/watermark.py`): never in a backup."""
+        return self.root / "latest-checkpoint"
+
+
+class NoDeployment(Exception):
+    """No initialised deployment where the settings point (`missing` names what is not there)."""
+
+    def __init__(self, where: Path, missing: str) -> None:
+        super().__init__(f"no deployment at {where} (no {missing}): check LEDGER_KEYS, LEDGER_HOME")
+        self.where, self.missing = where, missing
 
 
 def _signing_key(private: Path, public: Path, name: str) -> crypto.SigningKey:
@@ -100,11 +114,14 @@ def init(settings: Settings, origin: str | None = None) -> str:
         table.close()
 
 
-def open_ledger(settings: Settings) -> Ledger:
-    """Open an initialised deployment."""
+def open_ledger(settings: Settings, *, rollback_ok: bool = False) -> Ledger:
+    """Open an initialised deployment; RolledBack if its log does not extend the newest
+    checkpoint it signed (unless `rollback_ok`: `ledger restore` accepting one)."""
     paths = KeyPaths(settings.keys)
     if not paths.kek.exists():
-        raise SystemExit(f"no key-encryption key at {paths.kek}: run `ledger init` first")
+        raise NoDeployment(settings.keys, paths.kek.name)
+    if not settings.is_postgres and not (settings.home / "ledger.db").exists():
+        raise NoDeployment(settings.home, "ledger.db")
     store, table = open_store(settings)
     log_key = crypto.parse_signing_key(paths.log_key.read_text())
     receipt_key = crypto.parse_signing_key(paths.receipt_key.read_text())
@@ -116,8 +133,31 @@ def open_ledger(settings: Settings) -> Ledger:
         freshness_s=settings.freshness_s,
         outbound=outbound_policy(settings),
     )
+    watermark = Watermark(paths.watermark)
+    try:
+        if not rollback_ok:
+            watermark.check(ledger.log)
+    except RolledBack:
+        store.close()
+        table.close()
+        raise
+    ledger.log.on_signed(lambda: _remember(watermark, ledger))
     ledger.recover()
     return ledger
+
+
+def check(settings: Settings) -> None:
+    """What `ledger serve` checks before it starts: a deployment is there, and its log
+    extends the newest checkpoint it signed (NoDeployment, RolledBack)."""
+    ledger = open_ledger(settings)
+    ledger.store.close()
+    ledger.keys.table.close()
+
+
+def _remember(watermark: Watermark, ledger: Ledger) -> None:
+    latest = ledger.store.latest_checkpoint()
+    if latest is not None:
+        watermark.remember(latest)
 
 
 def outbound_policy(settings: Settings) -> OutboundPolicy:

@@ -32,6 +32,29 @@ class KeyState:
     signed: array[int] = field(default_factory=lambda: array("q"))
 
 
+@dataclass
+class UnverifiedAgency:
+    """An agency the log registered with no line of the auditor's (`missing`) or with another
+    key: one failure for it, however many events it signed."""
+
+    registered_at: int
+    missing: bool
+    events: int = 0  # whose signatures were not checked
+
+    def message(self, agency: str) -> str:
+        unchecked = f"its {self.events} events' signatures were not checked"
+        if self.missing:
+            return (
+                f"agency {agency}'s verifier key line is missing from the auditor's agency "
+                f"keys ({unchecked}): get the line from {agency} itself (`ledger agency vkey`), "
+                "add it to --agency-keys and verify again"
+            )
+        return (
+            f"agency {agency} was registered with a key other than the auditor's copy "
+            f"({unchecked}: whoever holds the log's key for it may be acting in its name)"
+        )
+
+
 @dataclass(frozen=True)
 class KeyRecord:
     """One key of an agency as the log registered it: when added, revoked, compromised."""

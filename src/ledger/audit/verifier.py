@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ledger.audit.checks import CHUNK, Checks
-from ledger.audit.keys import KeyState, key_history
+from ledger.audit.keys import KeyState, UnverifiedAgency, key_history
 from ledger.audit.report import AuditFailure, AuditReport, Unacknowledged, failure_order
 from ledger.audit.state import SavedState
 from ledger.audit.tally import Tally
@@ -66,6 +66,10 @@ class _Verifier:
         self.told: dict[int, _Told] = {}  # by the withdrawal's or erasure's position
         self.readers: dict[str, set[str]] = {}  # case -> agencies with unsealed reads
         self.tally = Tally()  # for the auditor's report
+        # Agencies the log registered whose line the auditor lacks or holds otherwise: one
+        # failure each (at the end of `verify`), their events' signatures not checked, and
+        # their keys taken from the log for the rest, so nothing else fails because of it.
+        self.unverified: dict[str, UnverifiedAgency] = {}
 
     def fail(self, position: int | None, check: str, message: str) -> None:
         self.failures.append(AuditFailure(check, message, position))
@@ -139,17 +143,9 @@ class _Verifier:
             trusted = self.trusted.get(agency)
             if keys:
                 self.fail(position, "key registry", f"agency {agency} registered twice")
-            elif trusted is None:
-                self.fail(
-                    position, "agency keys", f"agency {agency} is not in the auditor's agency keys"
-                )
-            elif trusted.line() != key.line():
-                self.fail(
-                    position,
-                    "agency keys",
-                    f"agency {agency} was registered with a key other than the auditor's copy",
-                )
             else:
+                if trusted is None or trusted.line() != key.line():
+                    self.unverified[agency] = UnverifiedAgency(position, missing=trusted is None)
                 keys[key.key_id] = KeyState(key, position, entry["recorded_at"])
         elif action == "key.added":
             self.key_added(position, entry, key, keys)
@@ -247,7 +243,8 @@ class _Verifier:
                 "recorded_at is further from the agency's signed_at than freshness allows",
             )
         agency = env["agency"]
-        if agency not in self.trusted:
+        unverified = self.unverified.get(agency)
+        if agency not in self.trusted and unverified is None:  # and never registered
             self.fail(
                 position,
                 "agency keys",
@@ -261,6 +258,9 @@ class _Verifier:
                 "signing key",
                 "signed by a key that is not registered, or revoked, at this position",
             )
+        elif unverified is not None:  # said once, for all its events
+            unverified.events += 1
+            state.signed.append(position)
         else:
             self.signer = state.key.raw
             state.signed.append(position)
@@ -503,6 +503,8 @@ def verify(
                 f"the first {saved.size} entries no longer give the saved root: "
                 "the history was rewritten (a fork)",
             )
+    for agency, unverified in verifier.unverified.items():  # once each, at its registration
+        verifier.fail(unverified.registered_at, "agency keys", unverified.message(agency))
     report.events = verifier.events
     report.tally, report.keys, report.saved = verifier.tally, key_history(verifier.keys), saved
     report.tally.read = min(count, checkpoint.size)

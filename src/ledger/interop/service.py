@@ -13,6 +13,7 @@ anonymised output only: it adds no access entries (see docs/interop/htcds.md).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -227,15 +228,17 @@ class InteropService:
 
     # -- HTCDS -------------------------------------------------------------------------------------
 
-    def htcds_export(self, year: int) -> tuple[str, dict[str, Any]]:
+    def htcds_export(
+        self, year: int, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """The year's frozen HTCDS export (CSV text and report), made now if it is the first:
         the first export of a year is the only one (docs/interop/htcds.md). ExportError for
-        a year that has not ended."""
+        a year that has not ended. `progress(done, total)`: cases read so far."""
         htcds.check_year(year, self.ledger.clock().year)
         exports = htcds.ExportStore(self.models.views)
         frozen = exports.get(year)
         if frozen is None:
-            text, details = htcds.export(year, self.htcds_profiles(year))
+            text, details = htcds.export(year, self.htcds_profiles(year, progress))
             exports.freeze(year, text, details, format_timestamp(self.ledger.clock()))
             frozen = exports.get(year)
             assert frozen is not None
@@ -250,7 +253,9 @@ class InteropService:
         except htcds.ExportError as exc:
             raise Invalid(str(exc)) from None
 
-    def htcds_profiles(self, year: int) -> list[CaseProfile]:
+    def htcds_profiles(
+        self, year: int, progress: Callable[[int, int], None] | None = None
+    ) -> list[CaseProfile]:
         """Each non-erased case identified in `year`, as it stood at the end of that year."""
         self.models.runner.catch_up()
         views = self.models.views
@@ -258,10 +263,12 @@ class InteropService:
             cur.execute(views.sql("SELECT case_id FROM {s}view_cases ORDER BY case_id"))
             case_ids = [r["case_id"] for r in cur.fetchall()]
         profiles = []
-        for case_id in case_ids:
+        for done, case_id in enumerate(case_ids, 1):
             profile = self._profile(case_id, year)
             if profile is not None:
                 profiles.append(profile)
+            if progress is not None:
+                progress(done, len(case_ids))
         log.info("htcds profiles year=%d cases=%d", year, len(profiles))
         return profiles
 

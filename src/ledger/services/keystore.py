@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -180,12 +181,17 @@ class KeyStore:
         self.table.delete(case_id)
 
 
-def rotate_kek(store: KeyStore, batch: int = 500, grace_s: float = 2.0) -> int:
+def rotate_kek(
+    store: KeyStore,
+    batch: int = 500,
+    grace_s: float = 2.0,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Re-wrap every live data key under a new KEK, then shred the old KEK file.
 
     Online and restartable: a crash at any point leaves every key wrapped by a KEK whose file
     still exists (the old one until the last key is re-wrapped, the new one from the start).
-    Returns how many keys were re-wrapped.
+    Returns how many keys were re-wrapped; `progress(n)` after each batch of n.
     """
     # 1. The new KEK, written before any key uses it.
     create_kek(store.next_path)
@@ -201,6 +207,8 @@ def rotate_kek(store: KeyStore, batch: int = 500, grace_s: float = 2.0) -> int:
                 key = store.unwrap(case_id, kek_id, wrapped)
                 if store.table.rewrap(case_id, kek_id, new_id, store.wrap(case_id, key)):
                     moved += 1
+            if progress is not None:
+                progress(len(rows))
     # 3. No key needs the old KEK any more: shred it and move the new one into place.
     store.table.compact()
     if store.kek_path.exists():

@@ -178,6 +178,8 @@ class Token:
     label: str
     expires_at: str | None
     revoked: bool
+    created_at: str | None = None  # in `list_tokens` only
+    revoked_at: str | None = None
 
 
 class ConflictError(Exception):
@@ -365,6 +367,10 @@ class Store(OutboxStore, WitnessStore):
     @abstractmethod
     def token(self, token_id: str) -> Token | None:
         """The token with this id (revoked or not), or None."""
+
+    @abstractmethod
+    def list_tokens(self, after: str | None, limit: int) -> list[Token]:
+        """Up to `limit` tokens (revoked ones too) in id order, after the id `after`."""
 
     @abstractmethod
     def revoke_tokens(self, *, token_id: str | None = None, agency: str | None = None,
