@@ -51,7 +51,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.routing import Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger.contract.vocabulary import parse_timestamp
@@ -97,16 +97,26 @@ def reason_label(code: object) -> str:
 
 
 def route_of(scope: Scope) -> str:
-    """The template of the route that answers the request (`unmatched` if none does)."""
+    """The template of the route that answers the request (`unmatched` if none does): the
+    one the router chose, or, for a request the gate refused before routing, the first
+    template whose pattern matches the path."""
     route = scope.get("route")
     if route is not None and isinstance(getattr(route, "path", None), str):
         return str(route.path)
     app = scope.get("app")
-    for candidate in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = candidate.matches(scope)
-        if match is Match.FULL:
-            return str(candidate.path)
-    return "unmatched"
+    patterns: list[tuple[re.Pattern[str], str]] | None = getattr(app.state, "route_patterns", None)
+    if patterns is None:
+        patterns = [(compile_path(t)[0], t) for t in templates(app)]
+        app.state.route_patterns = patterns
+    path = scope.get("path", "")
+    return next((template for pattern, template in patterns if pattern.match(path)), "unmatched")
+
+
+def templates(app: Any) -> list[str]:
+    """Every route template of the app: the API's (its OpenAPI document), then the others."""
+    found = list(app.openapi().get("paths", {}))
+    found += [r.path for r in app.router.routes if isinstance(getattr(r, "path", None), str)]
+    return list(dict.fromkeys(found))
 
 
 class Measured:

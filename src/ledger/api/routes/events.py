@@ -14,6 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ledger.api import metrics
 from ledger.api.deps import CurrentPrincipal, LedgerDep
 from ledger.api.gate import body_of, principal_of
 from ledger.api.ratelimit import RateLimiter
@@ -252,11 +253,16 @@ async def submit_event(
     # one is parsed before, in the large-body lane, so it delays nobody in the group.
     raw, _ = await gated_body(request)
     body: bytes | Submission | LedgerError = raw
-    if len(raw) > LARGE_BODY_BYTES:
-        body = await parsed(request, Ledger.parse, raw)
-        if isinstance(body, LedgerError):
-            raise body
-    status, answer = await request.app.state.submissions.submit(Incoming(principal, body))
+    try:
+        if len(raw) > LARGE_BODY_BYTES:
+            body = await parsed(request, Ledger.parse, raw)
+            if isinstance(body, LedgerError):
+                raise body
+        status, answer = await request.app.state.submissions.submit(Incoming(principal, body))
+    except LedgerError as exc:
+        metrics.count_event(exc.status, {"error": exc.code})
+        raise
+    metrics.count_event(status, answer)
     return JSONResponse(answer, status_code=status)
 
 
@@ -314,5 +320,7 @@ async def submit_batch(
     outcomes = await run_in_threadpool(
         ledger.submit_many, [Incoming(principal, item) for item in items]
     )
-    results = (answer_of(outcome) for outcome in outcomes)
+    results = [answer_of(outcome) for outcome in outcomes]
+    for status, body in results:
+        metrics.count_event(status, body)
     return {"results": [{"status": status, "body": body} for status, body in results]}
