@@ -562,6 +562,7 @@ ACTIONS: dict[tuple[str, str, str], tuple[Action, str | None]] = {
         revoke_staff_token,
         None,
     ),
+    ("GET", "/v1/tokens", ""): (get("/v1/tokens"), None),
     ("GET", "/v1/tokens/self", ""): (get("/v1/tokens/self"), None),
     ("POST", "/v1/agencies/{agency_id}/webhooks", "its own agency's"): (register_webhook, None),
     ("GET", "/v1/agencies/{agency_id}/webhooks", "its own agency's"): (webhooks_of, None),

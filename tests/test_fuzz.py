@@ -236,6 +236,7 @@ def test_answers_with_real_data_match_the_schema(world: World) -> None:
         ("GET", "/v1/notices", clinic.tokens["caseworker"], {"query": {"after": 0}}),
         ("GET", "/v1/agencies", clinic.tokens["caseworker"], {}),
         ("GET", "/v1/tokens/self", clinic.tokens["caseworker"], {}),
+        ("GET", "/v1/tokens", world.admin, {}),
         *[
             ("GET", RECEIPT, token, {**ids, "query": {"format": fmt}})
             for fmt in ("note", "html", "pdf")

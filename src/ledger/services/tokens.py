@@ -9,10 +9,12 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ledger.contract.roles import AGENCY_ROLES, ROLES
 from ledger.contract.vocabulary import format_timestamp, parse_timestamp
 from ledger.errors import BadRequest, Forbidden, Invalid, LedgerError, NotFound, Unauthorized
+from ledger.services.paging import Key, Page
 from ledger.storage.base import Store, Token
 
 log = logging.getLogger("ledger")
@@ -114,6 +116,20 @@ class Tokens:
         if not self.store.revoke_tokens(token_id=token_id, at=format_timestamp(self.clock())):
             raise NotFound("no such active token")
         log.info("token revoked id=%s by=%s", token_id, principal.token_id)
+
+    def listing(self, principal: Principal, page: Page) -> tuple[list[dict[str, Any]], Key | None]:
+        """Admin: a page of every token (revoked and expired ones too), in id order, with
+        what each is for and its times, never its secret (`ledger tokens list`)."""
+        if principal.role != "admin":
+            raise Forbidden("only an admin token may list tokens")
+        after = None if page.after is None else str(page.after[0])
+        rows = self.store.list_tokens(after, page.limit + 1)
+        items: list[dict[str, Any]] = [
+            {"id": t.id, "role": t.role, "agency": t.agency, "label": t.label,
+             "created_at": t.created_at, "expires_at": t.expires_at, "revoked_at": t.revoked_at}
+            for t in rows[: page.limit]
+        ]  # fmt: skip
+        return items, ((rows[page.limit - 1].id,) if len(rows) > page.limit else None)
 
     @staticmethod
     def whoami(principal: Principal) -> dict[str, str | None]:

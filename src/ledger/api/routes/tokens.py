@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from ledger.api.deps import CurrentPrincipal, LedgerDep
+from ledger.api.deps import CurrentPrincipal, Cursor, LedgerDep, Limit
 from ledger.contract.roles import Role
 from ledger.contract.vocabulary import AGENCY_RE
+from ledger.services import paging
 from ledger.services.tokens import Tokens
 
 router = APIRouter(tags=["tokens"])
@@ -39,6 +40,39 @@ def create_token(body: TokenIn, principal: CurrentPrincipal, ledger: LedgerDep) 
     return TokenOut(
         **ledger.create_token(principal, body.agency, body.role, body.label, body.expires_at)
     )
+
+
+class TokenListed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="the token's id (what `DELETE /v1/tokens/{id}` takes)")
+    role: Role
+    agency: str | None = Field(description="the agency it acts for (None: no agency)")
+    label: str = Field(description="who or what it is for, as given when it was created")
+    created_at: str = Field(description="when it was created (YYYY-MM-DDTHH:MM:SSZ)")
+    expires_at: str | None = Field(description="when it stops working (None: never)")
+    revoked_at: str | None = Field(description="when it was revoked (None: it was not)")
+
+
+class TokenList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tokens: list[TokenListed]
+    next: str | None = Field(default=None, description=paging.NEXT_DOC)
+
+
+@router.get("/v1/tokens", response_model=TokenList, response_model_exclude_unset=True)
+def list_tokens(
+    principal: CurrentPrincipal,
+    ledger: LedgerDep,
+    cursor: Cursor = None,
+    limit: Limit = paging.DEFAULT_LIMIT,
+) -> dict[str, Any]:
+    """Admin: a page of every token, revoked and expired ones included, in id order; never
+    a token's secret, which only its creation answered."""
+    page = paging.page_of("tokens", (str,), cursor, limit)
+    items, last = ledger.tokens.listing(principal, page)
+    return paging.answer("tokens", items, "tokens", last)
 
 
 class WhoAmI(BaseModel):
