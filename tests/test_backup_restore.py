@@ -195,3 +195,28 @@ def test_a_backup_from_before_a_kek_rotation_needs_that_kek_and_is_rewrapped(
             assert ngo.read(case_id).json()["payload"]["identity"]["name"] == marker
         wrapped = world.ledger.keys.table.wrapped_by_other(new_id, 10)
         assert wrapped == []  # every case key is under the deployment's own KEK
+
+
+def test_with_the_keys_lost_a_checkpoint_kept_elsewhere_still_stops_a_rollback(
+    settings: Settings, tmp_path: Path
+) -> None:
+    backup_dir = tmp_path / "backup"
+    with open_world(settings) as world:
+        cases(world, 1, "kept")
+        world.ledger.log.sign_checkpoint()
+        assert cli(settings, tmp_path, "backup", str(backup_dir)).returncode == 0
+        cases(world, 1, "lost")
+        world.ledger.log.sign_checkpoint()
+        held = world.ledger.log.checkpoint()  # what a witness or an auditor kept
+    (tmp_path / "held.checkpoint").write_text(held)
+    (settings.keys / "latest-checkpoint").unlink()  # lost with the machine's keys folder
+    (settings.keys / "rollbacks").unlink(missing_ok=True)
+    restored = cli(settings, tmp_path, "restore", str(backup_dir),
+                   "--seen", str(tmp_path / "held.checkpoint"))  # fmt: skip
+    assert restored.returncode == ROLLED_BACK, restored.stdout + restored.stderr
+    assert "rollback" in restored.stderr
+    other = crypto.generate_signing_key(held.split("\n")[0]).verify_key.line()
+    (tmp_path / "other.checkpoint").write_text(other)
+    wrong = cli(settings, tmp_path, "restore", str(backup_dir),
+                "--seen", str(tmp_path / "other.checkpoint"))  # fmt: skip
+    assert wrong.returncode == BAD_INPUT and "not a checkpoint" in wrong.stderr

@@ -14,6 +14,7 @@ import typer
 
 from ledger.client import LedgerHTTPError
 from ledger.contract import crypto
+from ledger.contract.notes import NoteError
 
 OK, FAILED, BAD_INPUT, UNREACHABLE, REFUSED, NO_DEPLOYMENT, ROLLED_BACK = 0, 1, 2, 3, 4, 5, 6
 INTERNAL = 70
@@ -80,6 +81,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return "a file given is not UTF-8 text: is it the right file?", BAD_INPUT
     if isinstance(exc, crypto.BadKeyLine):
         return f"not a key the ledger reads ({exc}): check the key file given", BAD_INPUT
+    if isinstance(exc, NoteError):
+        return f"not a checkpoint signed by this log's key ({exc}): check the file given", BAD_INPUT
     if isinstance(exc, json.JSONDecodeError):
         return (
             f"a file given is not the JSON expected ({exc.msg}): is it the right file?",
