@@ -481,7 +481,7 @@ def test_children_and_unknown_age_need_guardian_consent_with_assent(
     case_id = ngo.open_case(age_band, payload={"identity": {"n": 1}})
     assenting = facts.get("child_assent") is True or facts.get("assent_exempt")
     if age_band != "adult" and (facts["given_by"] == "survivor" or not assenting):
-        # (v1.4) A consent that could never count is refused when it is submitted, saying why.
+        # (v1.5) A consent that could never count is refused when it is submitted, saying why.
         base = {"consent_id": str(uuid.uuid4()), "purposes": ["data_sharing"],
                 "recipients": ["clinic"], "categories": ["identity"], "expires_at": None,
                 "given_by": "survivor", "child_assent": None, "assent_exempt": False}  # fmt: skip
@@ -501,7 +501,7 @@ def test_age_assessment_changes_which_consents_count(world: World) -> None:
     guardian = ngo.grant(case_id, ["clinic"], given_by="guardian", child_assent=True)
     assert ngo.share(case_id, "clinic", guardian).status_code == 201
     ngo.ok("age.assessed", case_id, {"minor": False}, {"age_band": "adult", "method": "document"})
-    consent = ngo.grant(case_id, ["clinic"])  # an adult's own (refused before: v1.4)
+    consent = ngo.grant(case_id, ["clinic"])  # an adult's own (refused before: v1.5)
     assert ngo.share(case_id, "clinic", consent).status_code == 201
     exempt = ngo.grant(case_id, ["clinic"], given_by="guardian", assent_exempt=True)
     ngo.ok("age.assessed", case_id, {"minor": True}, {"age_band": "6-11", "method": "medical"})

@@ -136,7 +136,12 @@ def traffic(world: World) -> str:
 def test_metrics_need_the_metrics_token(world: World) -> None:
     assert scrape(world).status_code == 404  # no token set: not served at all
     world.http.app.state.metrics_token = TOKEN  # type: ignore[attr-defined]
-    for token in (None, "wrong", world.admin, TOKEN + "x", TOKEN[:-1]):
+    ngo = world.agency("ngo-a")
+    ledger_tokens = [
+        ngo.tokens.get(r) or world.token(r, "ngo-a") for r in ("caseworker", "supervisor")
+    ]
+    ledger_tokens += [world.token(role) for role in ("auditor", "monitor")] + [world.admin]
+    for token in (None, "wrong", TOKEN + "x", TOKEN[:-1], TOKEN.upper(), *ledger_tokens):
         r = scrape(world, token)
         assert r.status_code == 401, token
         assert r.json()["error"] == "unauthorized"

@@ -64,7 +64,7 @@ def test_consent_register_unseals_language_and_logs_the_read_unless_asked_not_to
     case_id = ngo.open_case("12-14")
     a = ngo.grant(case_id, ["clinic"], given_by="guardian_ad_litem", child_assent=True)
     # Does not count: an assent exemption in a case of a child over 5 (a survivor's own
-    # consent in a child's case is refused at intake since v1.4).
+    # consent in a child's case is refused at intake since v1.5).
     b = ngo.grant(case_id, ["legal"], given_by="guardian", assent_exempt=True)
     assert ngo.share(case_id, "clinic", a).status_code == 201
     size = world.ledger.store.log_size()

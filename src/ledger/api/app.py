@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 
 from ledger import __version__
-from ledger.api import docs, errors, metrics
+from ledger.api import docs, errors, glossary, metrics
 from ledger.api.gate import Gate
 from ledger.api.ratelimit import InFlight, RateLimiter
 from ledger.api.routes import (
@@ -202,6 +202,7 @@ def create_app(
                         response["content"] = error
                     if str(status) == "429":
                         response["headers"] = RETRY_AFTER
+        glossary.describe(schema)  # every member and parameter described
         app.openapi_schema = schema
         return schema
 

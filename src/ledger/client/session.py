@@ -141,7 +141,9 @@ class LedgerClient:
     def origin(self) -> str:
         """The log origin every event must name (from GET /v1/health)."""
         if self._origin is None:
-            self._origin = str(self._json(self._send("GET", "/v1/health"))["log"])
+            response = self._send("GET", "/v1/health")  # a 503 (a check failing) names it too
+            body = response.json() if response.status_code == 503 else self._json(response)
+            self._origin = str(body["log"])
         return self._origin
 
     def build(

@@ -1,4 +1,4 @@
-"""Intake rules (contract v1.4): what the ledger refuses to record because it could never do
+"""Intake rules (contract v1.5): what the ledger refuses to record because it could never do
 what it says, checked when an event is submitted and not re-checked by the audit.
 
 They refuse records that would be useless or wrong, not disclosures: a consent that cannot

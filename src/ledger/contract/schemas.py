@@ -205,7 +205,7 @@ class WithdrawnAttrs(_Strict):
 
 class ReferralMadeAttrs(_Strict):
     component: Component  # type: ignore[valid-type]
-    due_by: Timestamp | None  # null: the default of `notices.default_due` (v1.4)
+    due_by: Timestamp | None  # null: the default of `notices.default_due` (v1.5)
     urgency: Literal[URGENCIES]  # type: ignore[valid-type]
 
 

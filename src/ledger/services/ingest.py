@@ -308,7 +308,7 @@ class Ingest:
             raise Conflict("event_id is already recorded with other content; use a new event_id")
         # 8. Facts, attrs, the ids they name, and the agencies they name.
         validate_content(sub)
-        check_times(sub.type, sub.facts, sub.attrs, now)  # (v1.4)
+        check_times(sub.type, sub.facts, sub.attrs, now)  # (v1.5)
         state = None if case is None else case.state
         check_references(state, sub.type, sub.facts)
         named = named_agencies(sub.type, sub.facts)
@@ -327,7 +327,7 @@ class Ingest:
             role=principal.role,
             actor=principal.token_id,
         )
-        check_consent_can_count(state, sub.type, sub.facts)  # (v1.4)
+        check_consent_can_count(state, sub.type, sub.facts)  # (v1.5)
         if case is not None and sub.type == "notice.acknowledged":
             told = self.store.was_told(
                 sub.case_id, sub.facts["position"], sub.agency, sub.facts["kind"]

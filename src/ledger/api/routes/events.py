@@ -289,6 +289,8 @@ class BatchAnswer(BaseModel):
                         "additionalProperties": False,
                         "properties": {
                             "events": {
+                                "description": "1 to 1,000 submissions, each as POST"
+                                " /v1/events takes it, decided in this order",
                                 "type": "array",
                                 "minItems": 1,
                                 "maxItems": 1000,
