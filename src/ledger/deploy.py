@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,9 +156,18 @@ def check(settings: Settings) -> None:
 
 
 def _remember(watermark: Watermark, ledger: Ledger) -> None:
+    """After each checkpoint signed; a keys folder that cannot be written is logged, and
+    stops neither the signer nor the callbacks after this one (the witnesses' cosigner)."""
     latest = ledger.store.latest_checkpoint()
-    if latest is not None:
-        watermark.remember(latest)
+    try:
+        if latest is not None:
+            watermark.remember(latest)
+    except OSError as exc:
+        logging.getLogger("ledger.log").error(
+            "cannot keep the latest checkpoint in %s (%s): a restore could not tell a rollback",
+            watermark.path,
+            exc.strerror,
+        )
 
 
 def outbound_policy(settings: Settings) -> OutboundPolicy:

@@ -236,3 +236,9 @@ def _put_back(settings: Settings, folder: Path, kek: Path | None, seen: Path | N
         f"restored {manifest['log_size']} log entries and {manifest['case_keys']} case keys "
         f"from {folder} (taken {manifest['created_at']})"
     )
+    if not (settings.keys / "webhooks.key").exists():
+        typer.echo(
+            f"put your copy of webhooks.key back in {settings.keys} before serving: without it "
+            "the webhook secrets cannot be read, and agencies must register their endpoints again",
+            err=True,
+        )
