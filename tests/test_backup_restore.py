@@ -38,10 +38,13 @@ def env_of(settings: Settings, tmp: Path) -> dict[str, str]:
     return env
 
 
-def cli(settings: Settings, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    settings: Settings, tmp: Path, *args: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*LEDGER, *args], env=env_of(settings, tmp), capture_output=True, text=True, timeout=180
-    )
+        [*LEDGER, *args], env=env_of(settings, tmp) | extra, capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
 
 
 def cases(world: World, n: int, tag: str) -> dict[str, str]:
@@ -76,8 +79,9 @@ def test_a_restored_rollback_is_served_only_when_accepted_and_audits(
         kept = cases(world, 3, "kept")
         world.ledger.log.sign_checkpoint()
         # 1. A backup while the ledger is open (its server's stores hold their connections).
-        made = cli(settings, tmp_path, "backup", str(backup_dir))
+        made = cli(settings, tmp_path, "backup", str(backup_dir), TTY_COMPATIBLE="1")
         assert made.returncode == 0, made.stdout + made.stderr
+        assert "backing up" in made.stderr  # the progress bar, on a terminal
         assert "key-encryption key is NOT in it" in made.stdout
         backed_up = world.ledger.store.log_size()
         # 2. More written, and signed: auditors may hold this checkpoint.

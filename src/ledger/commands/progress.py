@@ -25,6 +25,6 @@ def bar(disable: bool = False) -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
-        disable=disable or not console.is_terminal,  # none in logs (FORCE_TERMINAL=1 shows it)
+        disable=disable or not console.is_terminal,  # none in logs (TTY_COMPATIBLE=1 shows it)
         transient=True,
     )
