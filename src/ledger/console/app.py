@@ -48,6 +48,7 @@ ANYWHERE = "0.0.0.0"  # noqa: S104 (a setting's value, compared; nothing binds h
 
 PAGE = 50  # cases on one page of the list
 CURSOR = re.compile(r"[A-Za-z0-9_-]{1,512}")  # a ledger cursor, as the Older link carries it
+WALK_PAGES = 100  # the furthest page reached without a cursor (Newer links, typed numbers)
 
 
 def create_app(console: Console) -> FastAPI:
@@ -162,9 +163,10 @@ def create_app(console: Console) -> FastAPI:
         link carries it); without it the pages before are followed from the first (the
         Newer link, and page numbers typed in). Past the last page, the last one."""
         session = console.person(request)
-        page = max(1, min(page, 10_000))
         if cursor is not None and not CURSOR.fullmatch(cursor):
             cursor, page = None, 1
+        # Followed from the first page, a page number costs a request per page before it.
+        page = max(1, min(page, 10_000 if cursor else WALK_PAGES))
 
         def read(ledger: LedgerClient) -> tuple[int, Page]:
             number, shown = (page, ledger.case_page(cursor, PAGE)) if cursor else (1, None)
