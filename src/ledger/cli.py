@@ -17,6 +17,7 @@ from ledger.commands.deployment import before_any_command
 from ledger.commands.errors import EXIT_CODES, run
 from ledger.commands.export import export_app
 from ledger.commands.keys import keys_app
+from ledger.commands.progress import bar
 from ledger.commands.tokens import tokens_app
 from ledger.console.cli import console_app
 from ledger.settings import Settings
@@ -124,15 +125,13 @@ def projections_rebuild(
     name: Annotated[str | None, typer.Argument(help="One projection (default: all)")] = None,
 ) -> None:
     """Rebuild read models from the log, with a progress bar."""
-    from rich.progress import Progress
-
     from ledger.deploy import open_ledger, open_readmodels
 
     settings = Settings()
     models = open_readmodels(settings, open_ledger(settings))
     chosen = models.runner.named(name)
     size = models.runner.store.log_size()
-    with Progress() as progress:
+    with bar() as progress:
         task = progress.add_task("rebuilding", total=size * len(chosen))
         models.runner.rebuild(name, lambda n: progress.advance(task, n))
     typer.echo(f"rebuilt {', '.join(p.name for p in chosen)} from {size} log entries")
@@ -313,8 +312,6 @@ def audit_verify(
 ) -> None:
     """Verify checkpoint, entries, signatures, key changes, gates and consistency; list the
     withdrawal and erasure notices whose recipients have not acknowledged them."""
-    from rich.progress import Progress
-
     from ledger.audit import SavedState, check_receipt, parse_agency_keys, read_bundle, verify
     from ledger.audit.forks import check_evidence
     from ledger.audit.quorum import check_quorum
@@ -347,7 +344,7 @@ def audit_verify(
         raise typer.BadParameter("--agency-keys is needed to verify the log")
     keys = parse_agency_keys(agency_keys.read_text())
     saved = SavedState.from_json(state.read_text()) if state and state.exists() else None
-    with Progress(disable=as_json, transient=True) as progress:
+    with bar(disable=as_json) as progress:  # on standard error, on a terminal
         task = progress.add_task("verifying", total=len(entries))
         report = verify(
             note,

@@ -22,7 +22,6 @@ import typer
 from ledger.commands.errors import BAD_INPUT, ROLLED_BACK, CommandError
 from ledger.commands.progress import bar
 from ledger.commands.snapshots import snapshots_for
-from ledger.deploy import KeyPaths, NoDeployment
 from ledger.private_files import replace_private
 from ledger.settings import Settings
 
@@ -49,6 +48,8 @@ def backup(
 ) -> None:
     """A consistent backup of the deployment, taken while it serves: the databases, the
     signing keys and the admin token, never the key-encryption key (back that up apart)."""
+    from ledger.deploy import KeyPaths, NoDeployment
+
     settings = Settings()
     paths = KeyPaths(settings.keys)
     if not paths.kek.exists():
@@ -122,6 +123,7 @@ def _check_kek(manifest: dict[str, Any], kek: Path, given: Path | None) -> None:
 def _rewrap(settings: Settings, given: Path) -> int:
     """The restored case keys wrapped by the KEK given, re-wrapped under the deployment's
     own (which stays in place: a restore never replaces nor deletes a KEK file)."""
+    from ledger.deploy import KeyPaths
     from ledger.services.keystore import KeyStore
     from ledger.storage import open_store
 
@@ -158,7 +160,7 @@ def restore(
 ) -> None:
     """Put a backup back (stop the API and the worker first). A log older than the newest
     checkpoint this deployment signed is not served until accepted with --accept-rollback."""
-    from ledger.deploy import open_ledger
+    from ledger.deploy import KeyPaths, open_ledger
     from ledger.log.watermark import Watermark
 
     settings = Settings()
@@ -194,6 +196,7 @@ def restore(
 
 def _put_back(settings: Settings, folder: Path, kek: Path | None, seen: Path | None) -> None:
     from ledger.contract import crypto
+    from ledger.deploy import KeyPaths
     from ledger.log.checkpoint import verify_checkpoint
     from ledger.private_files import write_secret
 

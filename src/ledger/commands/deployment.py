@@ -13,13 +13,17 @@ import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from ledger.deploy import KeyPaths, NoDeployment
 from ledger.private_files import replace_private
 from ledger.settings import Settings
 
+if TYPE_CHECKING:
+    from ledger.deploy import NoDeployment
+
+KEK = "kek.key"  # a deployment is where its key-encryption key is (`deploy.KeyPaths`)
 # Commands that never use a deployment's paths (or make one, in the working directory).
 _OWN_PATHS = {"init", "audit", "witness", "console", "bench", "agency"}
 
@@ -37,7 +41,7 @@ class Recorded:
 
     @property
     def exists(self) -> bool:
-        return KeyPaths(Path(self.keys)).kek.exists()
+        return (Path(self.keys) / KEK).exists()
 
     def settings_line(self) -> str:
         line = f"LEDGER_KEYS={self.keys} LEDGER_HOME={self.home}"
@@ -104,7 +108,7 @@ def remember(settings: Settings, origin: str) -> str | None:
 def locate(command: str | None) -> None:
     """Before a command: with the default paths and no deployment in the working folder,
     use the one `ledger init` recorded, if it is the only one and on the same database."""
-    if command in _OWN_PATHS or _paths_given() or KeyPaths(Settings().keys).kek.exists():
+    if command in _OWN_PATHS or _paths_given() or (Settings().keys / KEK).exists():
         return
     found = [r for r in recorded() if _same_backend(r)]
     if len(found) != 1:

@@ -8,13 +8,9 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable
+from typing import Any
 
-import httpx
 import typer
-
-from ledger.client import LedgerHTTPError
-from ledger.contract import crypto
-from ledger.contract.notes import NoteError
 
 OK, FAILED, BAD_INPUT, UNREACHABLE, REFUSED, NO_DEPLOYMENT, ROLLED_BACK = 0, 1, 2, 3, 4, 5, 6
 INTERNAL = 70
@@ -46,7 +42,7 @@ class CommandError(Exception):
         self.message, self.code = message, code
 
 
-def _url(exc: httpx.RequestError) -> str:
+def _url(exc: Any) -> str:
     try:
         request = exc.request
     except RuntimeError:
@@ -56,6 +52,11 @@ def _url(exc: httpx.RequestError) -> str:
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """The line to print for `exc`, and the exit code."""
+    import httpx  # here, not at start-up: `ledger --help` stays quick
+
+    from ledger.client import LedgerHTTPError
+    from ledger.contract import crypto
+    from ledger.contract.notes import NoteError
     from ledger.deploy import NoDeployment
     from ledger.log.watermark import RolledBack
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ledger.client import LedgerClient
 from ledger.commands.errors import BAD_INPUT, CommandError
 from ledger.commands.progress import bar
 from ledger.settings import Settings
+
+if TYPE_CHECKING:
+    from ledger.client import LedgerClient
 
 PAGE = 1000  # the ledger answers at least this many entries a page
 
@@ -41,6 +43,8 @@ def read_token(token_file: Path | None) -> str:
 
 def connect(url: str, token_file: Path | None) -> LedgerClient:
     """A client for `url` with the token of `token_file` (default: the admin token)."""
+    from ledger.client import LedgerClient
+
     return LedgerClient(url, read_token(token_file))
 
 
@@ -52,6 +56,7 @@ def fetch_log(
     """The newest checkpoint (or the one `wait` waits for) and every entry it covers, page by
     page with a progress bar; fewer entries when the log has a gap (the audit says so)."""
     from ledger.audit import checkpoint_size
+    from ledger.client import LedgerClient
 
     with LedgerClient(url, read_token(token_file)) as client:
         note = client.checkpoint() if wait is None else wait(client.checkpoint)
