@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from ledger import audit
-from ledger.commands.errors import BAD_INPUT, ROLLED_BACK
+from ledger.commands.exits import BAD_INPUT, ROLLED_BACK
 from ledger.contract import crypto
 from ledger.services.keystore import load_kek
 from ledger.settings import Settings
@@ -148,13 +148,16 @@ def test_a_restored_rollback_is_served_only_when_accepted_and_audits(
     forked = cli(settings, tmp_path, *args, "--state", str(tmp_path / "state.json"))
     assert forked.returncode == 1 and "consistency with saved checkpoint" in forked.stdout
 
-    # 7. And `ledger serve` serves it now.
+    # 7. And `ledger serve` serves it now (and a restore meanwhile is refused).
     server = subprocess.Popen(
         [*LEDGER, "serve", "--port", str(port)], env=env_of(settings, tmp_path),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         assert wait_health(f"http://127.0.0.1:{port}") == 200
+        # A restore under a running server would change the database beneath it: refused.
+        busy = cli(settings, tmp_path, "restore", str(backup_dir))
+        assert busy.returncode == BAD_INPUT and "ledger is running here" in busy.stderr
     finally:
         server.terminate()
         server.wait(20)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.commands.errors import BAD_INPUT, NO_DEPLOYMENT, REFUSED, UNREACHABLE
+from ledger.commands.exits import BAD_INPUT, NO_DEPLOYMENT, REFUSED, UNREACHABLE
 from ledger.contract.crypto import generate_signing_key
 from tests.servers import deployment, free_port
 

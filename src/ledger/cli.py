@@ -13,8 +13,9 @@ import typer
 from ledger.commands.agency import agencies_app, agency_app
 from ledger.commands.audit_keys import audit_keys
 from ledger.commands.backup import backup, restore
-from ledger.commands.deployment import before_any_command
-from ledger.commands.errors import EXIT_CODES, run
+from ledger.commands.deployment import before_any_command, serving
+from ledger.commands.errors import run
+from ledger.commands.exits import EXIT_CODES
 from ledger.commands.export import export_app
 from ledger.commands.keys import keys_app
 from ledger.commands.progress import bar
@@ -71,6 +72,7 @@ def serve(
 
     settings = Settings()
     check(settings)  # a deployment, whose log extends what it signed: or one line, not a trace
+    serving(settings)  # seen by `ledger restore`, which then refuses
     _logging(settings)
     run_server(host, port, workers or settings.workers, settings.log_level)
 
@@ -91,6 +93,7 @@ def worker() -> None:
     settings = Settings()
     _logging(settings)
     ledger = open_ledger(settings)
+    serving(settings)
     models = open_readmodels(settings, ledger)
     loops = [] if settings.notices_in_api_setting else notice_loops(settings, ledger)
     for loop in loops:

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.commands.errors import BAD_INPUT, CommandError
+from ledger.commands.exits import BAD_INPUT, CommandError
 from ledger.commands.remote import DEFAULT_URL, AdminTokenFile, Url, connect
 from ledger.contract import crypto
 from ledger.contract.vocabulary import is_agency_id

@@ -19,7 +19,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ledger.commands.errors import BAD_INPUT, ROLLED_BACK, CommandError
+from ledger.commands.deployment import restoring
+from ledger.commands.exits import BAD_INPUT, ROLLED_BACK, CommandError
 from ledger.commands.progress import bar
 from ledger.commands.snapshots import snapshots_for
 from ledger.private_files import replace_private
@@ -161,12 +162,13 @@ def restore(
     """Put a backup back (stop the API and the worker first). A log older than the newest
     checkpoint this deployment signed is not served until accepted with --accept-rollback."""
     from ledger.deploy import KeyPaths, open_ledger
-    from ledger.log.watermark import Watermark
+    from ledger.log.watermark import RolledBack, Watermark
 
     settings = Settings()
     paths = KeyPaths(settings.keys)
     if folder is not None:
-        _put_back(settings, folder, kek, seen)
+        with restoring(settings):  # refused while a server or worker runs here
+            _put_back(settings, folder, kek, seen)
     elif not accept_rollback:
         raise typer.BadParameter("give the backup's folder, or --accept-rollback alone")
     ledger = open_ledger(settings, rollback_ok=True)
@@ -181,13 +183,9 @@ def restore(
                 "the auditors and the witnesses' operators: their checkpoints no longer extend"
             )
         watermark.check(ledger.log)
-    except Exception as exc:
-        from ledger.log.watermark import RolledBack
-
-        if isinstance(exc, RolledBack) and folder is not None:
-            typer.echo(f"restored, but not to be served: {exc}", err=True)
-            raise typer.Exit(ROLLED_BACK) from None
-        raise
+    except RolledBack as exc:  # always a restore's own (an acceptance leaves none)
+        typer.echo(f"restored, but not to be served: {exc}", err=True)
+        raise typer.Exit(ROLLED_BACK) from None
     finally:
         ledger.store.close()
         ledger.keys.table.close()

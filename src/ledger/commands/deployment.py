@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ledger.commands.exits import CommandError
 from ledger.private_files import replace_private
 from ledger.settings import Settings
 
@@ -148,3 +151,36 @@ def where_to_look(exc: NoDeployment) -> str:
 def before_any_command(ctx: typer.Context) -> None:
     """`ledger`'s callback: where the deployment is, before the command runs."""
     locate(ctx.invoked_subcommand)
+
+
+_SERVING: list[int] = []  # the lock's descriptor, held for the life of `serve` or `worker`
+
+
+def serving(settings: Settings) -> None:
+    """`ledger serve` and `ledger worker` hold `$LEDGER_KEYS/in-use.lock` (shared) while they
+    run, so a restore sees them and refuses (`restoring`); the kernel drops it with them."""
+    import fcntl
+
+    fd = os.open(settings.keys / "in-use.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _SERVING.append(fd)
+
+
+@contextmanager
+def restoring(settings: Settings) -> Iterator[None]:
+    """The deployment's lock, exclusively: none of its servers or workers on this machine."""
+    import fcntl
+
+    settings.keys.mkdir(parents=True, exist_ok=True)
+    fd = os.open(settings.keys / "in-use.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CommandError(
+                "the ledger is running here (ledger serve or ledger worker holds "
+                f"{settings.keys / 'in-use.lock'}): stop them, then restore"
+            ) from None
+        yield
+    finally:
+        os.close(fd)

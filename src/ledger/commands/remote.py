@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ledger.commands.errors import BAD_INPUT, CommandError
+from ledger.commands.exits import BAD_INPUT, CommandError
 from ledger.commands.progress import bar
 from ledger.settings import Settings
 

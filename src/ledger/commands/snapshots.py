@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger.commands.errors import UNREACHABLE, CommandError
+from ledger.commands.exits import UNREACHABLE, CommandError
 from ledger.settings import Settings
 
 Step = Callable[[str], None]  # called as each file is done, with its name

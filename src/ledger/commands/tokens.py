@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ledger.commands.errors import BAD_INPUT, CommandError
+from ledger.commands.exits import BAD_INPUT, CommandError
 from ledger.commands.remote import DEFAULT_URL, AdminTokenFile, Url, connect
 
 tokens_app = typer.Typer(help="Tokens: one per person, with a role", no_args_is_help=True)
