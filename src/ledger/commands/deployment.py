@@ -101,7 +101,10 @@ def remember(settings: Settings, origin: str) -> str | None:
     )
     others = [r for r in recorded() if r.keys != here.keys]
     body = {"deployments": [asdict(r) for r in [*others, here]]}
-    replace_private(record_file(), (json.dumps(body, indent=2) + "\n").encode())
+    try:
+        replace_private(record_file(), (json.dumps(body, indent=2) + "\n").encode())
+    except OSError as exc:  # the deployment is made: only finding it from elsewhere is lost
+        return f"note: could not record where this deployment is ({record_file()}: {exc.strerror})"
     if not others:
         return None
     listed = ", ".join(str(Path(r.keys).parent) for r in others)
