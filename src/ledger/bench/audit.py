@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ledger import audit
+from ledger import audit, charts
 from ledger.audit.board_report import Inputs, write_report
 from ledger.bench.harness import ORIGIN, Report, Sizes, timed
 from ledger.contract import crypto
@@ -171,6 +171,7 @@ def _audit_and_report(
     keys: dict[str, crypto.VerifyKey],
 ) -> None:
     """`ledger audit verify --report PATH`, less reading the bundle."""
+    charts._DRAWN.clear()  # one command draws its chart once: no drawing kept from a repeat
     result = _check(audit.verify(note, entries, log_key, keys))
     write_report(path, result, Inputs("the bench's synthetic log"))
 
