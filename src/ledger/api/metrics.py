@@ -103,7 +103,7 @@ def route_of(scope: Scope) -> str:
     route = scope.get("route")
     if route is not None and isinstance(getattr(route, "path", None), str):
         return str(route.path)
-    app = scope.get("app")
+    app: Any = scope["app"]  # the Starlette app the request came to
     patterns: list[tuple[re.Pattern[str], str]] | None = getattr(app.state, "route_patterns", None)
     if patterns is None:
         patterns = [(compile_path(t)[0], t) for t in templates(app)]
