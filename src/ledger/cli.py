@@ -46,12 +46,12 @@ def init(
 ) -> None:
     """Create key material, stores, the log origin and an admin token (idempotent)."""
     from ledger.commands.deployment import remember
-    from ledger.deploy import KeyPaths
     from ledger.deploy import init as do_init
+    from ledger.deploy import key_paths
 
     settings = Settings()
     chosen = do_init(settings, origin)
-    paths = KeyPaths(settings.keys)
+    paths = key_paths(settings)
     if note := remember(settings, chosen):  # where it is, for commands run elsewhere
         typer.echo(note, err=True)
     typer.echo(f"ledger ready: origin {chosen}")

@@ -27,13 +27,19 @@ if TYPE_CHECKING:
 DEFAULT_ORIGIN = "ledger.localhost/log"
 
 
+def key_paths(settings: Settings) -> KeyPaths:
+    """The deployment's key files, the KEK where the settings put it."""
+    return KeyPaths(settings.keys, settings.kek_file)
+
+
 @dataclass(frozen=True)
 class KeyPaths:
     root: Path
+    kek_file: Path | None = None  # LEDGER_KEK_FILE: the KEK elsewhere than among the keys
 
     @property
     def kek(self) -> Path:
-        return self.root / "kek.key"
+        return self.kek_file or self.root / "kek.key"
 
     @property
     def log_key(self) -> Path:
@@ -83,11 +89,12 @@ def _signing_key(private: Path, public: Path, name: str) -> crypto.SigningKey:
 
 def init(settings: Settings, origin: str | None = None) -> str:
     """Idempotent: key material, stores, the log origin and an admin token. Returns the origin."""
-    paths = KeyPaths(settings.keys)
+    paths = key_paths(settings)
     settings.keys.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.keys, 0o700)
     if not settings.is_postgres:
         settings.home.mkdir(parents=True, exist_ok=True)
+    paths.kek.parent.mkdir(parents=True, exist_ok=True)  # LEDGER_KEK_FILE's own folder
     create_kek(paths.kek)
     store, table = open_store(settings)
     try:
@@ -118,7 +125,7 @@ def init(settings: Settings, origin: str | None = None) -> str:
 def open_ledger(settings: Settings, *, rollback_ok: bool = False) -> Ledger:
     """Open an initialised deployment; RolledBack if its log does not extend the newest
     checkpoint it signed (unless `rollback_ok`: `ledger restore` accepting one)."""
-    paths = KeyPaths(settings.keys)
+    paths = key_paths(settings)
     if not paths.kek.exists():
         raise NoDeployment(settings.keys, paths.kek.name)
     if not settings.is_postgres and not (settings.home / "ledger.db").exists():

@@ -23,6 +23,10 @@ class Settings(BaseSettings):
 
     home: Path = Path(".ledger")
     keys: Path = Path("keys")
+    # The key-encryption key, default `<keys>/kek.key`; kept on another volume than the
+    # database and the other keys (docker-compose does), so no single copy holds both the
+    # wrapped case keys and what unwraps them. Its rotation's next key lies beside it.
+    kek_file: Path | None = None
     database_url: str | None = None
     pg_schema: str = "ledger"
     freshness_s: int = 300

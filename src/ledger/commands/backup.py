@@ -49,10 +49,10 @@ def backup(
 ) -> None:
     """A consistent backup of the deployment, taken while it serves: the databases, the
     signing keys and the admin token, never the key-encryption key (back that up apart)."""
-    from ledger.deploy import KeyPaths, NoDeployment
+    from ledger.deploy import NoDeployment, key_paths
 
     settings = Settings()
-    paths = KeyPaths(settings.keys)
+    paths = key_paths(settings)
     if not paths.kek.exists():
         raise NoDeployment(settings.keys, paths.kek.name)
     if not settings.is_postgres and not (settings.home / "ledger.db").exists():
@@ -124,13 +124,13 @@ def _check_kek(manifest: dict[str, Any], kek: Path, given: Path | None) -> None:
 def _rewrap(settings: Settings, given: Path) -> int:
     """The restored case keys wrapped by the KEK given, re-wrapped under the deployment's
     own (which stays in place: a restore never replaces nor deletes a KEK file)."""
-    from ledger.deploy import KeyPaths
+    from ledger.deploy import key_paths
     from ledger.services.keystore import KeyStore
     from ledger.storage import open_store
 
     store, table = open_store(settings)
     try:
-        mine, theirs = KeyStore(table, KeyPaths(settings.keys).kek), KeyStore(table, given)
+        mine, theirs = KeyStore(table, key_paths(settings).kek), KeyStore(table, given)
         moved = 0
         while rows := table.wrapped_by_other(mine.kek_id, 500):
             for case_id, kek_id, wrapped in rows:
@@ -161,11 +161,11 @@ def restore(
 ) -> None:
     """Put a backup back (stop the API and the worker first). A log older than the newest
     checkpoint this deployment signed is not served until accepted with --accept-rollback."""
-    from ledger.deploy import KeyPaths, open_ledger
+    from ledger.deploy import key_paths, open_ledger
     from ledger.log.watermark import RolledBack, Watermark
 
     settings = Settings()
-    paths = KeyPaths(settings.keys)
+    paths = key_paths(settings)
     if folder is not None:
         with restoring(settings):  # refused while a server or worker runs here
             _put_back(settings, folder, kek, seen)
@@ -194,7 +194,7 @@ def restore(
 
 def _put_back(settings: Settings, folder: Path, kek: Path | None, seen: Path | None) -> None:
     from ledger.contract import crypto
-    from ledger.deploy import KeyPaths
+    from ledger.deploy import key_paths
     from ledger.log.checkpoint import verify_checkpoint
     from ledger.private_files import write_secret
 
@@ -206,7 +206,7 @@ def _put_back(settings: Settings, folder: Path, kek: Path | None, seen: Path | N
         )
     if settings.is_postgres and manifest["pg_schema"] != settings.pg_schema:
         raise CommandError(f"the backup is of schema {manifest['pg_schema']}: set LEDGER_PG_SCHEMA")
-    paths = KeyPaths(settings.keys)
+    paths = key_paths(settings)
     _check_kek(manifest, paths.kek, kek)
     log_key = crypto.parse_verify_key((folder / "keys" / "log.vkey").read_text(encoding="utf-8"))
     held = seen.read_text(encoding="utf-8") if seen is not None else None

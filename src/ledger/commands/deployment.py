@@ -26,7 +26,9 @@ from ledger.settings import Settings
 if TYPE_CHECKING:
     from ledger.deploy import NoDeployment
 
-KEK = "kek.key"  # a deployment is where its key-encryption key is (`deploy.KeyPaths`)
+# A deployment is where its log key is (`deploy.KeyPaths`; its KEK may be elsewhere,
+# LEDGER_KEK_FILE).
+MARK = "log.key"
 # Commands that never use a deployment's paths (or make one, in the working directory).
 _OWN_PATHS = {"init", "audit", "witness", "console", "bench", "agency"}
 
@@ -44,7 +46,7 @@ class Recorded:
 
     @property
     def exists(self) -> bool:
-        return (Path(self.keys) / KEK).exists()
+        return (Path(self.keys) / MARK).exists()
 
     def settings_line(self) -> str:
         line = f"LEDGER_KEYS={self.keys} LEDGER_HOME={self.home}"
@@ -114,7 +116,7 @@ def remember(settings: Settings, origin: str) -> str | None:
 def locate(command: str | None) -> None:
     """Before a command: with the default paths and no deployment in the working folder,
     use the one `ledger init` recorded, if it is the only one and on the same database."""
-    if command in _OWN_PATHS or _paths_given() or (Settings().keys / KEK).exists():
+    if command in _OWN_PATHS or _paths_given() or (Settings().keys / MARK).exists():
         return
     found = [r for r in recorded() if _same_backend(r)]
     if len(found) != 1:

@@ -25,13 +25,13 @@ def rotate_kek(
     """
     from datetime import UTC, datetime, timedelta
 
-    from ledger.deploy import KeyPaths, NoDeployment
+    from ledger.deploy import NoDeployment, key_paths
     from ledger.services.keystore import KeyStore, kek_created_at
     from ledger.services.keystore import rotate_kek as do_rotate
     from ledger.storage import open_store
 
     settings = Settings()
-    paths = KeyPaths(settings.keys)
+    paths = key_paths(settings)
     if not paths.kek.exists():
         raise NoDeployment(settings.keys, paths.kek.name)
     if every is not None and not (paths.kek.parent / "kek.next.key").exists():
