@@ -7,15 +7,28 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 TEST_WORKERS ?= 2
 
-.PHONY: install run test fuzz soak lint clean
+.PHONY: install run test fuzz soak lint clean lock
 
-$(STAMP): pyproject.toml
+# The versions and hashes in requirements-test.lock, then the project itself (no more
+# dependencies): what `make run`, `make test` and CI install is what was tested.
+$(STAMP): pyproject.toml requirements-test.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements-test.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## lock: the lock files again from pyproject.toml's ranges, keeping today's versions where they
+##       still fit (UPGRADE=1 takes the newest), with hashes (pip-tools, in a venv of its own)
+lock:
+	UPGRADE=$(UPGRADE) bash scripts/lock.sh
+
+## .env: docker-compose's settings, with a random database password (never overwritten)
+.env:
+	@umask 077 && printf 'POSTGRES_PASSWORD=%s\n' "$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))')" > .env
+	@echo "wrote .env (0600) with a random POSTGRES_PASSWORD"
 
 ## run: install, initialise (idempotent), serve the API on the embedded SQLite default and
 ##      a console for a first agency (scripts/run.sh)

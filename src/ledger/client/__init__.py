@@ -19,8 +19,8 @@ from ledger.client.errors import LedgerHTTPError, bad_answer
 from ledger.client.session import (
     TRANSIENT_STATUSES,
     LedgerClient,
-    consistency_proofs,
     RetryPolicy,
+    consistency_proofs,
     is_transient,
     load_signing_key,
     new_id,
