@@ -207,11 +207,7 @@ def create_app(console: Console) -> FastAPI:
     def supervisor(request: Request, csrf: str | None = None) -> Session:
         """A supervisor of the agency (and, for a form, its CSRF token), or a refusal."""
         session = console.person(request) if csrf is None else console.poster(request, csrf)
-        if session.account.role != "supervisor":
-            message = "only a supervisor manages accounts"
-            raise Answered(console.page("error.html.j2", session.account.language, session,
-                                        403, message=message))  # fmt: skip
-        return session
+        return console.in_role(session, "supervisor", "only a supervisor manages accounts")
 
     def confirmed_supervisor(request: Request, csrf: str) -> Session:
         """A supervisor who confirmed it was them in the last minutes: a session left open

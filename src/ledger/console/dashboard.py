@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, Response
 from ledger.charts import Chart
 from ledger.console.accounts import Session
 from ledger.console.i18n import translations
-from ledger.console.pages import Answered, Console
+from ledger.console.pages import Answered, Console, download
 from ledger.contract.vocabulary import COMPONENTS
 
 log = logging.getLogger("ledger.console")
@@ -231,17 +231,9 @@ def to_pdf(title: str, lines: list[str], views: list[Table]) -> bytes:
 
 def add_dashboard(app: FastAPI, console: Console) -> None:
     def figures_for(request: Request) -> tuple[Session, dict[str, Any], dict[str, str]]:
-        session = console.person(request)
-        if session.account.role != "supervisor":
-            raise Answered(
-                console.page(
-                    "error.html.j2",
-                    session.account.language,
-                    session,
-                    403,
-                    message="the dashboard is for supervisors",
-                )
-            )
+        session = console.in_role(
+            console.person(request), "supervisor", "the dashboard is for supervisors"
+        )
         q = request.query_params
         chosen = {
             "from": q.get("from", "") if MONTH.fullmatch(q.get("from", "")) else "",
@@ -288,11 +280,7 @@ def add_dashboard(app: FastAPI, console: Console) -> None:
             raise Answered(console.not_found(session))
         period = figures["period"]
         filename = f"{name}-{period['from']}-{period['to']}.csv"
-        return Response(
-            to_csv(found[0]),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
+        return download(to_csv(found[0]), "text/csv; charset=utf-8", filename)
 
     @app.get("/dashboard.pdf")
     def dashboard_pdf(request: Request) -> Response:
@@ -310,8 +298,4 @@ def add_dashboard(app: FastAPI, console: Console) -> None:
         body = to_pdf(_("Agency dashboard"), lines, views_of(session, figures))
         log.info("console dashboard pdf account=%s", session.account.id)
         filename = f"dashboard-{period['from']}-{period['to']}.pdf"
-        return Response(
-            body,
-            media_type="application/pdf",
-            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-        )
+        return download(body, "application/pdf", filename)

@@ -56,10 +56,7 @@ def add_erasure(app: FastAPI, console: Console) -> None:
         session = (
             console.person(request) if form is None else console.poster(request, form.get("csrf"))
         )
-        if session.account.role != "supervisor":
-            message = "only a supervisor can erase a case"
-            raise Answered(refusal(session, 403, message))
-        return session
+        return console.in_role(session, "supervisor", "only a supervisor can erase a case")
 
     def refusal(session: Session, status: int, message: str) -> HTMLResponse:
         return console.page("error.html.j2", session.account.language, session, status,

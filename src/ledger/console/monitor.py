@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ledger.charts import Chart
 from ledger.console.accounts import Session
 from ledger.console.i18n import translations
-from ledger.console.pages import Answered, Console
+from ledger.console.pages import Answered, Console, download
 
 log = logging.getLogger("ledger.console")
 PERIOD = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
@@ -88,18 +88,8 @@ def release_csv(release: dict[str, Any]) -> str:
 
 def add_monitor(app: FastAPI, console: Console) -> None:
     def monitor(request: Request) -> Session:
-        session = console.person(request)
-        if session.account.role != "monitor":
-            raise Answered(
-                console.page(
-                    "error.html.j2",
-                    session.account.language,
-                    session,
-                    403,
-                    message="statistics are for monitor accounts",
-                )
-            )
-        return session
+        why = "statistics are for monitor accounts"
+        return console.in_role(console.person(request), "monitor", why)
 
     @app.get("/statistics", response_class=HTMLResponse)
     def statistics(request: Request) -> Response:
@@ -140,11 +130,7 @@ def add_monitor(app: FastAPI, console: Console) -> None:
         if not PERIOD.fullmatch(period):
             raise Answered(console.not_found(session))
         found = console.ask(session, lambda ledger: ledger.release(period))
-        return Response(
-            release_csv(found),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="release-{period}.csv"'},
-        )
+        return download(release_csv(found), "text/csv; charset=utf-8", f"release-{period}.csv")
 
     @app.get("/statistics/{period}", response_class=HTMLResponse)
     def release(request: Request, period: str) -> Response:
@@ -179,8 +165,4 @@ def add_monitor(app: FastAPI, console: Console) -> None:
             )
         text = console.ask(session, lambda ledger: ledger.htcds_export(int(year)))
         log.info("console htcds export account=%s year=%s", session.account.id, year)
-        return Response(
-            text,
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="htcds-{year}.csv"'},
-        )
+        return download(text, "text/csv; charset=utf-8", f"htcds-{year}.csv")

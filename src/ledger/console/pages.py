@@ -101,6 +101,12 @@ def check_token(ledger: LedgerClient, role: str, agency: str | None) -> str:
     return str(found["id"])
 
 
+def download(body: str | bytes, media_type: str, filename: str) -> Response:
+    """A file to save (a CSV, a PDF): its name given, never shown in the page."""
+    disposition = f'attachment; filename="{filename}"'
+    return Response(body, media_type=media_type, headers={"Content-Disposition": disposition})
+
+
 def when(timestamp: str | None) -> str:
     """`2026-12-05T19:32:17Z` as people read it: `2026-12-05 19:32 UTC`."""
     if not timestamp:
@@ -266,6 +272,13 @@ class Console:
             raise Answered(self.to_login())
         if session.account.role == "monitor" and not monitor_may_open(request.url.path):
             why = "a monitor account sees the statistics only"
+            raise Answered(self.page("error.html.j2", session.account.language, session, 403,
+                                     message=why))  # fmt: skip
+        return session
+
+    def in_role(self, session: Session, role: str, why: str) -> Session:
+        """The session if its person has `role`; otherwise `why`, in plain words (403)."""
+        if session.account.role != role:
             raise Answered(self.page("error.html.j2", session.account.language, session, 403,
                                      message=why))  # fmt: skip
         return session
