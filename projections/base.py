@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,3 +81,30 @@ class Projection(ABC):
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+Filter = tuple[str, Sequence[Any]] | None  # a condition and its parameters; None: not asked
+
+
+def select_page(
+    views: ViewStore,
+    query: str,
+    params: Sequence[Any],
+    filters: Sequence[Filter],
+    order: str,
+    limit: int | None,
+) -> list[dict[str, Any]]:
+    """The rows of `query` (its WHERE begun) with each filter asked for ANDed to it, in
+    `order` (the list's paging order), at most `limit` of them: the list queries' one shape."""
+    params = list(params)
+    for given in filters:
+        if given is not None:
+            query += f" AND {given[0]}"
+            params.extend(given[1])
+    query += f" ORDER BY {order}"
+    if limit is not None:
+        query += " LIMIT ?"
+        params.append(limit)
+    with views.read() as cur:
+        cur.execute(views.sql(query), params)
+        return [dict(r) for r in cur.fetchall()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.storage.base import ViewStore
-from projections.base import Event, Projection
+from projections.base import Event, Projection, select_page
 
 
 class CasesProjection(Projection):
@@ -85,20 +85,11 @@ def cases_of(
         " FROM {s}view_case_agencies a JOIN {s}view_cases c ON c.case_id = a.case_id"
         " WHERE a.agency = ?"
     )
-    params: list[Any] = [agency]
-    if before is not None:
-        query += " AND c.position < ?"
-        params.append(before)
-    if case_id is not None:
-        query += " AND c.case_id = ?"
-        params.append(case_id)
-    query += " ORDER BY c.position DESC"
-    if limit is not None:
-        query += " LIMIT ?"
-        params.append(limit)
-    with views.read() as cur:
-        cur.execute(views.sql(query), params)
-        return [dict(r) for r in cur.fetchall()]
+    filters = [
+        None if before is None else ("c.position < ?", [before]),
+        None if case_id is None else ("c.case_id = ?", [case_id]),
+    ]
+    return select_page(views, query, [agency], filters, "c.position DESC", limit)
 
 
 def cases_opened_from(views: ViewStore, position: int) -> list[tuple[str, int]]:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from ledger.storage.base import ViewStore
-from projections.base import Event, Projection, dumps
+from projections.base import Event, Projection, dumps, select_page
 
 
 class DisclosuresProjection(Projection):
@@ -59,17 +59,8 @@ def disclosures_of(
         "SELECT position, kind, agency, by_agency, categories, consent_id, purpose, at"
         " FROM {s}view_disclosures WHERE case_id = ?"
     )
-    params: list[Any] = [case_id]
-    if after is not None:
-        query += " AND position > ?"
-        params.append(after)
-    query += " ORDER BY position"
-    if limit is not None:
-        query += " LIMIT ?"
-        params.append(limit)
-    with views.read() as cur:
-        cur.execute(views.sql(query), params)
-        rows = [dict(r) for r in cur.fetchall()]
+    after_ = None if after is None else ("position > ?", [after])
+    rows = select_page(views, query, [case_id], [after_], "position", limit)
     for row in rows:
         row["categories"] = json.loads(row["categories"])
     return rows

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.storage.base import ViewStore
-from projections.base import Event, Projection
+from projections.base import Event, Projection, select_page
 
 
 class ErasureRequestsProjection(Projection):
@@ -46,14 +46,5 @@ def erasure_requests_of(
         "SELECT event_id, case_id, actor, requested_at, position FROM {s}view_erasure_requests"
         " WHERE agency = ?"
     )
-    params: list[Any] = [agency]
-    if after is not None:
-        query += " AND position > ?"
-        params.append(after)
-    query += " ORDER BY position"
-    if limit is not None:
-        query += " LIMIT ?"
-        params.append(limit)
-    with views.read() as cur:
-        cur.execute(views.sql(query), params)
-        return [dict(r) for r in cur.fetchall()]
+    after_ = None if after is None else ("position > ?", [after])
+    return select_page(views, query, [agency], [after_], "position", limit)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ledger.storage.base import ViewStore
-from projections.base import Event, Projection, dumps
+from projections.base import Event, Projection, dumps, select_page
 
 ANSWERS = {
     "referral.accepted": "accepted",
@@ -76,28 +76,17 @@ def referrals_of(
     after that key; `limit`: at most that many; `to`: those made to that agency;
     `case_ids`: those of these cases."""
     query = "SELECT * FROM {s}view_referrals WHERE (from_agency = ? OR to_agency = ?)"
-    params: list[Any] = [agency, agency]
-    if status is not None:
-        query += " AND status = ?"
-        params.append(status)
-    if to is not None:
-        query += " AND to_agency = ?"
-        params.append(to)
-    if after is not None:
-        query += " AND (made_at, case_id, referral_id) > (?, ?, ?)"
-        params.extend(after)
-    if case_ids is not None:
-        if not case_ids:
-            return []
-        query += f" AND case_id IN ({', '.join('?' for _ in case_ids)})"
-        params.extend(case_ids)
-    query += " ORDER BY made_at, case_id, referral_id"
-    if limit is not None:
-        query += " LIMIT ?"
-        params.append(limit)
-    with views.read() as cur:
-        cur.execute(views.sql(query), params)
-        rows = [dict(r) for r in cur.fetchall()]
+    if case_ids is not None and not case_ids:
+        return []
+    filters = [
+        None if status is None else ("status = ?", [status]),
+        None if to is None else ("to_agency = ?", [to]),
+        None if after is None else ("(made_at, case_id, referral_id) > (?, ?, ?)", after),
+        None if case_ids is None
+        else (f"case_id IN ({', '.join('?' for _ in case_ids)})", case_ids),
+    ]  # fmt: skip
+    order = "made_at, case_id, referral_id"
+    rows = select_page(views, query, [agency, agency], filters, order, limit)
     for row in rows:
         row["categories"] = json.loads(row["categories"])
     return rows
